@@ -1,0 +1,44 @@
+#include "core/cpu/gemm.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <mutex>
+
+namespace memtrain::cpu {
+namespace {
+void init_blas_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });  // parallelism comes from our pool
+}
+}  // namespace
+
+void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  init_blas_once();
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B,
+              static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+}
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc, ThreadPool& pool) {
+  if (M == 0 || N == 0) return;
+  // Split the longer side of C into at most 8 tiles of at least 64 (a multiple of 16): large enough that
+  // OpenBLAS's packing of the other operand stays a small part of each tile's work.
+  const bool split_m = M >= N;
+  const int64_t dim = split_m ? M : N;
+  const int64_t tile = std::max<int64_t>(64, (dim / 8 + 15) / 16 * 16);
+  pool.parallel_for(dim, tile, [&](int64_t lo, int64_t hi) {
+    if (split_m) {
+      const float* a = trans_a ? A + lo : A + lo * lda;
+      sgemm_serial(trans_a, trans_b, hi - lo, N, K, alpha, a, lda, B, ldb, beta, C + lo * ldc, ldc);
+    } else {
+      const float* b = trans_b ? B + lo * ldb : B + lo;
+      sgemm_serial(trans_a, trans_b, M, hi - lo, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+    }
+  });
+}
+
+}  // namespace memtrain::cpu
