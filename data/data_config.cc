@@ -1,0 +1,17 @@
+#include "data/data_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace memtrain::data {
+
+absl::Status DataConfig::validate() const {
+  if (dataset.empty() && text.empty()) return config_error("data.dataset", "set data.dataset or data.text");
+  if (!dataset.empty() && !text.empty()) return config_error("data.text", "set data.dataset or data.text, not both");
+  if (!(val_fraction > 0 && val_fraction < 1))
+    return config_error("data.val_fraction", absl::StrCat("must be in (0, 1), got ", val_fraction));
+  if (tokenizer != "byte") return config_error("data.tokenizer", absl::StrCat("must be byte, got '", tokenizer, "'"));
+  return absl::OkStatus();
+}
+
+}  // namespace memtrain::data
