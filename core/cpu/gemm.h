@@ -18,3 +18,9 @@ void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace memtrain::cpu
+
+namespace memtrain::cpu {
+// The sgemm rate this machine reaches on `pool` (a few square products, best of several), in GFLOP/s: the peak
+// that MFU figures are quoted against.
+double measure_sgemm_gflops(ThreadPool& pool);
+}  // namespace memtrain::cpu

@@ -1,0 +1,24 @@
+// Whole-file reads and crash-safe writes for data files: errors name the path, the action and errno's reason.
+#pragma once
+
+#include "absl/types/span.h"
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace memtrain {
+
+// "data/train.bin: cannot open: No such file or directory", with a code that fits errno (ENOENT -> NotFound,
+// EACCES -> PermissionDenied, ENOSPC -> ResourceExhausted, else Internal).
+absl::Status errno_error(absl::string_view path, absl::string_view action, int err);
+
+absl::StatusOr<std::string> read_file(const std::string& path);
+
+// Writes the concatenated pieces to path + ".tmp", fsyncs it, renames it over `path` and fsyncs the directory.
+// A crash or a full disk leaves either the previous file or the complete new one under `path`, never a mix; on
+// failure the temporary file is removed.
+absl::Status write_file_atomically(const std::string& path, absl::Span<const absl::string_view> pieces);
+
+}  // namespace memtrain

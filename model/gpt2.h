@@ -1,0 +1,38 @@
+// GPT-2: learned positions, pre-LayerNorm blocks with GELU MLPs, tied token embedding and head (Hugging Face names:
+// transformer.wte, transformer.wpe, transformer.h.N.*, transformer.ln_f).
+#pragma once
+
+#include <vector>
+
+#include "model/attention.h"
+#include "model/mlp.h"
+#include "model/model.h"
+#include "model/norm.h"
+
+namespace memtrain::model {
+
+class Gpt2Model : public Model {
+ public:
+  Gpt2Model(const ModelConfig& cfg, ParamSet& params);
+
+ protected:
+  absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;
+  absl::Status body_backward(const Tensor& dh, ActivationStore& store) override;
+  int64_t body_saved_bytes(int64_t B, int64_t T) const override;
+  int64_t embedding_params() const override;
+
+ private:
+  struct Block {
+    LayerNorm ln_1;
+    Gpt2Attention attn;
+    LayerNorm ln_2;
+    Gpt2Mlp mlp;
+  };
+  Param* wte_;  // (V, C); not owned
+  Param* wpe_;  // (block_size, C)
+  std::vector<Block> blocks_;
+  std::optional<LayerNorm> ln_f_;
+  int64_t B_ = 0, T_ = 0;  // shape of the forward whose state the store holds
+};
+
+}  // namespace memtrain::model

@@ -1,0 +1,37 @@
+// LLaMA: RoPE, pre-RMSNorm blocks with SwiGLU MLPs, grouped-query attention, untied head by default (Hugging Face
+// names: model.embed_tokens, model.layers.N.*, model.norm, lm_head).
+#pragma once
+
+#include <vector>
+
+#include "model/attention.h"
+#include "model/mlp.h"
+#include "model/model.h"
+#include "model/norm.h"
+
+namespace memtrain::model {
+
+class LlamaModel : public Model {
+ public:
+  LlamaModel(const ModelConfig& cfg, ParamSet& params);
+
+ protected:
+  absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;
+  absl::Status body_backward(const Tensor& dh, ActivationStore& store) override;
+  int64_t body_saved_bytes(int64_t B, int64_t T) const override;
+  int64_t embedding_params() const override;
+
+ private:
+  struct Block {
+    RmsNorm input_layernorm;
+    LlamaAttention self_attn;
+    RmsNorm post_attention_layernorm;
+    LlamaMlp mlp;
+  };
+  Param* embed_;  // (V, C); not owned
+  std::vector<Block> blocks_;
+  std::optional<RmsNorm> norm_;
+  int64_t B_ = 0, T_ = 0;  // shape of the forward whose state the store holds
+};
+
+}  // namespace memtrain::model

@@ -1,0 +1,93 @@
+#include "model/mlp.h"
+
+#include <cmath>
+
+#include "core/cpu/gelu.h"
+#include "core/cpu/swiglu.h"
+
+namespace memtrain::model {
+namespace {
+absl::StatusOr<Tensor> act(Shape shape) { return Tensor::empty(std::move(shape), DType::kF32, MemCategory::kActivations); }
+}  // namespace
+
+Gpt2Mlp::Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
+    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn()) {
+  const float std = static_cast<float>(cfg.init_std);
+  c_fc_ = make_linear(params, prefix + ".c_fc", C_, F_, cfg.bias, /*in_out=*/true, std);
+  // Residual projection scaled by 1/sqrt(2 * n_layer), as GPT-2 does.
+  c_proj_ = make_linear(params, prefix + ".c_proj", F_, C_, cfg.bias, /*in_out=*/true,
+                        static_cast<float>(cfg.init_std / std::sqrt(2.0 * cfg.n_layer)));
+}
+
+absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store) const {
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, act({N, F_}));
+  linear_forward(c_fc_, x.f32(), N, h.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));  // freed at the end of forward, recomputed in backward
+  cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
+  linear_forward(c_proj_, g.f32(), N, y.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/h", h));
+  return y;
+}
+
+absl::StatusOr<Tensor> Gpt2Mlp::backward(const Tensor& dy, ActivationStore& store) {
+  ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, store.take(name_ + "/h"));
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));
+  cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
+  linear_backward(c_proj_, g.f32(), dy.f32(), N, g.f32() /*dg overwrites g once c_proj's wgrad has read it*/, pool);
+  cpu::gelu_backward(g.f32(), h.f32(), g.f32(), N * F_, pool);  // dh, in place
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
+  linear_backward(c_fc_, x.f32(), g.f32(), N, dx.f32(), pool);
+  return dx;
+}
+
+LlamaMlp::LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
+    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn()) {
+  const float std = static_cast<float>(cfg.init_std);
+  gate_ = make_linear(params, prefix + ".gate_proj", C_, F_, false, false, std);
+  up_ = make_linear(params, prefix + ".up_proj", C_, F_, false, false, std);
+  down_ = make_linear(params, prefix + ".down_proj", F_, C_, false, false, std);
+}
+
+absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store) const {
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor gate, act({N, F_}));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor up, act({N, F_}));
+  linear_forward(gate_, x.f32(), N, gate.f32(), pool);
+  linear_forward(up_, x.f32(), N, up.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));  // freed at the end of forward, recomputed in backward
+  cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
+  linear_forward(down_, a.f32(), N, y.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/gate", gate));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/up", up));
+  return y;
+}
+
+absl::StatusOr<Tensor> LlamaMlp::backward(const Tensor& dy, ActivationStore& store) {
+  ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor gate, store.take(name_ + "/gate"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor up, store.take(name_ + "/up"));
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));
+  cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
+  linear_backward(down_, a.f32(), dy.f32(), N, a.f32() /*da overwrites a once down's wgrad has read it*/, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dgate, act({N, F_}));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dup, act({N, F_}));
+  cpu::swiglu_backward(a.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(), N * F_, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
+  linear_backward(gate_, x.f32(), dgate.f32(), N, dx.f32(), pool);
+  linear_backward(up_, x.f32(), dup.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  return dx;
+}
+
+}  // namespace memtrain::model

@@ -1,0 +1,44 @@
+// The two feed-forward sub-layers: GPT-2's (c_fc, GELU, c_proj) and LLaMA's SwiGLU (gate, up, down). Each saves
+// its input and the pre-activation(s) and recomputes the cheap activation in backward instead of saving it.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/activation_store.h"
+#include "model/linear.h"
+#include "model/model_config.h"
+
+namespace memtrain::model {
+
+class Gpt2Mlp {
+ public:
+  // prefix: "transformer.h.3.mlp"; registers c_fc (C -> F) and c_proj (F -> C), Conv1D layout.
+  Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
+  // x, y: (N, C). Saves x and h = c_fc(x) (N, F).
+  absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
+  absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 4 * N * cfg.ffn(); }  // besides x
+
+ private:
+  std::string name_;
+  int64_t C_, F_;
+  LinearWeights c_fc_, c_proj_;
+};
+
+class LlamaMlp {
+ public:
+  // prefix: "model.layers.3.mlp"; registers gate_proj, up_proj (C -> F) and down_proj (F -> C).
+  LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
+  // x, y: (N, C). Saves x, gate (N, F) and up (N, F).
+  absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
+  absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 2 * 4 * N * cfg.ffn(); }
+
+ private:
+  std::string name_;
+  int64_t C_, F_;
+  LinearWeights gate_, up_, down_;
+};
+
+}  // namespace memtrain::model

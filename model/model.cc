@@ -1,0 +1,63 @@
+#include "model/model.h"
+
+#include "absl/strings/str_cat.h"
+#include "model/gpt2.h"
+#include "model/llama.h"
+
+namespace memtrain::model {
+
+absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params) {
+  MEMTRAIN_RETURN_IF_ERROR(cfg.validate());
+  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params));
+  return std::unique_ptr<Model>(new Gpt2Model(cfg, params));
+}
+
+absl::Status Model::check_tokens(const Tensor& tokens) const {
+  MEMTRAIN_CHECK(tokens.ndim() == 2 && tokens.dtype() == DType::kI32);
+  if (tokens.dim(1) > cfg_.block_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence of ", tokens.dim(1), " tokens exceeds model.block_size ", cfg_.block_size));
+  }
+  for (int64_t i = 0; i < tokens.numel(); ++i) {
+    const int32_t t = tokens.i32()[i];
+    if (t < 0 || t >= cfg_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " outside [0, model.vocab_size=", cfg_.vocab_size, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> Model::forward(const Tensor& tokens, const Tensor& targets, float grad_scale,
+                                       ActivationStore& store) {
+  MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, store));
+  return head_->forward(h, targets.view({targets.numel()}), grad_scale, store);
+}
+
+absl::Status Model::backward(ActivationStore& store) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh, head_->backward(store));
+  return body_backward(dh, store);
+}
+
+absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
+  MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
+  ActivationStore discard(/*keep=*/false);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, discard));
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), C = cfg_.n_embd;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor last, Tensor::empty({B, C}, DType::kF32, MemCategory::kActivations));
+  for (int64_t b = 0; b < B; ++b)
+    std::copy_n(h.f32() + ((b + 1) * T - 1) * C, C, last.f32() + b * C);
+  return head_->logits(last);
+}
+
+int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
+  return body_saved_bytes(B, T) + LmHead::saved_bytes(B * T, cfg_.n_embd);
+}
+
+double Model::flops_per_token(int64_t T) const {
+  const double matmul_params = static_cast<double>(params_.numel() - embedding_params());
+  return 6.0 * matmul_params + 12.0 * cfg_.n_layer * cfg_.n_embd * T;
+}
+
+}  // namespace memtrain::model

@@ -1,0 +1,55 @@
+// The model interface the trainer drives: a body (embeddings and blocks, per architecture) followed by the shared
+// fused head + loss. forward/backward are flat lists of layer calls; every activation goes through the store.
+#pragma once
+
+#include <memory>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "model/activation_store.h"
+#include "model/lm_head.h"
+#include "model/model_config.h"
+#include "model/params.h"
+
+namespace memtrain::model {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Registers the architecture's parameters in `params` (which must outlive the model); allocate and initialise
+  // them with params.allocate() and params.initialize(seed).
+  static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params);
+
+  // tokens, targets: (B, T) int32. Returns the sum of token losses. When store.keeping(), the backward state is
+  // saved and dL/d(params) with L = grad_scale * sum(losses) is ready after backward() (the head adds its part
+  // during forward).
+  absl::StatusOr<double> forward(const Tensor& tokens, const Tensor& targets, float grad_scale, ActivationStore& store);
+  absl::Status backward(ActivationStore& store);
+  // Logits (B, V) of each sequence's last position; keeps nothing.
+  absl::StatusOr<Tensor> last_logits(const Tensor& tokens);
+
+  // Activation bytes that forward(B, T) leaves in a keeping store, from the shapes alone.
+  int64_t predicted_activation_bytes(int64_t B, int64_t T) const;
+  // Training FLOPs per token at context T: 6 * (matmul parameters) + 12 * L * C * T for attention (PaLM's count).
+  double flops_per_token(int64_t T) const;
+  const ModelConfig& config() const { return cfg_; }
+
+ protected:
+  Model(const ModelConfig& cfg, ParamSet& params) : cfg_(cfg), params_(params) {}
+  // tokens (B, T) -> final normalised hidden states (B*T, C); tokens were checked by check_tokens.
+  virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) = 0;
+  virtual absl::Status body_backward(const Tensor& dh, ActivationStore& store) = 0;
+  virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
+  // Parameters only looked up, never multiplied (excluded from the 6N FLOP count); a tied token embedding is
+  // also the head's weight, so it counts as multiplied.
+  virtual int64_t embedding_params() const = 0;
+
+  absl::Status check_tokens(const Tensor& tokens) const;  // ids in [0, V), T <= block_size
+
+  ModelConfig cfg_;
+  ParamSet& params_;  // not owned
+  std::optional<LmHead> head_;  // set by the architecture's constructor
+};
+
+}  // namespace memtrain::model

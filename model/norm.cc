@@ -1,0 +1,62 @@
+#include "model/norm.h"
+
+#include "core/cpu/layer_norm.h"
+#include "core/cpu/rms_norm.h"
+
+namespace memtrain::model {
+
+LayerNorm::LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps)
+    : name_(std::move(name)), C_(C), eps_(eps) {
+  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes});
+  bias_ = bias ? &params.add(name_ + ".bias", {C}, ParamKind::kNorm, ParamInit{ParamInit::kZeros}) : nullptr;
+}
+
+absl::StatusOr<Tensor> LayerNorm::forward(const Tensor& x, ActivationStore& store) const {
+  MEMTRAIN_CHECK(x.cols() == C_);
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, Tensor::empty_like(x, MemCategory::kActivations));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor mean, Tensor::empty({N}, DType::kF32, MemCategory::kActivations));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, Tensor::empty({N}, DType::kF32, MemCategory::kActivations));
+  cpu::layer_norm_forward(x.f32(), weight_->value.f32(), bias_ ? bias_->value.f32() : nullptr, eps_, N, C_, y.f32(),
+                          mean.f32(), rstd.f32(), ThreadPool::global());
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/mean", mean));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/rstd", rstd));
+  return y;
+}
+
+absl::StatusOr<Tensor> LayerNorm::backward(const Tensor& dy, ActivationStore& store) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor mean, store.take(name_ + "/mean"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
+  cpu::layer_norm_backward(dy.f32(), x.f32(), mean.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(),
+                           weight_->grad.f32(), bias_ ? bias_->grad.f32() : nullptr, ThreadPool::global());
+  return dx;
+}
+
+RmsNorm::RmsNorm(ParamSet& params, std::string name, int64_t C, float eps) : name_(std::move(name)), C_(C), eps_(eps) {
+  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes});
+}
+
+absl::StatusOr<Tensor> RmsNorm::forward(const Tensor& x, ActivationStore& store) const {
+  MEMTRAIN_CHECK(x.cols() == C_);
+  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, Tensor::empty_like(x, MemCategory::kActivations));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, Tensor::empty({N}, DType::kF32, MemCategory::kActivations));
+  cpu::rms_norm_forward(x.f32(), weight_->value.f32(), eps_, N, C_, y.f32(), rstd.f32(), ThreadPool::global());
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/rstd", rstd));
+  return y;
+}
+
+absl::StatusOr<Tensor> RmsNorm::backward(const Tensor& dy, ActivationStore& store) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
+  cpu::rms_norm_backward(dy.f32(), x.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(),
+                         weight_->grad.f32(), ThreadPool::global());
+  return dx;
+}
+
+}  // namespace memtrain::model

@@ -1,0 +1,56 @@
+#include "model/params.h"
+
+#include <algorithm>
+
+#include "core/philox.h"
+
+namespace memtrain::model {
+
+Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit init) {
+  MEMTRAIN_CHECK_MSG(find(name) == nullptr, "parameter registered twice: " + name);
+  auto p = std::make_unique<Param>();
+  p->name = std::move(name);
+  p->shape = std::move(shape);
+  p->kind = kind;
+  p->init = init;
+  params_.push_back(std::move(p));
+  return *params_.back();
+}
+
+absl::Status ParamSet::allocate() {
+  for (auto& p : params_) {
+    MEMTRAIN_ASSIGN_OR_RETURN(p->value, Tensor::zeros(p->shape, DType::kF32, MemCategory::kParameters));
+    MEMTRAIN_ASSIGN_OR_RETURN(p->grad, Tensor::zeros(p->shape, DType::kF32, MemCategory::kGradients));
+  }
+  return absl::OkStatus();
+}
+
+void ParamSet::initialize(uint64_t seed) {
+  for (auto& p : params_) {
+    float* v = p->value.f32();
+    const int64_t n = p->value.numel();
+    switch (p->init.kind) {
+      case ParamInit::kZeros: std::fill(v, v + n, 0.0f); break;
+      case ParamInit::kOnes: std::fill(v, v + n, 1.0f); break;
+      case ParamInit::kNormal: philox_normal(philox_key(seed, p->name), 0, n, 0.0f, p->init.std, v); break;
+    }
+  }
+}
+
+void ParamSet::zero_grad() {
+  for (auto& p : params_) p->grad.fill_zero();
+}
+
+Param* ParamSet::find(const std::string& name) {
+  for (auto& p : params_)
+    if (p->name == name) return p.get();
+  return nullptr;
+}
+
+int64_t ParamSet::numel() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += shape_numel(p->shape);
+  return n;
+}
+
+}  // namespace memtrain::model

@@ -1,0 +1,46 @@
+// Parameters with their global identity: Hugging Face name, global shape, kind (for weight-decay groups) and
+// initialisation, drawn from Philox keyed by (seed, name, element index) so any shard can generate its own slice.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/tensor.h"
+
+namespace memtrain::model {
+
+enum class ParamKind : uint8_t { kWeight, kBias, kNorm, kEmbedding };
+
+struct ParamInit {
+  enum Kind : uint8_t { kNormal, kZeros, kOnes } kind = kNormal;
+  float std = 0.02f;
+};
+
+struct Param {
+  std::string name;  // "transformer.h.3.attn.c_attn.weight"
+  Shape shape;       // global shape, as Hugging Face stores it
+  ParamKind kind;
+  ParamInit init;
+  Tensor value;      // fp32, category parameters
+  Tensor grad;       // fp32, category gradients; accumulated with +=
+};
+
+class ParamSet {
+ public:
+  // Registers a parameter; storage is allocated by allocate(). The returned reference stays valid.
+  Param& add(std::string name, Shape shape, ParamKind kind, ParamInit init);
+  absl::Status allocate();         // values and zeroed gradients, accounted as parameters / gradients
+  void initialize(uint64_t seed);  // every value from its ParamInit, layout-independent
+  void zero_grad();
+
+  Param* find(const std::string& name);
+  const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
+  int64_t numel() const;
+
+ private:
+  std::vector<std::unique_ptr<Param>> params_;
+};
+
+}  // namespace memtrain::model

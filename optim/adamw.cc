@@ -1,0 +1,40 @@
+#include "optim/adamw.h"
+
+#include "core/cpu/adamw.h"
+
+namespace memtrain::optim {
+
+absl::StatusOr<AdamW> AdamW::create(model::ParamSet& params, const OptimConfig& cfg) {
+  AdamW opt(params, cfg);
+  for (const auto& p : params.all()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor m, Tensor::zeros(p->shape, DType::kF32, MemCategory::kOptimizerState));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, Tensor::zeros(p->shape, DType::kF32, MemCategory::kOptimizerState));
+    opt.m_.push_back(std::move(m));
+    opt.v_.push_back(std::move(v));
+  }
+  return opt;
+}
+
+bool AdamW::decays(const model::Param& p) const {
+  switch (p.kind) {
+    case model::ParamKind::kWeight: return true;
+    case model::ParamKind::kEmbedding: return cfg_.decay_embeddings;
+    case model::ParamKind::kNorm:
+    case model::ParamKind::kBias: return cfg_.decay_norms_and_biases;
+  }
+  return true;
+}
+
+void AdamW::step(double lr) {
+  ++step_;
+  const auto& all = params_->all();
+  for (size_t i = 0; i < all.size(); ++i) {
+    model::Param& p = *all[i];
+    const float wd = decays(p) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    cpu::adamw_step(p.value.f32(), p.grad.f32(), m_[i].f32(), v_[i].f32(), p.value.numel(), static_cast<float>(lr),
+                    static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
+                    step_, ThreadPool::global());
+  }
+}
+
+}  // namespace memtrain::optim

@@ -1,0 +1,30 @@
+// Range checks of the [optim] section; cross-section rules live in trainer/config.cc.
+#include "optim/optim_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace memtrain::optim {
+
+absl::Status OptimConfig::validate() const {
+  if (name != "adamw") return config_error("optim.name", absl::StrCat("must be adamw, got '", name, "'"));
+  // Written as !(x > 0) so that NaN fails too.
+  if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
+  if (!(min_lr >= 0)) return config_error("optim.min_lr", absl::StrCat("must be >= 0, got ", min_lr));
+  if (min_lr > lr) return config_error("optim.min_lr", absl::StrCat(min_lr, " exceeds optim.lr (", lr, ")"));
+  if (!(beta1 >= 0 && beta1 < 1)) return config_error("optim.beta1", absl::StrCat("must be in [0, 1), got ", beta1));
+  if (!(beta2 >= 0 && beta2 < 1)) return config_error("optim.beta2", absl::StrCat("must be in [0, 1), got ", beta2));
+  if (!(eps > 0)) return config_error("optim.eps", absl::StrCat("must be > 0, got ", eps));
+  if (!(weight_decay >= 0))
+    return config_error("optim.weight_decay", absl::StrCat("must be >= 0, got ", weight_decay));
+  if (!(grad_clip >= 0))
+    return config_error("optim.grad_clip", absl::StrCat("must be >= 0 (0 = off), got ", grad_clip));
+  if (schedule != "constant" && schedule != "cosine" && schedule != "linear")
+    return config_error("optim.schedule", absl::StrCat("must be constant, cosine or linear, got '", schedule, "'"));
+  if (warmup_steps < 0) return config_error("optim.warmup_steps", absl::StrCat("must be >= 0, got ", warmup_steps));
+  if (decay_steps < 0)
+    return config_error("optim.decay_steps", absl::StrCat("must be >= 0 (0 = train.max_steps), got ", decay_steps));
+  return absl::OkStatus();
+}
+
+}  // namespace memtrain::optim

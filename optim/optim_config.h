@@ -1,0 +1,48 @@
+// The [optim] section: optimizer, learning-rate schedule and clipping. It knows nothing of TOML;
+// trainer/config walks `visit` to parse, override, dump and document it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace memtrain::optim {
+
+struct OptimConfig {
+  std::string name = "adamw";
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  bool decay_embeddings = false;
+  bool decay_norms_and_biases = false;
+  double grad_clip = 1.0;
+  std::string schedule = "cosine";
+  int64_t warmup_steps = 100;
+  int64_t decay_steps = 0;  // 0: train.max_steps
+
+  template <class V> void visit(V& v) {
+    v("name", name, "optimizer: adamw");
+    v("lr", lr, "peak learning rate, > 0");
+    v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
+    v("beta1", beta1, "first-moment decay, in [0, 1)");
+    v("beta2", beta2, "second-moment decay, in [0, 1)");
+    v("eps", eps, "added to the root of the second moment, > 0");
+    v("weight_decay", weight_decay, "decoupled weight decay, >= 0");
+    v("decay_embeddings", decay_embeddings, "apply weight decay to token and position embeddings");
+    v("decay_norms_and_biases", decay_norms_and_biases, "apply weight decay to norm weights and biases");
+    v("grad_clip", grad_clip, "clip the global gradient norm to this value, >= 0; 0 = off");
+    v("schedule", schedule, "constant | cosine | linear: decay from lr to min_lr after warmup");
+    v("warmup_steps", warmup_steps, "linear warmup from 0 to lr over this many steps, >= 0");
+    v("decay_steps", decay_steps, "step at which the decay reaches min_lr, >= 0; 0 = train.max_steps");
+  }
+  absl::Status validate() const;
+
+  // decay_steps with 0 resolved to the run's max_steps.
+  int64_t resolved_decay_steps(int64_t max_steps) const { return decay_steps == 0 ? max_steps : decay_steps; }
+};
+
+}  // namespace memtrain::optim

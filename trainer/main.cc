@@ -1,0 +1,136 @@
+// The `memtrain` binary: parses the subcommand and its flags, runs it, and maps errors to exit codes (2: bad
+// config or input, 1: failure at run time), printing "error: ..." on stderr.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "data/prepare.h"
+#include "trainer/config.h"
+#include "trainer/session.h"
+#include "trainer/train_loop.h"
+
+namespace memtrain::trainer {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: memtrain <command> [args]\n"
+    "  train   CONFIG [--set section.key=value ...]   train as the config says; outputs go to output.dir\n"
+    "  eval    CONFIG [--set ...] [--weights FILE]    validation loss of saved weights (default output.dir)\n"
+    "  sample  CONFIG [--set ...] [--weights FILE]    print output.samples generated texts\n"
+    "  prepare --out DIR [--val-fraction F] INPUT...  tokenize text files or directories into DIR/{train,val}.bin\n"
+    "  help                                           this text\n";
+
+struct Args {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string weights;
+  std::string out;
+  double val_fraction = 0.1;
+  std::vector<std::string> inputs;
+};
+
+absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** argv) {
+  Args a;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const char* flag) -> absl::StatusOr<std::string> {
+      if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(flag, ": needs a value"));
+      return std::string(argv[++i]);
+    };
+    if (arg == "--set") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--set"));
+      a.overrides.push_back(v);
+    } else if (arg.rfind("--set=", 0) == 0) {
+      a.overrides.push_back(arg.substr(6));
+    } else if (arg == "--weights" && command != "prepare") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.weights, value("--weights"));
+    } else if (arg == "--out" && command == "prepare") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
+    } else if (arg == "--val-fraction" && command == "prepare") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--val-fraction"));
+      if (!absl::SimpleAtod(v, &a.val_fraction))
+        return absl::InvalidArgumentError(absl::StrCat("--val-fraction: not a number: '", v, "'"));
+    } else if (arg.rfind("--", 0) == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(arg, ": unknown flag for '", command, "'\n", kUsage));
+    } else if (command == "prepare") {
+      a.inputs.push_back(arg);
+    } else if (a.config.empty()) {
+      a.config = arg;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(arg, ": unexpected argument (one CONFIG only)"));
+    }
+  }
+  if (command != "prepare" && a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(command, ": needs a CONFIG file"));
+  if (command == "prepare" && (a.out.empty() || a.inputs.empty()))
+    return absl::InvalidArgumentError("prepare: needs --out DIR and at least one INPUT");
+  return a;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(const Config& cfg, const Args& args) {
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
+  MEMTRAIN_RETURN_IF_ERROR(load_weights(*bundle, args.weights.empty() ? weights_path(cfg) : args.weights));
+  return bundle;
+}
+
+absl::Status run(const std::string& command, const Args& args) {
+  if (command == "prepare") {
+    MEMTRAIN_ASSIGN_OR_RETURN(data::PrepareStats s, data::prepare_text_dataset(args.inputs, args.val_fraction, args.out));
+    std::printf("prepared %lld files: %lld train tokens, %lld val tokens in %s\n", static_cast<long long>(s.files),
+                static_cast<long long>(s.train_tokens), static_cast<long long>(s.val_tokens), args.out.c_str());
+    return absl::OkStatus();
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
+  if (command == "train") return run_training(cfg).status();
+  apply_runtime(cfg);
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, load_trained(cfg, args));
+  if (command == "eval") {
+    MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
+    data::BatchSampler val(data.val, cfg.train.batch_size, cfg.train.resolved_seq_len(cfg.model.block_size),
+                           static_cast<uint64_t>(cfg.train.seed), "val");
+    MEMTRAIN_RETURN_IF_ERROR(val.check());
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, evaluate_loss(*bundle->model, val, std::min(cfg.train.eval_batches, val.eval_batches())));
+    std::printf("val_loss %.6f\n", loss);
+    return absl::OkStatus();
+  }
+  return print_samples(cfg, *bundle->model);  // command == "sample"
+}
+
+int exit_code(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kPermissionDenied: return 2;
+    default: return 1;
+  }
+}
+
+}  // namespace
+}  // namespace memtrain::trainer
+
+int main(int argc, char** argv) {
+  using namespace memtrain::trainer;
+  if (argc < 2 || std::strcmp(argv[1], "help") == 0 || std::strcmp(argv[1], "--help") == 0 ||
+      std::strcmp(argv[1], "-h") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  if (command != "train" && command != "eval" && command != "sample" && command != "prepare") {
+    std::fprintf(stderr, "error: unknown command '%s'\n%s", command.c_str(), kUsage);
+    return 2;
+  }
+  absl::Status status;
+  auto args = parse_args(command, argc, argv);
+  status = args.ok() ? run(command, *args) : args.status();
+  if (!status.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
+    return exit_code(status);
+  }
+  return 0;
+}

@@ -1,0 +1,44 @@
+// Run metrics: output.dir/metrics.jsonl (one JSON object per logged step or evaluation, the contract scripts rely
+// on) and the human progress line printed every train.log_interval steps.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/memory.h"
+
+namespace memtrain::trainer {
+
+struct StepMetrics {
+  int64_t step = 0;  // 1-based: steps completed
+  int64_t max_steps = 0;
+  double loss = 0, lr = 0, grad_norm = 0;
+  double tokens_per_s = 0, step_ms = 0;
+  double mfu = 0;  // achieved / measured sgemm peak
+  double eta_s = 0;
+  MemorySnapshot mem;
+};
+
+class MetricsLog {
+ public:
+  // Truncates `path` (a fresh run).
+  static absl::StatusOr<MetricsLog> open(const std::string& path);
+  MetricsLog(MetricsLog&& o) noexcept : file_(o.file_), path_(std::move(o.path_)) { o.file_ = nullptr; }
+  MetricsLog(const MetricsLog&) = delete;
+  ~MetricsLog();
+
+  absl::Status log_step(const StepMetrics& m);
+  absl::Status log_eval(int64_t step, double val_loss);
+
+ private:
+  MetricsLog(FILE* f, std::string path) : file_(f), path_(std::move(path)) {}
+  absl::Status write_line(const std::string& line);
+  FILE* file_;
+  std::string path_;
+};
+
+// "step   120/2000 | loss 2.1345 | lr 1.00e-03 | 45.3k tok/s | MFU 31.2% | mem 12.3 MiB | ETA 3m12s"
+std::string progress_line(const StepMetrics& m);
+
+}  // namespace memtrain::trainer

@@ -1,0 +1,73 @@
+#include "trainer/session.h"
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "checkpoint/safetensors.h"
+#include "core/thread_pool.h"
+#include "data/prepare.h"
+
+namespace memtrain::trainer {
+
+void apply_runtime(const Config& cfg) {
+  const unsigned hw = std::thread::hardware_concurrency();
+  ThreadPool::set_global_threads(cfg.train.threads > 0 ? static_cast<int>(cfg.train.threads) : std::max(1u, hw));
+  MemoryTracker::host().set_budget(cfg.memory.budget_bytes());
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg) {
+  auto bundle = std::make_unique<ModelBundle>();
+  MEMTRAIN_ASSIGN_OR_RETURN(bundle->model, model::Model::create(cfg.model, bundle->params));
+  MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());
+  bundle->params.initialize(static_cast<uint64_t>(cfg.train.seed));
+  return bundle;
+}
+
+std::string weights_path(const Config& cfg) { return (std::filesystem::path(cfg.output.dir) / "model.safetensors").string(); }
+
+absl::Status save_weights(const ModelBundle& bundle, const std::string& path) {
+  std::vector<checkpoint::NamedTensor> tensors;
+  for (const auto& p : bundle.params.all()) tensors.push_back({p->name, p->value});
+  return checkpoint::write_safetensors(path, tensors, {{"format", "pt"}, {"arch", bundle.model->config().arch}});
+}
+
+absl::Status load_weights(ModelBundle& bundle, const std::string& path) {
+  MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::SafetensorsFile file, checkpoint::read_safetensors(path, MemCategory::kWorkspace));
+  std::set<std::string> seen;
+  for (const checkpoint::NamedTensor& t : file.tensors) {
+    model::Param* p = bundle.params.find(t.name);
+    if (p == nullptr) return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", t.name, "' is not in this model"));
+    if (t.tensor.shape() != p->shape || t.tensor.dtype() != DType::kF32) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", t.name, "' is ", dtype_name(t.tensor.dtype()),
+                                                     shape_string(t.tensor.shape()), ", the model needs f32",
+                                                     shape_string(p->shape)));
+    }
+    std::copy_n(t.tensor.f32(), t.tensor.numel(), p->value.f32());
+    seen.insert(t.name);
+  }
+  for (const auto& p : bundle.params.all()) {
+    if (!seen.count(p->name)) return absl::InvalidArgumentError(absl::StrCat(path, ": missing tensor '", p->name, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TokenData> open_token_data(const Config& cfg) {
+  std::string dir = cfg.data.dataset;
+  if (dir.empty()) {
+    dir = (std::filesystem::path(cfg.output.dir) / "data").string();
+    MEMTRAIN_RETURN_IF_ERROR(data::prepare_text_dataset(cfg.data.text, cfg.data.val_fraction, dir).status());
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard train, data::TokenShard::open((std::filesystem::path(dir) / "train.bin").string()));
+  MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard val, data::TokenShard::open((std::filesystem::path(dir) / "val.bin").string()));
+  for (const data::TokenShard* s : {&train, &val}) {
+    if (s->vocab_size() > cfg.model.vocab_size) {
+      return config_error("model.vocab_size", absl::StrCat(cfg.model.vocab_size, " is smaller than the dataset's vocabulary (",
+                                                           s->vocab_size(), ") in ", dir));
+    }
+  }
+  return TokenData{std::move(train), std::move(val)};
+}
+
+}  // namespace memtrain::trainer

@@ -1,0 +1,38 @@
+// What every subcommand sets up from a config: the process-wide pool and budget, the model with its parameters,
+// and the token data (prepared from text on the first use).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "data/token_shard.h"
+#include "model/model.h"
+#include "trainer/config.h"
+
+namespace memtrain::trainer {
+
+// Kernel threads (train.threads, 0 = all cores) and memory.budget.
+void apply_runtime(const Config& cfg);
+
+struct ModelBundle {
+  model::ParamSet params;
+  std::unique_ptr<model::Model> model;
+};
+// Builds the model, allocates its parameters and initialises them from train.seed.
+absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg);
+
+// output.dir/model.safetensors, with Hugging Face tensor names.
+std::string weights_path(const Config& cfg);
+absl::Status save_weights(const ModelBundle& bundle, const std::string& path);
+// Every parameter must be present with its shape (extra tensors are an error too); errors name the file.
+absl::Status load_weights(ModelBundle& bundle, const std::string& path);
+
+struct TokenData {
+  data::TokenShard train, val;
+};
+// data.dataset's shards, or data.text tokenized into output.dir/data. Checks the shards fit model.vocab_size.
+absl::StatusOr<TokenData> open_token_data(const Config& cfg);
+
+}  // namespace memtrain::trainer

@@ -1,0 +1,111 @@
+// Range checks of the [train], [output] and [memory] sections, and the byte-size parser behind memory.budget.
+#include "trainer/train_config.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace memtrain::trainer {
+namespace {
+
+absl::Status positive(const char* key, int64_t v) {
+  return v > 0 ? absl::OkStatus() : config_error(key, absl::StrCat("must be > 0, got ", v));
+}
+// zero_note: what 0 means, e.g. " (0 = all cores)".
+absl::Status non_negative(const char* key, int64_t v, absl::string_view zero_note = "") {
+  return v >= 0 ? absl::OkStatus() : config_error(key, absl::StrCat("must be >= 0", zero_note, ", got ", v));
+}
+
+}  // namespace
+
+absl::Status TrainConfig::validate() const {
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.max_steps", max_steps));
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.batch_size", batch_size));
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.grad_accum", grad_accum));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("train.seq_len", seq_len, " (0 = model.block_size)"));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("train.seed", seed));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("train.threads", threads, " (0 = all cores)"));
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.log_interval", log_interval));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("train.eval_interval", eval_interval, " (0 = only at the end)"));
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.eval_batches", eval_batches));
+  return absl::OkStatus();
+}
+
+absl::Status OutputConfig::validate() const {
+  if (dir.empty()) return config_error("output.dir", "must not be empty");
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("output.samples", samples));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("output.sample_tokens", sample_tokens));
+  if (!(temperature > 0)) return config_error("output.temperature", absl::StrCat("must be > 0, got ", temperature));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("output.top_k", top_k, " (0 = off)"));
+  return absl::OkStatus();
+}
+
+absl::Status MemoryConfig::validate() const {
+  absl::StatusOr<int64_t> bytes = parse_bytes(budget);
+  if (!bytes.ok()) return config_error("memory.budget", bytes.status().message());
+  return absl::OkStatus();
+}
+
+int64_t MemoryConfig::budget_bytes() const {
+  absl::StatusOr<int64_t> bytes = parse_bytes(budget);
+  return bytes.ok() ? *bytes : 0;
+}
+
+absl::StatusOr<int64_t> parse_bytes(absl::string_view text) {
+  const absl::string_view s = absl::StripAsciiWhitespace(text);
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", text, "' is not a byte size (", why, "); write an integer or e.g. \"512MiB\", \"2GiB\", \"1.5GB\""));
+  };
+  size_t i = 0;
+  int64_t whole = 0;
+  bool any_digit = false;
+  for (; i < s.size() && absl::ascii_isdigit(static_cast<unsigned char>(s[i])); ++i) {
+    any_digit = true;
+    const int d = s[i] - '0';
+    if (whole > (std::numeric_limits<int64_t>::max() - d) / 10) return bad("too large");
+    whole = whole * 10 + d;
+  }
+  // The fraction's digits, kept as an exact decimal: bytes = whole * mult + floor(frac_num * mult / frac_den).
+  int64_t frac_num = 0, frac_den = 1;
+  bool has_fraction = false;
+  if (i < s.size() && s[i] == '.') {
+    has_fraction = true;
+    ++i;
+    for (; i < s.size() && absl::ascii_isdigit(static_cast<unsigned char>(s[i])); ++i) {
+      any_digit = true;
+      if (frac_den <= std::numeric_limits<int64_t>::max() / 100) {  // beyond 17 digits the rest cannot matter
+        frac_num = frac_num * 10 + (s[i] - '0');
+        frac_den *= 10;
+      }
+    }
+  }
+  if (!any_digit) return bad(s.empty() ? "empty" : s[0] == '-' ? "negative" : "no number");
+  absl::string_view suffix = absl::StripLeadingAsciiWhitespace(s.substr(i));
+  const std::string unit = absl::AsciiStrToLower(suffix);
+  int64_t mult = 0;
+  if (unit.empty() || unit == "b") mult = 1;
+  else if (unit == "kb") mult = 1000;
+  else if (unit == "mb") mult = 1000 * 1000;
+  else if (unit == "gb") mult = 1000 * 1000 * 1000;
+  else if (unit == "tb") mult = int64_t{1000} * 1000 * 1000 * 1000;
+  else if (unit == "kib") mult = int64_t{1} << 10;
+  else if (unit == "mib") mult = int64_t{1} << 20;
+  else if (unit == "gib") mult = int64_t{1} << 30;
+  else if (unit == "tib") mult = int64_t{1} << 40;
+  else return bad(absl::StrCat("unknown unit '", suffix, "'"));
+  if (has_fraction && mult == 1) return bad("a fraction of a byte");
+  if (whole > std::numeric_limits<int64_t>::max() / mult) return bad("too large");
+  // frac_num < frac_den <= 1e17 and mult <= 2^40: the product can overflow int64, so it is taken in __int128.
+  const __int128 frac_bytes = static_cast<__int128>(frac_num) * mult / frac_den;
+  const __int128 total = static_cast<__int128>(whole) * mult + frac_bytes;
+  if (total > std::numeric_limits<int64_t>::max()) return bad("too large");
+  return static_cast<int64_t>(total);
+}
+
+}  // namespace memtrain::trainer

@@ -1,0 +1,80 @@
+// The [train], [output] and [memory] sections: the run's length and batch shape, where results go, and the
+// memory budget. They know nothing of TOML; trainer/config walks `visit` to parse, override, dump and document.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace memtrain::trainer {
+
+struct TrainConfig {
+  int64_t max_steps = 1000;
+  int64_t batch_size = 8;  // sequences per micro-batch
+  int64_t grad_accum = 1;
+  int64_t seq_len = 0;     // 0: model.block_size
+  int64_t seed = 1337;
+  int64_t threads = 0;     // 0: all cores
+  int64_t log_interval = 10;
+  int64_t eval_interval = 200;  // 0: only at the end
+  int64_t eval_batches = 20;
+
+  template <class V> void visit(V& v) {
+    v("max_steps", max_steps, "optimizer steps to run, > 0");
+    v("batch_size", batch_size, "sequences per micro-batch, > 0");
+    v("grad_accum", grad_accum, "micro-batches accumulated per optimizer step, > 0");
+    v("seq_len", seq_len, "tokens per sequence, <= model.block_size; 0 = model.block_size");
+    v("seed", seed, "seed of initialisation, data order and dropout, >= 0");
+    v("threads", threads, "kernel threads, >= 0; 0 = all cores");
+    v("log_interval", log_interval, "steps between metrics lines, > 0");
+    v("eval_interval", eval_interval, "steps between validation runs, >= 0; 0 = only at the end");
+    v("eval_batches", eval_batches, "micro-batches per validation run, > 0");
+  }
+  absl::Status validate() const;
+
+  int64_t resolved_seq_len(int64_t block_size) const { return seq_len == 0 ? block_size : seq_len; }
+};
+
+struct OutputConfig {
+  std::string dir = "runs/default";
+  bool save_weights = true;
+  int64_t samples = 3;
+  int64_t sample_tokens = 200;
+  double temperature = 0.8;
+  int64_t top_k = 40;  // 0: off
+  std::string prompt;
+
+  template <class V> void visit(V& v) {
+    v("dir", dir, "directory for the resolved config, metrics.jsonl, weights and samples; not empty");
+    v("save_weights", save_weights, "write the final weights to dir");
+    v("samples", samples, "text samples generated at the end, >= 0");
+    v("sample_tokens", sample_tokens, "tokens per sample, >= 0");
+    v("temperature", temperature, "sampling temperature, > 0");
+    v("top_k", top_k, "sample from the k most likely tokens, >= 0; 0 = off");
+    v("prompt", prompt, "text the samples start from; \"\" = start from nothing");
+  }
+  absl::Status validate() const;
+};
+
+struct MemoryConfig {
+  std::string budget = "0";
+
+  template <class V> void visit(V& v) {
+    v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
+                        "\"0\" = no budget");
+  }
+  absl::Status validate() const;
+
+  // The budget in bytes, 0 for none. Only meaningful after validate() succeeded (returns 0 for a bad string).
+  int64_t budget_bytes() const;
+};
+
+// "123", "2GiB", "1.5 GB", "512kib" -> bytes. Decimal suffixes (KB, MB, GB, TB) are powers of 1000, binary ones
+// (KiB, MiB, GiB, TiB) powers of 1024; suffixes ignore case; a trailing "B" alone means bytes. A fraction is allowed
+// only with a suffix and is rounded down to whole bytes. Errors (InvalidArgument, without a key) say why.
+absl::StatusOr<int64_t> parse_bytes(absl::string_view text);
+
+}  // namespace memtrain::trainer

@@ -1,0 +1,163 @@
+#include "trainer/train_loop.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/gemm.h"
+#include "core/file_io.h"
+#include "data/byte_tokenizer.h"
+#include "optim/adamw.h"
+#include "optim/grad_clip.h"
+#include "optim/lr_schedule.h"
+#include "trainer/generate.h"
+#include "trainer/metrics.h"
+#include "trainer/session.h"
+
+namespace memtrain::trainer {
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Batch {
+  Tensor inputs, targets;  // (B, T) int32
+};
+absl::StatusOr<Batch> make_batch(int64_t B, int64_t T) {
+  Batch b;
+  MEMTRAIN_ASSIGN_OR_RETURN(b.inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
+  MEMTRAIN_ASSIGN_OR_RETURN(b.targets, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
+  return b;
+}
+
+}  // namespace
+
+absl::Status print_samples(const Config& cfg, model::Model& model) {
+  const data::ByteTokenizer tok;
+  std::vector<int32_t> prompt = tok.encode(cfg.output.prompt.empty() ? "\n" : cfg.output.prompt);
+  for (int64_t i = 0; i < cfg.output.samples; ++i) {
+    SampleOptions opts{cfg.output.sample_tokens, cfg.output.temperature, cfg.output.top_k,
+                       static_cast<uint64_t>(cfg.train.seed), i};
+    MEMTRAIN_ASSIGN_OR_RETURN(std::vector<int32_t> out, generate(model, prompt, opts));
+    std::printf("--- sample %lld ---\n%s\n", static_cast<long long>(i + 1),
+                tok.decode(out.data(), static_cast<int64_t>(out.size())).c_str());
+  }
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(sampler.batch(), sampler.seq_len()));
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    sampler.fill_eval(b, batch.inputs.i32(), batch.targets.i32());
+    model::ActivationStore discard(/*keep=*/false);
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
+    sum += loss;
+    count += batch.targets.numel();
+  }
+  return sum / static_cast<double>(count);
+}
+
+absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
+  apply_runtime(cfg);
+  const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
+  const int64_t accum = cfg.train.grad_accum, max_steps = cfg.train.max_steps;
+  std::error_code ec;
+  std::filesystem::create_directories(cfg.output.dir, ec);
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
+  MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
+  MEMTRAIN_RETURN_IF_ERROR(write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(),
+                                                 {dump_config(cfg)}));
+  data::BatchSampler train_sampler(data.train, B * accum, T, static_cast<uint64_t>(cfg.train.seed), "train");
+  data::BatchSampler val_sampler(data.val, B, T, static_cast<uint64_t>(cfg.train.seed), "val");
+  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
+  MEMTRAIN_RETURN_IF_ERROR(val_sampler.check());
+
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
+  model::Model& model = *bundle->model;
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(bundle->params, cfg.optim));
+  MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog metrics,
+                            MetricsLog::open((std::filesystem::path(cfg.output.dir) / "metrics.jsonl").string()));
+  MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));
+  const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
+  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum);
+  if (!quiet) {
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, %d threads, sgemm peak %.0f GFLOP/s\n",
+                cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
+                static_cast<long long>(data.train.size()), static_cast<long long>(data.val.size()),
+                ThreadPool::global().size(), peak_gflops);
+  }
+  const int64_t eval_batches = std::min(cfg.train.eval_batches, val_sampler.eval_batches());
+  auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, eval_batches));
+    MEMTRAIN_RETURN_IF_ERROR(metrics.log_eval(step, val));
+    if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
+    return val;
+  };
+
+  TrainResult result;
+  const float grad_scale = 1.0f / static_cast<float>(B * T * accum);
+  const auto t_start = Clock::now();
+  double window_s = 0;
+  int64_t window_steps = 0;
+  for (int64_t step = 0; step < max_steps; ++step) {
+    const auto t0 = Clock::now();
+    MemoryTracker::host().reset_peaks();
+    const double lr = optim::learning_rate(cfg.optim, step, max_steps);
+    bundle->params.zero_grad();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      // Micro-batch m holds rows [m*B, (m+1)*B) of the step's global batch.
+      train_sampler.fill(step, micro * B, (micro + 1) * B, batch.inputs.i32(), batch.targets.i32());
+      model::ActivationStore store;
+      MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, grad_scale, store));
+      MEMTRAIN_RETURN_IF_ERROR(model.backward(store));
+      MEMTRAIN_CHECK_MSG(store.empty(), "activations left after backward");
+      loss_sum += loss;
+    }
+    const double norm = optim::clip_grad_norm(bundle->params, cfg.optim.grad_clip);
+    opt.step(lr);
+    const double loss = loss_sum * grad_scale;
+    result.losses.push_back(loss);
+    const double step_s = seconds_since(t0);
+    window_s += step_s;
+    ++window_steps;
+
+    const bool last = step + 1 == max_steps;
+    if ((step + 1) % cfg.train.log_interval == 0 || last) {
+      StepMetrics m;
+      m.step = step + 1;
+      m.max_steps = max_steps;
+      m.loss = loss;
+      m.lr = lr;
+      m.grad_norm = norm;
+      const double mean_s = window_s / static_cast<double>(window_steps);
+      m.step_ms = 1000 * mean_s;
+      m.tokens_per_s = static_cast<double>(B * T * accum) / mean_s;
+      m.mfu = flops_per_step / mean_s * 1e-9 / peak_gflops;
+      m.eta_s = mean_s * static_cast<double>(max_steps - step - 1);
+      m.mem = MemoryTracker::host().snapshot();
+      MEMTRAIN_RETURN_IF_ERROR(metrics.log_step(m));
+      if (!quiet) std::printf("%s\n", progress_line(m).c_str());
+      std::fflush(stdout);
+      window_s = 0;
+      window_steps = 0;
+    }
+    if (!last && cfg.train.eval_interval > 0 && (step + 1) % cfg.train.eval_interval == 0) {
+      MEMTRAIN_RETURN_IF_ERROR(run_eval(step + 1).status());
+    }
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
+  if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
+  if (cfg.output.save_weights) {
+    const std::string path = weights_path(cfg);
+    MEMTRAIN_RETURN_IF_ERROR(save_weights(*bundle, path));
+    if (!quiet) std::printf("saved weights to %s\n", path.c_str());
+  }
+  if (!quiet) MEMTRAIN_RETURN_IF_ERROR(print_samples(cfg, model));
+  return result;
+}
+
+}  // namespace memtrain::trainer
