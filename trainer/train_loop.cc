@@ -64,10 +64,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
   apply_runtime(cfg);
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int64_t accum = cfg.train.grad_accum, max_steps = cfg.train.max_steps;
+  // The data is checked before output.dir is created, so a rejected run leaves no trace.
+  MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
   std::error_code ec;
   std::filesystem::create_directories(cfg.output.dir, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
-  MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
   MEMTRAIN_RETURN_IF_ERROR(write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(),
                                                  {dump_config(cfg)}));
   data::BatchSampler train_sampler(data.train, B * accum, T, static_cast<uint64_t>(cfg.train.seed), "train");

@@ -59,18 +59,26 @@ TEST(CrossEntropyCpu, LossAndGradientMatchFloat64Reference) {
       // fp32 exp sums over V terms: ~1e-6 relative error in the sum, so ~1e-6 absolute in the log (the +1000 row
       // too: max - target is formed in double from exact fp32 values); losses[] adds one fp32 rounding.
       EXPECT_NEAR(losses[r], ref[r], 2e-6 * (1 + ref[r])) << "V=" << cs.V << " row " << r;
-      if (in.targets[r] < 0)
+      if (in.targets[r] < 0) {
         for (int64_t c = 0; c < cs.V; ++c) ASSERT_EQ(d[r * cs.V + c], 0.0f);
+      }
     }
     EXPECT_NEAR(total, ref_total, 2e-6 * (1 + ref_total));
-    // The gradient of sum(scale * loss) is dlogits: central differences over the float64 loss. Probabilities are
-    // good to ~1e-6 relative in fp32; differences with h = 1e-6 of losses ~10 to ~1e-9.
-    const auto idx = fd_indices(cs.rows * cs.V);
-    const auto numeric = finite_differences(to_double(in.logits), idx, [&](const auto& v) {
-      double s = 0;
-      for (double l : losses_ref(v, in.targets, cs.V)) s += scale * l;
-      return s;
-    });
+    // The gradient of sum(scale * loss) is dlogits: central differences over the float64 loss, at a sample of
+    // entries plus every target entry (where the -scale lies). Most entries are tiny (p ~ 1/V), so h = 1e-4 keeps
+    // rounding noise (~1e-16 * |L| / h ~ 1e-11) well below them; truncation, h^2 / 6 * |p'''| <= 2e-10 * p, too.
+    // fp32 probabilities are good to ~1e-6 relative.
+    auto idx = fd_indices(cs.rows * cs.V);
+    for (int64_t r = 0; r < cs.rows; ++r)
+      if (in.targets[r] >= 0) idx.push_back(r * cs.V + in.targets[r]);
+    const auto numeric = finite_differences(
+        to_double(in.logits), idx,
+        [&](const auto& v) {
+          double s = 0;
+          for (double l : losses_ref(v, in.targets, cs.V)) s += scale * l;
+          return s;
+        },
+        /*h=*/1e-4);
     EXPECT_LT(rel_l2(gather(d, idx), numeric), 1e-5) << "V=" << cs.V;
   }
 }

@@ -48,7 +48,7 @@ TEST(EmbeddingCpu, ForwardCopiesOrAddsRows) {
 }
 
 TEST(EmbeddingCpu, BackwardMatchesFiniteDifferences) {
-  for (const Case& cs : kCases) {
+  for (const Case& cs : {Case{1, 1, 1}, Case{7, 3, 7}, Case{65, 50, 65}, Case{600, 5, 130}}) {  // O(n^2): kept small
     const std::vector<int32_t> ids = random_ids(cs.n, cs.V, 10 + cs.n);
     const std::vector<float> table = random_uniform(cs.V * cs.C, -1.0f, 1.0f, 11);
     const std::vector<float> r = random_uniform(cs.n * cs.C, -1.0f, 1.0f, 12);  // L = sum(r * out): dout = r
@@ -60,7 +60,7 @@ TEST(EmbeddingCpu, BackwardMatchesFiniteDifferences) {
     const auto numeric = finite_differences(to_double(table), idx, [&](const auto& t) {
       return dot(r, embedding_ref(ids, t, cs.C));
     });
-    // Each gradient is a fp32 sum of up to ~600 terms of size <= 1 (error ~1e-5 absolute at worst, ~1e-7
+    // Each gradient is a fp32 sum of up to ~150 terms of size <= 1 (error ~1e-5 absolute at worst, ~1e-7
     // relative in L2), the subtraction of d0 adds ~1e-7; differences of a linear loss are good to ~1e-9.
     EXPECT_LT(rel_l2(gather(dtable, idx), numeric), 1e-5) << "n=" << cs.n << " C=" << cs.C;
   }

@@ -11,11 +11,14 @@ namespace {
 
 using namespace testing_util;
 
-// The angle of pair i at position p as HF LLaMA forms it: inv_freq = 1 / theta^(2i/D) and pos * inv_freq, each
-// rounded to fp32 (torch computes them in float32; at p ~ 4000 the fp32 angle differs from the exact one by ~1e-4).
+// The angle of pair i at position p as HF LLaMA forms it, every step in float32 as torch runs it:
+// inv_freq = 1.0 / (theta ** (arange(0, D, 2).float() / D)), then pos.float() * inv_freq. At p ~ 1e5 one ulp of
+// inv_freq moves the angle by ~1e-2 rad, so the oracle must round where torch rounds.
 double hf_angle(int64_t p, int64_t i, int64_t D, double theta) {
-  const float inv_freq = static_cast<float>(1.0 / std::pow(theta, static_cast<double>(2 * i) / D));
-  return static_cast<float>(static_cast<float>(p) * inv_freq);
+  const float e = static_cast<float>(2 * i) / static_cast<float>(D);
+  const float pw = static_cast<float>(std::pow(static_cast<double>(static_cast<float>(theta)), double(e)));
+  const float inv_freq = 1.0f / pw;
+  return static_cast<float>(p) * inv_freq;
 }
 
 // Float64 oracle for one call: y = x * cos + rotate_half(x) * sin per head, rotate_half(x) = (-x2, x1).
@@ -66,7 +69,9 @@ TEST(RopeCpu, ForwardMatchesFloat64Reference) {
           // Same fp32 angles; cos/sin rounded to fp32 and two fp32 products and a sum: ~3e-7 of |x| <= 2. Columns
           // past H*D must be untouched. A swapped sign or pairing errs by ~1.
           ASSERT_NEAR(x[i], ref[i], 1e-6) << "D=" << cs.D << " max_pos=" << max_pos << " i=" << i;
-          if (i % cs.ld >= cs.H * cs.D) ASSERT_EQ(x[i], x0[i]);
+          if (i % cs.ld >= cs.H * cs.D) {
+            ASSERT_EQ(x[i], x0[i]);
+          }
         }
       }
     }

@@ -1,0 +1,40 @@
+// Runs the memtrain binary as a user would and captures its exit status, stdout and stderr.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace memtrain::testing {
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// `args` is appended to the binary's path as shell words; run from the source root so configs/ paths resolve.
+inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir) {
+  const std::string out = scratch_dir + "/cli.out", err = scratch_dir + "/cli.err";
+  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && '", MEMTRAIN_BINARY_DIR, "/memtrain' ", args,
+                                       " >'", out, "' 2>'", err, "'");
+  const int status = std::system(cmd.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+}  // namespace memtrain::testing
