@@ -26,9 +26,10 @@ void swiglu_backward(const float* dy, const float* gate, const float* up, float*
     for (int64_t i = i0; i < i1; i += W) {
       const int64_t k = i1 - i;
       const __m256 g = vec::load(gate + i, k), u = vec::load(up + i, k), d = vec::load(dy + i, k);
-      const __m256 s = vec::sigmoid(g);
+      __m256 s, one_minus_s;
+      vec::sigmoid_and_complement(g, &s, &one_minus_s);
       const __m256 silu = _mm256_mul_ps(g, s);
-      const __m256 dsilu = _mm256_fmadd_ps(silu, _mm256_sub_ps(_mm256_set1_ps(1.0f), s), s);
+      const __m256 dsilu = _mm256_fmadd_ps(silu, one_minus_s, s);
       vec::store(dgate + i, k, _mm256_mul_ps(_mm256_mul_ps(d, u), dsilu));
       vec::store(dup + i, k, _mm256_mul_ps(d, silu));
     }

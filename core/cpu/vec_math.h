@@ -75,4 +75,13 @@ inline __m256 sigmoid(__m256 x) {
   return _mm256_div_ps(one, _mm256_add_ps(one, exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
 
+// s = sigmoid(x) and 1 - s, the latter as e^-x * s rather than 1 - s, which keeps its relative precision where s
+// rounds to ~1 (derivatives s (1 - s) need it). Where e^-x is inf, s = 0 and inf * 0 = NaN: min(NaN, 1) picks 1.
+inline void sigmoid_and_complement(__m256 x, __m256* s, __m256* one_minus_s) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 e = exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  *s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+  *one_minus_s = _mm256_min_ps(_mm256_mul_ps(e, *s), one);
+}
+
 }  // namespace memtrain::cpu::vec

@@ -44,5 +44,28 @@ TEST(VecMath, SigmoidIsAccurateInBothTails) {
   EXPECT_EQ(vsigmoid(200.0f), 1.0f);
 }
 
+TEST(VecMath, SigmoidComplementKeepsItsRelativePrecision) {
+  // 1 - sigmoid(x) for x >> 1 is tiny; computed as 1 - s it would carry s's absolute error (~6e-8) and be wrong
+  // by 100% at x ~ 17. As e^-x * s it stays within a few ulp (same budget as sigmoid: 4e-7).
+  double worst_s = 0, worst_c = 0;
+  for (double x = -80.0; x <= 80.0; x += 0.00731) {
+    const float xf = static_cast<float>(x);
+    __m256 s, c;
+    cpu::vec::sigmoid_and_complement(_mm256_set1_ps(xf), &s, &c);
+    const double ref_s = 1 / (1 + std::exp(-double(xf))), ref_c = 1 / (1 + std::exp(double(xf)));
+    worst_s = std::max(worst_s, std::abs(_mm256_cvtss_f32(s) - ref_s) / ref_s);
+    worst_c = std::max(worst_c, std::abs(_mm256_cvtss_f32(c) - ref_c) / ref_c);
+  }
+  EXPECT_LT(worst_s, 4e-7);
+  EXPECT_LT(worst_c, 4e-7);
+  __m256 s, c;
+  cpu::vec::sigmoid_and_complement(_mm256_set1_ps(-200.0f), &s, &c);  // e^200 = inf: s = 0, 1 - s = 1, no NaN
+  EXPECT_EQ(_mm256_cvtss_f32(s), 0.0f);
+  EXPECT_EQ(_mm256_cvtss_f32(c), 1.0f);
+  cpu::vec::sigmoid_and_complement(_mm256_set1_ps(200.0f), &s, &c);
+  EXPECT_EQ(_mm256_cvtss_f32(s), 1.0f);
+  EXPECT_EQ(_mm256_cvtss_f32(c), 0.0f);
+}
+
 }  // namespace
 }  // namespace memtrain
