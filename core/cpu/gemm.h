@@ -20,7 +20,7 @@ void sgemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, f
 }  // namespace memtrain::cpu
 
 namespace memtrain::cpu {
-// The sgemm rate this machine reaches on `pool` (a few square products, best of several), in GFLOP/s: the peak
+// The sgemm rate this machine reaches on `pool` (square products of 1024, best of 20), in GFLOP/s: the peak
 // that MFU figures are quoted against.
 double measure_sgemm_gflops(ThreadPool& pool);
 }  // namespace memtrain::cpu
