@@ -32,7 +32,11 @@ PhiloxKey philox_key(uint64_t seed, absl::string_view name) {
 }
 
 std::array<uint32_t, 4> philox4x32(PhiloxKey key, uint64_t counter) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+  return philox4x32_block(key, {static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0});
+}
+
+std::array<uint32_t, 4> philox4x32_block(PhiloxKey key, std::array<uint32_t, 4> counter) {
+  uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
   uint32_t k0 = key.k0, k1 = key.k1;
   for (int r = 0; r < 10; ++r) {
     uint32_t hi0, lo0, hi1, lo1;

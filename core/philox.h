@@ -16,7 +16,9 @@ struct PhiloxKey {
 // Mixes the seed with a 64-bit FNV-1a hash of `name` ("transformer.h.3.attn.c_attn.weight").
 PhiloxKey philox_key(uint64_t seed, absl::string_view name);
 
-// Ten rounds over the counter (counter_lo, counter_hi, 0, 0).
+// Ten rounds over a 128-bit counter (Random123's philox4x32_10).
+std::array<uint32_t, 4> philox4x32_block(PhiloxKey key, std::array<uint32_t, 4> counter);
+// The same over the counter (counter_lo, counter_hi, 0, 0).
 std::array<uint32_t, 4> philox4x32(PhiloxKey key, uint64_t counter);
 
 // Elements [offset, offset + n) of the stream: uniform in [lo, hi); normal with mean and std (Box-Muller over
