@@ -45,11 +45,17 @@ std::string progress_line(const StepMetrics& m) {
   const int64_t eta = static_cast<int64_t>(m.eta_s + 0.5);
   const std::string tps = m.tokens_per_s >= 1000 ? absl::StrFormat("%.1fk", m.tokens_per_s / 1000)
                                                  : absl::StrFormat("%.0f", m.tokens_per_s);
-  return absl::StrFormat("step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %s tok/s | %.0f ms | MFU %.1f%% | mem %s "
-                         "(act %s) | ETA %dm%02ds",
+  // The peak of every category in use, abbreviated: "param 12.43 MiB, act 110.27 MiB".
+  static constexpr const char* kShort[kNumMemCategories] = {"param", "grad", "optim", "act", "comm", "work", "swap"};
+  std::string mem;
+  for (int c = 0; c < kNumMemCategories; ++c) {
+    if (m.mem.peak[c] == 0) continue;
+    absl::StrAppend(&mem, mem.empty() ? "" : ", ", kShort[c], " ", format_bytes(m.mem.peak[c]));
+  }
+  return absl::StrFormat("step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %s tok/s | %.0f ms | MFU %.1f%% | "
+                         "peak %s (%s) | ETA %dm%02ds",
                          m.step, m.max_steps, m.loss, m.lr, m.grad_norm, tps, m.step_ms, 100 * m.mfu,
-                         format_bytes(m.mem.total_peak),
-                         format_bytes(m.mem.peak[static_cast<int>(MemCategory::kActivations)]), eta / 60, eta % 60);
+                         format_bytes(m.mem.total_peak), mem, eta / 60, eta % 60);
 }
 
 }  // namespace memtrain::trainer

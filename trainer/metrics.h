@@ -38,7 +38,8 @@ class MetricsLog {
   std::string path_;
 };
 
-// "step   120/2000 | loss 2.1345 | lr 1.00e-03 | 45.3k tok/s | MFU 31.2% | mem 12.3 MiB | ETA 3m12s"
+// "step 120/2000 | loss 2.1345 | lr 1.00e-03 | norm 0.912 | 45.3k tok/s | 45 ms | MFU 31.2% |
+//  peak 160.0 MiB (param 12.4 MiB, grad 12.4 MiB, optim 24.9 MiB, act 110.3 MiB, work 64.0 KiB) | ETA 3m12s"
 std::string progress_line(const StepMetrics& m);
 
 }  // namespace memtrain::trainer

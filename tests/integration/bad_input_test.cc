@@ -114,6 +114,17 @@ TEST_F(BadInput, UnknownCommandAndFlag) {
   EXPECT_NE(r.err.find("--bogus"), std::string::npos);
 }
 
+TEST_F(BadInput, MemoryBudgetExceededIsARunTimeFailureWithTheBreakdown) {
+  auto r = testing::run_memtrain("train configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
+                                     "/data --set model.n_layer=1 --set model.n_embd=32 --set train.max_steps=2"
+                                     " --set memory.budget=200KiB --set output.dir=" + dir_ + "/out",
+                                 dir_);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("error: memory.budget: ", 0), 0u) << r.err;
+  for (const char* category : {"parameters:", "gradients:", "activations:", "total:"})
+    EXPECT_NE(r.err.find(category), std::string::npos) << category << " missing from " << r.err;
+}
+
 TEST_F(BadInput, CorruptWeightsAreDetectedByEvalAndSample) {
   const std::string common = " configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
                              "/data --set model.n_layer=1 --set model.n_embd=32 --set output.samples=1"
