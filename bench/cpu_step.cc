@@ -111,7 +111,8 @@ int run_comparison(int steps, const std::string& python, const char* self) {
   const double peak = cpu::measure_sgemm_gflops(ThreadPool::global());
   std::printf("bench/cpu_step: GPT-2 6L 6H 384w, vocab 128, batch %lld x %lld, AdamW, 2 threads, %d steps each\n",
               static_cast<long long>(kB), static_cast<long long>(kT), steps);
-  std::printf("OpenBLAS sgemm (2 threads, 1024^3): %.1f GFLOP/s\n", peak);
+  std::printf("OpenBLAS %s kernels (OPENBLAS_CORETYPE=%s, the same for both sides), sgemm 2 threads 1024^3: %.1f GFLOP/s\n",
+              cpu::blas_core_name(), std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "unset", peak);
   const ChildResult mt = run_child({self, "--worker", "memtrain", "--steps", std::to_string(steps)});
   const ChildResult pt = run_child({python, std::string(MEMTRAIN_SOURCE_DIR) + "/tests/reference/torch_step_bench.py",
                                     "--steps", std::to_string(steps), "--threads", "2"});

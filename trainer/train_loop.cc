@@ -85,10 +85,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
   const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum);
   if (!quiet) {
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, %d threads, sgemm peak %.0f GFLOP/s\n",
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, %d threads, sgemm peak %.0f GFLOP/s "
+                "(OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.val.size()),
-                ThreadPool::global().size(), peak_gflops);
+                ThreadPool::global().size(), peak_gflops, cpu::blas_core_name());
   }
   const int64_t eval_batches = std::min(cfg.train.eval_batches, val_sampler.eval_batches());
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {

@@ -46,6 +46,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 }  // namespace memtrain::cpu
 
 namespace memtrain::cpu {
+const char* blas_core_name() { return openblas_get_corename(); }
+
 double measure_sgemm_gflops(ThreadPool& pool) {
   constexpr int64_t n = 1024;  // large enough for OpenBLAS's steady state, ~2 GFLOP per product
   std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);

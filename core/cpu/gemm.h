@@ -23,4 +23,7 @@ namespace memtrain::cpu {
 // The sgemm rate this machine reaches on `pool` (square products of 1024, best of 20), in GFLOP/s: the peak
 // that MFU figures are quoted against.
 double measure_sgemm_gflops(ThreadPool& pool);
+// The kernels OpenBLAS chose for this CPU at load time ("Haswell", "SkylakeX", "Cooperlake", ...); its
+// DYNAMIC_ARCH build picks AVX-512 kernels where the CPU has them unless OPENBLAS_CORETYPE says otherwise.
+const char* blas_core_name();
 }  // namespace memtrain::cpu
