@@ -1,3 +1,4 @@
+// safetensors writer and reader: the format's rules plus memtrain's checksums (data; length prefix + header).
 #include "checkpoint/safetensors.h"
 
 #include <algorithm>
@@ -9,10 +10,19 @@
 #include "absl/strings/str_format.h"
 #include "core/checksum.h"
 #include "core/file_io.h"
+#include "core/status.h"
 
 namespace memtrain::checkpoint {
 namespace {
 constexpr char kChecksumKey[] = "memtrain_xxh64";
+// XXH64 of the 8-byte length prefix + the header JSON (padding included) with this key's 16 hex digits read as
+// '0's: a flip anywhere before the data section changes it (the data checksum above covers the rest).
+constexpr char kHeaderChecksumKey[] = "memtrain_header_xxh64";
+// How the key and its value appear in the raw header. Inside a JSON string every '"' is escaped as '\"', so this
+// text (a quote right after "xxh64") can only be the key itself followed by a string value: at most one match in
+// a file we wrote, whatever the tensor names and user metadata hold.
+constexpr char kHeaderChecksumPattern[] = "\"memtrain_header_xxh64\":\"";
+constexpr size_t kHexDigits = 16;
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's limit
 
 const char* st_dtype(DType dt) {
@@ -43,6 +53,17 @@ std::string data_checksum(const std::vector<absl::string_view>& pieces) {
   for (absl::string_view p : pieces) hashes.push_back(xxhash64(p.data(), p.size()));
   return absl::StrFormat("%016x", xxhash64(hashes.data(), hashes.size() * sizeof(uint64_t)));
 }
+
+// XXH64 over `prefix_and_header` (the length prefix and the header JSON) with the checksum's digits at `at`
+// taken as '0's.
+std::string header_checksum(std::string prefix_and_header, size_t at) {
+  prefix_and_header.replace(at, kHexDigits, kHexDigits, '0');
+  return absl::StrFormat("%016x", xxhash64(prefix_and_header.data(), prefix_and_header.size()));
+}
+
+bool is_lower_hex(absl::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
 }  // namespace
 
 absl::Status write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
@@ -61,13 +82,19 @@ absl::Status write_safetensors(const std::string& path, const std::vector<NamedT
   nlohmann::json meta = nlohmann::json::object();
   for (const auto& [k, v] : metadata) meta[k] = v;
   meta[kChecksumKey] = data_checksum(data);
+  meta[kHeaderChecksumKey] = std::string(kHexDigits, '0');  // filled in below, once the header bytes are final
   header["__metadata__"] = meta;
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // data starts 8-byte aligned
-  char len[8];
+  std::string head(8, '\0');
   const uint64_t n = json.size();
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>(n >> (8 * i));
-  std::vector<absl::string_view> pieces = {absl::string_view(len, 8), json};
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>(n >> (8 * i));
+  head += json;
+  const size_t key = head.find(kHeaderChecksumPattern);
+  MEMTRAIN_CHECK_MSG(key != std::string::npos, "safetensors header lost its checksum key");
+  const size_t at = key + sizeof(kHeaderChecksumPattern) - 1;
+  head.replace(at, kHexDigits, header_checksum(head, at));
+  std::vector<absl::string_view> pieces = {head};
   pieces.insert(pieces.end(), data.begin(), data.end());
   return write_file_atomically(path, pieces);
 }
@@ -79,6 +106,20 @@ absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path, MemCat
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   if (n > kMaxHeaderBytes || n > bytes.size() - 8) return bad(absl::StrCat("header length ", n, " exceeds the file"));
+  // The header checksum is checked on the raw bytes before they are parsed, so a flip in the header is reported
+  // as what it is rather than as whichever structural rule it happens to break.
+  const absl::string_view head(bytes.data(), 8 + n);
+  const size_t key = head.find(kHeaderChecksumPattern);
+  bool header_verified = false;
+  if (key != absl::string_view::npos) {
+    const size_t at = key + sizeof(kHeaderChecksumPattern) - 1;
+    if (head.find(kHeaderChecksumPattern, key + 1) != absl::string_view::npos || at + kHexDigits >= head.size() ||
+        head[at + kHexDigits] != '"' || !is_lower_hex(head.substr(at, kHexDigits))) {
+      return bad("header checksum is malformed");
+    }
+    if (header_checksum(std::string(head), at) != head.substr(at, kHexDigits)) return bad("header checksum mismatch");
+    header_verified = true;
+  }
   nlohmann::json header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + n, nullptr, false);
   if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
   const char* data = bytes.data() + 8 + n;
@@ -132,6 +173,11 @@ absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path, MemCat
     at = s.end;
   }
   if (at != data_bytes) return bad(absl::StrCat("data section holds ", data_bytes, " bytes, tensors cover ", at));
+  // memtrain writes both checksums or neither (files from other tools): a data checksum without a verified header
+  // checksum means the header key itself was damaged (a flip in its name), so the header cannot be trusted.
+  // A header checksum key that the raw search missed (spelt with JSON escapes) is rejected the same way.
+  if (!header_verified && (out.metadata.count(kChecksumKey) || out.metadata.count(kHeaderChecksumKey)))
+    return bad("header checksum missing");
   auto sum = out.metadata.find(kChecksumKey);
   if (sum != out.metadata.end()) {
     std::vector<absl::string_view> pieces;

@@ -47,8 +47,10 @@ uint64_t xxhash64(const void* data, size_t bytes, uint64_t seed) {
     h = seed + kP5;
   }
   h += static_cast<uint64_t>(bytes);
-  for (; p + 8 <= end; p += 8) h = rotl(h ^ round(0, read64(p)), 27) * kP1 + kP4;
-  if (p + 4 <= end) {
+  // Compared by what is left rather than by p + 8 <= end: data may be null when bytes == 0 (an empty vector's
+  // data()), and null + 8 is undefined behaviour (found by fuzzing, tests/fuzz).
+  for (; end - p >= 8; p += 8) h = rotl(h ^ round(0, read64(p)), 27) * kP1 + kP4;
+  if (end - p >= 4) {
     h = rotl(h ^ (static_cast<uint64_t>(read32(p)) * kP1), 23) * kP2 + kP3;
     p += 4;
   }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "core/fault_injection.h"
 
 namespace memtrain {
 namespace {
@@ -58,12 +59,15 @@ absl::Status write_all(int fd, const std::string& path, absl::string_view bytes)
 absl::Status write_and_sync(const std::string& tmp, absl::Span<const absl::string_view> pieces) {
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd.get() < 0) return errno_error(tmp, "cannot create", errno);
+  MEMTRAIN_FAULT_POINT("file_io.after_open_tmp");
   for (absl::string_view piece : pieces) {
     absl::Status st = write_all(fd.get(), tmp, piece);
     if (!st.ok()) return st;
   }
+  MEMTRAIN_FAULT_POINT("file_io.after_write");
   // Without fsync before rename, a crash can leave the new name pointing at an empty or partial file.
   if (::fsync(fd.get()) != 0) return errno_error(tmp, "cannot fsync", errno);
+  MEMTRAIN_FAULT_POINT("file_io.after_fsync");
   // close() can report a delayed write error (NFS); a file we cannot vouch for must not be renamed into place.
   if (::close(fd.release()) != 0) return errno_error(tmp, "cannot close", errno);
   return absl::OkStatus();
@@ -125,11 +129,13 @@ absl::Status write_file_atomically(const std::string& path, absl::Span<const abs
     if (!tmp_existed || S_ISREG(before.st_mode)) ::unlink(tmp.c_str());
     return st;
   }
+  MEMTRAIN_FAULT_POINT("file_io.after_rename");
   // The rename lives in the directory entry; without this fsync a crash can forget it.
   const std::string dir = parent_dir(path);
   Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() < 0) return errno_error(dir, "cannot open directory to fsync", errno);
   if (::fsync(dfd.get()) != 0) return errno_error(dir, "cannot fsync directory", errno);
+  MEMTRAIN_FAULT_POINT("file_io.after_dir_fsync");
   return absl::OkStatus();
 }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "data/byte_tokenizer.h"
+#include "core/fault_injection.h"
 #include "core/file_io.h"
 #include "data/token_shard.h"
 
@@ -88,6 +89,7 @@ absl::StatusOr<PrepareStats> prepare_text_dataset(const std::vector<std::string>
   if (ec) return absl::InvalidArgumentError(absl::StrCat(out_dir, ": cannot create directory: ", ec.message()));
   MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "train.bin").string(), train,
                                              ByteTokenizer::kVocabSize));
+  MEMTRAIN_FAULT_POINT("prepare.between_shards");
   MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "val.bin").string(), val,
                                              ByteTokenizer::kVocabSize));
   PrepareStats stats;

@@ -301,8 +301,10 @@ absl::Status apply_table(const toml::table& root, const std::vector<FieldRef>& f
       return config_error(name, absl::StrCat("expected a table (section [", name, "]), got ", describe(*node), " (",
                                              position(source, *node), ")"));
     for (const auto& [key, value, key_at] : in_file_order(*table, source)) {
-      auto it = std::find_if(fields.begin(), fields.end(),
-                             [&, &key = key](const FieldRef& f) { return f.section == name && f.key == key; });
+      // Structured bindings captured by init-capture: clang before 16 cannot capture them directly.
+      auto it = std::find_if(fields.begin(), fields.end(), [&, &name = name, &key = key](const FieldRef& f) {
+        return f.section == name && f.key == key;
+      });
       if (it == fields.end()) return unknown_key(fields, name, key, key_at);
       MEMTRAIN_RETURN_IF_ERROR(assign(*value, *it, position(source, *value)));
     }

@@ -1,4 +1,8 @@
+// metrics.jsonl writer (one write() per line, torn lines cut back on failure) and the progress line.
 #include "trainer/metrics.h"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -7,24 +11,46 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/file_io.h"
+#include "core/fault_injection.h"
 
 namespace memtrain::trainer {
 
 absl::StatusOr<MetricsLog> MetricsLog::open(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  return MetricsLog(f, path);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return errno_error(path, "cannot open", errno);
+  return MetricsLog(fd, path);
 }
 
 MetricsLog::~MetricsLog() {
-  if (file_) std::fclose(file_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 absl::Status MetricsLog::write_line(const std::string& line) {
-  // Flushed per line so a killed run keeps every line it logged; a full disk is reported, not ignored.
-  if (std::fputs(line.c_str(), file_) < 0 || std::fputc('\n', file_) < 0 || std::fflush(file_) != 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(path_, ": cannot write: ", std::strerror(errno)));
+  MEMTRAIN_FAULT_POINT("metrics.before_line");
+  // Unbuffered, so a killed run keeps every line it logged. The whole line goes to write() at once; a full disk
+  // can still accept part of it (a short write, then ENOSPC), so on failure the file is cut back to the end of
+  // the last complete line and the error is reported, not ignored.
+  const std::string text = line + "\n";
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    const int err = n < 0 ? errno : ENOSPC;  // write() returning 0 for a non-empty buffer: no room was made
+    absl::Status st = errno_error(path_, "cannot write", err);
+    // Shrinking a file needs no free space; if it fails anyway the message says the last line may be torn.
+    if (done > 0 && (::ftruncate(fd_, size_) != 0 || ::lseek(fd_, size_, SEEK_SET) != size_)) {
+      return absl::Status(st.code(), absl::StrCat(st.message(), " (and cannot remove the partial last line: ",
+                                                  std::strerror(errno), ")"));
+    }
+    return st;
   }
+  size_ += static_cast<int64_t>(text.size());
+  MEMTRAIN_FAULT_POINT("metrics.after_line");
   return absl::OkStatus();
 }
 

@@ -2,7 +2,7 @@
 // on) and the human progress line printed every train.log_interval steps.
 #pragma once
 
-#include <cstdio>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,7 +24,7 @@ class MetricsLog {
  public:
   // Truncates `path` (a fresh run).
   static absl::StatusOr<MetricsLog> open(const std::string& path);
-  MetricsLog(MetricsLog&& o) noexcept : file_(o.file_), path_(std::move(o.path_)) { o.file_ = nullptr; }
+  MetricsLog(MetricsLog&& o) noexcept : fd_(o.fd_), size_(o.size_), path_(std::move(o.path_)) { o.fd_ = -1; }
   MetricsLog(const MetricsLog&) = delete;
   ~MetricsLog();
 
@@ -32,9 +32,12 @@ class MetricsLog {
   absl::Status log_eval(int64_t step, double val_loss);
 
  private:
-  MetricsLog(FILE* f, std::string path) : file_(f), path_(std::move(path)) {}
+  MetricsLog(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  // Appends line + '\n' whole or not at all: a failed write (full disk) is cut back to the last complete line, so
+  // readers of metrics.jsonl never see a torn line.
   absl::Status write_line(const std::string& line);
-  FILE* file_;
+  int fd_;
+  int64_t size_ = 0;  // bytes of complete lines in the file
   std::string path_;
 };
 

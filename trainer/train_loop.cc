@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/gemm.h"
+#include "core/fault_injection.h"
 #include "core/file_io.h"
 #include "data/byte_tokenizer.h"
 #include "optim/adamw.h"
@@ -121,6 +122,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
     }
     const double norm = optim::clip_grad_norm(bundle->params, cfg.optim.grad_clip);
     opt.step(lr);
+    MEMTRAIN_FAULT_POINT("train.step");
     const double loss = loss_sum * grad_scale;
     result.losses.push_back(loss);
     const double step_s = seconds_since(t0);
@@ -155,6 +157,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
   if (cfg.output.save_weights) {
     const std::string path = weights_path(cfg);
+    MEMTRAIN_FAULT_POINT("train.before_save_weights");
     MEMTRAIN_RETURN_IF_ERROR(save_weights(*bundle, path));
     if (!quiet) std::printf("saved weights to %s\n", path.c_str());
   }

@@ -1,9 +1,11 @@
-// safetensors: round trip, the format's own rules, and corruption of the data section caught by the checksum.
+// safetensors: round trip, the format's own rules, and corruption anywhere in the file (length prefix, header,
+// padding, data) caught by the two checksums: Safetensors.EveryByteFlipIsDetected flips every byte with three masks.
 #include "checkpoint/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +30,12 @@ class Safetensors : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
   std::string bytes() { return *read_file(path_); }
   void put(const std::string& s) { MEMTRAIN_CHECK_OK(write_file_atomically(path_, {s})); }
+  // Without the fsyncs of put(): the byte-flip sweep writes the file thousands of times.
+  void put_fast(const std::string& s) {
+    std::ofstream f(path_, std::ios::binary | std::ios::trunc);
+    f.write(s.data(), static_cast<std::streamsize>(s.size()));
+    ASSERT_TRUE(f.good());
+  }
   std::string dir_, path_;
   Tensor a_, b_;
 };
@@ -69,6 +77,87 @@ TEST_F(Safetensors, EveryDataByteFlipIsDetected) {
   }
 }
 
+// The whole file: the 8-byte length prefix, the JSON header (tensor names, shapes, offsets, __metadata__ with both
+// checksums), the padding spaces and the data. 100%: every single-byte change a mask makes must be rejected with
+// an error naming the file; the count is printed for the Reliability table.
+TEST_F(Safetensors, EveryByteFlipIsDetected) {
+  const std::string good = bytes();
+  uint64_t n = 0;
+  std::memcpy(&n, good.data(), 8);
+  ASSERT_NE(good.find("memtrain_header_xxh64"), std::string::npos);
+  ASSERT_GT(n, good.find_last_not_of(' ', 8 + n - 1) - 8 + 1) << "the sweep should cover padding too";
+  size_t tried = 0, detected = 0;
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (unsigned char mask : {0x01, 0x80, 0xff}) {
+      std::string bad = good;
+      bad[i] = static_cast<char>(bad[i] ^ mask);
+      put_fast(bad);
+      ++tried;
+      auto f = read_safetensors(path_, MemCategory::kWorkspace);
+      if (!f.ok() && f.status().message().find(path_) != absl::string_view::npos) {
+        ++detected;
+      } else {
+        ADD_FAILURE() << "flip 0x" << std::hex << int{mask} << std::dec << " at byte " << i << " of " << good.size()
+                      << (i < 8 ? " (length)" : i < 8 + n ? " (header)" : " (data)") << ": "
+                      << (f.ok() ? "accepted" : f.status().ToString());
+      }
+    }
+  }
+  std::printf("Safetensors.EveryByteFlipIsDetected: %zu bytes (8 length + %llu header + %zu data), %zu flips tried, "
+              "%zu detected\n",
+              good.size(), static_cast<unsigned long long>(n), good.size() - 8 - n, tried, detected);
+  EXPECT_EQ(detected, tried);
+  EXPECT_EQ(tried, 3 * good.size());
+}
+
+// Flips that keep the header valid JSON with consistent offsets: only the header checksum can catch them.
+TEST_F(Safetensors, HeaderFlipsAreCaughtByTheHeaderChecksum) {
+  const std::string good = bytes();
+  uint64_t n = 0;
+  std::memcpy(&n, good.data(), 8);
+  struct Case { std::string name, from, to; };
+  const std::vector<Case> cases = {
+      {"tensor name", "\"a.weight\"", "\"a.weighT\""},
+      {"metadata value", "\"pt\"", "\"pT\""},
+      {"shape", "[3,5]", "[5,3]"},
+      {"padding", std::string(good.data() + 8 + n - 1, 1), "\t"},
+  };
+  for (const Case& c : cases) {
+    std::string bad = good;
+    const size_t at = c.name == "padding" ? 8 + n - 1 : bad.find(c.from);
+    ASSERT_LT(at, 8 + n) << c.name;
+    bad.replace(at, c.from.size(), c.to);
+    put(bad);
+    auto f = read_safetensors(path_, MemCategory::kWorkspace);
+    ASSERT_FALSE(f.ok()) << c.name;
+    EXPECT_NE(f.status().message().find("w.safetensors: header checksum mismatch"), absl::string_view::npos)
+        << c.name << ": " << f.status();
+  }
+  // A damaged key name leaves the data checksum without its header checksum.
+  std::string bad = good;
+  bad[bad.find("memtrain_header_xxh64") + 9] = 'H';
+  put(bad);
+  EXPECT_NE(read_safetensors(path_, MemCategory::kWorkspace).status().message().find("header checksum missing"),
+            absl::string_view::npos);
+}
+
+// Files written by other tools (no memtrain checksums, no __metadata__ or other metadata) load unchecked.
+TEST_F(Safetensors, FilesWithoutChecksumsLoad) {
+  for (const std::string& json : {std::string(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})"),
+                                 std::string(R"({"__metadata__":{"format":"pt"},"x":{"dtype":"F32","shape":[2],)"
+                                             R"("data_offsets":[0,8]}})")}) {
+    std::string s(8, '\0');
+    const uint64_t n = json.size();
+    std::memcpy(s.data(), &n, 8);
+    const float v[2] = {1.5f, -2.0f};
+    put(s + json + std::string(reinterpret_cast<const char*>(v), sizeof(v)));
+    auto f = read_safetensors(path_, MemCategory::kWorkspace);
+    ASSERT_TRUE(f.ok()) << json << ": " << f.status();
+    ASSERT_EQ(f->tensors.size(), 1u);
+    EXPECT_EQ(f->tensors[0].tensor.f32()[1], -2.0f);
+  }
+}
+
 TEST_F(Safetensors, MalformedFilesNameThePathAndReason) {
   const std::string good = bytes();
   uint64_t n = 0;
@@ -84,7 +173,8 @@ TEST_F(Safetensors, MalformedFilesNameThePathAndReason) {
       {"header past end", huge_len, "exceeds the file"},
       {"truncated data", good.substr(0, good.size() - 4), "data_offsets"},
       {"extra data", good + "abcd", "tensors cover"},
-      {"not an object", not_json, "JSON"},
+      {"not an object", not_json, "header checksum mismatch"},  // caught on the raw bytes, before parsing
+      {"not an object, unchecked", std::string("\x02\0\0\0\0\0\0\0[]", 10), "not a JSON object"},
   };
   for (const Case& c : cases) {
     put(c.content);
