@@ -1,0 +1,115 @@
+// The table of malformed configs shared by the parser test (tests/unit/trainer/malformed_config_test.cc) and the
+// binary test (tests/integration/malformed_config_cli_test.cc): each row is one way users get a config wrong.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace memtrain::testing_rows {
+
+struct Malformed {
+  const char* name;
+  std::string toml;
+  std::vector<std::string> overrides;
+  const char* expect;     // must appear in the message: the key or the file
+  bool add_data = true;   // append a valid [data] section so the row fails for its own reason only
+};
+
+inline void PrintTo(const Malformed& m, std::ostream* os) { *os << m.name; }  // gtest names the row, not its bytes
+
+// Appended after the row's text, so line numbers in the row stay as written.
+inline constexpr char kData[] = "\n[data]\ntext = [\"corpus.txt\"]\n";
+
+inline const std::vector<Malformed>& cases() {
+  static const std::vector<Malformed> rows = {
+      // Unknown names, with and without a suggestion.
+      {"unknown_key", "[train]\nfoo = 1", {}, "train.foo: unknown key; [train] has max_steps, batch_size"},
+      {"typo_suggests", "[train]\nmax_stpes = 5", {}, "train.max_stpes: unknown key; did you mean train.max_steps?"},
+      {"unknown_section_suggests", "[trian]\nmax_steps = 5", {}, "trian.max_steps: unknown key (no section [trian]); did you mean train.max_steps?"},
+      {"unknown_empty_section", "[foo]\n", {}, "foo: unknown section; sections are model, data"},
+      {"misspelt_empty_section", "[optm]\n", {}, "optm: unknown section; did you mean [optim]?"},
+      {"key_outside_section", "max_steps = 5", {}, "max_steps: not inside a section; did you mean train.max_steps?"},
+      {"key_in_wrong_section", "[train]\nlr = 0.1", {}, "train.lr: unknown key; did you mean optim.lr?"},
+      {"nested_unknown_table", "[train.extra]\nx = 1", {}, "train.extra: unknown key"},
+      // Wrong TOML types, one row per field type, and tables where scalars belong and back.
+      {"string_for_int", "[train]\nmax_steps = \"5\"", {}, "train.max_steps: expected an integer, got string \"5\""},
+      {"float_for_int", "[train]\nmax_steps = 3.5", {}, "train.max_steps: expected an integer, got float 3.5"},
+      {"whole_float_for_int", "[train]\nbatch_size = 3.0", {}, "train.batch_size: expected an integer, got float 3.0"},
+      {"string_for_float", "[optim]\nlr = \"fast\"", {}, "optim.lr: expected a number, got string"},
+      {"bool_for_float", "[optim]\nlr = true", {}, "optim.lr: expected a number, got boolean"},
+      {"int_for_bool", "[optim]\ndecay_embeddings = 1", {}, "optim.decay_embeddings: expected a boolean"},
+      {"string_for_bool", "[output]\nsave_weights = \"yes\"", {}, "output.save_weights: expected a boolean"},
+      {"int_for_string", "[model]\narch = 2", {}, "model.arch: expected a string, got integer 2"},
+      {"string_for_list", "[data]\ntext = \"a.txt\"", {}, "data.text: expected an array of strings, got string", false},
+      {"int_in_list", "[data]\ntext = [\"a.txt\", 1]", {}, "data.text: expected an array of strings, got integer 1 at index 1", false},
+      {"date_for_int", "[train]\nmax_steps = 1979-05-27", {}, "train.max_steps: expected an integer, got date"},
+      {"table_for_int", "[train.max_steps]\nx = 1", {}, "train.max_steps: expected an integer, got table"},
+      {"inline_table_for_float", "[optim]\nlr = { value = 1 }", {}, "optim.lr: expected a number, got table"},
+      {"array_for_string", "[output]\ndir = [\"a\"]", {}, "output.dir: expected a string, got array"},
+      {"scalar_for_section", "train = 5", {}, "train: expected a table (section [train]), got integer 5"},
+      {"array_of_tables_for_section", "[[train]]\nmax_steps = 1", {}, "train: expected a table (section [train]), got array"},
+      {"nan_float", "[optim]\nlr = nan", {}, "optim.lr: expected a finite number"},
+      {"inf_float", "[output]\ntemperature = inf", {}, "output.temperature: expected a finite number"},
+      // Out of range: each section's validate().
+      {"zero_steps", "[train]\nmax_steps = 0", {}, "train.max_steps: must be > 0, got 0"},
+      {"negative_batch", "[train]\nbatch_size = -1", {}, "train.batch_size: must be > 0, got -1"},
+      {"negative_seed", "[train]\nseed = -5", {}, "train.seed: must be >= 0"},
+      {"negative_threads", "[train]\nthreads = -1", {}, "train.threads: must be >= 0"},
+      {"zero_vocab", "[model]\nvocab_size = 0", {}, "model.vocab_size: must be > 0"},
+      {"n_embd_not_divisible", "[model]\nn_embd = 130\nn_head = 4", {}, "model.n_embd: 130 is not divisible by model.n_head (4)"},
+      {"n_kv_head_not_dividing", "[model]\narch = \"llama\"\nn_head = 4\nn_kv_head = 3", {}, "model.n_kv_head: 3 does not divide model.n_head (4)"},
+      {"bad_arch", "[model]\narch = \"bert\"", {}, "model.arch: must be gpt2 or llama"},
+      {"bad_optimizer", "[optim]\nname = \"sgd\"", {}, "optim.name: must be adamw"},
+      {"bad_schedule", "[optim]\nschedule = \"step\"", {}, "optim.schedule: must be constant, cosine or linear"},
+      {"min_lr_above_lr", "[optim]\nlr = 1e-4\nmin_lr = 1e-3", {}, "optim.min_lr: 0.001 exceeds optim.lr (0.0001)"},
+      {"beta1_one", "[optim]\nbeta1 = 1.0", {}, "optim.beta1: must be in [0, 1)"},
+      {"beta2_integer_one", "[optim]\nbeta2 = 1", {}, "optim.beta2: must be in [0, 1)"},
+      {"zero_eps", "[optim]\neps = 0", {}, "optim.eps: must be > 0"},
+      {"negative_clip", "[optim]\ngrad_clip = -1.0", {}, "optim.grad_clip: must be >= 0"},
+      {"empty_output_dir", "[output]\ndir = \"\"", {}, "output.dir: must not be empty"},
+      {"zero_temperature", "[output]\ntemperature = 0", {}, "output.temperature: must be > 0"},
+      {"bad_budget", "[memory]\nbudget = \"lots\"", {}, "memory.budget: 'lots' is not a byte size"},
+      {"bad_budget_unit", "[memory]\nbudget = \"2XB\"", {}, "memory.budget: '2XB' is not a byte size (unknown unit 'XB')"},
+      {"negative_budget", "[memory]\nbudget = \"-1GiB\"", {}, "memory.budget: '-1GiB' is not a byte size (negative)"},
+      {"integer_budget", "[memory]\nbudget = 1024", {}, "memory.budget: expected a string, got integer"},
+      {"bad_val_fraction", "[data]\ntext = [\"a\"]\nval_fraction = 1.5", {}, "data.val_fraction", false},
+      {"dataset_and_text", "[data]\ndataset = \"d\"\ntext = [\"a\"]", {}, "data.text: set data.dataset or data.text, not both", false},
+      // Rules across sections.
+      {"seq_len_over_block", "[model]\nblock_size = 256\n[train]\nseq_len = 512", {}, "train.seq_len: 512 exceeds model.block_size (256)"},
+      {"vocab_below_tokenizer", "[model]\nvocab_size = 100", {}, "model.vocab_size: 100 is smaller than the byte tokenizer's 256 (data.tokenizer)"},
+      {"warmup_over_decay", "[optim]\nwarmup_steps = 200\ndecay_steps = 100", {}, "optim.warmup_steps: 200 exceeds optim.decay_steps (100)"},
+      // The file itself.
+      {"empty_file_needs_data", "", {}, "data.dataset: set data.dataset or data.text", false},
+      {"syntax_error_line", "[train]\nmax_steps = 5\nseed = = 3", {}, "configs/x.toml:3:"},
+      {"unterminated_string", "[output]\ndir = \"runs", {}, "configs/x.toml:2:"},
+      {"duplicate_key", "[train]\nmax_steps = 5\nmax_steps = 6", {}, "configs/x.toml:3:"},
+      {"duplicate_section", "[train]\nseed = 1\n[train]\nseed = 2", {}, "configs/x.toml:3:"},
+      {"huge_integer", "[train]\nseed = 99999999999999999999", {}, "configs/x.toml:2:"},
+      {"binary_garbage", std::string("\x7f" "ELF\x02\x01\x01\x00\x00\xff\xfe", 11), {}, "configs/x.toml:1:8: not a UTF-8 text file (byte 0x00 at offset 7)", false},
+      {"invalid_utf8_in_string", "[output]\nprompt = \"\xc3\x28\"", {}, "configs/x.toml:2:11: not a UTF-8 text file (byte 0xc3 at offset 19)"},
+      // --set overrides.
+      {"override_without_equals", "", {"train.max_steps"}, "train.max_steps: --set needs section.key=value"},
+      {"override_empty_key", "", {"=5"}, "--set: needs section.key=value"},
+      {"override_unknown_section", "", {"trian.max_steps=5"}, "trian.max_steps: unknown key (no section [trian]); did you mean train.max_steps?"},
+      {"override_unknown_key", "", {"train.foo=1"}, "train.foo: unknown key"},
+      {"override_without_section", "", {"max_steps=5"}, "max_steps: not inside a section; did you mean train.max_steps?"},
+      {"override_word_for_int", "", {"train.max_steps=abc"}, "train.max_steps: expected an integer, got 'abc' (--set)"},
+      {"override_empty_int", "", {"train.max_steps="}, "train.max_steps: expected an integer, got ''"},
+      {"override_float_for_int", "", {"train.max_steps=2.5"}, "train.max_steps: expected an integer, got float 2.5 (--set)"},
+      {"override_quoted_int", "", {"train.max_steps=\"5\""}, "train.max_steps: expected an integer, got string"},
+      {"override_huge_int", "", {"train.seed=99999999999999999999"}, "train.seed: '99999999999999999999' does not fit in a 64-bit integer"},
+      {"override_yes_for_bool", "", {"optim.decay_embeddings=yes"}, "optim.decay_embeddings: expected a boolean (true or false), got 'yes'"},
+      {"override_word_for_float", "", {"optim.lr=fast"}, "optim.lr: expected a number, got 'fast'"},
+      {"override_two_values", "", {"train.max_steps=5\nseed = 3"}, "train.max_steps: expected an integer, got '5\\nseed = 3' (--set)"},
+      {"override_out_of_range", "", {"optim.lr=-1"}, "optim.lr: must be > 0, got -1"},
+      {"override_unterminated_string", "", {"output.prompt=\"abc"}, "output.prompt: expected a string"},
+      {"override_list_empty_item", "", {"data.text=a,,b"}, "data.text: empty item in list 'a,,b'", false},
+      {"override_list_of_ints", "", {"data.text=[1, 2]"}, "data.text: expected an array of strings, got integer 1 at index 0", false},
+      {"override_invalid_utf8", "", {"output.prompt=\xff"}, "output.prompt: value is not valid UTF-8 (--set)"},
+      {"override_then_invalid", "[train]\nmax_steps = 10", {"train.max_steps=0"}, "train.max_steps: must be > 0"},
+  };
+  return rows;
+}
+
+}  // namespace memtrain::testing_rows
