@@ -36,14 +36,8 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   cpu::embedding_forward(tokens.i32(), wte_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
   cpu::embedding_forward(pos.i32(), wpe_->value.f32(), N, C, x.f32(), /*accumulate=*/true, pool);
   MEMTRAIN_RETURN_IF_ERROR(store.save("transformer.wte/tokens", tokens));
-  for (Block& b : blocks_) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, b.ln_1.forward(x, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor x2, b.attn.forward(y1, B_, T_, store));
-    cpu::add_inplace(x2.f32(), x.f32(), N * C, pool);  // residual: x2 = x + attn(ln_1(x))
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y2, b.ln_2.forward(x2, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor x3, b.mlp.forward(y2, store));
-    cpu::add_inplace(x3.f32(), x2.f32(), N * C, pool);
-    x = x3;
+  for (const Block& b : blocks_) {
+    MEMTRAIN_ASSIGN_OR_RETURN(x, b.forward(x, B_, T_, store));
   }
   return ln_f_->forward(x, store);
 }
@@ -53,13 +47,7 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, ln_f_->backward(dh, store));
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy2, it->mlp.backward(dx, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx2, it->ln_2.backward(dy2, store));
-    cpu::add_inplace(dx2.f32(), dx.f32(), N * C, pool);  // the residual branch
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy1, it->attn.backward(dx2, B_, T_, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx1, it->ln_1.backward(dy1, store));
-    cpu::add_inplace(dx1.f32(), dx2.f32(), N * C, pool);
-    dx = dx1;
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, it->backward(dx, B_, T_, store));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("transformer.wte/tokens"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
@@ -69,14 +57,8 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
 }
 
 int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {
-  const int64_t N = B * T, C = cfg_.n_embd, L = cfg_.n_layer;
-  const int64_t stream = 4 * N * C;  // one (N, C) fp32 tensor
-  // Per block: the residual input (saved by ln_1), ln_1's output (by attn), the residual after attention (by ln_2),
-  // ln_2's output (by mlp), plus what each layer saves besides its input. Then ln_f's input and statistics. The
-  // tokens were allocated by the caller.
-  const int64_t block = 4 * stream + 2 * LayerNorm::saved_bytes(N) + Gpt2Attention::saved_bytes(cfg_, B, T) +
-                        Gpt2Mlp::saved_bytes(cfg_, N);
-  return L * block + stream + LayerNorm::saved_bytes(N);
+  // The blocks, then ln_f's input (the last block's output) and statistics; the tokens were allocated by the caller.
+  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T) + 4 * B * T * cfg_.n_embd + LayerNorm::saved_bytes(B * T);
 }
 
 int64_t Gpt2Model::embedding_params() const {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/attention.h"
+#include "model/block.h"
 #include "model/mlp.h"
 #include "model/model.h"
 #include "model/norm.h"
@@ -22,12 +23,7 @@ class Gpt2Model : public Model {
   int64_t embedding_params() const override;
 
  private:
-  struct Block {
-    LayerNorm ln_1;
-    Gpt2Attention attn;
-    LayerNorm ln_2;
-    Gpt2Mlp mlp;
-  };
+  using Block = PreNormBlock<LayerNorm, Gpt2Attention, Gpt2Mlp>;  // ln_1, attn, ln_2, mlp
   Param* wte_;  // (V, C); not owned
   Param* wpe_;  // (block_size, C)
   std::vector<Block> blocks_;

@@ -33,14 +33,8 @@ absl::StatusOr<Tensor> LlamaModel::body_forward(const Tensor& tokens, Activation
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
   cpu::embedding_forward(tokens.i32(), embed_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
   MEMTRAIN_RETURN_IF_ERROR(store.save("model.embed_tokens/tokens", tokens));
-  for (Block& b : blocks_) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, b.input_layernorm.forward(x, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor x2, b.self_attn.forward(y1, B_, T_, store));
-    cpu::add_inplace(x2.f32(), x.f32(), N * C, pool);  // residual
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y2, b.post_attention_layernorm.forward(x2, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor x3, b.mlp.forward(y2, store));
-    cpu::add_inplace(x3.f32(), x2.f32(), N * C, pool);
-    x = x3;
+  for (const Block& b : blocks_) {
+    MEMTRAIN_ASSIGN_OR_RETURN(x, b.forward(x, B_, T_, store));
   }
   return norm_->forward(x, store);
 }
@@ -50,13 +44,7 @@ absl::Status LlamaModel::body_backward(const Tensor& dh, ActivationStore& store)
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm_->backward(dh, store));
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy2, it->mlp.backward(dx, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx2, it->post_attention_layernorm.backward(dy2, store));
-    cpu::add_inplace(dx2.f32(), dx.f32(), N * C, pool);
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy1, it->self_attn.backward(dx2, B_, T_, store));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx1, it->input_layernorm.backward(dy1, store));
-    cpu::add_inplace(dx1.f32(), dx2.f32(), N * C, pool);
-    dx = dx1;
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, it->backward(dx, B_, T_, store));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("model.embed_tokens/tokens"));
   cpu::embedding_backward(tokens.i32(), dx.f32(), N, C, cfg_.vocab_size, embed_->grad.f32(), pool);
@@ -64,12 +52,8 @@ absl::Status LlamaModel::body_backward(const Tensor& dh, ActivationStore& store)
 }
 
 int64_t LlamaModel::body_saved_bytes(int64_t B, int64_t T) const {
-  const int64_t N = B * T, C = cfg_.n_embd, L = cfg_.n_layer;
-  const int64_t stream = 4 * N * C;
-  // As GPT-2: four (N, C) tensors per block (residual in, norm out, residual mid, norm out) plus each layer's own.
-  const int64_t block = 4 * stream + 2 * RmsNorm::saved_bytes(N) + LlamaAttention::saved_bytes(cfg_, B, T) +
-                        LlamaMlp::saved_bytes(cfg_, N);
-  return L * block + stream + RmsNorm::saved_bytes(N);
+  // The blocks, then the final norm's input and statistics; the tokens were allocated by the caller.
+  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T) + 4 * B * T * cfg_.n_embd + RmsNorm::saved_bytes(B * T);
 }
 
 int64_t LlamaModel::embedding_params() const { return cfg_.tied() ? 0 : cfg_.vocab_size * cfg_.n_embd; }

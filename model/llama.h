@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/attention.h"
+#include "model/block.h"
 #include "model/mlp.h"
 #include "model/model.h"
 #include "model/norm.h"
@@ -22,12 +23,8 @@ class LlamaModel : public Model {
   int64_t embedding_params() const override;
 
  private:
-  struct Block {
-    RmsNorm input_layernorm;
-    LlamaAttention self_attn;
-    RmsNorm post_attention_layernorm;
-    LlamaMlp mlp;
-  };
+  // input_layernorm, self_attn, post_attention_layernorm, mlp
+  using Block = PreNormBlock<RmsNorm, LlamaAttention, LlamaMlp>;
   Param* embed_;  // (V, C); not owned
   std::vector<Block> blocks_;
   std::optional<RmsNorm> norm_;
