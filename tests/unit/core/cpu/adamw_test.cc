@@ -10,6 +10,10 @@ namespace {
 
 using namespace testing_util;
 
+// Every test runs under AVX2 and under AVX-512 (kernel_test_util.h).
+class AdamWCpu : public SimdLevelTest {};
+MEMTRAIN_INSTANTIATE_SIMD_LEVELS(AdamWCpu);
+
 // Float64 oracle: torch 1.13 _single_tensor_adamw (non-amsgrad), written out as torch's docs state it.
 struct AdamWRef {
   std::vector<double> p, m, v;
@@ -27,10 +31,10 @@ struct AdamWRef {
   }
 };
 
-TEST(AdamWCpu, SeveralStepsMatchFloat64Reference) {
+TEST_P(AdamWCpu, SeveralStepsMatchFloat64Reference) {
   const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
   constexpr int kSteps = 6;
-  for (int64_t n : {1, 7, 64, 65, 4097, 40001}) {  // odd sizes: vector tails; 40001: several pool tasks
+  for (int64_t n : {1, 7, 29, 64, 65, 4097, 40001}) {  // odd sizes: 8- and 16-wide tails; 40001: several tasks
     std::vector<float> p = random_uniform(n, -1.0f, 1.0f, n), m(n, 0.0f), v(n, 0.0f);
     AdamWRef ref{to_double(p), std::vector<double>(n), std::vector<double>(n), std::vector<double>(n)};
     for (int t = 1; t <= kSteps; ++t) {
@@ -51,7 +55,7 @@ TEST(AdamWCpu, SeveralStepsMatchFloat64Reference) {
   }
 }
 
-TEST(AdamWCpu, FirstStepMovesEachWeightByAboutLr) {
+TEST_P(AdamWCpu, FirstStepMovesEachWeightByAboutLr) {
   // At step 1, m_hat / sqrt(v_hat) = sign(g) (up to eps): the update is lr * sign(g) after the decay. An
   // independent check of the bias corrections that does not share the reference's formula.
   const float lr = 1e-3f;

@@ -10,11 +10,15 @@ namespace {
 
 using namespace testing_util;
 
-const int64_t kSizes[] = {1, 7, 64, 65, 4097, 40001};  // odd sizes: vector tails; 40001: several pool tasks
+// Every test runs under AVX2 and under AVX-512 (kernel_test_util.h).
+class ElementwiseCpu : public SimdLevelTest {};
+MEMTRAIN_INSTANTIATE_SIMD_LEVELS(ElementwiseCpu);
+
+const int64_t kSizes[] = {1, 7, 29, 64, 65, 4097, 40001};  // odd sizes: 8- and 16-wide tails; 40001: several tasks
 
 // One fp32 operation on two floats equals the float64 result rounded once (double has > 2*24+2 bits), so these
 // kernels must match the float64 reference exactly.
-TEST(ElementwiseCpu, AddScaleAndAliasingAreExact) {
+TEST_P(ElementwiseCpu, AddScaleAndAliasingAreExact) {
   for (int64_t n : kSizes) {
     const std::vector<float> a = random_uniform(n, -1.0f, 1.0f, n), b = random_uniform(n, -100.0f, 100.0f, 2 * n);
     std::vector<float> y(n), ya = a, yb = b, yi = a, ys = a;
@@ -34,8 +38,8 @@ TEST(ElementwiseCpu, AddScaleAndAliasingAreExact) {
   }
 }
 
-TEST(ElementwiseCpu, AddBiasAddsToEveryRow) {
-  for (int64_t C : {1, 7, 65, 384}) {
+TEST_P(ElementwiseCpu, AddBiasAddsToEveryRow) {
+  for (int64_t C : {1, 7, 45, 65, 384}) {  // 45: a 13-lane tail at 16 wide
     const int64_t rows = 67;
     const std::vector<float> y0 = random_uniform(rows * C, -1.0f, 1.0f, C), bias = random_uniform(C, -1.0f, 1.0f, 9);
     std::vector<float> y = y0;
@@ -44,11 +48,11 @@ TEST(ElementwiseCpu, AddBiasAddsToEveryRow) {
   }
 }
 
-TEST(ElementwiseCpu, BiasBackwardMatchesFiniteDifferences) {
+TEST_P(ElementwiseCpu, BiasBackwardMatchesFiniteDifferences) {
   struct Case {
     int64_t rows, C;
   };
-  for (const Case cs : {Case{1, 1}, Case{3, 7}, Case{67, 65}, Case{300, 384}}) {
+  for (const Case cs : {Case{1, 1}, Case{3, 7}, Case{5, 45}, Case{67, 65}, Case{300, 384}}) {
     const std::vector<float> x = random_uniform(cs.rows * cs.C, -1.0f, 1.0f, 1), bias = random_uniform(cs.C, -1, 1, 2);
     const std::vector<float> r = random_uniform(cs.rows * cs.C, -1.0f, 1.0f, 3);  // L = sum(r * (x + bias))
     const std::vector<float> d0 = random_uniform(cs.C, -1.0f, 1.0f, 4);
@@ -68,7 +72,7 @@ TEST(ElementwiseCpu, BiasBackwardMatchesFiniteDifferences) {
   }
 }
 
-TEST(ElementwiseCpu, SumSquaresMatchesFloat64Reference) {
+TEST_P(ElementwiseCpu, SumSquaresMatchesFloat64Reference) {
   for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{65}, int64_t{4097}, int64_t{200001}}) {
     const std::vector<float> x = random_uniform(n, -3.0f, 3.0f, n);
     long double ref = 0;
@@ -78,7 +82,7 @@ TEST(ElementwiseCpu, SumSquaresMatchesFloat64Reference) {
   }
 }
 
-TEST(ElementwiseCpu, ReductionsAreBitwiseIndependentOfThreadCount) {
+TEST_P(ElementwiseCpu, ReductionsAreBitwiseIndependentOfThreadCount) {
   ThreadPool one(1), two(2), three(3);
   const int64_t rows = 3001, C = 65, n = 1000003;
   const std::vector<float> dy = random_uniform(rows * C, -1.0f, 1.0f, 5), x = random_uniform(n, -1.0f, 1.0f, 6);

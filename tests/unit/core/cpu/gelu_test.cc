@@ -10,11 +10,15 @@ namespace {
 
 using namespace testing_util;
 
+// Every test runs under AVX2 and under AVX-512 (kernel_test_util.h).
+class GeluCpu : public SimdLevelTest {};
+MEMTRAIN_INSTANTIATE_SIMD_LEVELS(GeluCpu);
+
 // Float64 oracle: torch's gelu(approximate='tanh').
 double gelu_ref(double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
 
-// Odd sizes catch vector-tail bugs; 40001 spans several pool tasks.
-const int64_t kSizes[] = {1, 7, 64, 65, 4097, 40001};
+// Odd sizes catch vector-tail bugs (29 leaves 13 lanes at 16 wide, 5 at 8 wide); 40001 spans several pool tasks.
+const int64_t kSizes[] = {1, 7, 29, 64, 65, 4097, 40001};
 
 std::vector<float> inputs(int64_t n, uint64_t seed) {
   std::vector<float> x = random_uniform(n, -6.0f, 6.0f, seed);
@@ -23,7 +27,7 @@ std::vector<float> inputs(int64_t n, uint64_t seed) {
   return x;
 }
 
-TEST(GeluCpu, ForwardMatchesFloat64Reference) {
+TEST_P(GeluCpu, ForwardMatchesFloat64Reference) {
   for (int64_t n : kSizes) {
     std::vector<float> x = inputs(n, n), y(n);
     cpu::gelu_forward(x.data(), y.data(), n, test_pool());
@@ -35,7 +39,7 @@ TEST(GeluCpu, ForwardMatchesFloat64Reference) {
   }
 }
 
-TEST(GeluCpu, BackwardMatchesFiniteDifferences) {
+TEST_P(GeluCpu, BackwardMatchesFiniteDifferences) {
   for (int64_t n : kSizes) {
     std::vector<float> x = inputs(n, 100 + n), r = random_uniform(n, -1.0f, 1.0f, 200 + n), dx(n);
     cpu::gelu_backward(r.data(), x.data(), dx.data(), n, test_pool());  // L = sum(r * y), so dy = r
@@ -49,7 +53,7 @@ TEST(GeluCpu, BackwardMatchesFiniteDifferences) {
   }
 }
 
-TEST(GeluCpu, InPlaceMatchesOutOfPlace) {
+TEST_P(GeluCpu, InPlaceMatchesOutOfPlace) {
   const int64_t n = 4097;
   std::vector<float> x = inputs(n, 7), dy = random_uniform(n, -1.0f, 1.0f, 8), y(n), dx(n);
   cpu::gelu_forward(x.data(), y.data(), n, test_pool());

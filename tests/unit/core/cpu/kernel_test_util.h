@@ -1,13 +1,19 @@
-// Helpers shared by the CPU kernel tests: seeded random inputs, float64 dot products and norms, and central finite
-// differences of a float64 reference.
+// Helpers shared by the CPU kernel tests: seeded random inputs, float64 dot products and norms, central finite
+// differences of a float64 reference, and a fixture that runs a test under each instruction set.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <ostream>
 #include <random>
+#include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "core/cpu/simd_level.h"
 #include "core/thread_pool.h"
 
 namespace memtrain::testing_util {
@@ -92,4 +98,36 @@ std::vector<T> gather(const std::vector<T>& v, const std::vector<int64_t>& idx) 
   return out;
 }
 
+// Base of a TEST_P suite that runs each test once per instruction set the kernels dispatch to: derive the suite
+// from it and add MEMTRAIN_INSTANTIATE_SIMD_LEVELS(Suite). The AVX-512 run is skipped on a CPU without it.
+class SimdLevelTest : public ::testing::TestWithParam<cpu::SimdLevel> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == cpu::SimdLevel::kAvx512 && !cpu::cpu_has_avx512())
+      GTEST_SKIP() << "this CPU lacks AVX-512 F/BW/DQ/VL, so the AVX-512 kernels cannot run here";
+    level_.emplace(GetParam());
+  }
+  void TearDown() override { level_.reset(); }
+
+ private:
+  std::optional<cpu::ScopedSimdLevel> level_;
+};
+
+inline std::string simd_level_test_name(const ::testing::TestParamInfo<cpu::SimdLevel>& info) {
+  return cpu::simd_level_name(info.param);
+}
+
 }  // namespace memtrain::testing_util
+
+namespace memtrain::cpu {
+// gtest prints a failing test's parameter with this (found by argument-dependent lookup).
+inline void PrintTo(SimdLevel level, std::ostream* os) { *os << simd_level_name(level); }
+}  // namespace memtrain::cpu
+
+// Tests are named Suite.Test/avx2 and Suite.Test/avx512 (an empty prefix keeps the suite name first, which the
+// "Slow*" filter of tests/CMakeLists.txt matches on).
+#define MEMTRAIN_INSTANTIATE_SIMD_LEVELS(suite)                                                         \
+  INSTANTIATE_TEST_SUITE_P(, suite,                                                                   \
+                           ::testing::Values(::memtrain::cpu::SimdLevel::kAvx2,                       \
+                                             ::memtrain::cpu::SimdLevel::kAvx512),                    \
+                           ::memtrain::testing_util::simd_level_test_name)

@@ -10,11 +10,15 @@ namespace {
 
 using namespace testing_util;
 
+// Every test runs under AVX2 and under AVX-512 (kernel_test_util.h).
+class SwigluCpu : public SimdLevelTest {};
+MEMTRAIN_INSTANTIATE_SIMD_LEVELS(SwigluCpu);
+
 double swiglu_ref(double g, double u) { return g / (1 + std::exp(-g)) * u; }  // silu(g) * u
 
-const int64_t kSizes[] = {1, 7, 64, 65, 4097, 40001};  // odd sizes: vector tails; 40001: several pool tasks
+const int64_t kSizes[] = {1, 7, 29, 64, 65, 4097, 40001};  // odd sizes: 8- and 16-wide tails; 40001: several tasks
 
-TEST(SwigluCpu, ForwardMatchesFloat64Reference) {
+TEST_P(SwigluCpu, ForwardMatchesFloat64Reference) {
   for (int64_t n : kSizes) {
     std::vector<float> g = random_uniform(n, -12.0f, 12.0f, n), u = random_uniform(n, -3.0f, 3.0f, 2 * n), y(n);
     cpu::swiglu_forward(g.data(), u.data(), y.data(), n, test_pool());
@@ -26,7 +30,7 @@ TEST(SwigluCpu, ForwardMatchesFloat64Reference) {
   }
 }
 
-TEST(SwigluCpu, BackwardMatchesFiniteDifferences) {
+TEST_P(SwigluCpu, BackwardMatchesFiniteDifferences) {
   for (int64_t n : kSizes) {
     std::vector<float> g = random_uniform(n, -12.0f, 12.0f, 3 * n), u = random_uniform(n, -3.0f, 3.0f, 4 * n);
     std::vector<float> r = random_uniform(n, -1.0f, 1.0f, 5 * n), dg(n), du(n);
@@ -43,7 +47,7 @@ TEST(SwigluCpu, BackwardMatchesFiniteDifferences) {
   }
 }
 
-TEST(SwigluCpu, AliasedOutputsMatchSeparateOnes) {
+TEST_P(SwigluCpu, AliasedOutputsMatchSeparateOnes) {
   const int64_t n = 4097;
   const std::vector<float> g = random_uniform(n, -8.0f, 8.0f, 1), u = random_uniform(n, -3.0f, 3.0f, 2);
   const std::vector<float> dy = random_uniform(n, -1.0f, 1.0f, 3);
