@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CONFIG ?= configs/default.toml
 CMAKE_ARGS ?=
 
-.PHONY: setup configure build train test bench clean
+.PHONY: setup configure build train test test-asan test-tsan check fuzz bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,29 @@ train: build
 
 test: build
 	ctest --test-dir $(BUILD) -LE cuda --output-on-failure -j $(JOBS)
+
+# The unit and integration tests built with AddressSanitizer + UndefinedBehaviorSanitizer (halt on the first
+# error, leak checking on), in a build directory of their own.
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
+           UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+test-asan: setup
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMTRAIN_SANITIZE=address,undefined $(CMAKE_ARGS)
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	$(ASAN_ENV) ctest --test-dir $(BUILD)-asan -LE "cuda|slow" --output-on-failure -j $(JOBS)
+
+# The tests of the threaded parts (label `threads`) built with ThreadSanitizer.
+test-tsan: setup
+	cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMTRAIN_SANITIZE=thread $(CMAKE_ARGS)
+	cmake --build $(BUILD)-tsan -j $(JOBS)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --test-dir $(BUILD)-tsan -L threads --output-on-failure -j $(JOBS)
+
+# What CI runs: every test, then the sanitizer builds and the fuzzers.
+check: test test-asan test-tsan fuzz
+
+# Every libFuzzer target (tests/fuzz) for FUZZ_SECONDS each under ASan + UBSan, built with clang in build-fuzz.
+FUZZ_SECONDS ?= 30
+fuzz: setup
+	FUZZ_JOBS=$(JOBS) bash tests/fuzz/run_fuzzers.sh $(FUZZ_SECONDS)
 
 bench: build
 	./$(BUILD)/bench/cpu_step

@@ -147,14 +147,23 @@ absl::StatusOr<SafetensorsFile> read_safetensors(const std::string& path, MemCat
     DType dt;
     if (!dtype_from_st(e["dtype"].get<std::string>(), &dt))
       return bad(absl::StrCat(where, ": unsupported dtype ", e["dtype"].get<std::string>()));
+    // The product of the nonzero dimensions is bounded, checked before each multiply: a running product could wrap
+    // ([2^40, 2^40] is 0 mod 2^64), and a zero dimension must not hide the others, which code downstream multiplies
+    // (shape_numel in file order, row sizes). Found by fuzzing (tests/fuzz).
+    constexpr uint64_t kMaxElements = uint64_t{1} << 40;
     Shape shape;
-    uint64_t numel = 1;
+    uint64_t nonzero = 1;
+    bool empty = false;
     for (const auto& d : e["shape"]) {
-      if (!d.is_number_unsigned() || d.get<uint64_t>() > (uint64_t{1} << 40)) return bad(absl::StrCat(where, ": bad shape"));
-      shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
-      if (numel > (uint64_t{1} << 40)) return bad(absl::StrCat(where, ": bad shape"));
+      if (!d.is_number_unsigned()) return bad(absl::StrCat(where, ": bad shape"));
+      const uint64_t dim = d.get<uint64_t>();
+      if (dim > kMaxElements || (dim != 0 && nonzero > kMaxElements / dim))
+        return bad(absl::StrCat(where, ": bad shape"));
+      shape.push_back(static_cast<int64_t>(dim));
+      if (dim == 0) empty = true;
+      else nonzero *= dim;
     }
+    const uint64_t numel = empty ? 0 : nonzero;
     const auto& off = e["data_offsets"];
     if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) return bad(absl::StrCat(where, ": bad data_offsets"));
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -161,6 +162,25 @@ absl::StatusOr<TokenShard> TokenShard::open(const std::string& path) {
     return shard_error(StatusCode::kDataLoss, path,
                        absl::StrCat("token checksum mismatch (stored ", hex(body_sum), ", computed ", hex(body_want),
                                     "): the token data is corrupted"));
+  }
+  // The checksums catch corruption, not crafted files (anyone can compute XXH64), and the trainer indexes embedding
+  // tables with these ids: every token is range-checked here (found by fuzzing, tests/fuzz). The max is a
+  // vectorizable pass; the offending index is looked for only when it fails.
+  auto token_at = [&](uint64_t i) -> uint64_t {
+    return dtype == 2 ? load<uint16_t>(body + 2 * i) : load<uint32_t>(body + 4 * i);
+  };
+  uint64_t max_token = 0;
+  if (dtype == 2) {
+    for (uint64_t i = 0; i < count; ++i) max_token = std::max<uint64_t>(max_token, load<uint16_t>(body + 2 * i));
+  } else {
+    for (uint64_t i = 0; i < count; ++i) max_token = std::max<uint64_t>(max_token, load<uint32_t>(body + 4 * i));
+  }
+  if (count > 0 && max_token >= vocab) {
+    uint64_t i = 0;
+    while (token_at(i) < vocab) ++i;
+    return shard_error(StatusCode::kInvalidArgument, path,
+                       absl::StrCat("token ", token_at(i), " at index ", i, " is outside the vocabulary [0, ", vocab,
+                                    ") the header declares"));
   }
   shard.tokens_ = body;
   shard.count_ = static_cast<int64_t>(count);

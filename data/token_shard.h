@@ -17,8 +17,8 @@ inline constexpr uint32_t kTokenShardVersion = 1;
 // vocab_size in [1, 2^31]. Crash-safe: written to path + ".tmp", fsynced, then renamed over `path`.
 absl::Status write_token_shard(const std::string& path, const std::vector<int32_t>& tokens, int64_t vocab_size);
 
-// A read-only mapping of a shard, validated in full by open(): magic, version, dtype, both checksums, exact size.
-// Once open() succeeds every token is known to be < vocab_size (the checksum covers what the writer checked).
+// A read-only mapping of a shard, validated in full by open(): magic, version, dtype, both checksums, exact size,
+// and every token < vocab_size (checked token by token: the checksums catch corruption, not a crafted file).
 class TokenShard {
  public:
   static absl::StatusOr<TokenShard> open(const std::string& path);

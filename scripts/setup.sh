@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                      # the default corpus: /usr/share/games/fortunes
   python3 python3-torch python3-numpy   # tests/reference: PyTorch cross-checks
+  clang libclang-rt-14-dev        # tests/fuzz: libFuzzer
 )
 
 missing=()
