@@ -61,6 +61,10 @@ int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {
   return cfg_.n_layer * Block::saved_bytes(cfg_, B, T) + 4 * B * T * cfg_.n_embd + LayerNorm::saved_bytes(B * T);
 }
 
+int64_t Gpt2Model::backward_peak_extra_bytes(int64_t B, int64_t T) const {
+  return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T) - LayerNorm::saved_bytes(B * T);
+}
+
 int64_t Gpt2Model::embedding_params() const {
   return cfg_.block_size * cfg_.n_embd + (cfg_.tied() ? 0 : cfg_.vocab_size * cfg_.n_embd);
 }

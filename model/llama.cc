@@ -56,6 +56,10 @@ int64_t LlamaModel::body_saved_bytes(int64_t B, int64_t T) const {
   return cfg_.n_layer * Block::saved_bytes(cfg_, B, T) + 4 * B * T * cfg_.n_embd + RmsNorm::saved_bytes(B * T);
 }
 
+int64_t LlamaModel::backward_peak_extra_bytes(int64_t B, int64_t T) const {
+  return LlamaMlp::backward_scratch_bytes(cfg_, B * T) - RmsNorm::saved_bytes(B * T);
+}
+
 int64_t LlamaModel::embedding_params() const { return cfg_.tied() ? 0 : cfg_.vocab_size * cfg_.n_embd; }
 
 }  // namespace memtrain::model

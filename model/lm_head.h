@@ -4,6 +4,7 @@
 // recompute policy ever runs its forward twice.
 #pragma once
 
+#include <algorithm>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,7 @@ class LmHead {
   absl::StatusOr<Tensor> backward(ActivationStore& store);  // dL/dh (N, C)
   absl::StatusOr<Tensor> logits(const Tensor& h) const;    // (N, V)
   static int64_t saved_bytes(int64_t N, int64_t C) { return 4 * N * C; }
+  int64_t workspace_bytes(int64_t N) const { return 4 * std::min(N, chunk_rows()) * V_; }  // one logits chunk
 
  private:
   int64_t chunk_rows() const;

@@ -19,6 +19,8 @@ class Gpt2Mlp {
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
   static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 4 * N * cfg.ffn(); }  // besides x
+  // What backward allocates at its high-water mark: the recomputed GELU (N, F), reused for its gradient, and dx.
+  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N) { return 4 * N * (cfg.ffn() + cfg.n_embd); }
 
  private:
   std::string name_;
@@ -34,6 +36,10 @@ class LlamaMlp {
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
   static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 2 * 4 * N * cfg.ffn(); }
+  // The recomputed SwiGLU output (reused for its gradient), dgate, dup (each N x F) and dx.
+  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N) {
+    return 4 * N * (3 * cfg.ffn() + cfg.n_embd);
+  }
 
  private:
   std::string name_;

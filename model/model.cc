@@ -55,6 +55,14 @@ int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
   return body_saved_bytes(B, T) + LmHead::saved_bytes(B * T, cfg_.n_embd);
 }
 
+int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
+  return predicted_activation_bytes(B, T) + backward_peak_extra_bytes(B, T);
+}
+
+int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
+  return head_->workspace_bytes(B * T);
+}
+
 double Model::flops_per_token(int64_t T) const {
   const double matmul_params = static_cast<double>(params_.numel() - embedding_params());
   return 6.0 * matmul_params + 12.0 * cfg_.n_layer * cfg_.n_embd * T;

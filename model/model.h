@@ -31,6 +31,11 @@ class Model {
 
   // Activation bytes that forward(B, T) leaves in a keeping store, from the shapes alone.
   int64_t predicted_activation_bytes(int64_t B, int64_t T) const;
+  // The activation high-water mark of a forward + backward at (B, T), besides the caller's batch tensors: what
+  // forward saves, plus the scratch of the last block's MLP backward, minus the final norm's statistics freed just
+  // before it. (The head's dL/dh stays alive through backward.) Workspace: one chunk of logits.
+  int64_t predicted_peak_activation_bytes(int64_t B, int64_t T) const;
+  int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
   // Training FLOPs per token at context T: 6 * (matmul parameters) + 12 * L * C * T for attention (PaLM's count).
   double flops_per_token(int64_t T) const;
   const ModelConfig& config() const { return cfg_; }
@@ -41,6 +46,8 @@ class Model {
   virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) = 0;
   virtual absl::Status body_backward(const Tensor& dh, ActivationStore& store) = 0;
   virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
+  // predicted_peak_activation_bytes - predicted_activation_bytes.
+  virtual int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const = 0;
   // Parameters only looked up, never multiplied (excluded from the 6N FLOP count); a tied token embedding is
   // also the head's weight, so it counts as multiplied.
   virtual int64_t embedding_params() const = 0;

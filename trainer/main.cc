@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "data/prepare.h"
 #include "trainer/config.h"
+#include "trainer/plan.h"
 #include "trainer/session.h"
 #include "trainer/train_loop.h"
 
@@ -20,6 +21,7 @@ constexpr char kUsage[] =
     "  train   CONFIG [--set section.key=value ...]   train as the config says; outputs go to output.dir\n"
     "  eval    CONFIG [--set ...] [--weights FILE]    validation loss of saved weights (default output.dir)\n"
     "  sample  CONFIG [--set ...] [--weights FILE]    print output.samples generated texts\n"
+    "  plan    CONFIG [--set ...] [--json]            predicted peak bytes per category, and whether they fit\n"
     "  prepare --out DIR [--val-fraction F] INPUT...  tokenize text files or directories into DIR/{train,val}.bin\n"
     "  help                                           this text\n";
 
@@ -29,6 +31,7 @@ struct Args {
   std::string weights;
   std::string out;
   double val_fraction = 0.1;
+  bool json = false;
   std::vector<std::string> inputs;
 };
 
@@ -47,6 +50,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       a.overrides.push_back(arg.substr(6));
     } else if (arg == "--weights" && command != "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.weights, value("--weights"));
+    } else if (arg == "--json" && command == "plan") {
+      a.json = true;
     } else if (arg == "--out" && command == "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
     } else if (arg == "--val-fraction" && command == "prepare") {
@@ -84,6 +89,11 @@ absl::Status run(const std::string& command, const Args& args) {
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   if (command == "train") return run_training(cfg).status();
+  if (command == "plan") {
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg));
+    std::fputs(args.json ? (plan_json(plan) + "\n").c_str() : plan_table(cfg, plan).c_str(), stdout);
+    return absl::OkStatus();
+  }
   apply_runtime(cfg);
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, load_trained(cfg, args));
   if (command == "eval") {
@@ -121,7 +131,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
-  if (command != "train" && command != "eval" && command != "sample" && command != "prepare") {
+  if (command != "train" && command != "eval" && command != "sample" && command != "plan" && command != "prepare") {
     std::fprintf(stderr, "error: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   }

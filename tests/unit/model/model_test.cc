@@ -67,12 +67,16 @@ TEST_P(ModelTest, ActivationBytesMatchThePrediction) {
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {3, 13}, {2, 24}}) {
     auto r = make_run(tiny(GetParam()), B, T);
     MemoryTracker& mt = MemoryTracker::host();
+    mt.reset_peaks();
     const int64_t before = mt.current(MemCategory::kActivations);
     ActivationStore store;
     ASSERT_TRUE(r->model->forward(r->tokens, r->targets, 1.0f, store).ok());
     EXPECT_EQ(mt.current(MemCategory::kActivations) - before, r->model->predicted_activation_bytes(B, T))
         << "B=" << B << " T=" << T;
     ASSERT_TRUE(r->model->backward(store).ok());
+    // The high-water mark over forward and backward, measured from the same baseline.
+    EXPECT_EQ(mt.peak(MemCategory::kActivations) - before, r->model->predicted_peak_activation_bytes(B, T))
+        << "B=" << B << " T=" << T;
   }
 }
 

@@ -1,0 +1,65 @@
+// `memtrain plan --json` against the peaks the allocator measures in a real run of the same config (metrics.jsonl's
+// `mem`): within 5% per category, the bound (the prediction is exact today; the margin is for later
+// features whose peaks depend on timing).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_split.h"
+#include "tests/integration/cli.h"
+
+namespace memtrain {
+namespace {
+
+class Plan : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
+  if (!std::filesystem::exists("/usr/share/games/fortunes/fortunes")) GTEST_SKIP() << "fortunes not installed";
+  const std::string dir = ::testing::TempDir() + "memtrain_plan_" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string sets = " --set model.n_layer=2 --set train.batch_size=5 --set train.seq_len=96"
+                           " --set output.dir=" + dir + "/out";
+  auto p = testing::run_memtrain("plan " + GetParam() + sets + " --json", dir);
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const auto plan = nlohmann::json::parse(p.out);
+  auto t = testing::run_memtrain("train " + GetParam() + sets +
+                                     " --set train.max_steps=3 --set train.log_interval=1 --set output.samples=0",
+                                 dir);
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  int lines = 0;
+  for (absl::string_view line : absl::StrSplit(testing::slurp(dir + "/out/metrics.jsonl"), '\n', absl::SkipEmpty())) {
+    const auto m = nlohmann::json::parse(line.begin(), line.end());
+    if (!m.contains("mem")) continue;
+    ++lines;
+    for (const char* c : {"parameters", "gradients", "optimizer_state", "activations", "communication", "workspace",
+                          "swap"}) {
+      const double measured = m["mem"][c].get<double>(), predicted = plan[c].get<double>();
+      EXPECT_LE(std::abs(measured - predicted), 0.05 * predicted) << GetParam() << " step " << m["step"] << " " << c
+                                                                  << ": measured " << measured << ", plan " << predicted;
+    }
+  }
+  EXPECT_EQ(lines, 3);
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, Plan, ::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
+                         [](const auto& info) { return info.index == 0 ? std::string("gpt2") : std::string("llama"); });
+
+TEST(PlanCli, SaysWhetherItFitsTheBudget) {
+  const std::string dir = ::testing::TempDir() + "memtrain_plan_budget_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  auto small = testing::run_memtrain("plan configs/default.toml --set memory.budget=10MiB", dir);
+  ASSERT_EQ(small.exit_code, 0) << small.err;
+  EXPECT_NE(small.out.find("does not fit memory.budget = 10.00 MiB"), std::string::npos) << small.out;
+  auto big = testing::run_memtrain("plan configs/default.toml --json --set memory.budget=1GiB", dir);
+  EXPECT_TRUE(nlohmann::json::parse(big.out)["fits"].get<bool>()) << big.out;
+  EXPECT_EQ(testing::run_memtrain("plan configs/default.toml --set model.n_head=3", dir).exit_code, 2);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace memtrain
