@@ -10,6 +10,7 @@ packages=(
   fortunes                      # the default corpus: /usr/share/games/fortunes
   python3 python3-torch python3-numpy   # tests/reference: PyTorch cross-checks
   clang libclang-rt-14-dev        # tests/fuzz: libFuzzer
+  openmpi-bin libopenmpi-dev      # parallel/: MPI communicators; tests/mpi run under mpirun
 )
 
 missing=()

@@ -1,0 +1,29 @@
+// The [parallel] section: the mesh shape and the collective deadline. It knows nothing of TOML;
+// trainer/config walks `visit` to parse, override, dump and document it.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace memtrain::parallel {
+
+struct ParallelConfig {
+  int64_t dp = -1;  // -1: whatever the world size leaves after tp * pp * cp
+  int64_t tp = 1;
+  int64_t pp = 1;
+  int64_t cp = 1;
+  double timeout_s = 300;
+
+  template <class V> void visit(V& v) {
+    v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
+    v("tp", tp, "tensor-parallel ranks, >= 1 (innermost: neighbouring ranks)");
+    v("pp", pp, "pipeline stages, >= 1 (outermost)");
+    v("cp", cp, "context-parallel ranks, >= 1 (between tp and dp)");
+    v("timeout_s", timeout_s, "a collective not done after this many seconds fails naming the missing ranks, > 0");
+  }
+  // Range checks only; whether dp * tp * pp * cp matches the world size is DeviceMesh::create's job.
+  absl::Status validate() const;
+};
+
+}  // namespace memtrain::parallel
