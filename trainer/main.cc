@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "data/prepare.h"
+#include "parallel/world.h"
 #include "trainer/config.h"
 #include "trainer/plan.h"
 #include "trainer/session.h"
@@ -88,6 +89,14 @@ absl::Status run(const std::string& command, const Args& args) {
     return absl::OkStatus();
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
+  // Until the trainer runs on a device mesh (issue 4), N launched copies would each train alone and write the
+  // same output.dir: refuse instead.
+  MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
+  if (launch.world_size > 1 && command != "plan") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "launched as ", launch.world_size, " processes by ", launch.launcher,
+        ", but this build trains in one process only (distributed training: issue 4); run a single process"));
+  }
   if (command == "train") return run_training(cfg).status();
   if (command == "plan") {
     MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg));

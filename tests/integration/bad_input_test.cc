@@ -125,6 +125,20 @@ TEST_F(BadInput, MemoryBudgetExceededIsARunTimeFailureWithTheBreakdown) {
     EXPECT_NE(r.err.find(category), std::string::npos) << category << " missing from " << r.err;
 }
 
+TEST_F(BadInput, SeveralLaunchedCopiesAreRefused) {
+  // What mpirun and srun tell each process; until issue 4 wires the mesh into training, N copies must not each
+  // train alone into one output.dir.
+  for (const char* env : {"OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_LOCAL_RANK=0 "
+                          "OMPI_COMM_WORLD_LOCAL_SIZE=2",
+                          "SLURM_NTASKS=4 SLURM_PROCID=1 SLURM_LOCALID=1"}) {
+    auto r = testing::run_memtrain(std::string("train configs/default.toml --set output.dir=") + dir_ + "/out", dir_,
+                                   env);
+    EXPECT_EQ(r.exit_code, 2) << env << ": " << r.err;
+    EXPECT_NE(r.err.find("processes"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir_ + "/out"));
+  }
+}
+
 TEST_F(BadInput, CorruptWeightsAreDetectedByEvalAndSample) {
   const std::string common = " configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
                              "/data --set model.n_layer=1 --set model.n_embd=32 --set output.samples=1"

@@ -25,10 +25,11 @@ inline std::string slurp(const std::string& path) {
 }
 
 // `args` is appended to the binary's path as shell words; run from the source root so configs/ paths resolve.
-inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir) {
+// `env` ("NAME=value ...") is set for the binary only.
+inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir, const std::string& env = "") {
   const std::string out = scratch_dir + "/cli.out", err = scratch_dir + "/cli.err";
-  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && '", MEMTRAIN_BINARY_DIR, "/memtrain' ", args,
-                                       " >'", out, "' 2>'", err, "'");
+  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && ", env.empty() ? "" : "env " + env + " ",
+                                       "'", MEMTRAIN_BINARY_DIR, "/memtrain' ", args, " >'", out, "' 2>'", err, "'");
   const int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
