@@ -16,25 +16,22 @@ const char* axis_name(Axis axis) {
   return "?";
 }
 
-int MeshShape::size(Axis a) const {
+namespace {
+// MeshShape and MeshCoord name their fields alike: one accessor by axis serves both.
+template <class T>
+int field(const T& t, Axis a) {
   switch (a) {
-    case Axis::kTp: return tp;
-    case Axis::kCp: return cp;
-    case Axis::kDp: return dp;
-    case Axis::kPp: return pp;
+    case Axis::kTp: return t.tp;
+    case Axis::kCp: return t.cp;
+    case Axis::kDp: return t.dp;
+    case Axis::kPp: return t.pp;
   }
   return 0;
 }
+}  // namespace
 
-int MeshCoord::get(Axis a) const {
-  switch (a) {
-    case Axis::kTp: return tp;
-    case Axis::kCp: return cp;
-    case Axis::kDp: return dp;
-    case Axis::kPp: return pp;
-  }
-  return 0;
-}
+int MeshShape::size(Axis a) const { return field(*this, a); }
+int MeshCoord::get(Axis a) const { return field(*this, a); }
 
 int mesh_rank(const MeshShape& s, const MeshCoord& c) { return ((c.pp * s.dp + c.dp) * s.cp + c.cp) * s.tp + c.tp; }
 

@@ -107,10 +107,8 @@ absl::Status run(const std::string& command, const Args& args) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, load_trained(cfg, args));
   if (command == "eval") {
     MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
-    data::BatchSampler val(data.val, cfg.train.batch_size, cfg.train.resolved_seq_len(cfg.model.block_size),
-                           static_cast<uint64_t>(cfg.train.seed), "val");
-    MEMTRAIN_RETURN_IF_ERROR(val.check());
-    MEMTRAIN_ASSIGN_OR_RETURN(double loss, evaluate_loss(*bundle->model, val, std::min(cfg.train.eval_batches, val.eval_batches())));
+    MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val, validation_sampler(cfg, data.val));
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, evaluate_loss(*bundle->model, val, cfg.train.eval_batches));
     std::printf("val_loss %.6f\n", loss);
     return absl::OkStatus();
   }

@@ -47,7 +47,15 @@ absl::Status print_samples(const Config& cfg, model::Model& model) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const data::TokenShard& val) {
+  data::BatchSampler sampler(val, cfg.train.batch_size, cfg.train.resolved_seq_len(cfg.model.block_size),
+                             static_cast<uint64_t>(cfg.train.seed), "val");
+  MEMTRAIN_RETURN_IF_ERROR(sampler.check());
+  return sampler;
+}
+
 absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches) {
+  batches = std::min(batches, sampler.eval_batches());
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(sampler.batch(), sampler.seq_len()));
   double sum = 0;
   int64_t count = 0;
@@ -67,15 +75,14 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
   const int64_t accum = cfg.train.grad_accum, max_steps = cfg.train.max_steps;
   // The data is checked before output.dir is created, so a rejected run leaves no trace.
   MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
+  data::BatchSampler train_sampler(data.train, B * accum, T, static_cast<uint64_t>(cfg.train.seed), "train");
+  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
+  MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data.val));
   std::error_code ec;
   std::filesystem::create_directories(cfg.output.dir, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
   MEMTRAIN_RETURN_IF_ERROR(write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(),
                                                  {dump_config(cfg)}));
-  data::BatchSampler train_sampler(data.train, B * accum, T, static_cast<uint64_t>(cfg.train.seed), "train");
-  data::BatchSampler val_sampler(data.val, B, T, static_cast<uint64_t>(cfg.train.seed), "val");
-  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
-  MEMTRAIN_RETURN_IF_ERROR(val_sampler.check());
 
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
   model::Model& model = *bundle->model;
@@ -92,9 +99,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
                 static_cast<long long>(data.train.size()), static_cast<long long>(data.val.size()),
                 ThreadPool::global().size(), peak_gflops, cpu::blas_core_name());
   }
-  const int64_t eval_batches = std::min(cfg.train.eval_batches, val_sampler.eval_batches());
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
-    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, eval_batches));
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, cfg.train.eval_batches));
     MEMTRAIN_RETURN_IF_ERROR(metrics.log_eval(step, val));
     if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
     return val;

@@ -11,7 +11,10 @@
 
 namespace memtrain::trainer {
 
-// Mean token loss over `batches` fixed evaluation batches of `sampler` (no gradients, nothing kept).
+// The fixed evaluation windows of `val` for cfg's batch and sequence length, checked against the shard's size.
+absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const data::TokenShard& val);
+// Mean token loss over the first `batches` fixed evaluation batches of `sampler` (at most all of its windows; no
+// gradients, nothing kept).
 absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches);
 
 // Prints output.samples texts generated from output.prompt ("\n" when empty).

@@ -26,13 +26,16 @@ class BadInput : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  // Runs `train` on a tiny model over dir_/data and checks the failure contract.
+  // The default config shrunk to a 1-layer model over dir_/data, writing to dir_/out; after a subcommand.
+  std::string tiny(const std::string& extra = "") const {
+    return " configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
+           "/data --set model.n_layer=1 --set model.n_embd=32 --set output.dir=" + dir_ + "/out " + extra;
+  }
+
+  // Runs `train` on the tiny model and checks the failure contract.
   void expect_rejected(const std::string& extra, const std::string& must_name) {
     const std::string out = dir_ + "/out";
-    auto r = testing::run_memtrain("train configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
-                                       "/data --set model.n_layer=1 --set model.n_embd=32 --set train.max_steps=2"
-                                       " --set output.dir=" + out + " " + extra,
-                                   dir_);
+    auto r = testing::run_memtrain("train" + tiny("--set train.max_steps=2 " + extra), dir_);
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
     EXPECT_NE(r.err.find(must_name), std::string::npos) << "stderr should name " << must_name << ": " << r.err;
@@ -49,10 +52,7 @@ class BadInput : public ::testing::Test {
 };
 
 TEST_F(BadInput, GoodDataTrains) {
-  auto r = testing::run_memtrain("train configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
-                                     "/data --set model.n_layer=1 --set model.n_embd=32 --set train.max_steps=2"
-                                     " --set output.samples=0 --set output.dir=" + dir_ + "/out",
-                                 dir_);
+  auto r = testing::run_memtrain("train" + tiny("--set train.max_steps=2 --set output.samples=0"), dir_);
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
@@ -115,10 +115,7 @@ TEST_F(BadInput, UnknownCommandAndFlag) {
 }
 
 TEST_F(BadInput, MemoryBudgetExceededIsARunTimeFailureWithTheBreakdown) {
-  auto r = testing::run_memtrain("train configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
-                                     "/data --set model.n_layer=1 --set model.n_embd=32 --set train.max_steps=2"
-                                     " --set memory.budget=200KiB --set output.dir=" + dir_ + "/out",
-                                 dir_);
+  auto r = testing::run_memtrain("train" + tiny("--set train.max_steps=2 --set memory.budget=200KiB"), dir_);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.err.rfind("error: memory.budget: ", 0), 0u) << r.err;
   for (const char* category : {"parameters:", "gradients:", "activations:", "total:"})
@@ -140,9 +137,7 @@ TEST_F(BadInput, SeveralLaunchedCopiesAreRefused) {
 }
 
 TEST_F(BadInput, CorruptWeightsAreDetectedByEvalAndSample) {
-  const std::string common = " configs/default.toml --set data.text=\"\" --set data.dataset=" + dir_ +
-                             "/data --set model.n_layer=1 --set model.n_embd=32 --set output.samples=1"
-                             " --set output.sample_tokens=5 --set output.dir=" + dir_ + "/out";
+  const std::string common = tiny("--set output.samples=1 --set output.sample_tokens=5");
   ASSERT_EQ(testing::run_memtrain("train" + common + " --set train.max_steps=1", dir_).exit_code, 0);
   const std::string weights = dir_ + "/out/model.safetensors";
   corrupt(weights, static_cast<int64_t>(std::filesystem::file_size(weights)) - 5, '\x11');
