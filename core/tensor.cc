@@ -59,6 +59,14 @@ Tensor Tensor::view(Shape shape) const {
   return t;
 }
 
+Tensor Tensor::flat_view(int64_t offset, Shape shape) const {
+  MEMTRAIN_CHECK(offset >= 0 && offset + shape_numel(shape) <= numel());
+  Tensor t = *this;
+  t.offset_bytes_ += static_cast<size_t>(offset) * dtype_size(dtype_);
+  t.shape_ = std::move(shape);
+  return t;
+}
+
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   MEMTRAIN_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0]);
   const int64_t row_elems = shape_[0] == 0 ? 0 : numel() / shape_[0];

@@ -66,6 +66,8 @@ class Tensor {
 
   // Same storage, another shape with the same number of elements.
   Tensor view(Shape shape) const;
+  // `shape` over the elements [offset, offset + numel(shape)) of this tensor's flat data, sharing storage.
+  Tensor flat_view(int64_t offset, Shape shape) const;
   // Rows [begin, end) of the first dim, sharing storage.
   Tensor slice_rows(int64_t begin, int64_t end) const;
   absl::StatusOr<Tensor> clone(MemCategory category) const;

@@ -14,10 +14,12 @@ Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params) : Model(cfg, para
   wpe_ = &params.add("transformer.wpe.weight", {cfg.block_size, C}, ParamKind::kEmbedding, ParamInit{ParamInit::kNormal, std});
   blocks_.reserve(cfg.n_layer);
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    params.begin_unit();
     const std::string p = absl::StrCat("transformer.h.", l);
     blocks_.push_back(Block{LayerNorm(params, p + ".ln_1", C, cfg.bias, eps), Gpt2Attention(params, p + ".attn", cfg),
                             LayerNorm(params, p + ".ln_2", C, cfg.bias, eps), Gpt2Mlp(params, p + ".mlp", cfg)});
   }
+  params.begin_unit();
   ln_f_.emplace(params, "transformer.ln_f", C, cfg.bias, eps);
   Param* head = wte_;
   if (!cfg.tied()) {
@@ -33,27 +35,44 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
+  MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
   cpu::embedding_forward(tokens.i32(), wte_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
   cpu::embedding_forward(pos.i32(), wpe_->value.f32(), N, C, x.f32(), /*accumulate=*/true, pool);
+  MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("transformer.wte/tokens", tokens));
-  for (const Block& b : blocks_) {
-    MEMTRAIN_ASSIGN_OR_RETURN(x, b.forward(x, B_, T_, store));
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValues));
+    MEMTRAIN_ASSIGN_OR_RETURN(x, blocks_[l].forward(x, B_, T_, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValues));
   }
-  return ln_f_->forward(x, store);
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValues));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, ln_f_->forward(x, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValues));
+  return h;
 }
 
 absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) {
   ThreadPool& pool = ThreadPool::global();
   const int64_t N = B_ * T_, C = cfg_.n_embd;
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValuesAndGrads));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, ln_f_->backward(dh, store));
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
-    MEMTRAIN_ASSIGN_OR_RETURN(dx, it->backward(dx, B_, T_, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValuesAndGrads));
+  MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValuesAndGrads));
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks_[l].backward(dx, B_, T_, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValuesAndGrads));
+    MEMTRAIN_RETURN_IF_ERROR(grads_ready(unit));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("transformer.wte/tokens"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
+  MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   cpu::embedding_backward(tokens.i32(), dx.f32(), N, C, cfg_.vocab_size, wte_->grad.f32(), pool);
   cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
-  return absl::OkStatus();
+  MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kGrads));
+  return grads_ready(0);
 }
 
 int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {

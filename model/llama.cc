@@ -13,10 +13,12 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params) : Model(cfg, pa
                        ParamInit{ParamInit::kNormal, std});
   blocks_.reserve(cfg.n_layer);
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
+    params.begin_unit();
     const std::string p = absl::StrCat("model.layers.", l);
     blocks_.push_back(Block{RmsNorm(params, p + ".input_layernorm", C, eps), LlamaAttention(params, p + ".self_attn", cfg),
                             RmsNorm(params, p + ".post_attention_layernorm", C, eps), LlamaMlp(params, p + ".mlp", cfg)});
   }
+  params.begin_unit();
   norm_.emplace(params, "model.norm", C, eps);
   Param* head = embed_;
   if (!cfg.tied()) {
@@ -31,24 +33,41 @@ absl::StatusOr<Tensor> LlamaModel::body_forward(const Tensor& tokens, Activation
   T_ = tokens.dim(1);
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
+  MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
   cpu::embedding_forward(tokens.i32(), embed_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
+  MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("model.embed_tokens/tokens", tokens));
-  for (const Block& b : blocks_) {
-    MEMTRAIN_ASSIGN_OR_RETURN(x, b.forward(x, B_, T_, store));
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValues));
+    MEMTRAIN_ASSIGN_OR_RETURN(x, blocks_[l].forward(x, B_, T_, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValues));
   }
-  return norm_->forward(x, store);
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValues));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm_->forward(x, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValues));
+  return h;
 }
 
 absl::Status LlamaModel::body_backward(const Tensor& dh, ActivationStore& store) {
   ThreadPool& pool = ThreadPool::global();
   const int64_t N = B_ * T_, C = cfg_.n_embd;
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValuesAndGrads));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm_->backward(dh, store));
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) {
-    MEMTRAIN_ASSIGN_OR_RETURN(dx, it->backward(dx, B_, T_, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValuesAndGrads));
+  MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValuesAndGrads));
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks_[l].backward(dx, B_, T_, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValuesAndGrads));
+    MEMTRAIN_RETURN_IF_ERROR(grads_ready(unit));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("model.embed_tokens/tokens"));
+  MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   cpu::embedding_backward(tokens.i32(), dx.f32(), N, C, cfg_.vocab_size, embed_->grad.f32(), pool);
-  return absl::OkStatus();
+  MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kGrads));
+  return grads_ready(0);
 }
 
 int64_t LlamaModel::body_saved_bytes(int64_t B, int64_t T) const {

@@ -32,7 +32,12 @@ absl::StatusOr<double> Model::forward(const Tensor& tokens, const Tensor& target
                                        ActivationStore& store) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, store));
-  return head_->forward(h, targets.view({targets.numel()}), grad_scale, store);
+  // In training the head also adds its weight gradient here.
+  const parallel::UnitUse use = store.keeping() ? parallel::UnitUse::kValuesAndGrads : parallel::UnitUse::kValues;
+  MEMTRAIN_RETURN_IF_ERROR(acquire(head_unit(), use));
+  MEMTRAIN_ASSIGN_OR_RETURN(double loss, head_->forward(h, targets.view({targets.numel()}), grad_scale, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(head_unit(), use));
+  return loss;
 }
 
 absl::Status Model::backward(ActivationStore& store) {
@@ -48,7 +53,10 @@ absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor last, Tensor::empty({B, C}, DType::kF32, MemCategory::kActivations));
   for (int64_t b = 0; b < B; ++b)
     std::copy_n(h.f32() + ((b + 1) * T - 1) * C, C, last.f32() + b * C);
-  return head_->logits(last);
+  MEMTRAIN_RETURN_IF_ERROR(acquire(head_unit(), parallel::UnitUse::kValues));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor logits, head_->logits(last));
+  MEMTRAIN_RETURN_IF_ERROR(release(head_unit(), parallel::UnitUse::kValues));
+  return logits;
 }
 
 int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {

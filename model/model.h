@@ -10,6 +10,7 @@
 #include "model/lm_head.h"
 #include "model/model_config.h"
 #include "model/params.h"
+#include "parallel/unit_hooks.h"
 
 namespace memtrain::model {
 
@@ -40,6 +41,12 @@ class Model {
   double flops_per_token(int64_t T) const;
   const ModelConfig& config() const { return cfg_; }
 
+  // Parameter units (ParamSet::begin_unit): 0 = embeddings, 1..n_layer = the blocks, n_layer + 1 = the final norm
+  // and an untied head. A tied head uses unit 0 again.
+  int num_units() const { return static_cast<int>(cfg_.n_layer) + 2; }
+  // The engine told about every use of a unit (see parallel/unit_hooks.h); nullptr = none. Not owned.
+  void set_unit_hooks(parallel::UnitHooks* hooks) { hooks_ = hooks; }
+
  protected:
   Model(const ModelConfig& cfg, ParamSet& params) : cfg_(cfg), params_(params) {}
   // tokens (B, T) -> final normalised hidden states (B*T, C); tokens were checked by check_tokens.
@@ -53,10 +60,17 @@ class Model {
   virtual int64_t embedding_params() const = 0;
 
   absl::Status check_tokens(const Tensor& tokens) const;  // ids in [0, V), T <= block_size
+  // The hooks' calls, or nothing without hooks.
+  absl::Status acquire(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->acquire(unit, use) : absl::OkStatus(); }
+  absl::Status release(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->release(unit, use) : absl::OkStatus(); }
+  absl::Status grads_ready(int unit) { return hooks_ ? hooks_->grads_ready(unit) : absl::OkStatus(); }
+  int final_unit() const { return static_cast<int>(cfg_.n_layer) + 1; }
+  int head_unit() const { return cfg_.tied() ? 0 : final_unit(); }
 
   ModelConfig cfg_;
   ParamSet& params_;  // not owned
   std::optional<LmHead> head_;  // set by the architecture's constructor
+  parallel::UnitHooks* hooks_ = nullptr;
 };
 
 }  // namespace memtrain::model

@@ -13,6 +13,7 @@ Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit in
   p->shape = std::move(shape);
   p->kind = kind;
   p->init = init;
+  p->unit = current_unit_;
   params_.push_back(std::move(p));
   return *params_.back();
 }
@@ -26,14 +27,14 @@ absl::Status ParamSet::allocate() {
 }
 
 void ParamSet::initialize(uint64_t seed) {
-  for (auto& p : params_) {
-    float* v = p->value.f32();
-    const int64_t n = p->value.numel();
-    switch (p->init.kind) {
-      case ParamInit::kZeros: std::fill(v, v + n, 0.0f); break;
-      case ParamInit::kOnes: std::fill(v, v + n, 1.0f); break;
-      case ParamInit::kNormal: philox_normal(philox_key(seed, p->name), 0, n, 0.0f, p->init.std, v); break;
-    }
+  for (auto& p : params_) initialize_slice(*p, seed, 0, p->value.numel(), p->value.f32());
+}
+
+void ParamSet::initialize_slice(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst) {
+  switch (p.init.kind) {
+    case ParamInit::kZeros: std::fill(dst, dst + n, 0.0f); break;
+    case ParamInit::kOnes: std::fill(dst, dst + n, 1.0f); break;
+    case ParamInit::kNormal: philox_normal(philox_key(seed, p.name), begin, n, 0.0f, p.init.std, dst); break;
   }
 }
 

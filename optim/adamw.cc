@@ -5,10 +5,16 @@
 namespace memtrain::optim {
 
 absl::StatusOr<AdamW> AdamW::create(model::ParamSet& params, const OptimConfig& cfg) {
-  AdamW opt(params, cfg);
-  for (const auto& p : params.all()) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor m, Tensor::zeros(p->shape, DType::kF32, MemCategory::kOptimizerState));
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, Tensor::zeros(p->shape, DType::kF32, MemCategory::kOptimizerState));
+  std::vector<OptimTarget> targets;
+  for (const auto& p : params.all()) targets.push_back({p.get(), p->value.f32(), p->grad.f32(), p->value.numel()});
+  return create(std::move(targets), cfg);
+}
+
+absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const OptimConfig& cfg) {
+  AdamW opt(std::move(targets), cfg);
+  for (const OptimTarget& t : opt.targets_) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor m, Tensor::zeros({t.n}, DType::kF32, MemCategory::kOptimizerState));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, Tensor::zeros({t.n}, DType::kF32, MemCategory::kOptimizerState));
     opt.m_.push_back(std::move(m));
     opt.v_.push_back(std::move(v));
   }
@@ -27,11 +33,10 @@ bool AdamW::decays(const model::Param& p) const {
 
 void AdamW::step(double lr) {
   ++step_;
-  const auto& all = params_->all();
-  for (size_t i = 0; i < all.size(); ++i) {
-    model::Param& p = *all[i];
-    const float wd = decays(p) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    cpu::adamw_step(p.value.f32(), p.grad.f32(), m_[i].f32(), v_[i].f32(), p.value.numel(), static_cast<float>(lr),
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const OptimTarget& t = targets_[i];
+    const float wd = decays(*t.param) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    cpu::adamw_step(t.value, t.grad, m_[i].f32(), v_[i].f32(), t.n, static_cast<float>(lr),
                     static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
                     step_, ThreadPool::global());
   }

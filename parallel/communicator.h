@@ -85,7 +85,8 @@ class Communicator {
   // recv_counts[r]-element block. recv_counts has size() entries, identical on every rank.
   virtual CommHandle reduce_scatter_v_async(const void* send, void* recv, std::span<const int64_t> recv_counts,
                                             DType dtype, ReduceOp op) = 0;
-  // recv holds sum(counts) elements: rank k's counts[k]-element send buffer at offset sum(counts[0..k)).
+  // recv holds sum(counts) elements: rank k's counts[k]-element send buffer at offset sum(counts[0..k)). send may
+  // be this rank's own block of recv (in place).
   virtual CommHandle all_gather_v_async(const void* send, void* recv, std::span<const int64_t> counts,
                                         DType dtype) = 0;
   // data on `root` is copied to every rank's data.

@@ -283,7 +283,10 @@ CommHandle MpiCommunicator::all_gather_v_async(const void* send, void* recv, std
   MEMTRAIN_HANDLE_IF_ERROR(to_int_counts(counts, size_, what, o->r_->counts_a, o->r_->displs_a));
   o->r_->reqs.resize(1);
   const MPI_Datatype t = mpi_type(dtype);
-  MEMTRAIN_MPI_POST(MPI_Iallgatherv(send, o->r_->counts_a[rank_], t, recv, o->r_->counts_a.data(),
+  // In place when send is this rank's own block of recv.
+  const bool in_place =
+      send == static_cast<const char*>(recv) + static_cast<size_t>(o->r_->displs_a[rank_]) * dtype_size(dtype);
+  MEMTRAIN_MPI_POST(MPI_Iallgatherv(in_place ? MPI_IN_PLACE : send, o->r_->counts_a[rank_], t, recv, o->r_->counts_a.data(),
                                     o->r_->displs_a.data(), t, comm_, o->r_->reqs.data()),
                     what);
   bytes_sent_ += ring_gather_bytes(counts, dtype_size(dtype), rank_);

@@ -14,6 +14,7 @@ absl::Status ParallelConfig::validate() const {
   if (cp < 1) return config_error("parallel.cp", absl::StrCat("must be >= 1, got ", cp));
   // Written as !(x > 0) so that NaN fails too.
   if (!(timeout_s > 0)) return config_error("parallel.timeout_s", absl::StrCat("must be > 0, got ", timeout_s));
+  if (!(bucket_mb > 0)) return config_error("parallel.bucket_mb", absl::StrCat("must be > 0, got ", bucket_mb));
   return absl::OkStatus();
 }
 

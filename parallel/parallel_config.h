@@ -1,4 +1,4 @@
-// The [parallel] section: the mesh shape and the collective deadline. It knows nothing of TOML;
+// The [parallel] section: the mesh shape, the collective deadline and the gradient bucket size. It knows nothing of TOML;
 // trainer/config walks `visit` to parse, override, dump and document it.
 #pragma once
 
@@ -14,6 +14,8 @@ struct ParallelConfig {
   int64_t pp = 1;
   int64_t cp = 1;
   double timeout_s = 300;
+  double bucket_mb = 25;
+
 
   template <class V> void visit(V& v) {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
@@ -21,6 +23,9 @@ struct ParallelConfig {
     v("pp", pp, "pipeline stages, >= 1 (outermost)");
     v("cp", cp, "context-parallel ranks, >= 1 (between tp and dp)");
     v("timeout_s", timeout_s, "a collective not done after this many seconds fails naming the missing ranks, > 0");
+    v("bucket_mb", bucket_mb,
+      "data parallel: gradients of whole layers are all-reduced in buckets of at least this many MiB, each as soon "
+      "as backward has finished it, > 0");
   }
   // Range checks only; whether dp * tp * pp * cp matches the world size is DeviceMesh::create's job.
   absl::Status validate() const;

@@ -400,6 +400,9 @@ absl::Status Config::validate() const {
   if (optim.schedule != "constant" && optim.decay_steps > 0 && optim.warmup_steps > optim.decay_steps)
     return config_error("optim.warmup_steps", absl::StrCat(optim.warmup_steps, " exceeds optim.decay_steps (",
                                                            optim.decay_steps, ")"));
+  if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
+    return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
+                                                                " does not divide parallel.dp (", parallel.dp, ")"));
   return absl::OkStatus();
 }
 

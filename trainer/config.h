@@ -13,6 +13,8 @@
 #include "data/data_config.h"
 #include "model/model_config.h"
 #include "optim/optim_config.h"
+#include "parallel/parallel_config.h"
+#include "parallel/zero_config.h"
 #include "trainer/train_config.h"
 
 namespace memtrain::trainer {
@@ -22,6 +24,8 @@ struct Config {
   data::DataConfig data;
   TrainConfig train;
   optim::OptimConfig optim;
+  parallel::ParallelConfig parallel;
+  parallel::ZeroConfig zero;
   OutputConfig output;
   MemoryConfig memory;
 
@@ -31,6 +35,8 @@ struct Config {
     v("data", data);
     v("train", train);
     v("optim", optim);
+    v("parallel", parallel);
+    v("zero", zero);
     v("output", output);
     v("memory", memory);
   }

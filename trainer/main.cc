@@ -22,7 +22,9 @@ constexpr char kUsage[] =
     "  train   CONFIG [--set section.key=value ...]   train as the config says; outputs go to output.dir\n"
     "  eval    CONFIG [--set ...] [--weights FILE]    validation loss of saved weights (default output.dir)\n"
     "  sample  CONFIG [--set ...] [--weights FILE]    print output.samples generated texts\n"
-    "  plan    CONFIG [--set ...] [--json]            predicted peak bytes per category, and whether they fit\n"
+    "  plan    CONFIG [--set ...] [--json] [--world-size N]\n"
+    "                                                 predicted peak bytes per rank by category, and whether they\n"
+    "                                                 fit; N processes (default: the parallel.* product, or 1)\n"
     "  prepare --out DIR [--val-fraction F] INPUT...  tokenize text files or directories into DIR/{train,val}.bin\n"
     "  help                                           this text\n";
 
@@ -33,6 +35,7 @@ struct Args {
   std::string out;
   double val_fraction = 0.1;
   bool json = false;
+  int world_size = 0;  // plan: 0 = from the config
   std::vector<std::string> inputs;
 };
 
@@ -53,6 +56,10 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(a.weights, value("--weights"));
     } else if (arg == "--json" && command == "plan") {
       a.json = true;
+    } else if (arg == "--world-size" && command == "plan") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--world-size"));
+      if (!absl::SimpleAtoi(v, &a.world_size) || a.world_size < 1)
+        return absl::InvalidArgumentError(absl::StrCat("--world-size: not a positive integer: '", v, "'"));
     } else if (arg == "--out" && command == "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
     } else if (arg == "--val-fraction" && command == "prepare") {
@@ -81,6 +88,18 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(const Config& cfg, con
   return bundle;
 }
 
+int exit_code(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kPermissionDenied: return 2;
+    default: return 1;
+  }
+}
+
 absl::Status run(const std::string& command, const Args& args) {
   if (command == "prepare") {
     MEMTRAIN_ASSIGN_OR_RETURN(data::PrepareStats s, data::prepare_text_dataset(args.inputs, args.val_fraction, args.out));
@@ -89,17 +108,30 @@ absl::Status run(const std::string& command, const Args& args) {
     return absl::OkStatus();
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
-  // Until the trainer runs on a device mesh (issue 4), N launched copies would each train alone and write the
-  // same output.dir: refuse instead.
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
-  if (launch.world_size > 1 && command != "plan") {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "launched as ", launch.world_size, " processes by ", launch.launcher,
-        ", but this build trains in one process only (distributed training: issue 4); run a single process"));
+  if (command == "train") {
+    // One process or many: the mesh over MPI's world (a singleton without a launcher).
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::World> world,
+                              parallel::World::init(nullptr, nullptr, {cfg.parallel.timeout_s}));
+    absl::Status status = run_training(cfg, world->comm(), world->launch().local_size, /*quiet=*/false).status();
+    if (!status.ok() && world->size() > 1) {
+      // The other ranks may be waiting in a collective this rank will never join: take them down now rather than
+      // at their deadline.
+      std::fprintf(stderr, "error: rank %d: %s\n", world->rank(), std::string(status.message()).c_str());
+      std::fflush(stderr);
+      world->abort(exit_code(status));
+    }
+    return status;
   }
-  if (command == "train") return run_training(cfg).status();
+  // Evaluation and sampling run in one process.
+  if (launch.world_size > 1 && command != "plan") {
+    return absl::FailedPreconditionError(absl::StrCat("'", command, "' runs in one process, but it was launched as ",
+                                                      launch.world_size, " processes by ", launch.launcher));
+  }
   if (command == "plan") {
-    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg));
+    const parallel::ParallelConfig& p = cfg.parallel;
+    const int world = args.world_size > 0 ? args.world_size : p.dp > 0 ? static_cast<int>(p.dp * p.tp * p.pp * p.cp) : 1;
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg, world));
     std::fputs(args.json ? (plan_json(plan) + "\n").c_str() : plan_table(cfg, plan).c_str(), stdout);
     return absl::OkStatus();
   }
@@ -113,18 +145,6 @@ absl::Status run(const std::string& command, const Args& args) {
     return absl::OkStatus();
   }
   return print_samples(cfg, *bundle->model);  // command == "sample"
-}
-
-int exit_code(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kFailedPrecondition:
-    case absl::StatusCode::kPermissionDenied: return 2;
-    default: return 1;
-  }
 }
 
 }  // namespace

@@ -15,14 +15,18 @@ struct MemoryPlan {
   std::array<int64_t, kNumMemCategories> bytes{};  // peak per category, indexed by MemCategory
   int64_t total = 0;                                // sum of the category peaks (an upper bound of the peak total)
   int64_t parameters_count = 0;
+  int ranks = 1;                                    // data-parallel ranks
   int64_t budget = 0;                               // memory.budget, 0 = none
   bool fits() const { return budget == 0 || total <= budget; }
 };
 
-// One process, no sharding yet: parameters 4 bytes per parameter, gradients 4, AdamW's two moments 8; activations
-// the model's predicted high-water mark of one micro-batch plus the batch's token tensors; workspace the head's
-// logits chunk.
-absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg);
+// Bytes per rank (rank 0, which owns the most) for the mesh on `world_size` processes and zero.stage, from the
+// shapes and the data-parallel engine's layout (parallel/shard_layout.h): parameters, gradients and AdamW's two
+// moments at 4, 4 and 8 bytes per element, whole or sharded as the stage says, plus stage 3's gathered units and
+// stage 2-3's transient unit gradients; communication the reduction receive buffers; activations the model's
+// predicted high-water mark of one micro-batch plus the batch's token tensors; workspace the head's logits chunk.
+// Mesh errors are the ones `memtrain train` gives.
+absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size = 1);
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan);
 std::string plan_json(const MemoryPlan& plan);  // {"parameters": bytes, ..., "total": ..., "budget": ..., "fits": ...}

@@ -11,15 +11,17 @@
 
 namespace memtrain::trainer {
 
-void apply_runtime(const Config& cfg) {
-  const unsigned hw = std::thread::hardware_concurrency();
-  ThreadPool::set_global_threads(cfg.train.threads > 0 ? static_cast<int>(cfg.train.threads) : std::max(1u, hw));
+void apply_runtime(const Config& cfg, int local_ranks) {
+  const int hw = static_cast<int>(std::thread::hardware_concurrency());
+  ThreadPool::set_global_threads(cfg.train.threads > 0 ? static_cast<int>(cfg.train.threads)
+                                                       : std::max(1, hw / std::max(1, local_ranks)));
   MemoryTracker::host().set_budget(cfg.memory.budget_bytes());
 }
 
-absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg) {
+absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate) {
   auto bundle = std::make_unique<ModelBundle>();
   MEMTRAIN_ASSIGN_OR_RETURN(bundle->model, model::Model::create(cfg.model, bundle->params));
+  if (!allocate) return bundle;
   MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());
   bundle->params.initialize(static_cast<uint64_t>(cfg.train.seed));
   return bundle;
@@ -53,11 +55,11 @@ absl::Status load_weights(ModelBundle& bundle, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<TokenData> open_token_data(const Config& cfg) {
+absl::StatusOr<TokenData> open_token_data(const Config& cfg, bool prepare) {
   std::string dir = cfg.data.dataset;
   if (dir.empty()) {
     dir = (std::filesystem::path(cfg.output.dir) / "data").string();
-    MEMTRAIN_RETURN_IF_ERROR(data::prepare_text_dataset(cfg.data.text, cfg.data.val_fraction, dir).status());
+    if (prepare) MEMTRAIN_RETURN_IF_ERROR(data::prepare_text_dataset(cfg.data.text, cfg.data.val_fraction, dir).status());
   }
   MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard train, data::TokenShard::open((std::filesystem::path(dir) / "train.bin").string()));
   MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard val, data::TokenShard::open((std::filesystem::path(dir) / "val.bin").string()));

@@ -13,15 +13,17 @@
 
 namespace memtrain::trainer {
 
-// Kernel threads (train.threads, 0 = all cores) and memory.budget.
-void apply_runtime(const Config& cfg);
+// Kernel threads (train.threads; 0 = the cores divided among the `local_ranks` processes of this node) and
+// memory.budget.
+void apply_runtime(const Config& cfg, int local_ranks = 1);
 
 struct ModelBundle {
   model::ParamSet params;
   std::unique_ptr<model::Model> model;
 };
-// Builds the model, allocates its parameters and initialises them from train.seed.
-absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg);
+// Builds the model, allocates its parameters and initialises them from train.seed. With allocate = false the
+// parameters are only registered (a data-parallel engine allocates and initialises them).
+absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate = true);
 
 // output.dir/model.safetensors, with Hugging Face tensor names.
 std::string weights_path(const Config& cfg);
@@ -32,7 +34,8 @@ absl::Status load_weights(ModelBundle& bundle, const std::string& path);
 struct TokenData {
   data::TokenShard train, val;
 };
-// data.dataset's shards, or data.text tokenized into output.dir/data. Checks the shards fit model.vocab_size.
-absl::StatusOr<TokenData> open_token_data(const Config& cfg);
+// data.dataset's shards, or data.text tokenized into output.dir/data (prepared there first unless `prepare` is
+// false: the other ranks of a run open what rank 0 prepared). Checks the shards fit model.vocab_size.
+absl::StatusOr<TokenData> open_token_data(const Config& cfg, bool prepare = true);
 
 }  // namespace memtrain::trainer

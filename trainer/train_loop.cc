@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/gemm.h"
@@ -12,6 +13,8 @@
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "parallel/local_communicator.h"
+#include "trainer/distributed.h"
 #include "trainer/generate.h"
 #include "trainer/metrics.h"
 #include "trainer/session.h"
@@ -54,60 +57,110 @@ absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const d
   return sampler;
 }
 
-absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches) {
+absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
+                                     parallel::Communicator* dp) {
   batches = std::min(batches, sampler.eval_batches());
+  const int d = dp != nullptr ? dp->size() : 1, r = dp != nullptr ? dp->rank() : 0;
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(sampler.batch(), sampler.seq_len()));
-  double sum = 0;
-  int64_t count = 0;
-  for (int64_t b = 0; b < batches; ++b) {
-    sampler.fill_eval(b, batch.inputs.i32(), batch.targets.i32());
+  // Batch b runs on dp rank b % d. Every rank runs the same number of forwards (a rank past the end repeats
+  // batch 0 and drops it), since ZeRO-3 gathers parameters collectively inside forward.
+  std::vector<double> losses(batches, 0.0);
+  for (int64_t round = 0; round * d < batches; ++round) {
+    const int64_t b = round * d + r;
+    sampler.fill_eval(b < batches ? b : 0, batch.inputs.i32(), batch.targets.i32());
     model::ActivationStore discard(/*keep=*/false);
     MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
-    sum += loss;
-    count += batch.targets.numel();
+    if (b < batches) losses[b] = loss;
   }
-  return sum / static_cast<double>(count);
+  std::vector<double> all(losses);
+  if (d > 1) {
+    all.resize(losses.size() * d);
+    const std::vector<int64_t> counts(d, static_cast<int64_t>(losses.size() * sizeof(double)));
+    MEMTRAIN_RETURN_IF_ERROR(dp->all_gather_v(losses.data(), all.data(), counts, DType::kU8));
+  }
+  double sum = 0;  // in batch order, as one process adds them
+  for (int64_t b = 0; b < batches; ++b) sum += all[(b % d) * batches + b];
+  return sum / static_cast<double>(batches * batch.targets.numel());
 }
 
 absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
-  apply_runtime(cfg);
+  parallel::LocalCommunicator world("world");
+  return run_training(cfg, world, 1, quiet);
+}
+
+absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicator& world, int local_ranks,
+                                         bool quiet) {
+  apply_runtime(cfg, local_ranks);
+  const bool lead = world.rank() == 0;  // writes output.dir and prints
+  quiet = quiet || !lead;
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int64_t accum = cfg.train.grad_accum, max_steps = cfg.train.max_steps;
-  // The data is checked before output.dir is created, so a rejected run leaves no trace.
-  MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
-  data::BatchSampler train_sampler(data.train, B * accum, T, static_cast<uint64_t>(cfg.train.seed), "train");
-  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
-  MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data.val));
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.output.dir, ec);
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
-  MEMTRAIN_RETURN_IF_ERROR(write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(),
-                                                 {dump_config(cfg)}));
+  // Mesh and model errors come before anything is allocated or written.
+  MEMTRAIN_ASSIGN_OR_RETURN(MeshRun run, create_mesh_run(world, cfg));
+  const int64_t d = run.dp().size(), dp_rank = run.dp().rank();
 
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
+  // The data is checked before output.dir is created, so a rejected run leaves no trace. Rank 0 prepares text
+  // data and creates output.dir; the others open the shards once it succeeded.
+  absl::StatusOr<TokenData> data = absl::UnknownError("unset");
+  absl::Status ready;
+  if (lead) {
+    data = open_token_data(cfg);
+    ready = data.status();
+    if (ready.ok()) {
+      ready = data::BatchSampler(data->train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train").check();
+    }
+    if (ready.ok()) ready = validation_sampler(cfg, data->val).status();
+    if (ready.ok()) {
+      std::error_code ec;
+      std::filesystem::create_directories(cfg.output.dir, ec);
+      if (ec) ready = absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
+    }
+    if (ready.ok()) {
+      ready = write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(), {dump_config(cfg)});
+    }
+  }
+  MEMTRAIN_RETURN_IF_ERROR(agree(world, ready));
+  if (!lead) data = open_token_data(cfg, /*prepare=*/false);
+  MEMTRAIN_RETURN_IF_ERROR(data.status());
+  // The global batch of a step is B * accum * d rows; dp rank r's micro-batch m holds rows
+  // [(r * accum + m) * B, ... + B), so one process with accum * d micro-batches sees the same rows in the same order.
+  data::BatchSampler train_sampler(data->train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train");
+  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
+  MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data->val));
+
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false));
   model::Model& model = *bundle->model;
-  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(bundle->params, cfg.optim));
-  MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog metrics,
-                            MetricsLog::open((std::filesystem::path(cfg.output.dir) / "metrics.jsonl").string()));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
+  std::vector<optim::OptimTarget> targets;
+  for (const parallel::LocalSegment& s : engine->owned())
+    targets.push_back({bundle->params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(std::move(targets), cfg.optim));
+  std::optional<MetricsLog> metrics;
+  if (lead) {
+    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open((std::filesystem::path(cfg.output.dir) / "metrics.jsonl").string()));
+    metrics.emplace(std::move(log));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
-  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum);
+  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum);  // per rank
   if (!quiet) {
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, %d threads, sgemm peak %.0f GFLOP/s "
-                "(OpenBLAS %s)\n",
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld ZeRO-%lld, %d threads, "
+                "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
-                static_cast<long long>(data.train.size()), static_cast<long long>(data.val.size()),
-                ThreadPool::global().size(), peak_gflops, cpu::blas_core_name());
+                static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
+                static_cast<long long>(d), static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
+                peak_gflops, cpu::blas_core_name());
   }
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
-    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, cfg.train.eval_batches));
-    MEMTRAIN_RETURN_IF_ERROR(metrics.log_eval(step, val));
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, cfg.train.eval_batches, &run.dp()));
+    engine->release_idle();
+    if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_eval(step, val));
     if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
     return val;
   };
 
   TrainResult result;
-  const float grad_scale = 1.0f / static_cast<float>(B * T * accum);
+  const float grad_scale = 1.0f / static_cast<float>(B * T * accum * d);
   const auto t_start = Clock::now();
   double window_s = 0;
   int64_t window_steps = 0;
@@ -115,21 +168,26 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
     const auto t0 = Clock::now();
     MemoryTracker::host().reset_peaks();
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
-    bundle->params.zero_grad();
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      // Micro-batch m holds rows [m*B, (m+1)*B) of the step's global batch.
-      train_sampler.fill(step, micro * B, (micro + 1) * B, batch.inputs.i32(), batch.targets.i32());
+      MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
+      const int64_t row = (dp_rank * accum + micro) * B;
+      train_sampler.fill(step, row, row + B, batch.inputs.i32(), batch.targets.i32());
       model::ActivationStore store;
       MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, grad_scale, store));
       MEMTRAIN_RETURN_IF_ERROR(model.backward(store));
       MEMTRAIN_CHECK_MSG(store.empty(), "activations left after backward");
       loss_sum += loss;
     }
-    const double norm = optim::clip_grad_norm(bundle->params, cfg.optim.grad_clip);
+    MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
+    MEMTRAIN_ASSIGN_OR_RETURN(const double norm, engine->grad_norm());
+    const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
+    if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
     opt.step(lr);
+    MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     MEMTRAIN_FAULT_POINT("train.step");
-    const double loss = loss_sum * grad_scale;
+    MEMTRAIN_ASSIGN_OR_RETURN(const double total, engine->sum_over_ranks(loss_sum));
+    const double loss = total * grad_scale;
     result.losses.push_back(loss);
     const double step_s = seconds_since(t0);
     window_s += step_s;
@@ -145,11 +203,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
       m.grad_norm = norm;
       const double mean_s = window_s / static_cast<double>(window_steps);
       m.step_ms = 1000 * mean_s;
-      m.tokens_per_s = static_cast<double>(B * T * accum) / mean_s;
+      m.tokens_per_s = static_cast<double>(B * T * accum * d) / mean_s;
       m.mfu = flops_per_step / mean_s * 1e-9 / peak_gflops;
       m.eta_s = mean_s * static_cast<double>(max_steps - step - 1);
       m.mem = MemoryTracker::host().snapshot();
-      MEMTRAIN_RETURN_IF_ERROR(metrics.log_step(m));
+      if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_step(m));
       if (!quiet) std::printf("%s\n", progress_line(m).c_str());
       std::fflush(stdout);
       window_s = 0;
@@ -161,7 +219,10 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
   }
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
-  if (cfg.output.save_weights) {
+  // Every rank holds the whole model from here (ZeRO-3 gathers it); rank 0 saves and samples without the engine.
+  MEMTRAIN_RETURN_IF_ERROR(engine->materialize_values());
+  model.set_unit_hooks(nullptr);
+  if (lead && cfg.output.save_weights) {
     const std::string path = weights_path(cfg);
     MEMTRAIN_FAULT_POINT("train.before_save_weights");
     MEMTRAIN_RETURN_IF_ERROR(save_weights(*bundle, path));

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "data/batch_sampler.h"
 #include "model/model.h"
+#include "parallel/communicator.h"
 #include "trainer/config.h"
 
 namespace memtrain::trainer {
@@ -14,8 +15,10 @@ namespace memtrain::trainer {
 // The fixed evaluation windows of `val` for cfg's batch and sequence length, checked against the shard's size.
 absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const data::TokenShard& val);
 // Mean token loss over the first `batches` fixed evaluation batches of `sampler` (at most all of its windows; no
-// gradients, nothing kept).
-absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches);
+// gradients, nothing kept). With `dp`, collective over it: the batches are spread over its ranks and the result,
+// summed in batch order, is the same number one process gets.
+absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
+                                     parallel::Communicator* dp = nullptr);
 
 // Prints output.samples texts generated from output.prompt ("\n" when empty).
 absl::Status print_samples(const Config& cfg, model::Model& model);
@@ -24,7 +27,11 @@ struct TrainResult {
   std::vector<double> losses;  // one per step
   double final_val_loss = 0;
 };
-// Runs the whole job `cfg` describes; `quiet` drops the progress lines (tests).
+// Runs the whole job `cfg` describes in this one process; `quiet` drops the progress lines (tests).
 absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet = false);
+// The same on the mesh over `world` (collective; every rank returns the same losses). Rank 0 writes output.dir
+// and prints; `local_ranks` processes share this node's cores.
+absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicator& world, int local_ranks,
+                                         bool quiet);
 
 }  // namespace memtrain::trainer

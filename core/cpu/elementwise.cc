@@ -2,10 +2,12 @@
 // kernel_table() (AVX2 or AVX-512, simd_kernels.h).
 #include "core/cpu/elementwise.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/cpu/kernel_table.h"
 #include "core/cpu/row_partials.h"
+#include "core/status.h"
 
 namespace memtrain::cpu {
 namespace {
@@ -53,6 +55,14 @@ double sum_squares(const float* x, int64_t n, ThreadPool& pool) {
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
+}
+
+void block_sum_squares(const float* x, int64_t n, int64_t block, double* out, ThreadPool& pool) {
+  MEMTRAIN_CHECK(block > 0 && n % block == 0);
+  const auto fn = kernel_table().sum_squares;
+  pool.parallel_for(n / block, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) out[b] = fn(x + b * block, block);
+  });
 }
 
 }  // namespace memtrain::cpu

@@ -21,5 +21,8 @@ void bias_backward(const float* dy, int64_t rows, int64_t C, float* dbias, Threa
 // Sum of x[i]^2 over n elements, in double: fixed chunks (a function of n only) summed in order, so the result is
 // the same with any thread count.
 double sum_squares(const float* x, int64_t n, ThreadPool& pool);
+// out[i] = the sum of squares of block i: x[i*block, (i+1)*block), n a multiple of block; each block in one
+// thread, so a block's value depends only on its elements (sharded gradient norms sum the same blocks).
+void block_sum_squares(const float* x, int64_t n, int64_t block, double* out, ThreadPool& pool);
 
 }  // namespace memtrain::cpu

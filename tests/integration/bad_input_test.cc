@@ -122,17 +122,18 @@ TEST_F(BadInput, MemoryBudgetExceededIsARunTimeFailureWithTheBreakdown) {
     EXPECT_NE(r.err.find(category), std::string::npos) << category << " missing from " << r.err;
 }
 
-TEST_F(BadInput, SeveralLaunchedCopiesAreRefused) {
-  // What mpirun and srun tell each process; until issue 4 wires the mesh into training, N copies must not each
-  // train alone into one output.dir.
-  for (const char* env : {"OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_LOCAL_RANK=0 "
-                          "OMPI_COMM_WORLD_LOCAL_SIZE=2",
-                          "SLURM_NTASKS=4 SLURM_PROCID=1 SLURM_LOCALID=1"}) {
-    auto r = testing::run_memtrain(std::string("train configs/default.toml --set output.dir=") + dir_ + "/out", dir_,
-                                   env);
-    EXPECT_EQ(r.exit_code, 2) << env << ": " << r.err;
-    EXPECT_NE(r.err.find("processes"), std::string::npos) << r.err;
-    EXPECT_FALSE(std::filesystem::exists(dir_ + "/out"));
+TEST_F(BadInput, EvalAndSampleRefuseSeveralLaunchedCopies) {
+  // What mpirun and srun tell each process: eval and sample run in one process and must not run N times.
+  for (const char* cmd : {"eval", "sample"}) {
+    for (const char* env : {"OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_LOCAL_RANK=0 "
+                            "OMPI_COMM_WORLD_LOCAL_SIZE=2",
+                            "SLURM_NTASKS=4 SLURM_PROCID=1 SLURM_LOCALID=1"}) {
+      auto r = testing::run_memtrain(std::string(cmd) + " configs/default.toml --set output.dir=" + dir_ + "/out",
+                                     dir_, env);
+      EXPECT_EQ(r.exit_code, 2) << cmd << " " << env << ": " << r.err;
+      EXPECT_NE(r.err.find("runs in one process"), std::string::npos) << r.err;
+      EXPECT_FALSE(std::filesystem::exists(dir_ + "/out"));
+    }
   }
 }
 

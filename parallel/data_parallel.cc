@@ -1,0 +1,433 @@
+#include "parallel/data_parallel.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/elementwise.h"
+#include "core/thread_pool.h"
+
+namespace memtrain::parallel {
+namespace {
+// Reductions in flight at once, each holding one receive buffer: enough to overlap one bucket's communication
+// with the next bucket's backward, without receive buffers for the whole model.
+constexpr size_t kMaxInFlight = 2;
+
+void copy_floats(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, static_cast<size_t>(n) * 4); }
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::create(Communicator& dp,
+                                                                   std::vector<std::vector<UnitTensor>> units,
+                                                                   const DataParallelOptions& options) {
+  if (options.stage < 0 || options.stage > 3)
+    return absl::InvalidArgumentError(absl::StrCat("zero.stage must be 0-3, got ", options.stage));
+  if (options.grad_accum < 1) return absl::InvalidArgumentError("grad_accum must be >= 1");
+  if (options.hpz != nullptr) {
+    const int h = options.hpz->size();
+    if (options.stage != 3 || h < 2 || dp.size() % h != 0)
+      return absl::InvalidArgumentError(absl::StrCat("hpZ needs zero.stage 3 and a group size > 1 dividing dp (",
+                                                     dp.size(), "), got stage ", options.stage, ", size ", h));
+  }
+  std::vector<std::vector<int64_t>> numels;
+  for (const auto& unit : units) {
+    numels.emplace_back();
+    for (const UnitTensor& t : unit) numels.back().push_back(shape_numel(t.shape));
+  }
+  ShardLayout layout(std::move(numels), dp.size());
+  std::unique_ptr<DataParallel> engine(new DataParallel(dp, std::move(layout), std::move(units), options));
+  MEMTRAIN_RETURN_IF_ERROR(engine->allocate());
+  return engine;
+}
+
+DataParallel::DataParallel(Communicator& dp, ShardLayout layout, std::vector<std::vector<UnitTensor>> units,
+                           const DataParallelOptions& options)
+    : dp_(dp), layout_(std::move(layout)), units_(std::move(units)), options_(options), rank_(dp.rank()),
+      ranks_(dp.size()), state_(units_.size()), bucket_of_lo_(units_.size(), -1) {}
+
+DataParallel::~DataParallel() {
+  // Wait here, ignoring failures (the run already reports the first one): a handle destroyed unwaited would abort.
+  for (Pending& p : pending_) p.handle.wait().IgnoreError();
+  for (UnitState& st : state_) st.gather.wait().IgnoreError();
+}
+
+absl::Status DataParallel::allocate() {
+  const int64_t full = layout_.full_size(), shard = layout_.shard_size();
+  const int stage = options_.stage;
+  if (stage <= 2) {
+    MEMTRAIN_ASSIGN_OR_RETURN(value_full_, Tensor::zeros({full}, DType::kF32, MemCategory::kParameters));
+    for (int u = 0; u < layout_.num_units(); ++u)
+      point_values(u, value_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}));
+  } else {
+    MEMTRAIN_ASSIGN_OR_RETURN(value_shard_, Tensor::zeros({shard}, DType::kF32, MemCategory::kParameters));
+    if (options_.hpz != nullptr) {
+      MEMTRAIN_ASSIGN_OR_RETURN(secondary_, Tensor::zeros({full / options_.hpz->size()}, DType::kF32,
+                                                          MemCategory::kParameters));
+    }
+  }
+  if (stage <= 1) {
+    MEMTRAIN_ASSIGN_OR_RETURN(grad_full_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
+    for (int u = 0; u < layout_.num_units(); ++u)
+      point_grads(u, grad_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}));
+    if (options_.grad_accum > 1) {
+      MEMTRAIN_ASSIGN_OR_RETURN(grad_accum_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
+    }
+  } else {
+    MEMTRAIN_ASSIGN_OR_RETURN(grad_shard_, Tensor::zeros({shard}, DType::kF32, MemCategory::kGradients));
+  }
+
+  const std::vector<ShardSegment> mine = stage == 0 ? layout_.whole_entries() : layout_.segments_of_rank(rank_);
+  for (const ShardSegment& s : mine) {
+    float* value = stage == 3 ? value_shard_.f32() + s.shard_pos : value_full_.f32() + s.full_pos;
+    float* grad = stage <= 1 ? reduced_full().f32() + s.full_pos : grad_shard_.f32() + s.shard_pos;
+    owned_.push_back(LocalSegment{s, value, grad});
+  }
+  if (stage == 3) {
+    stored_ = owned_;
+  } else {
+    for (const ShardSegment& s : layout_.whole_entries())
+      stored_.push_back(LocalSegment{s, value_full_.f32() + s.full_pos, nullptr});
+  }
+
+  // Stage-0 buckets: whole units from the last (finished first by backward) down, each closed at bucket_bytes.
+  int hi = layout_.num_units() - 1;
+  int64_t bytes = 0;
+  for (int u = layout_.num_units() - 1; u >= 0; --u) {
+    bytes += layout_.unit_padded(u) * 4;
+    if (bytes >= options_.bucket_bytes || u == 0) {
+      bucket_of_lo_[u] = static_cast<int>(buckets_.size());
+      buckets_.emplace_back(u, hi);
+      hi = u - 1;
+      bytes = 0;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void DataParallel::point_values(int unit, const Tensor& unit_values) {
+  const int64_t base = layout_.unit_full_pos(unit);
+  int e = 0;
+  while (layout_.entry_unit(e) != unit) ++e;
+  for (const UnitTensor& t : units_[unit]) {
+    *t.value = unit_values.flat_view(layout_.entry_full_pos(e) - base, t.shape);
+    ++e;
+  }
+}
+
+void DataParallel::point_grads(int unit, const Tensor& unit_grads) {
+  const int64_t base = layout_.unit_full_pos(unit);
+  int e = 0;
+  while (layout_.entry_unit(e) != unit) ++e;
+  for (const UnitTensor& t : units_[unit]) {
+    *t.grad = unit_grads.flat_view(layout_.entry_full_pos(e) - base, t.shape);
+    ++e;
+  }
+}
+
+void DataParallel::unpoint(int unit, bool values, bool grads) {
+  for (const UnitTensor& t : units_[unit]) {
+    if (values) *t.value = Tensor();
+    if (grads) *t.grad = Tensor();
+  }
+}
+
+absl::Status DataParallel::begin_micro_batch(int64_t micro) {
+  MEMTRAIN_CHECK(micro >= 0 && micro < options_.grad_accum);
+  // Stage 2-3 reductions of the previous micro-batch read buffers this one is about to write.
+  MEMTRAIN_RETURN_IF_ERROR(drain());
+  micro_ = micro;
+  release_idle();
+  if (micro == 0 && grad_full_.defined()) grad_full_.fill_zero();
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::acquire(int unit, UnitUse use) {
+  UnitState& st = state_[unit];
+  if (options_.stage == 3 && use != UnitUse::kGrads) {
+    if (!st.present) MEMTRAIN_RETURN_IF_ERROR(start_gather(unit));
+    if (st.gathering) MEMTRAIN_RETURN_IF_ERROR(finish_gather(unit));
+    ++st.refs;
+    // Prefetch the unit used next: forward walks up, backward (the only use with gradients and values besides
+    // the head) walks down; unit 0's backward reads no values, so it is never prefetched going down.
+    const int next = use == UnitUse::kValues ? unit + 1 : unit - 1;
+    if (next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
+  }
+  if (options_.stage >= 2 && use != UnitUse::kValues && !st.grad_full.defined()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(st.grad_full,
+                              Tensor::zeros({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kGradients));
+    point_grads(unit, st.grad_full);
+  }
+  return poll();
+}
+
+absl::Status DataParallel::release(int unit, UnitUse use) {
+  UnitState& st = state_[unit];
+  if (options_.stage == 3 && use != UnitUse::kGrads) {
+    MEMTRAIN_CHECK_MSG(st.refs > 0, absl::StrCat("unit ", unit, " released more often than acquired"));
+    if (--st.refs == 0) drop_unit(unit);
+  }
+  return poll();
+}
+
+absl::Status DataParallel::grads_ready(int unit) {
+  const bool last_micro = micro_ + 1 == options_.grad_accum;
+  if (options_.stage <= 1) {
+    if (grad_accum_.defined()) {
+      // Micro-batch gradients are added one after the other, exactly as reductions add ranks' gradients.
+      const int64_t pos = layout_.unit_full_pos(unit), n = layout_.unit_padded(unit);
+      float* acc = grad_accum_.f32() + pos;
+      float* g = grad_full_.f32() + pos;
+      if (micro_ == 0) {
+        copy_floats(g, n, acc);
+      } else {
+        cpu::add_inplace(acc, g, n, ThreadPool::global());
+      }
+      std::memset(g, 0, static_cast<size_t>(n) * 4);
+    }
+    if (!last_micro) return absl::OkStatus();  // no communication on accumulation micro-batches
+    if (options_.stage == 0) {
+      if (bucket_of_lo_[unit] >= 0) MEMTRAIN_RETURN_IF_ERROR(start_bucket(bucket_of_lo_[unit]));
+    } else {
+      MEMTRAIN_RETURN_IF_ERROR(start_unit_reduce_scatter(unit));
+    }
+    return poll();
+  }
+  MEMTRAIN_RETURN_IF_ERROR(start_unit_reduce_scatter(unit));
+  return poll();
+}
+
+void DataParallel::ordered_sum(const float* chunks, int64_t n, float* out, bool accumulate) const {
+  ThreadPool& pool = ThreadPool::global();
+  if (!accumulate) {
+    copy_floats(chunks, n, out);
+    for (int k = 1; k < ranks_; ++k) cpu::add_inplace(out, chunks + k * n, n, pool);
+    return;
+  }
+  float* first = const_cast<float*>(chunks);  // the receive buffer is ours until it goes back to the free list
+  for (int k = 1; k < ranks_; ++k) cpu::add_inplace(first, chunks + k * n, n, pool);
+  cpu::add_inplace(out, first, n, pool);
+}
+
+absl::Status DataParallel::start_bucket(int bucket) {
+  if (ranks_ == 1) return absl::OkStatus();  // the sum over one rank is its gradient
+  const auto [lo, hi] = buckets_[bucket];
+  const int64_t a = layout_.unit_full_pos(lo), n = layout_.unit_full_pos(hi) + layout_.unit_padded(hi) - a;
+  float* data = reduced_full().f32() + a;
+  std::vector<int64_t> counts(ranks_);
+  int64_t offset = 0;
+  for (int k = 0; k < ranks_; ++k) {
+    counts[k] = ring_chunk(n, ranks_, k);
+    if (k < rank_) offset += counts[k];
+  }
+  const int64_t mine = counts[rank_];
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor buf, comm_buffer(mine * ranks_));
+  const std::vector<int64_t> recv_counts(ranks_, mine);
+  CommHandle h = dp_.all_to_all_v_async(data, counts, buf.f32(), recv_counts, DType::kF32);
+  return push(std::move(h), [this, buf, data, counts, offset, mine]() -> absl::Status {
+    ordered_sum(buf.f32(), mine, data + offset, /*accumulate=*/false);
+    free_comm_.push_back(buf);
+    return push(dp_.all_gather_v_async(data + offset, data, counts, DType::kF32), nullptr);
+  });
+}
+
+absl::Status DataParallel::start_unit_reduce_scatter(int unit) {
+  const int64_t S = layout_.unit_slice(unit);
+  const float* src = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(unit)
+                                         : state_[unit].grad_full.f32();
+  MEMTRAIN_CHECK_MSG(src != nullptr, absl::StrCat("unit ", unit, ": gradients ready but never written"));
+  float* out = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(unit) + rank_ * S
+                                   : grad_shard_.f32() + layout_.unit_shard_pos(unit);
+  const bool accumulate = options_.stage >= 2 && micro_ > 0;
+  auto finish = [this, unit]() {
+    if (options_.stage >= 2) {
+      state_[unit].grad_full = Tensor();
+      unpoint(unit, /*values=*/false, /*grads=*/true);
+    }
+  };
+  if (ranks_ == 1) {  // no communication: add the gradient as the one rank's slice
+    if (src != out) ordered_sum(src, S, out, accumulate);
+    finish();
+    return absl::OkStatus();
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor buf, comm_buffer(S * ranks_));
+  const std::vector<int64_t> counts(ranks_, S);
+  CommHandle h = dp_.all_to_all_v_async(src, counts, buf.f32(), counts, DType::kF32);
+  return push(std::move(h), [this, buf, out, S, accumulate, finish]() -> absl::Status {
+    ordered_sum(buf.f32(), S, out, accumulate);
+    free_comm_.push_back(buf);
+    finish();
+    return absl::OkStatus();
+  });
+}
+
+absl::Status DataParallel::push(CommHandle handle, std::function<absl::Status()> on_done) {
+  pending_.push_back(Pending{std::move(handle), std::move(on_done)});
+  while (pending_.size() > kMaxInFlight) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
+    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::poll() {
+  while (!pending_.empty() && pending_.front().handle.test()) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
+    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::drain() {
+  while (!pending_.empty()) {
+    Pending p = std::move(pending_.front());
+    pending_.pop_front();
+    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
+    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> DataParallel::comm_buffer(int64_t elements) {
+  for (size_t i = 0; i < free_comm_.size(); ++i) {
+    if (free_comm_[i].numel() >= elements) {
+      Tensor t = free_comm_[i];
+      free_comm_.erase(free_comm_.begin() + static_cast<std::ptrdiff_t>(i));
+      return t;
+    }
+  }
+  // None fits: drop one too small (so the free list does not grow) and make a bigger one.
+  if (!free_comm_.empty()) free_comm_.erase(free_comm_.begin());
+  return Tensor::empty({elements}, DType::kF32, MemCategory::kCommunication);
+}
+
+absl::Status DataParallel::finish_gradients() { return drain(); }
+
+absl::StatusOr<double> DataParallel::grad_norm() {
+  ThreadPool& pool = ThreadPool::global();
+  double total = 0;
+  if (options_.stage == 0) {
+    std::vector<double> blocks(layout_.full_size() / kShardAlign);
+    cpu::block_sum_squares(reduced_full().f32(), layout_.full_size(), kShardAlign, blocks.data(), pool);
+    for (double b : blocks) total += b;
+    return std::sqrt(total);
+  }
+  // Local blocks in shard order, then everyone's, summed unit by unit, rank by rank: the global order.
+  const int64_t nblocks = layout_.shard_size() / kShardAlign;
+  std::vector<double> local(nblocks);
+  for (int u = 0; u < layout_.num_units(); ++u) {
+    const int64_t S = layout_.unit_slice(u);
+    const float* g = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(u) + rank_ * S
+                                         : grad_shard_.f32() + layout_.unit_shard_pos(u);
+    cpu::block_sum_squares(g, S, kShardAlign, local.data() + layout_.unit_shard_pos(u) / kShardAlign, pool);
+  }
+  std::vector<double> all(nblocks * ranks_);
+  const std::vector<int64_t> counts(ranks_, nblocks * 8);
+  MEMTRAIN_RETURN_IF_ERROR(dp_.all_gather_v(local.data(), all.data(), counts, DType::kU8));
+  for (int u = 0; u < layout_.num_units(); ++u) {
+    const int64_t first = layout_.unit_shard_pos(u) / kShardAlign, count = layout_.unit_slice(u) / kShardAlign;
+    for (int k = 0; k < ranks_; ++k)
+      for (int64_t b = 0; b < count; ++b) total += all[k * nblocks + first + b];
+  }
+  return std::sqrt(total);
+}
+
+void DataParallel::scale_grads(float coef) {
+  ThreadPool& pool = ThreadPool::global();
+  if (options_.stage == 0) {
+    cpu::scale_inplace(reduced_full().f32(), coef, layout_.full_size(), pool);
+  } else if (options_.stage == 1) {
+    for (int u = 0; u < layout_.num_units(); ++u) {
+      const int64_t S = layout_.unit_slice(u);
+      cpu::scale_inplace(reduced_full().f32() + layout_.unit_full_pos(u) + rank_ * S, coef, S, pool);
+    }
+  } else {
+    cpu::scale_inplace(grad_shard_.f32(), coef, layout_.shard_size(), pool);
+  }
+}
+
+absl::Status DataParallel::finish_step() {
+  if (options_.stage == 1 || options_.stage == 2) {
+    for (int u = 0; u < layout_.num_units(); ++u) {
+      const int64_t S = layout_.unit_slice(u);
+      float* unit = value_full_.f32() + layout_.unit_full_pos(u);
+      MEMTRAIN_RETURN_IF_ERROR(push(dp_.all_gather_async(unit + rank_ * S, unit, S, DType::kF32), nullptr));
+    }
+    MEMTRAIN_RETURN_IF_ERROR(drain());
+  }
+  for (UnitState& st : state_) st.secondary_valid = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> DataParallel::sum_over_ranks(double local) {
+  std::vector<double> all(ranks_);
+  MEMTRAIN_RETURN_IF_ERROR(dp_.all_gather(&local, all.data(), 8, DType::kU8));
+  double total = 0;
+  for (double v : all) total += v;
+  return total;
+}
+
+absl::Status DataParallel::materialize_values() {
+  if (options_.stage != 3) return absl::OkStatus();
+  for (int u = 0; u < layout_.num_units(); ++u) {
+    if (!state_[u].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(u));
+    if (state_[u].gathering) MEMTRAIN_RETURN_IF_ERROR(finish_gather(u));
+  }
+  return absl::OkStatus();
+}
+
+void DataParallel::release_idle() {
+  for (int u = 0; u < static_cast<int>(state_.size()); ++u) {
+    UnitState& st = state_[u];
+    if (!st.present || st.refs > 0) continue;
+    if (st.gathering) {
+      st.gather.wait().IgnoreError();  // a failed gather is reported by the next collective on dp
+      st.gathering = false;
+    }
+    drop_unit(u);
+  }
+}
+
+absl::Status DataParallel::start_gather(int unit) {
+  UnitState& st = state_[unit];
+  MEMTRAIN_ASSIGN_OR_RETURN(st.gathered,
+                            Tensor::empty({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kParameters));
+  st.present = true;
+  st.gathering = true;
+  if (st.secondary_valid) {
+    const int64_t part = layout_.unit_padded(unit) / options_.hpz->size();
+    st.gather = options_.hpz->all_gather_async(secondary_.f32() + layout_.unit_full_pos(unit) / options_.hpz->size(),
+                                               st.gathered.f32(), part, DType::kF32);
+  } else {
+    st.gather = dp_.all_gather_async(value_shard_.f32() + layout_.unit_shard_pos(unit), st.gathered.f32(),
+                                     layout_.unit_slice(unit), DType::kF32);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::finish_gather(int unit) {
+  UnitState& st = state_[unit];
+  st.gathering = false;
+  MEMTRAIN_RETURN_IF_ERROR(st.gather.wait());
+  point_values(unit, st.gathered);
+  if (options_.hpz != nullptr && !st.secondary_valid) {
+    const int h = options_.hpz->size();
+    const int64_t part = layout_.unit_padded(unit) / h;
+    copy_floats(st.gathered.f32() + options_.hpz->rank() * part, part,
+                secondary_.f32() + layout_.unit_full_pos(unit) / h);
+    st.secondary_valid = true;
+  }
+  return absl::OkStatus();
+}
+
+void DataParallel::drop_unit(int unit) {
+  UnitState& st = state_[unit];
+  MEMTRAIN_CHECK(!st.gathering);
+  st.gathered = Tensor();
+  st.present = false;
+  unpoint(unit, /*values=*/true, /*grads=*/false);
+}
+
+}  // namespace memtrain::parallel

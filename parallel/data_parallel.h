@@ -1,0 +1,142 @@
+// DataParallel: data parallelism over the dp communicator with ZeRO stages 0-3 and hpZ, driven by the model
+// through UnitHooks. It owns the flat buffers behind every parameter's value and grad tensors (ShardLayout) and
+// decides what each rank keeps:
+//   stage 0  full values, full gradients; gradients all-reduced in buckets of whole units (>= bucket_bytes) as soon
+//            as backward finishes them, overlapping the rest of backward; every rank updates everything.
+//   stage 1  full values and gradients; each unit's gradient is reduce-scattered when ready and a rank updates
+//            (and keeps optimizer state for) only its slices; values are all-gathered after the update.
+//   stage 2  as 1, but a unit's full gradient exists only from its first gradient write until its reduce-scatter;
+//            the reduced slices accumulate in a shard-sized buffer (micro-batches reduce one by one).
+//   stage 3  as 2, and values are stored as slices only: a unit is all-gathered before each use and freed after,
+//            with the next unit prefetched. With hpZ (a group communicator) forward also keeps a secondary copy
+//            sharded over the group, and backward gathers from the group instead of all dp ranks.
+// Reductions are summed in rank order (an all-to-all of slices, then a local ordered sum), never in MPI's order,
+// and micro-batch gradients are summed one after the other, so a run on dp ranks with one micro-batch each adds
+// exactly the numbers a single process with dp micro-batches adds: the two loss curves are bitwise equal.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/tensor.h"
+#include "parallel/communicator.h"
+#include "parallel/shard_layout.h"
+#include "parallel/unit_hooks.h"
+
+namespace memtrain::parallel {
+
+struct DataParallelOptions {
+  int stage = 0;
+  int64_t bucket_bytes = 25 << 20;
+  int64_t grad_accum = 1;        // micro-batches per step
+  Communicator* hpz = nullptr;   // stage 3: the dp ranks of this rank's hpZ group (consecutive dp ranks); or none
+};
+
+// One parameter as the engine sees it: the engine points *value and *grad into its buffers.
+struct UnitTensor {
+  Shape shape;
+  Tensor* value;
+  Tensor* grad;
+};
+
+// A piece of a parameter this rank stores or updates, with where its value and reduced gradient live.
+struct LocalSegment {
+  ShardSegment seg;
+  float* value;
+  float* grad;
+};
+
+class DataParallel final : public UnitHooks {
+ public:
+  // units[u] = unit u's tensors. Allocates the buffers (values zeroed: initialise stored_values()).
+  static absl::StatusOr<std::unique_ptr<DataParallel>> create(Communicator& dp,
+                                                              std::vector<std::vector<UnitTensor>> units,
+                                                              const DataParallelOptions& options);
+  ~DataParallel() override;
+
+  const ShardLayout& layout() const { return layout_; }
+  int stage() const { return options_.stage; }
+  // The values this rank stores: every tensor whole below stage 3, its slices at stage 3. Fill them at start.
+  const std::vector<LocalSegment>& stored_values() const { return stored_; }
+  // What this rank's optimizer updates, with the reduced gradient of each piece (valid after finish_gradients).
+  const std::vector<LocalSegment>& owned() const { return owned_; }
+
+  // The step: begin_micro_batch(0..grad_accum-1), each followed by the model's forward and backward; then
+  // finish_gradients(); the gradient norm and clipping; the optimizer on owned(); finish_step().
+  absl::Status begin_micro_batch(int64_t micro);
+  absl::Status finish_gradients();
+  // The 2-norm of the whole reduced gradient, from fixed 256-element blocks summed in one global order.
+  absl::StatusOr<double> grad_norm();
+  void scale_grads(float coef);
+  absl::Status finish_step();
+  // sum over dp ranks of `local`, added in rank order.
+  absl::StatusOr<double> sum_over_ranks(double local);
+  // Stage 3: gathers every unit and keeps it until the next micro-batch (to save or sample the full model).
+  absl::Status materialize_values();
+  // Frees stage-3 units gathered ahead (prefetched) but never used, e.g. after an evaluation.
+  void release_idle();
+
+  // UnitHooks
+  absl::Status acquire(int unit, UnitUse use) override;
+  absl::Status release(int unit, UnitUse use) override;
+  absl::Status grads_ready(int unit) override;
+
+ private:
+  struct Pending {
+    CommHandle handle;
+    std::function<absl::Status()> on_done;  // may start a next phase by pushing a new Pending
+  };
+  struct UnitState {
+    int refs = 0;            // stage 3: nested acquires of the values
+    bool present = false;    // stage 3: gathered (or being gathered) into `gathered`
+    bool gathering = false;
+    CommHandle gather;
+    Tensor gathered;         // stage 3: the unit's full values
+    bool secondary_valid = false;  // hpZ copy holds this step's values
+    Tensor grad_full;        // stages 2-3: this micro-batch's full gradient, while backward writes it
+  };
+
+  DataParallel(Communicator& dp, ShardLayout layout, std::vector<std::vector<UnitTensor>> units,
+               const DataParallelOptions& options);
+  absl::Status allocate();
+  void point_values(int unit, const Tensor& unit_values);  // the unit's value tensors into a unit-sized buffer
+  void point_grads(int unit, const Tensor& unit_grads);
+  void unpoint(int unit, bool values, bool grads);
+  const Tensor& reduced_full() const { return grad_accum_.defined() ? grad_accum_ : grad_full_; }
+
+  absl::Status start_gather(int unit);  // from the hpZ group when its copy is valid, else from all dp ranks
+  absl::Status finish_gather(int unit);
+  void drop_unit(int unit);
+  absl::Status start_bucket(int bucket);                 // stage 0
+  absl::Status start_unit_reduce_scatter(int unit);      // stages 1-3
+  absl::Status push(CommHandle handle, std::function<absl::Status()> on_done);
+  absl::Status poll();    // completes finished operations, in order
+  absl::Status drain();   // waits for every operation
+  absl::StatusOr<Tensor> comm_buffer(int64_t elements);
+  void ordered_sum(const float* chunks, int64_t n, float* out, bool accumulate) const;
+
+  Communicator& dp_;
+  ShardLayout layout_;
+  std::vector<std::vector<UnitTensor>> units_;
+  DataParallelOptions options_;
+  int rank_, ranks_;
+  std::vector<LocalSegment> stored_, owned_;
+  std::vector<UnitState> state_;
+  std::vector<std::pair<int, int>> buckets_;  // stage 0: [lo, hi] units, in the order backward finishes them
+  std::vector<int> bucket_of_lo_;            // unit -> bucket whose lowest unit it is, or -1
+  int64_t micro_ = 0;
+
+  Tensor value_full_;    // stages 0-2
+  Tensor value_shard_;   // stage 3
+  Tensor secondary_;     // stage 3 with hpZ: this rank's 1/h of every unit
+  Tensor grad_full_;     // stages 0-1: the gradient backward writes
+  Tensor grad_accum_;    // stages 0-1 with several micro-batches: their sum
+  Tensor grad_shard_;    // stages 2-3
+  std::vector<Tensor> free_comm_;  // reusable receive buffers
+  std::deque<Pending> pending_;
+};
+
+}  // namespace memtrain::parallel

@@ -1,0 +1,39 @@
+// How a training run sits on the device mesh: the mesh from [parallel], the checks of the mesh against the model
+// (before anything is allocated), the data-parallel engine over the model's parameter units, and agreement between
+// ranks about a failure only some of them saw.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
+#include "parallel/device_mesh.h"
+#include "trainer/config.h"
+#include "trainer/session.h"
+
+namespace memtrain::trainer {
+
+// Every mesh dimension must divide what it splits: tp the attention heads (and the key/value heads, or be a
+// multiple of them), pp the layers, cp the sequence into 2 * cp chunks; hpZ groups the dp ranks. Then the
+// dimensions this build does not run yet (tp, pp, cp > 1) are refused.
+absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& shape);
+
+struct MeshRun {
+  parallel::DeviceMesh mesh;
+  std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of dp ranks, or null
+  parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }
+};
+// Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
+absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);
+
+// The engine over `bundle`'s parameters (registered, not allocated), their initial values written from
+// train.seed (each rank only what it stores), and the model's hooks pointed at it.
+absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(const Config& cfg, MeshRun& run,
+                                                                            ModelBundle& bundle);
+
+// Collective: OK when every rank passes OK; otherwise this rank's own error, or, on a rank that succeeded, an
+// error with the first failed rank's code saying which rank failed (its message is printed by that rank).
+absl::Status agree(parallel::Communicator& world, absl::Status local);
+
+}  // namespace memtrain::trainer
