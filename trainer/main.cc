@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "data/prepare.h"
+#include "parallel/local_communicator.h"
 #include "parallel/world.h"
 #include "trainer/config.h"
 #include "trainer/plan.h"
@@ -110,7 +111,11 @@ absl::Status run(const std::string& command, const Args& args) {
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
   if (command == "train") {
-    // One process or many: the mesh over MPI's world (a singleton without a launcher).
+    // Without a launcher there is no MPI at all: the mesh is one local rank.
+    if (launch.world_size == 1) {
+      parallel::LocalCommunicator local("world");
+      return run_training(cfg, local, 1, /*quiet=*/false).status();
+    }
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::World> world,
                               parallel::World::init(nullptr, nullptr, {cfg.parallel.timeout_s}));
     absl::Status status = run_training(cfg, world->comm(), world->launch().local_size, /*quiet=*/false).status();

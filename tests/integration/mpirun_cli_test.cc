@@ -1,0 +1,94 @@
+// `memtrain train` launched by mpirun, as users run it: two ranks give the loss curve one process gives for the
+// same global batch, rank 0 alone writes output.dir, and a rank killed mid-step brings the job down quickly with
+// a non-zero status instead of leaving the other rank waiting. Suites are named Mpi* (label `mpi`).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_split.h"
+#include "tests/integration/cli.h"
+
+namespace memtrain {
+namespace {
+
+class MpiCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "memtrain_mpirun_" + std::to_string(getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string tiny(const std::string& out) const {
+    return " configs/default.toml --set model.n_layer=2 --set model.n_embd=64 --set model.block_size=32"
+           " --set train.batch_size=4 --set train.max_steps=12 --set train.log_interval=1 --set train.eval_interval=0"
+           " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set output.dir=" + dir_ + "/" + out;
+  }
+  // mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
+  testing::CliResult mpirun(const std::string& apps) const {
+    const std::string out = dir_ + "/mpirun.out", err = dir_ + "/mpirun.err";
+    const std::string cmd = "cd '" MEMTRAIN_SOURCE_DIR "' && OMPI_MCA_btl_vader_single_copy_mechanism=none "
+                            "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader " + apps + " >'" + out +
+                            "' 2>'" + err + "'";
+    const int status = std::system(cmd.c_str());
+    testing::CliResult r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = testing::slurp(out);
+    r.err = testing::slurp(err);
+    return r;
+  }
+  std::vector<double> losses(const std::string& out) const {
+    std::vector<double> l;
+    for (absl::string_view line : absl::StrSplit(testing::slurp(dir_ + "/" + out + "/metrics.jsonl"), '\n',
+                                                 absl::SkipEmpty())) {
+      const auto m = nlohmann::json::parse(line.begin(), line.end());
+      if (m.contains("loss")) l.push_back(m["loss"].get<double>());
+    }
+    return l;
+  }
+  std::string dir_;
+  const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";
+};
+
+TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
+  auto one = testing::run_memtrain("train" + tiny("one") + " --set train.grad_accum=2", dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  auto two = mpirun("-np 2 " + binary_ + " train" + tiny("two") + " --set zero.stage=2");
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_NE(two.out.find("dp=2 ZeRO-2"), std::string::npos) << two.out;
+  const std::vector<double> a = losses("one"), b = losses("two");
+  ASSERT_EQ(a.size(), 12u);
+  EXPECT_EQ(a, b);
+  EXPECT_TRUE(testing::slurp(dir_ + "/one/model.safetensors") == testing::slurp(dir_ + "/two/model.safetensors"));
+}
+
+TEST_F(MpiCli, AKilledRankEndsTheJobWithinTheDeadline) {
+  // Rank 0 dies by SIGKILL in step 3; rank 1 would wait in the next reduction. parallel.timeout_s bounds the wait.
+  const std::string args = " train" + tiny("killed") + " --set parallel.timeout_s=10 --set train.max_steps=200";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = mpirun("-np 1 env MEMTRAIN_FAULT=train.step:3 " + binary_ + args + " : -np 1 " + binary_ + args);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
+  EXPECT_NE(r.err.find("SIGKILL at train.step"), std::string::npos) << r.err;
+  // Open MPI names the rank that died.
+  EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
+}
+
+TEST_F(MpiCli, AMeshThatDoesNotMatchTheWorldIsAConfigError) {
+  auto r = mpirun("-np 2 " + binary_ + " train" + tiny("bad") + " --set parallel.dp=3");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("error: rank 0: parallel.dp * parallel.tp * parallel.pp * parallel.cp = 3 * 1 * 1 * 1 = 3 "
+                       "must equal the world size 2"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/bad"));
+}
+
+}  // namespace
+}  // namespace memtrain
