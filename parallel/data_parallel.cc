@@ -1,5 +1,6 @@
 #include "parallel/data_parallel.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -9,12 +10,42 @@
 
 namespace memtrain::parallel {
 namespace {
-// Reductions in flight at once, each holding one receive buffer: enough to overlap one bucket's communication
-// with the next bucket's backward, without receive buffers for the whole model.
-constexpr size_t kMaxInFlight = 2;
-
 void copy_floats(const float* src, int64_t n, float* dst) { std::memcpy(dst, src, static_cast<size_t>(n) * 4); }
 }  // namespace
+
+std::vector<std::pair<int, int>> gradient_buckets(const ShardLayout& layout, int64_t bucket_bytes) {
+  std::vector<std::pair<int, int>> buckets;
+  int hi = layout.num_units() - 1;
+  int64_t bytes = 0;
+  for (int u = layout.num_units() - 1; u >= 0; --u) {
+    bytes += layout.unit_padded(u) * 4;
+    if (bytes >= bucket_bytes || u == 0) {
+      buckets.emplace_back(u, hi);
+      hi = u - 1;
+      bytes = 0;
+    }
+  }
+  return buckets;
+}
+
+std::array<int64_t, 2> receive_buffer_elements(const ShardLayout& layout, int stage, int64_t bucket_bytes) {
+  std::array<int64_t, 2> need{};
+  if (layout.ranks() == 1) return need;
+  if (stage == 0) {
+    const auto buckets = gradient_buckets(layout, bucket_bytes);
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      const auto [lo, hi] = buckets[b];
+      const int64_t n = layout.unit_full_pos(hi) + layout.unit_padded(hi) - layout.unit_full_pos(lo);
+      need[b % 2] = std::max(need[b % 2], n);
+    }
+  } else {
+    for (int k = 0; k < layout.num_units(); ++k) {
+      const int u = layout.num_units() - 1 - k;  // backward finishes units from the last
+      need[k % 2] = std::max(need[k % 2], layout.unit_padded(u));
+    }
+  }
+  return need;
+}
 
 absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::create(Communicator& dp,
                                                                    std::vector<std::vector<UnitTensor>> units,
@@ -88,16 +119,13 @@ absl::Status DataParallel::allocate() {
       stored_.push_back(LocalSegment{s, value_full_.f32() + s.full_pos, nullptr});
   }
 
-  // Stage-0 buckets: whole units from the last (finished first by backward) down, each closed at bucket_bytes.
-  int hi = layout_.num_units() - 1;
-  int64_t bytes = 0;
-  for (int u = layout_.num_units() - 1; u >= 0; --u) {
-    bytes += layout_.unit_padded(u) * 4;
-    if (bytes >= options_.bucket_bytes || u == 0) {
-      bucket_of_lo_[u] = static_cast<int>(buckets_.size());
-      buckets_.emplace_back(u, hi);
-      hi = u - 1;
-      bytes = 0;
+  buckets_ = gradient_buckets(layout_, options_.bucket_bytes);
+  for (size_t b = 0; b < buckets_.size(); ++b) bucket_of_lo_[buckets_[b].first] = static_cast<int>(b);
+  reduced_.assign(layout_.num_units(), false);
+  const std::array<int64_t, 2> slot_elements = receive_buffer_elements(layout_, stage, options_.bucket_bytes);
+  for (int k = 0; k < 2; ++k) {
+    if (slot_elements[k] > 0) {
+      MEMTRAIN_ASSIGN_OR_RETURN(slots_[k], Tensor::empty({slot_elements[k]}, DType::kF32, MemCategory::kCommunication));
     }
   }
   return absl::OkStatus();
@@ -135,6 +163,7 @@ absl::Status DataParallel::begin_micro_batch(int64_t micro) {
   // Stage 2-3 reductions of the previous micro-batch read buffers this one is about to write.
   MEMTRAIN_RETURN_IF_ERROR(drain());
   micro_ = micro;
+  launches_ = 0;
   release_idle();
   if (micro == 0 && grad_full_.defined()) grad_full_.fill_zero();
   return absl::OkStatus();
@@ -152,6 +181,7 @@ absl::Status DataParallel::acquire(int unit, UnitUse use) {
     if (next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
   }
   if (options_.stage >= 2 && use != UnitUse::kValues && !st.grad_full.defined()) {
+    MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/true));
     MEMTRAIN_ASSIGN_OR_RETURN(st.grad_full,
                               Tensor::zeros({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kGradients));
     point_grads(unit, st.grad_full);
@@ -219,14 +249,17 @@ absl::Status DataParallel::start_bucket(int bucket) {
     if (k < rank_) offset += counts[k];
   }
   const int64_t mine = counts[rank_];
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor buf, comm_buffer(mine * ranks_));
+  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot());
+  float* buf = slots_[slot].f32();
   const std::vector<int64_t> recv_counts(ranks_, mine);
-  CommHandle h = dp_.all_to_all_v_async(data, counts, buf.f32(), recv_counts, DType::kF32);
-  return push(std::move(h), [this, buf, data, counts, offset, mine]() -> absl::Status {
-    ordered_sum(buf.f32(), mine, data + offset, /*accumulate=*/false);
-    free_comm_.push_back(buf);
-    return push(dp_.all_gather_v_async(data + offset, data, counts, DType::kF32), nullptr);
-  });
+  push(dp_.all_to_all_v_async(data, counts, buf, recv_counts, DType::kF32),
+       [this, slot, buf, data, counts, offset, mine]() -> absl::Status {
+         ordered_sum(buf, mine, data + offset, /*accumulate=*/false);
+         slot_busy_[slot] = false;
+         push(dp_.all_gather_v_async(data + offset, data, counts, DType::kF32), nullptr);
+         return absl::OkStatus();
+       });
+  return absl::OkStatus();
 }
 
 absl::Status DataParallel::start_unit_reduce_scatter(int unit) {
@@ -237,70 +270,66 @@ absl::Status DataParallel::start_unit_reduce_scatter(int unit) {
   float* out = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(unit) + rank_ * S
                                    : grad_shard_.f32() + layout_.unit_shard_pos(unit);
   const bool accumulate = options_.stage >= 2 && micro_ > 0;
-  auto finish = [this, unit]() {
-    if (options_.stage >= 2) {
-      state_[unit].grad_full = Tensor();
-      unpoint(unit, /*values=*/false, /*grads=*/true);
-    }
-  };
+  if (options_.stage >= 2) launched_units_.push_back(unit);
   if (ranks_ == 1) {  // no communication: add the gradient as the one rank's slice
     if (src != out) ordered_sum(src, S, out, accumulate);
-    finish();
+    reduced_[unit] = true;
     return absl::OkStatus();
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor buf, comm_buffer(S * ranks_));
+  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot());
+  float* buf = slots_[slot].f32();
   const std::vector<int64_t> counts(ranks_, S);
-  CommHandle h = dp_.all_to_all_v_async(src, counts, buf.f32(), counts, DType::kF32);
-  return push(std::move(h), [this, buf, out, S, accumulate, finish]() -> absl::Status {
-    ordered_sum(buf.f32(), S, out, accumulate);
-    free_comm_.push_back(buf);
-    finish();
-    return absl::OkStatus();
-  });
-}
-
-absl::Status DataParallel::push(CommHandle handle, std::function<absl::Status()> on_done) {
-  pending_.push_back(Pending{std::move(handle), std::move(on_done)});
-  while (pending_.size() > kMaxInFlight) {
-    Pending p = std::move(pending_.front());
-    pending_.pop_front();
-    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
-    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
-  }
+  push(dp_.all_to_all_v_async(src, counts, buf, counts, DType::kF32),
+       [this, slot, buf, out, S, accumulate, unit]() -> absl::Status {
+         ordered_sum(buf, S, out, accumulate);
+         slot_busy_[slot] = false;
+         reduced_[unit] = true;
+         return absl::OkStatus();
+       });
   return absl::OkStatus();
 }
 
+void DataParallel::push(CommHandle handle, std::function<absl::Status()> on_done) {
+  pending_.push_back(Pending{std::move(handle), std::move(on_done)});
+}
+
+absl::Status DataParallel::complete_front() {
+  Pending p = std::move(pending_.front());
+  pending_.pop_front();
+  MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
+  return p.on_done ? p.on_done() : absl::OkStatus();
+}
+
 absl::Status DataParallel::poll() {
-  while (!pending_.empty() && pending_.front().handle.test()) {
-    Pending p = std::move(pending_.front());
-    pending_.pop_front();
-    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
-    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
-  }
+  while (!pending_.empty() && pending_.front().handle.test()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
   return absl::OkStatus();
 }
 
 absl::Status DataParallel::drain() {
-  while (!pending_.empty()) {
-    Pending p = std::move(pending_.front());
-    pending_.pop_front();
-    MEMTRAIN_RETURN_IF_ERROR(p.handle.wait());
-    if (p.on_done) MEMTRAIN_RETURN_IF_ERROR(p.on_done());
-  }
-  return absl::OkStatus();
+  while (!pending_.empty()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
+  return free_reduced_grads(/*keep_latest=*/false);
 }
 
-absl::StatusOr<Tensor> DataParallel::comm_buffer(int64_t elements) {
-  for (size_t i = 0; i < free_comm_.size(); ++i) {
-    if (free_comm_[i].numel() >= elements) {
-      Tensor t = free_comm_[i];
-      free_comm_.erase(free_comm_.begin() + static_cast<std::ptrdiff_t>(i));
-      return t;
-    }
+absl::StatusOr<int> DataParallel::take_slot() {
+  const int slot = static_cast<int>(launches_++ % 2);
+  while (slot_busy_[slot]) {
+    MEMTRAIN_CHECK(!pending_.empty());
+    MEMTRAIN_RETURN_IF_ERROR(complete_front());
   }
-  // None fits: drop one too small (so the free list does not grow) and make a bigger one.
-  if (!free_comm_.empty()) free_comm_.erase(free_comm_.begin());
-  return Tensor::empty({elements}, DType::kF32, MemCategory::kCommunication);
+  slot_busy_[slot] = true;
+  return slot;
+}
+
+absl::Status DataParallel::free_reduced_grads(bool keep_latest) {
+  while (launched_units_.size() > (keep_latest ? 1u : 0u)) {
+    const int u = launched_units_.front();
+    while (!reduced_[u]) MEMTRAIN_RETURN_IF_ERROR(complete_front());
+    launched_units_.pop_front();
+    reduced_[u] = false;
+    state_[u].grad_full = Tensor();
+    unpoint(u, /*values=*/false, /*grads=*/true);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DataParallel::finish_gradients() { return drain(); }
@@ -353,7 +382,7 @@ absl::Status DataParallel::finish_step() {
     for (int u = 0; u < layout_.num_units(); ++u) {
       const int64_t S = layout_.unit_slice(u);
       float* unit = value_full_.f32() + layout_.unit_full_pos(u);
-      MEMTRAIN_RETURN_IF_ERROR(push(dp_.all_gather_async(unit + rank_ * S, unit, S, DType::kF32), nullptr));
+      push(dp_.all_gather_async(unit + rank_ * S, unit, S, DType::kF32), nullptr);
     }
     MEMTRAIN_RETURN_IF_ERROR(drain());
   }

@@ -15,6 +15,7 @@
 // exactly the numbers a single process with dp micro-batches adds: the two loss curves are bitwise equal.
 #pragma once
 
+#include <array>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -48,6 +49,13 @@ struct LocalSegment {
   float* value;
   float* grad;
 };
+
+// Stage-0 buckets as [lo, hi] unit ranges, in the order backward finishes them: whole units from the last down,
+// each bucket closed once it holds >= bucket_bytes (or at unit 0).
+std::vector<std::pair<int, int>> gradient_buckets(const ShardLayout& layout, int64_t bucket_bytes);
+// Elements of the two receive buffers: reduction k of a micro-batch uses buffer k % 2, so each is as big as the
+// largest bucket (stage 0) or unit (stages 1-3) of its parity in backward order. Zero with one rank.
+std::array<int64_t, 2> receive_buffer_elements(const ShardLayout& layout, int stage, int64_t bucket_bytes);
 
 class DataParallel final : public UnitHooks {
  public:
@@ -96,7 +104,9 @@ class DataParallel final : public UnitHooks {
     CommHandle gather;
     Tensor gathered;         // stage 3: the unit's full values
     bool secondary_valid = false;  // hpZ copy holds this step's values
-    Tensor grad_full;        // stages 2-3: this micro-batch's full gradient, while backward writes it
+    // Stages 2-3: this micro-batch's full gradient, from the first write until the allocation of the unit after
+    // the next one (a fixed point, so the peak does not depend on how fast reductions finish).
+    Tensor grad_full;
   };
 
   DataParallel(Communicator& dp, ShardLayout layout, std::vector<std::vector<UnitTensor>> units,
@@ -112,10 +122,15 @@ class DataParallel final : public UnitHooks {
   void drop_unit(int unit);
   absl::Status start_bucket(int bucket);                 // stage 0
   absl::Status start_unit_reduce_scatter(int unit);      // stages 1-3
-  absl::Status push(CommHandle handle, std::function<absl::Status()> on_done);
-  absl::Status poll();    // completes finished operations, in order
-  absl::Status drain();   // waits for every operation
-  absl::StatusOr<Tensor> comm_buffer(int64_t elements);
+  void push(CommHandle handle, std::function<absl::Status()> on_done);
+  absl::Status complete_front();  // waits for the oldest operation and runs its continuation
+  absl::Status poll();            // completes finished operations, in order
+  absl::Status drain();           // waits for every operation, then frees reduced unit gradients
+  // The receive buffer of the next reduction: slot k % 2 for the k-th reduction of a micro-batch, after the
+  // reduction holding it finished. Two slots let one reduction run while the next unit's backward computes.
+  absl::StatusOr<int> take_slot();
+  // Stages 2-3, before a unit's full gradient is allocated: frees those of every reduced unit but the latest.
+  absl::Status free_reduced_grads(bool keep_latest);
   void ordered_sum(const float* chunks, int64_t n, float* out, bool accumulate) const;
 
   Communicator& dp_;
@@ -135,7 +150,11 @@ class DataParallel final : public UnitHooks {
   Tensor grad_full_;     // stages 0-1: the gradient backward writes
   Tensor grad_accum_;    // stages 0-1 with several micro-batches: their sum
   Tensor grad_shard_;    // stages 2-3
-  std::vector<Tensor> free_comm_;  // reusable receive buffers
+  std::array<Tensor, 2> slots_;      // receive buffers (communication), allocated once
+  std::array<bool, 2> slot_busy_{};
+  int64_t launches_ = 0;             // reductions started in this micro-batch
+  std::deque<int> launched_units_;   // stages 2-3: units whose full gradient is reducing or reduced, in order
+  std::vector<bool> reduced_;        // stages 2-3: the unit's reduction finished
   std::deque<Pending> pending_;
 };
 

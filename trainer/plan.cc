@@ -1,12 +1,14 @@
 #include "trainer/plan.h"
 
 #include <algorithm>
+#include <array>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/model.h"
+#include "parallel/data_parallel.h"
 #include "parallel/shard_layout.h"
 #include "trainer/distributed.h"
 
@@ -28,12 +30,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   plan.parameters_count = params.numel();
   plan.ranks = d;
   auto at = [&](MemCategory c) -> int64_t& { return plan.bytes[static_cast<int>(c)]; };
-  int64_t largest_unit = 0, largest_pair = 0, largest_block = 0;
-  for (int u = 0; u < U; ++u) {
-    largest_unit = std::max(largest_unit, layout.unit_padded(u));
-    if (u >= 1) largest_block = std::max(largest_block, layout.unit_padded(u));
-    if (u + 1 < U) largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
-  }
+  // Sizes in the order backward finishes units (the last first); a pair is two units next to each other.
+  int64_t largest_pair = 0;
+  for (int u = 0; u + 1 < U; ++u) largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
   // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices).
   int64_t owned = 0;
   for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) owned += s.n;
@@ -47,25 +46,23 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   if (stage <= 1) {
     at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 ? 2 : 1);
   } else {
-    // The reduced shard plus the full gradients of the unit backward is writing, the tied head's unit (written
-    // from the head's forward to the end of backward) and, with d > 1, up to two units still being reduced.
-    const int64_t tied = cfg.model.tied() ? layout.unit_padded(0) : 0;
-    at(MemCategory::kGradients) = 4 * (layout.shard_size() + tied + (d > 1 ? 3 : 1) * largest_block);
+    // The reduced shard plus full unit gradients: a unit's lives until the unit after the next one is allocated,
+    // so two neighbours at a time, and a tied head's unit 0 (written in the head's forward) all through backward.
+    int64_t alive = 0;
+    if (cfg.model.tied()) {
+      alive = layout.unit_padded(U - 1);
+      for (int u = 1; u + 1 < U; ++u) alive = std::max(alive, layout.unit_padded(u) + layout.unit_padded(u + 1));
+      alive += layout.unit_padded(0);
+    } else {
+      alive = largest_pair;
+    }
+    at(MemCategory::kGradients) = 4 * (layout.shard_size() + alive);
   }
   at(MemCategory::kOptimizerState) = 8 * owned;  // AdamW: m and v in fp32
-  if (d > 1) {
-    // Two receive buffers: one per reduction in flight, each the size of a bucket (stage 0) or a unit.
-    int64_t largest_bucket = 0, bucket = 0;
-    const int64_t bucket_elems = static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)) / 4;
-    for (int u = U - 1; u >= 0; --u) {
-      bucket += layout.unit_padded(u);
-      if (bucket >= bucket_elems || u == 0) {
-        largest_bucket = std::max(largest_bucket, bucket);
-        bucket = 0;
-      }
-    }
-    at(MemCategory::kCommunication) = 2 * 4 * (stage == 0 ? largest_bucket : largest_unit);
-  }
+  // The reduction receive buffers (none with one rank).
+  const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
+      layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
+  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]);
   const int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
   at(MemCategory::kActivations) = model->predicted_peak_activation_bytes(B, T) + batch_tensors;
   at(MemCategory::kWorkspace) = model->predicted_workspace_bytes(B, T);

@@ -1,0 +1,151 @@
+// Data parallelism and ZeRO figures, run under mpirun (one line per run from rank 0):
+//   - bytes each rank sends per step against the ring theory: 2(d-1)/d * 4 psi for DDP and ZeRO-1/2 (reduce +
+//     gather), 3(d-1)/d * 4 psi for ZeRO-3 (forward gather, backward gather, gradient reduce-scatter);
+//   - peak bytes per category on rank 0 during the steps, next to `memtrain plan`'s prediction;
+//   - step time, the time backward's reductions still needed after backward ended (exposed), and the same
+//     reductions run alone with no backward (every unit ready at once): hidden = 1 - exposed / alone.
+// Usage: mpirun -np D bench/data_parallel CONFIG [--steps N] [--set section.key=value ...]
+// Tokens are random (the data does not matter for these figures); train.threads defaults to 1 per rank.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "core/memory.h"
+#include "core/philox.h"
+#include "optim/adamw.h"
+#include "optim/grad_clip.h"
+#include "parallel/world.h"
+#include "trainer/config.h"
+#include "trainer/distributed.h"
+#include "trainer/plan.h"
+#include "trainer/session.h"
+
+using namespace memtrain;
+using Clock = std::chrono::steady_clock;
+static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+static absl::Status bench(parallel::World& world, const trainer::Config& cfg, int steps) {
+  trainer::apply_runtime(cfg, world.launch().local_size);
+  MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
+  MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
+  MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false));
+  MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
+  std::vector<optim::OptimTarget> targets;
+  for (const parallel::LocalSegment& s : engine->owned())
+    targets.push_back({bundle->params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(std::move(targets), cfg.optim));
+
+  const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor targets_t, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
+  parallel::Communicator& dp = run.dp();
+  auto bytes_sent = [&] { return dp.bytes_sent() + (run.hpz ? run.hpz->bytes_sent() : 0); };
+  const float scale = 1.0f / static_cast<float>(B * T * cfg.train.grad_accum * dp.size());
+  double step_s = 0, exposed_s = 0;
+  int64_t bytes = 0;
+  MemorySnapshot peaks;
+  for (int step = -2; step < steps; ++step) {  // two warm-up steps
+    const PhiloxKey key = philox_key(static_cast<uint64_t>(step + 100), "bench_tokens");
+    for (int64_t i = 0; i < B * T; ++i) {
+      const auto r = philox4x32(key, static_cast<uint64_t>(dp.rank() * B * T + i));
+      inputs.i32()[i] = static_cast<int32_t>(r[0] % 256);
+      targets_t.i32()[i] = static_cast<int32_t>(r[1] % 256);
+    }
+    MemoryTracker::host().reset_peaks();
+    const int64_t b0 = bytes_sent();
+    const auto t0 = Clock::now();
+    for (int64_t m = 0; m < cfg.train.grad_accum; ++m) {
+      MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(m));
+      model::ActivationStore store;
+      MEMTRAIN_RETURN_IF_ERROR(bundle->model->forward(inputs, targets_t, scale, store).status());
+      MEMTRAIN_RETURN_IF_ERROR(bundle->model->backward(store));
+    }
+    const auto t_wait = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
+    const double exposed = since(t_wait);
+    MEMTRAIN_ASSIGN_OR_RETURN(double norm, engine->grad_norm());
+    const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
+    if (coef < 1) engine->scale_grads(static_cast<float>(coef));
+    opt.step(1e-4);
+    MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
+    const double s = since(t0);
+    if (step < 0) continue;
+    step_s += s;
+    exposed_s += exposed;
+    bytes += bytes_sent() - b0;
+    const MemorySnapshot snap = MemoryTracker::host().snapshot();
+    for (int c = 0; c < kNumMemCategories; ++c) peaks.peak[c] = std::max(peaks.peak[c], snap.peak[c]);
+  }
+  // The same reductions alone: every unit's gradient declared ready at once, with no backward to hide behind.
+  std::vector<double> alone;
+  for (int i = 0; i < 3; ++i) {
+    MEMTRAIN_RETURN_IF_ERROR(dp.barrier());
+    const auto t0 = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(0));
+    for (int u = bundle->model->num_units() - 1; u >= 0; --u) {
+      MEMTRAIN_RETURN_IF_ERROR(engine->acquire(u, parallel::UnitUse::kGrads));
+      MEMTRAIN_RETURN_IF_ERROR(engine->release(u, parallel::UnitUse::kGrads));
+      MEMTRAIN_RETURN_IF_ERROR(engine->grads_ready(u));
+    }
+    MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
+    alone.push_back(since(t0));
+  }
+  std::sort(alone.begin(), alone.end());
+  const int64_t psi = bundle->params.numel();
+  if (world.rank() != 0) return absl::OkStatus();
+  const int d = dp.size();
+  const double passes = cfg.zero.stage == 3 ? 3.0 : 2.0;
+  const double theory = passes * (d - 1) / d * 4.0 * static_cast<double>(psi);
+  const double per_step = static_cast<double>(bytes) / steps;
+  std::printf("dp=%d zero=%lld hpz=%lld psi=%lld | bytes/step %.0f theory %.0f ratio %.4f | step %.1f ms exposed %.1f ms "
+              "reduce-alone %.1f ms hidden %.0f%%\n",
+              d, static_cast<long long>(cfg.zero.stage), static_cast<long long>(cfg.zero.hpz_partition_size),
+              static_cast<long long>(psi), per_step, theory, theory > 0 ? per_step / theory : 1.0, 1e3 * step_s / steps,
+              1e3 * exposed_s / steps, 1e3 * alone[1], d > 1 ? 100.0 * (1 - exposed_s / steps / alone[1]) : 0.0);
+  std::printf("  peak MiB measured/plan:");
+  for (int c = 0; c < kNumMemCategories; ++c) {
+    if (peaks.peak[c] == 0 && plan.bytes[c] == 0) continue;
+    std::printf(" %s %.2f/%.2f", std::string(mem_category_name(static_cast<MemCategory>(c))).c_str(),
+                peaks.peak[c] / 1048576.0, plan.bytes[c] / 1048576.0);
+  }
+  std::printf("\n");
+  return absl::OkStatus();
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: data_parallel CONFIG [--steps N] [--set section.key=value ...]\n");
+    return 2;
+  }
+  std::vector<std::string> sets = {"train.threads=1"};
+  int steps = 5;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--set") {
+      sets.push_back(argv[i + 1]);
+    } else if (flag == "--steps" && absl::SimpleAtoi(argv[i + 1], &steps) && steps > 0) {
+    } else {
+      std::fprintf(stderr, "bad argument %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  auto cfg = trainer::load_config(argv[1], sets);
+  if (!cfg.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(cfg.status().message()).c_str());
+    return 2;
+  }
+  auto world = parallel::World::init(&argc, &argv, {cfg->parallel.timeout_s});
+  if (!world.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(world.status().message()).c_str());
+    return 1;
+  }
+  const absl::Status s = bench(**world, *cfg, steps);
+  if (!s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    (*world)->abort(1);
+  }
+  return 0;
+}
