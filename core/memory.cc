@@ -58,7 +58,8 @@ absl::StatusOr<void*> MemoryTracker::allocate(size_t bytes, MemCategory category
     ptr = it->second.back();
     it->second.pop_back();
   } else {
-    ptr = std::aligned_alloc(size >= (size_t{2} << 20) ? size_t{2} << 20 : 64, size);
+    // posix_memalign, not aligned_alloc: C requires aligned_alloc's size to be a multiple of the alignment.
+    if (posix_memalign(&ptr, size >= (size_t{2} << 20) ? size_t{2} << 20 : 64, size) != 0) ptr = nullptr;
     if (ptr == nullptr) {
       return absl::ResourceExhaustedError(
           absl::StrCat("out of host memory allocating ", format_bytes(bytes), " for ", what));

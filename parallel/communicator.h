@@ -50,9 +50,9 @@ class CommHandle {
 };
 
 // Buffers are host memory of `count` elements of `dtype`; counts are in elements. Unless a method says otherwise,
-// send and receive buffers may not overlap. Reductions support f32, i32, i8, u8 (bf16/f16 reductions come with the
-// NCCL backend; the MPI backend returns Unimplemented). Every rank of the communicator must make the same calls in
-// the same order with matching counts, dtypes and ops.
+// send and receive buffers may not overlap. Reductions support f32, i32, i8, u8, bf16 and f16 (16-bit floats are
+// combined in fp32 and rounded back after every pairwise step, as NCCL does). Every rank of the communicator must
+// make the same calls in the same order with matching counts, dtypes and ops.
 //
 // Byte counting: bytes_sent() adds, per call, the bytes this rank puts on the wire under the ring algorithm
 // (the model NCCL and the bandwidth formulas of DDP/ZeRO papers use), whatever algorithm MPI actually picks:

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/elementwise.h"
+#include "core/cpu/quantize.h"
 #include "core/thread_pool.h"
 
 namespace memtrain::parallel {
@@ -53,6 +54,8 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::create(Communicator&
   if (options.stage < 0 || options.stage > 3)
     return absl::InvalidArgumentError(absl::StrCat("zero.stage must be 0-3, got ", options.stage));
   if (options.grad_accum < 1) return absl::InvalidArgumentError("grad_accum must be >= 1");
+  if (options.quantized_weights && options.stage != 3)
+    return absl::InvalidArgumentError("quantized weight gathers need zero.stage 3");
   if (options.hpz != nullptr) {
     const int h = options.hpz->size();
     if (options.stage != 3 || h < 2 || dp.size() % h != 0)
@@ -429,6 +432,16 @@ absl::Status DataParallel::start_gather(int unit) {
     const int64_t part = layout_.unit_padded(unit) / options_.hpz->size();
     st.gather = options_.hpz->all_gather_async(secondary_.f32() + layout_.unit_full_pos(unit) / options_.hpz->size(),
                                                st.gathered.f32(), part, DType::kF32);
+  } else if (options_.quantized_weights) {
+    const int64_t S = layout_.unit_slice(unit), bytes = qwz_packed_bytes(S);
+    MEMTRAIN_ASSIGN_OR_RETURN(st.packed_send, Tensor::empty({bytes}, DType::kU8, MemCategory::kCommunication));
+    MEMTRAIN_ASSIGN_OR_RETURN(st.packed_recv,
+                              Tensor::empty({bytes * ranks_}, DType::kU8, MemCategory::kCommunication));
+    auto* send = st.packed_send.data<uint8_t>();
+    cpu::quantize_int8_blocks(value_shard_.f32() + layout_.unit_shard_pos(unit), S, kShardAlign,
+                              reinterpret_cast<int8_t*>(send), reinterpret_cast<float*>(send + S),
+                              ThreadPool::global());
+    st.gather = dp_.all_gather_async(send, st.packed_recv.raw(), bytes, DType::kU8);
   } else {
     st.gather = dp_.all_gather_async(value_shard_.f32() + layout_.unit_shard_pos(unit), st.gathered.f32(),
                                      layout_.unit_slice(unit), DType::kF32);
@@ -440,6 +453,18 @@ absl::Status DataParallel::finish_gather(int unit) {
   UnitState& st = state_[unit];
   st.gathering = false;
   MEMTRAIN_RETURN_IF_ERROR(st.gather.wait());
+  if (st.packed_recv.defined()) {
+    // Every slice, this rank's too, as the others see it: all ranks compute with the same values.
+    const int64_t S = layout_.unit_slice(unit), bytes = qwz_packed_bytes(S);
+    const auto* all = st.packed_recv.data<uint8_t>();
+    for (int k = 0; k < ranks_; ++k) {
+      const uint8_t* part = all + k * bytes;
+      cpu::dequantize_int8_blocks(reinterpret_cast<const int8_t*>(part), reinterpret_cast<const float*>(part + S), S,
+                                  kShardAlign, st.gathered.f32() + k * S, ThreadPool::global());
+    }
+    st.packed_send = Tensor();
+    st.packed_recv = Tensor();
+  }
   point_values(unit, st.gathered);
   if (options_.hpz != nullptr && !st.secondary_valid) {
     const int h = options_.hpz->size();

@@ -9,7 +9,8 @@
 //            the reduced slices accumulate in a shard-sized buffer (micro-batches reduce one by one).
 //   stage 3  as 2, and values are stored as slices only: a unit is all-gathered before each use and freed after,
 //            with the next unit prefetched. With hpZ (a group communicator) forward also keeps a secondary copy
-//            sharded over the group, and backward gathers from the group instead of all dp ranks.
+//            sharded over the group, and backward gathers from the group instead of all dp ranks. With qwZ the
+//            gathers from all dp ranks move int8 values with a scale per kShardAlign block, dequantized on arrival.
 // Reductions are summed in rank order (an all-to-all of slices, then a local ordered sum), never in MPI's order,
 // and micro-batch gradients are summed one after the other, so a run on dp ranks with one micro-batch each adds
 // exactly the numbers a single process with dp micro-batches adds: the two loss curves are bitwise equal.
@@ -34,6 +35,7 @@ struct DataParallelOptions {
   int64_t bucket_bytes = 25 << 20;
   int64_t grad_accum = 1;        // micro-batches per step
   Communicator* hpz = nullptr;   // stage 3: the dp ranks of this rank's hpZ group (consecutive dp ranks); or none
+  bool quantized_weights = false;  // stage 3: gathers from all dp ranks carry int8 + per-block scales (qwZ)
 };
 
 // One parameter as the engine sees it: the engine points *value and *grad into its buffers.
@@ -56,6 +58,8 @@ std::vector<std::pair<int, int>> gradient_buckets(const ShardLayout& layout, int
 // Elements of the two receive buffers: reduction k of a micro-batch uses buffer k % 2, so each is as big as the
 // largest bucket (stage 0) or unit (stages 1-3) of its parity in backward order. Zero with one rank.
 std::array<int64_t, 2> receive_buffer_elements(const ShardLayout& layout, int stage, int64_t bucket_bytes);
+// qwZ: bytes of one rank's packed slice of `elements` values (int8 values, then an fp32 scale per block).
+inline int64_t qwz_packed_bytes(int64_t elements) { return elements + elements / kShardAlign * 4; }
 
 class DataParallel final : public UnitHooks {
  public:
@@ -103,6 +107,7 @@ class DataParallel final : public UnitHooks {
     bool gathering = false;
     CommHandle gather;
     Tensor gathered;         // stage 3: the unit's full values
+    Tensor packed_send, packed_recv;  // qwZ: this rank's slice and everyone's, int8 values then fp32 scales
     bool secondary_valid = false;  // hpZ copy holds this step's values
     // Stages 2-3: this micro-batch's full gradient, from the first write until the allocation of the unit after
     // the next one (a fixed point, so the peak does not depend on how fast reductions finish).

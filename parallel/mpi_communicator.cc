@@ -64,7 +64,29 @@ MPI_Datatype mpi_type(DType dt) {
   return MPI_DATATYPE_NULL;
 }
 
-bool reducible(DType dt) { return dt == DType::kF32 || dt == DType::kI32 || dt == DType::kI8 || dt == DType::kU8; }
+bool reducible(DType dt) {
+  return dt == DType::kF32 || dt == DType::kI32 || dt == DType::kI8 || dt == DType::kU8 || dt == DType::kBF16 ||
+         dt == DType::kF16;
+}
+
+// MPI user operations for the 16-bit floats MPI has no type for: each pairwise step widens to fp32, applies the
+// operation and rounds back (what NCCL does for bf16/f16). One function per (format, op), since the operation
+// sees only MPI_UINT16_T.
+template <bool kBf16, ReduceOp kOp>
+void half_reduce(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = kBf16 ? bf16_to_f32(a[i]) : f16_to_f32(a[i]);
+    const float y = kBf16 ? bf16_to_f32(b[i]) : f16_to_f32(b[i]);
+    const float r = kOp == ReduceOp::kSum ? x + y : kOp == ReduceOp::kMax ? std::max(x, y) : std::min(x, y);
+    b[i] = kBf16 ? f32_to_bf16(r) : f32_to_f16(r);
+  }
+}
+constexpr MPI_User_function* kHalfOps[2][3] = {
+    {&half_reduce<true, ReduceOp::kSum>, &half_reduce<true, ReduceOp::kMax>, &half_reduce<true, ReduceOp::kMin>},
+    {&half_reduce<false, ReduceOp::kSum>, &half_reduce<false, ReduceOp::kMax>, &half_reduce<false, ReduceOp::kMin>}};
+int op_index(ReduceOp op) { return op == ReduceOp::kSum ? 0 : op == ReduceOp::kMax ? 1 : 2; }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
@@ -119,6 +141,12 @@ absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::adopt(MPI_Comm
   c->world_ranks_.resize(c->size_);
   rc = MPI_Allgather(&world_rank, 1, MPI_INT, c->world_ranks_.data(), 1, MPI_INT, comm);
   if (rc != MPI_SUCCESS) return absl::InternalError(absl::StrCat("MPI_Allgather for ", c->name_, ": ", mpi_error(rc)));
+  for (int f = 0; f < 2; ++f) {
+    for (int o = 0; o < 3; ++o) {
+      rc = MPI_Op_create(kHalfOps[f][o], /*commute=*/1, &c->half_ops_[f][o]);
+      if (rc != MPI_SUCCESS) return absl::InternalError(absl::StrCat("MPI_Op_create: ", mpi_error(rc)));
+    }
+  }
   return c;
 }
 
@@ -152,6 +180,15 @@ MpiCommunicator::~MpiCommunicator() {
   }
   MPI_Comm_free(&diag_comm_);
   MPI_Comm_free(&comm_);
+  for (auto& ops : half_ops_)
+    for (MPI_Op& op : ops)
+      if (op != MPI_OP_NULL) MPI_Op_free(&op);
+}
+
+MPI_Op MpiCommunicator::op_for(ReduceOp op, DType dtype) const {
+  if (dtype == DType::kBF16) return half_ops_[0][op_index(op)];
+  if (dtype == DType::kF16) return half_ops_[1][op_index(op)];
+  return mpi_op(op);
 }
 
 absl::Status MpiCommunicator::usable(const std::string& what) const {
@@ -253,7 +290,7 @@ CommHandle MpiCommunicator::all_reduce_async(const void* send, void* recv, int64
   auto o = make_op(what, true);
   o->r_->reqs.resize(1);
   MEMTRAIN_MPI_POST(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, static_cast<int>(count),
-                                   mpi_type(dtype), mpi_op(op), comm_, o->r_->reqs.data()),
+                                   mpi_type(dtype), op_for(op, dtype), comm_, o->r_->reqs.data()),
                     what);
   bytes_sent_ += ring_all_reduce_bytes(count, dtype_size(dtype), size_, rank_);
   return CommHandle(std::move(o));
@@ -268,7 +305,7 @@ CommHandle MpiCommunicator::reduce_scatter_v_async(const void* send, void* recv,
   auto o = make_op(what, true);
   MEMTRAIN_HANDLE_IF_ERROR(to_int_counts(recv_counts, size_, what, o->r_->counts_a, o->r_->displs_a));
   o->r_->reqs.resize(1);
-  MEMTRAIN_MPI_POST(MPI_Ireduce_scatter(send, recv, o->r_->counts_a.data(), mpi_type(dtype), mpi_op(op), comm_,
+  MEMTRAIN_MPI_POST(MPI_Ireduce_scatter(send, recv, o->r_->counts_a.data(), mpi_type(dtype), op_for(op, dtype), comm_,
                                         o->r_->reqs.data()),
                     what);
   bytes_sent_ += ring_gather_bytes(recv_counts, dtype_size(dtype), rank_);

@@ -68,6 +68,8 @@ class MpiCommunicator final : public Communicator {
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   MPI_Comm diag_comm_ = MPI_COMM_NULL;  // the "stuck in #k" messages, apart from user traffic
+  MPI_Op half_ops_[2][3] = {{MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL}, {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL}};
+  MPI_Op op_for(ReduceOp op, DType dtype) const;  // MPI's own op, or the bf16/f16 user op
   std::string name_;
   int rank_ = 0, size_ = 1;
   std::vector<int> world_ranks_;

@@ -11,6 +11,7 @@ namespace memtrain::parallel {
 struct ZeroConfig {
   int64_t stage = 0;
   int64_t hpz_partition_size = 1;
+  bool quantized_weights = false;
 
   template <class V> void visit(V& v) {
     v("stage", stage,
@@ -19,6 +20,9 @@ struct ZeroConfig {
     v("hpz_partition_size", hpz_partition_size,
       "stage 3: keep a second copy of the parameters sharded over groups of this many neighbouring dp ranks, so "
       "backward gathers stay inside the group; 1 = off; must divide parallel.dp");
+    v("quantized_weights", quantized_weights,
+      "stage 3: gather parameters from all dp ranks as int8 with one fp32 scale per 256 values (ZeRO++ qwZ, about "
+      "a quarter of the bytes); forward and backward then see the dequantized values, the optimizer the fp32 shard");
   }
   // Range checks; that hpz_partition_size divides dp is checked with the mesh.
   absl::Status validate() const;

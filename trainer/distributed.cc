@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   opts.bucket_bytes = static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20));
   opts.grad_accum = cfg.train.grad_accum;
   opts.hpz = run.hpz.get();
+  opts.quantized_weights = cfg.zero.quantized_weights;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
                             parallel::DataParallel::create(run.dp(), std::move(units), opts));
   for (const parallel::LocalSegment& s : engine->stored_values()) {

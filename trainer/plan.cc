@@ -63,6 +63,12 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
   at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]);
+  if (cfg.zero.quantized_weights && d > 1) {
+    // qwZ: one unit's packed slice and everyone's at a time (a gather is dequantized before the next starts).
+    int64_t packed = 0;
+    for (int u = 0; u < U; ++u) packed = std::max(packed, parallel::qwz_packed_bytes(layout.unit_slice(u)) * (1 + d));
+    at(MemCategory::kCommunication) += packed;
+  }
   const int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
   at(MemCategory::kActivations) = model->predicted_peak_activation_bytes(B, T) + batch_tensors;
   at(MemCategory::kWorkspace) = model->predicted_workspace_bytes(B, T);

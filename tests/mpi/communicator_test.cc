@@ -103,12 +103,38 @@ TEST(Communicator, AllGatherMovesBf16Bits) {
   }
 }
 
-TEST(Communicator, Bf16ReductionIsUnimplemented) {
+// bf16 and f16 reductions: inputs are small integers (k - 8 .. k + 8), whose sums over 8 ranks stay exact in both
+// formats, so every summation order and the per-step rounding give the reference's values; plus one case where
+// rounding to bf16 shows (1 + 2^-9 rounds to 1 in bf16, not in f16).
+TEST(Communicator, HalfPrecisionReductions) {
   Communicator& c = world().comm();
-  uint16_t x = 0x3f80;
-  absl::Status s = c.all_reduce(&x, &x, 1, DType::kBF16, ReduceOp::kSum);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << s;
-  EXPECT_NE(s.message().find("all_reduce"), std::string::npos) << s;
+  const int p = c.size(), r = c.rank();
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    auto to_half = [dt](float f) { return dt == DType::kBF16 ? f32_to_bf16(f) : f32_to_f16(f); };
+    auto to_float = [dt](uint16_t h) { return dt == DType::kBF16 ? bf16_to_f32(h) : f16_to_f32(h); };
+    auto value = [](int rank, int i) { return static_cast<float>((rank * 5 + i * 3) % 17 - 8); };
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
+      const int n = 3 * p;
+      std::vector<uint16_t> mine(n), out(n), scattered(3);
+      for (int i = 0; i < n; ++i) mine[i] = to_half(value(r, i));
+      ASSERT_TRUE(c.all_reduce(mine.data(), out.data(), n, dt, op).ok()) << dtype_name(dt);
+      ASSERT_TRUE(c.reduce_scatter(mine.data(), scattered.data(), 3, dt, op).ok()) << dtype_name(dt);
+      for (int i = 0; i < n; ++i) {
+        float want = value(0, i);
+        for (int k = 1; k < p; ++k)
+          want = op == ReduceOp::kSum ? want + value(k, i)
+                 : op == ReduceOp::kMax ? std::max(want, value(k, i)) : std::min(want, value(k, i));
+        EXPECT_EQ(to_float(out[i]), want) << dtype_name(dt) << " " << reduce_op_name(op) << " i=" << i;
+        if (i / 3 == r) EXPECT_EQ(to_float(scattered[i % 3]), want) << dtype_name(dt) << " reduce_scatter i=" << i;
+      }
+    }
+    // Rank 0 adds 2^-9 to a 1 that every rank holds: in bf16 (8 significant bits) the sum stays p; in f16 it is
+    // p + 2^-9 when p + 2^-9 is representable (p <= 2).
+    uint16_t x = to_half(r == 0 ? 1.0f + 1.0f / 512 : 1.0f), sum = 0;
+    ASSERT_TRUE(c.all_reduce(&x, &sum, 1, dt, ReduceOp::kSum).ok());
+    if (dt == DType::kBF16) EXPECT_EQ(to_float(sum), static_cast<float>(p));
+    if (dt == DType::kF16 && p == 2) EXPECT_EQ(to_float(sum), 2.0f + 1.0f / 512);
+  }
 }
 
 TEST(Communicator, BroadcastFromEveryRoot) {
