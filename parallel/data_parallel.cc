@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/elementwise.h"
@@ -259,7 +260,9 @@ absl::Status DataParallel::start_bucket(int bucket) {
        [this, slot, buf, data, counts, offset, mine]() -> absl::Status {
          ordered_sum(buf, mine, data + offset, /*accumulate=*/false);
          slot_busy_[slot] = false;
-         push(dp_.all_gather_v_async(data + offset, data, counts, DType::kF32), nullptr);
+         slot_followup_[slot] = [this, data, counts, offset] {
+           push(dp_.all_gather_v_async(data + offset, data, counts, DType::kF32), nullptr);
+         };
          return absl::OkStatus();
        });
   return absl::OkStatus();
@@ -310,16 +313,24 @@ absl::Status DataParallel::poll() {
 
 absl::Status DataParallel::drain() {
   while (!pending_.empty()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
+  // Follow-ups in launch order, then their completion.
+  const int first = slot_launch_[0] <= slot_launch_[1] ? 0 : 1;
+  for (int slot : {first, 1 - first}) {
+    if (slot_followup_[slot]) std::exchange(slot_followup_[slot], nullptr)();
+  }
+  while (!pending_.empty()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
   return free_reduced_grads(/*keep_latest=*/false);
 }
 
 absl::StatusOr<int> DataParallel::take_slot() {
-  const int slot = static_cast<int>(launches_++ % 2);
+  const int slot = static_cast<int>(launches_ % 2);
   while (slot_busy_[slot]) {
     MEMTRAIN_CHECK(!pending_.empty());
     MEMTRAIN_RETURN_IF_ERROR(complete_front());
   }
+  if (slot_followup_[slot]) std::exchange(slot_followup_[slot], nullptr)();
   slot_busy_[slot] = true;
+  slot_launch_[slot] = launches_++;
   return slot;
 }
 

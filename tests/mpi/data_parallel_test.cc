@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -128,6 +129,59 @@ TEST(Qwz, FollowsTheSingleProcessCurveClosely) {
   EXPECT_LE(worst, 2e-2);
   EXPECT_GT(worst, 0.0) << "bitwise equal: were the gathers quantized?";
   if (world().rank() == 0) std::printf("qwZ at dp=%d: largest relative loss difference over 50 steps %.2e\n", d, worst);
+}
+
+// Records the dp communicator's byte counter at every hook call, then forwards to the engine.
+class HookSpy : public parallel::UnitHooks {
+ public:
+  HookSpy(parallel::UnitHooks& inner, parallel::Communicator& dp) : inner_(inner), dp_(dp) {}
+  absl::Status acquire(int unit, parallel::UnitUse use) override {
+    if (use != parallel::UnitUse::kValues) log.push_back({unit, dp_.bytes_sent()});
+    return inner_.acquire(unit, use);
+  }
+  absl::Status release(int unit, parallel::UnitUse use) override { return inner_.release(unit, use); }
+  absl::Status grads_ready(int unit) override { return inner_.grads_ready(unit); }
+  std::vector<std::pair<int, int64_t>> log;  // (unit, bytes sent so far) at each acquire for gradients
+
+ private:
+  parallel::UnitHooks& inner_;
+  parallel::Communicator& dp_;
+};
+
+// DDP with 2 micro-batches per step and one-layer buckets: nothing is sent during the first micro-batch, and in the
+// second the first buckets go out while backward still has layers to run (their bytes are counted when posted).
+TEST(Ddp, ReducesDuringBackwardAndNotOnAccumulationMicroBatches) {
+  trainer::Config cfg = tiny_config("gpt2", shared_dir() + "/ddp_overlap", {"train.grad_accum=2",
+                                                                           "parallel.bucket_mb=0.0001"});
+  auto run = trainer::create_mesh_run(world().comm(), cfg);
+  ASSERT_TRUE(run.ok()) << run.status();
+  auto bundle = trainer::build_model(cfg, /*allocate=*/false);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  auto engine = trainer::create_data_parallel(cfg, *run, **bundle);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  HookSpy spy(**engine, run->dp());
+  model::Model& model = *(*bundle)->model;
+  model.set_unit_hooks(&spy);
+  auto tokens = Tensor::zeros({2, 32}, DType::kI32, MemCategory::kActivations);
+  ASSERT_TRUE(tokens.ok());
+  std::vector<int64_t> sent_after_micro;
+  for (int64_t m = 0; m < 2; ++m) {
+    ASSERT_TRUE((*engine)->begin_micro_batch(m).ok());
+    spy.log.clear();
+    model::ActivationStore store;
+    ASSERT_TRUE(model.forward(*tokens, *tokens, 1e-3f, store).ok());
+    ASSERT_TRUE(model.backward(store).ok());
+    sent_after_micro.push_back(run->dp().bytes_sent());
+  }
+  ASSERT_TRUE((*engine)->finish_gradients().ok());
+  EXPECT_EQ(sent_after_micro[0], 0) << "communication on an accumulation micro-batch";
+  // Second micro-batch: backward acquires units L+1, L, ..., 1 and then 0; by the time it reaches unit 1, the
+  // buckets of the units above it are already posted.
+  ASSERT_FALSE(spy.log.empty());
+  const auto at_unit_1 = std::find_if(spy.log.begin(), spy.log.end(), [](const auto& e) { return e.first == 1; });
+  ASSERT_NE(at_unit_1, spy.log.end());
+  EXPECT_GT(at_unit_1->second, 0) << "no reduction started before backward reached the first block";
+  EXPECT_GT(sent_after_micro[1], at_unit_1->second) << "the last buckets are sent after the first";
 }
 
 // Model-state bytes per rank right after setup, as the allocator counts them, against the ZeRO paper's fp32
