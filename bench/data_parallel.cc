@@ -42,10 +42,10 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor targets_t, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
   parallel::Communicator& dp = run.dp();
-  auto bytes_sent = [&] { return dp.bytes_sent() + (run.hpz ? run.hpz->bytes_sent() : 0); };
+  auto group_bytes = [&] { return run.hpz ? run.hpz->bytes_sent() : 0; };
   const float scale = 1.0f / static_cast<float>(B * T * cfg.train.grad_accum * dp.size());
   double step_s = 0, exposed_s = 0;
-  int64_t bytes = 0;
+  int64_t bytes = 0, bytes_group = 0;
   MemorySnapshot peaks;
   for (int step = -2; step < steps; ++step) {  // two warm-up steps
     const PhiloxKey key = philox_key(static_cast<uint64_t>(step + 100), "bench_tokens");
@@ -55,7 +55,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
       targets_t.i32()[i] = static_cast<int32_t>(r[1] % 256);
     }
     MemoryTracker::host().reset_peaks();
-    const int64_t b0 = bytes_sent();
+    const int64_t b0 = dp.bytes_sent(), g0 = group_bytes();
     const auto t0 = Clock::now();
     for (int64_t m = 0; m < cfg.train.grad_accum; ++m) {
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(m));
@@ -75,7 +75,8 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
     if (step < 0) continue;
     step_s += s;
     exposed_s += exposed;
-    bytes += bytes_sent() - b0;
+    bytes += dp.bytes_sent() - b0;
+    bytes_group += group_bytes() - g0;
     const MemorySnapshot snap = MemoryTracker::host().snapshot();
     for (int c = 0; c < kNumMemCategories; ++c) peaks.peak[c] = std::max(peaks.peak[c], snap.peak[c]);
   }
@@ -99,11 +100,13 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   const int d = dp.size();
   const double passes = cfg.zero.stage == 3 ? 3.0 : 2.0;
   const double theory = passes * (d - 1) / d * 4.0 * static_cast<double>(psi);
-  const double per_step = static_cast<double>(bytes) / steps;
-  std::printf("dp=%d zero=%lld hpz=%lld psi=%lld | bytes/step %.0f theory %.0f ratio %.4f | step %.1f ms exposed %.1f ms "
-              "reduce-alone %.1f ms hidden %.0f%%\n",
-              d, static_cast<long long>(cfg.zero.stage), static_cast<long long>(cfg.zero.hpz_partition_size),
-              static_cast<long long>(psi), per_step, theory, theory > 0 ? per_step / theory : 1.0, 1e3 * step_s / steps,
+  const double per_step = static_cast<double>(bytes + bytes_group) / steps;
+  std::printf("dp=%d zero=%lld%s%s psi=%lld | bytes/step %.0f (dp %.0f, hpz group %.0f) theory %.0f ratio %.4f | "
+              "step %.1f ms exposed %.1f ms reduce-alone %.1f ms hidden %.0f%%\n",
+              d, static_cast<long long>(cfg.zero.stage), cfg.zero.hpz_partition_size > 1 ? " hpz" : "",
+              cfg.zero.quantized_weights ? " qwz" : "", static_cast<long long>(psi), per_step,
+              static_cast<double>(bytes) / steps, static_cast<double>(bytes_group) / steps, theory,
+              theory > 0 ? per_step / theory : 1.0, 1e3 * step_s / steps,
               1e3 * exposed_s / steps, 1e3 * alone[1], d > 1 ? 100.0 * (1 - exposed_s / steps / alone[1]) : 0.0);
   std::printf("  peak MiB measured/plan:");
   for (int c = 0; c < kNumMemCategories; ++c) {

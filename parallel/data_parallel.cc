@@ -219,6 +219,9 @@ absl::Status DataParallel::grads_ready(int unit) {
     }
     if (!last_micro) return absl::OkStatus();  // no communication on accumulation micro-batches
     if (options_.stage == 0) {
+      // A layer after a bucket's reduce-scatter was posted, its all-gather follows (this call is at the same
+      // point on every rank; the wait is short, since a layer's backward ran in between).
+      MEMTRAIN_RETURN_IF_ERROR(post_followups());
       if (bucket_of_lo_[unit] >= 0) MEMTRAIN_RETURN_IF_ERROR(start_bucket(bucket_of_lo_[unit]));
     } else {
       MEMTRAIN_RETURN_IF_ERROR(start_unit_reduce_scatter(unit));
@@ -311,13 +314,17 @@ absl::Status DataParallel::poll() {
   return absl::OkStatus();
 }
 
-absl::Status DataParallel::drain() {
-  while (!pending_.empty()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
-  // Follow-ups in launch order, then their completion.
-  const int first = slot_launch_[0] <= slot_launch_[1] ? 0 : 1;
+absl::Status DataParallel::post_followups() {
+  const int first = slot_launch_[0] <= slot_launch_[1] ? 0 : 1;  // in launch order
   for (int slot : {first, 1 - first}) {
+    while (slot_busy_[slot]) MEMTRAIN_RETURN_IF_ERROR(complete_front());
     if (slot_followup_[slot]) std::exchange(slot_followup_[slot], nullptr)();
   }
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::drain() {
+  MEMTRAIN_RETURN_IF_ERROR(post_followups());
   while (!pending_.empty()) MEMTRAIN_RETURN_IF_ERROR(complete_front());
   return free_reduced_grads(/*keep_latest=*/false);
 }
