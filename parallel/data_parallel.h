@@ -133,7 +133,8 @@ class DataParallel final : public UnitHooks {
   absl::Status drain();           // waits for every operation, then frees reduced unit gradients
   absl::Status post_followups();  // stage 0: waits for started buckets' first phase and posts their all-gathers
   // The receive buffer of the next reduction: slot k % 2 for the k-th reduction of a micro-batch, after the
-  // reduction holding it finished and its follow-up was posted. Two slots let one reduction run while the next unit's backward computes.
+  // reduction holding it finished and its follow-up was posted. Two slots let one reduction run while the next
+  // unit's backward computes.
   absl::StatusOr<int> take_slot();
   // Stages 2-3, before a unit's full gradient is allocated: frees those of every reduced unit but the latest.
   absl::Status free_reduced_grads(bool keep_latest);
@@ -159,8 +160,8 @@ class DataParallel final : public UnitHooks {
   std::array<Tensor, 2> slots_;      // receive buffers (communication), allocated once
   std::array<bool, 2> slot_busy_{};
   // Stage 0: the all-gather that ends a bucket's all-reduce, posted at the next grads_ready, when its slot is taken
-  // again or at drain, never from a completion (which happens at different times on different ranks): MPI needs every rank to post
-  // collectives on a communicator in the same order.
+  // again or at drain, never from a completion (which happens at different times on different ranks): MPI needs
+  // every rank to post collectives on a communicator in the same order.
   std::array<std::function<void()>, 2> slot_followup_;
   std::array<int64_t, 2> slot_launch_{};
   int64_t launches_ = 0;             // reductions started in this micro-batch

@@ -1,5 +1,5 @@
-// The [parallel] section: the mesh shape, the collective deadline and the gradient bucket size. It knows nothing of TOML;
-// trainer/config walks `visit` to parse, override, dump and document it.
+// The [parallel] section: the mesh shape, the collective deadline and the gradient bucket size. It knows nothing
+// of TOML; trainer/config walks `visit` to parse, override, dump and document it.
 #pragma once
 
 #include <cstdint>

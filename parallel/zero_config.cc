@@ -10,9 +10,9 @@ absl::Status ZeroConfig::validate() const {
   if (hpz_partition_size < 1)
     return config_error("zero.hpz_partition_size", absl::StrCat("must be >= 1, got ", hpz_partition_size));
   if (hpz_partition_size > 1 && stage != 3)
-    return config_error("zero.hpz_partition_size",
-                        absl::StrCat("is ", hpz_partition_size, " but hpZ partitions stage-3 parameters; zero.stage is ",
-                                     stage));
+    return config_error("zero.hpz_partition_size", absl::StrCat("is ", hpz_partition_size,
+                                                                " but hpZ partitions stage-3 parameters; zero.stage is ",
+                                                                stage));
   if (quantized_weights && stage != 3)
     return config_error("zero.quantized_weights",
                         absl::StrCat("quantizes stage-3 parameter gathers, but zero.stage is ", stage));

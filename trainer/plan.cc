@@ -32,7 +32,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   auto at = [&](MemCategory c) -> int64_t& { return plan.bytes[static_cast<int>(c)]; };
   // Sizes in the order backward finishes units (the last first); a pair is two units next to each other.
   int64_t largest_pair = 0;
-  for (int u = 0; u + 1 < U; ++u) largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
+  for (int u = 0; u + 1 < U; ++u)
+    largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
   // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices).
   int64_t owned = 0;
   for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) owned += s.n;
@@ -41,7 +42,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   } else {
     // The shard, the hpZ copy, and at most two gathered units (the one in use and the next, prefetched).
     const int64_t h = cfg.zero.hpz_partition_size;
-    at(MemCategory::kParameters) = 4 * (layout.shard_size() + (h > 1 && h < d ? layout.full_size() / h : 0) + largest_pair);
+    const int64_t secondary = h > 1 && h < d ? layout.full_size() / h : 0;
+    at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + largest_pair);
   }
   if (stage <= 1) {
     at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 ? 2 : 1);

@@ -24,7 +24,8 @@ struct TrainConfig {
 
   template <class V> void visit(V& v) {
     v("max_steps", max_steps, "optimizer steps to run, > 0");
-    v("batch_size", batch_size, "sequences per micro-batch on each data-parallel rank, > 0; a step trains on batch_size * grad_accum * parallel.dp");
+    v("batch_size", batch_size,
+      "sequences per micro-batch on each data-parallel rank, > 0; a step trains on batch_size * grad_accum * parallel.dp");
     v("grad_accum", grad_accum, "micro-batches accumulated per optimizer step, > 0");
     v("seq_len", seq_len, "tokens per sequence, <= model.block_size; 0 = model.block_size");
     v("seed", seed, "seed of initialisation, data order and dropout, >= 0");

@@ -34,6 +34,10 @@ absl::StatusOr<Batch> make_batch(int64_t B, int64_t T) {
   return b;
 }
 
+std::string output_file(const Config& cfg, const char* name) {
+  return (std::filesystem::path(cfg.output.dir) / name).string();
+}
+
 }  // namespace
 
 absl::Status print_samples(const Config& cfg, model::Model& model) {
@@ -113,10 +117,13 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     if (ready.ok()) {
       std::error_code ec;
       std::filesystem::create_directories(cfg.output.dir, ec);
-      if (ec) ready = absl::InvalidArgumentError(absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
+      if (ec) {
+        ready = absl::InvalidArgumentError(
+            absl::StrCat("output.dir: cannot create ", cfg.output.dir, ": ", ec.message()));
+      }
     }
     if (ready.ok()) {
-      ready = write_file_atomically((std::filesystem::path(cfg.output.dir) / "config.toml").string(), {dump_config(cfg)});
+      ready = write_file_atomically(output_file(cfg, "config.toml"), {dump_config(cfg)});
     }
   }
   MEMTRAIN_RETURN_IF_ERROR(agree(world, ready));
@@ -137,7 +144,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(std::move(targets), cfg.optim));
   std::optional<MetricsLog> metrics;
   if (lead) {
-    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open((std::filesystem::path(cfg.output.dir) / "metrics.jsonl").string()));
+    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl")));
     metrics.emplace(std::move(log));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));

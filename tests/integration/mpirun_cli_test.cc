@@ -27,7 +27,8 @@ class MpiCli : public ::testing::Test {
   std::string tiny(const std::string& out) const {
     return " configs/default.toml --set model.n_layer=2 --set model.n_embd=64 --set model.block_size=32"
            " --set train.batch_size=4 --set train.max_steps=12 --set train.log_interval=1 --set train.eval_interval=0"
-           " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set output.dir=" + dir_ + "/" + out;
+           " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set output.dir=" + dir_ + "/" +
+           out;
   }
   // mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
   testing::CliResult mpirun(const std::string& apps) const {

@@ -233,8 +233,8 @@ TEST(MeshErrors, ComeBeforeAnyAllocation) {
   MemoryTracker::host().reset_peaks();
   const MemorySnapshot before = MemoryTracker::host().snapshot();
   const std::string out = shared_dir() + "/errors";
-  auto wrong_size = trainer::run_training(tiny_config("gpt2", out, {"parallel.dp=" + std::to_string(world().size() + 1)}),
-                                          world().comm(), 1, true);
+  const std::string dp = "parallel.dp=" + std::to_string(world().size() + 1);
+  auto wrong_size = trainer::run_training(tiny_config("gpt2", out, {dp}), world().comm(), 1, true);
   ASSERT_FALSE(wrong_size.ok());
   EXPECT_NE(wrong_size.status().message().find("must equal the world size"), std::string::npos) << wrong_size.status();
   auto heads = trainer::run_training(tiny_config("gpt2", out, {"parallel.tp=3", "parallel.dp=-1"}), world().comm(), 1,
