@@ -33,10 +33,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
-  std::vector<optim::OptimTarget> targets;
-  for (const parallel::LocalSegment& s : engine->owned())
-    targets.push_back({bundle->params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
-  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(std::move(targets), cfg.optim));
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, trainer::create_sharded_adamw(cfg, *bundle, *engine));
 
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));

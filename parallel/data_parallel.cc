@@ -91,7 +91,7 @@ absl::Status DataParallel::allocate() {
   if (stage <= 2) {
     MEMTRAIN_ASSIGN_OR_RETURN(value_full_, Tensor::zeros({full}, DType::kF32, MemCategory::kParameters));
     for (int u = 0; u < layout_.num_units(); ++u)
-      point_values(u, value_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}));
+      point(u, value_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}), /*grads=*/false);
   } else {
     MEMTRAIN_ASSIGN_OR_RETURN(value_shard_, Tensor::zeros({shard}, DType::kF32, MemCategory::kParameters));
     if (options_.hpz != nullptr) {
@@ -102,7 +102,7 @@ absl::Status DataParallel::allocate() {
   if (stage <= 1) {
     MEMTRAIN_ASSIGN_OR_RETURN(grad_full_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
     for (int u = 0; u < layout_.num_units(); ++u)
-      point_grads(u, grad_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}));
+      point(u, grad_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}), /*grads=*/true);
     if (options_.grad_accum > 1) {
       MEMTRAIN_ASSIGN_OR_RETURN(grad_accum_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
     }
@@ -135,22 +135,12 @@ absl::Status DataParallel::allocate() {
   return absl::OkStatus();
 }
 
-void DataParallel::point_values(int unit, const Tensor& unit_values) {
+void DataParallel::point(int unit, const Tensor& unit_buffer, bool grads) {
   const int64_t base = layout_.unit_full_pos(unit);
   int e = 0;
   while (layout_.entry_unit(e) != unit) ++e;
   for (const UnitTensor& t : units_[unit]) {
-    *t.value = unit_values.flat_view(layout_.entry_full_pos(e) - base, t.shape);
-    ++e;
-  }
-}
-
-void DataParallel::point_grads(int unit, const Tensor& unit_grads) {
-  const int64_t base = layout_.unit_full_pos(unit);
-  int e = 0;
-  while (layout_.entry_unit(e) != unit) ++e;
-  for (const UnitTensor& t : units_[unit]) {
-    *t.grad = unit_grads.flat_view(layout_.entry_full_pos(e) - base, t.shape);
+    *(grads ? t.grad : t.value) = unit_buffer.flat_view(layout_.entry_full_pos(e) - base, t.shape);
     ++e;
   }
 }
@@ -188,7 +178,7 @@ absl::Status DataParallel::acquire(int unit, UnitUse use) {
     MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/true));
     MEMTRAIN_ASSIGN_OR_RETURN(st.grad_full,
                               Tensor::zeros({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kGradients));
-    point_grads(unit, st.grad_full);
+    point(unit, st.grad_full, /*grads=*/true);
   }
   return poll();
 }
@@ -483,7 +473,7 @@ absl::Status DataParallel::finish_gather(int unit) {
     st.packed_send = Tensor();
     st.packed_recv = Tensor();
   }
-  point_values(unit, st.gathered);
+  point(unit, st.gathered, /*grads=*/false);
   if (options_.hpz != nullptr && !st.secondary_valid) {
     const int h = options_.hpz->size();
     const int64_t part = layout_.unit_padded(unit) / h;

@@ -117,8 +117,8 @@ class DataParallel final : public UnitHooks {
   DataParallel(Communicator& dp, ShardLayout layout, std::vector<std::vector<UnitTensor>> units,
                const DataParallelOptions& options);
   absl::Status allocate();
-  void point_values(int unit, const Tensor& unit_values);  // the unit's value tensors into a unit-sized buffer
-  void point_grads(int unit, const Tensor& unit_grads);
+  // The unit's value (or grad) tensors into a unit-sized buffer.
+  void point(int unit, const Tensor& unit_buffer, bool grads);
   void unpoint(int unit, bool values, bool grads);
   const Tensor& reduced_full() const { return grad_accum_.defined() ? grad_accum_ : grad_full_; }
 

@@ -69,6 +69,14 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   return engine;
 }
 
+absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const ModelBundle& bundle,
+                                                  const parallel::DataParallel& engine) {
+  std::vector<optim::OptimTarget> targets;
+  for (const parallel::LocalSegment& s : engine.owned())
+    targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
+  return optim::AdamW::create(std::move(targets), cfg.optim);
+}
+
 absl::Status agree(parallel::Communicator& world, absl::Status local) {
   const int32_t mine = static_cast<int32_t>(local.code());
   std::vector<int32_t> codes(world.size());

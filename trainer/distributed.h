@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "optim/adamw.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
 #include "parallel/device_mesh.h"
@@ -31,6 +32,10 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
 // train.seed (each rank only what it stores), and the model's hooks pointed at it.
 absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(const Config& cfg, MeshRun& run,
                                                                             ModelBundle& bundle);
+
+// AdamW over the pieces of parameters this rank updates (engine.owned()): optimizer state for those only.
+absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const ModelBundle& bundle,
+                                                  const parallel::DataParallel& engine);
 
 // Collective: OK when every rank passes OK; otherwise this rank's own error, or, on a rank that succeeded, an
 // error with the first failed rank's code saying which rank failed (its message is printed by that rank).

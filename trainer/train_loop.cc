@@ -138,10 +138,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false));
   model::Model& model = *bundle->model;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
-  std::vector<optim::OptimTarget> targets;
-  for (const parallel::LocalSegment& s : engine->owned())
-    targets.push_back({bundle->params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
-  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, optim::AdamW::create(std::move(targets), cfg.optim));
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, create_sharded_adamw(cfg, *bundle, *engine));
   std::optional<MetricsLog> metrics;
   if (lead) {
     MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl")));

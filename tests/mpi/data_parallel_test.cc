@@ -131,6 +131,22 @@ TEST(Qwz, FollowsTheSingleProcessCurveClosely) {
   if (world().rank() == 0) std::printf("qwZ at dp=%d: largest relative loss difference over 50 steps %.2e\n", d, worst);
 }
 
+// The trainer's setup of one rank: mesh, model (parameters registered, then allocated by the engine), engine.
+struct EngineSetup {
+  trainer::MeshRun run;
+  std::unique_ptr<trainer::ModelBundle> bundle;
+  std::unique_ptr<parallel::DataParallel> engine;
+};
+EngineSetup set_up(const trainer::Config& cfg) {
+  auto run = trainer::create_mesh_run(world().comm(), cfg);
+  MEMTRAIN_CHECK_OK(run.status());
+  auto bundle = trainer::build_model(cfg, /*allocate=*/false);
+  MEMTRAIN_CHECK_OK(bundle.status());
+  auto engine = trainer::create_data_parallel(cfg, *run, **bundle);
+  MEMTRAIN_CHECK_OK(engine.status());
+  return EngineSetup{std::move(*run), std::move(*bundle), std::move(*engine)};
+}
+
 // Records the dp communicator's byte counter at every hook call, then forwards to the engine.
 class HookSpy : public parallel::UnitHooks {
  public:
@@ -153,27 +169,23 @@ class HookSpy : public parallel::UnitHooks {
 TEST(Ddp, ReducesDuringBackwardAndNotOnAccumulationMicroBatches) {
   trainer::Config cfg = tiny_config("gpt2", shared_dir() + "/ddp_overlap", {"train.grad_accum=2",
                                                                            "parallel.bucket_mb=0.0001"});
-  auto run = trainer::create_mesh_run(world().comm(), cfg);
-  ASSERT_TRUE(run.ok()) << run.status();
-  auto bundle = trainer::build_model(cfg, /*allocate=*/false);
-  ASSERT_TRUE(bundle.ok()) << bundle.status();
-  auto engine = trainer::create_data_parallel(cfg, *run, **bundle);
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  HookSpy spy(**engine, run->dp());
-  model::Model& model = *(*bundle)->model;
+  EngineSetup s = set_up(cfg);
+  parallel::DataParallel* engine = s.engine.get();
+  HookSpy spy(*engine, s.run.dp());
+  model::Model& model = *s.bundle->model;
   model.set_unit_hooks(&spy);
   auto tokens = Tensor::zeros({2, 32}, DType::kI32, MemCategory::kActivations);
   ASSERT_TRUE(tokens.ok());
   std::vector<int64_t> sent_after_micro;
   for (int64_t m = 0; m < 2; ++m) {
-    ASSERT_TRUE((*engine)->begin_micro_batch(m).ok());
+    ASSERT_TRUE(engine->begin_micro_batch(m).ok());
     spy.log.clear();
     model::ActivationStore store;
     ASSERT_TRUE(model.forward(*tokens, *tokens, 1e-3f, store).ok());
     ASSERT_TRUE(model.backward(store).ok());
-    sent_after_micro.push_back(run->dp().bytes_sent());
+    sent_after_micro.push_back(s.run.dp().bytes_sent());
   }
-  ASSERT_TRUE((*engine)->finish_gradients().ok());
+  ASSERT_TRUE(engine->finish_gradients().ok());
   EXPECT_EQ(sent_after_micro[0], 0) << "communication on an accumulation micro-batch";
   // Second micro-batch: backward acquires units L+1, L, ..., 1 and then 0; by the time it reaches unit 1, the
   // buckets of the units above it are already posted.
@@ -197,20 +209,12 @@ TEST(ZeroFormulas, ModelStateBytesPerRank) {
     cfg.zero.stage = stage;
     const MemorySnapshot before = MemoryTracker::host().snapshot();
     {
-      auto run = trainer::create_mesh_run(world().comm(), cfg);
-      ASSERT_TRUE(run.ok()) << run.status();
-      auto bundle = trainer::build_model(cfg, /*allocate=*/false);
-      ASSERT_TRUE(bundle.ok()) << bundle.status();
-      auto engine = trainer::create_data_parallel(cfg, *run, **bundle);
-      ASSERT_TRUE(engine.ok()) << engine.status();
-      std::vector<optim::OptimTarget> targets;
-      for (const parallel::LocalSegment& s : (*engine)->owned())
-        targets.push_back({(*bundle)->params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
-      auto opt = optim::AdamW::create(std::move(targets), cfg.optim);
+      EngineSetup s = set_up(cfg);
+      auto opt = trainer::create_sharded_adamw(cfg, *s.bundle, *s.engine);
       ASSERT_TRUE(opt.ok()) << opt.status();
 
       const MemorySnapshot now = MemoryTracker::host().snapshot();
-      const double psi = static_cast<double>((*bundle)->params.numel());
+      const double psi = static_cast<double>(s.bundle->params.numel());
       auto measured = [&](MemCategory c) {
         const int i = static_cast<int>(c);
         return static_cast<double>(now.current[i] - before.current[i]);
