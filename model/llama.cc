@@ -37,32 +37,13 @@ absl::StatusOr<Tensor> LlamaModel::body_forward(const Tensor& tokens, Activation
   cpu::embedding_forward(tokens.i32(), embed_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("model.embed_tokens/tokens", tokens));
-  for (size_t l = 0; l < blocks_.size(); ++l) {
-    const int unit = static_cast<int>(l) + 1;
-    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValues));
-    MEMTRAIN_ASSIGN_OR_RETURN(x, blocks_[l].forward(x, B_, T_, store));
-    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValues));
-  }
-  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValues));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm_->forward(x, store));
-  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValues));
-  return h;
+  return blocks_and_norm_forward(blocks_, *norm_, std::move(x), B_, T_, store);
 }
 
 absl::Status LlamaModel::body_backward(const Tensor& dh, ActivationStore& store) {
   ThreadPool& pool = ThreadPool::global();
   const int64_t N = B_ * T_, C = cfg_.n_embd;
-  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), parallel::UnitUse::kValuesAndGrads));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm_->backward(dh, store));
-  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), parallel::UnitUse::kValuesAndGrads));
-  MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
-  for (size_t l = blocks_.size(); l-- > 0;) {
-    const int unit = static_cast<int>(l) + 1;
-    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, parallel::UnitUse::kValuesAndGrads));
-    MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks_[l].backward(dx, B_, T_, store));
-    MEMTRAIN_RETURN_IF_ERROR(release(unit, parallel::UnitUse::kValuesAndGrads));
-    MEMTRAIN_RETURN_IF_ERROR(grads_ready(unit));
-  }
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm_and_blocks_backward(blocks_, *norm_, dh, B_, T_, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("model.embed_tokens/tokens"));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   cpu::embedding_backward(tokens.i32(), dx.f32(), N, C, cfg_.vocab_size, embed_->grad.f32(), pool);

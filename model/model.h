@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "model/activation_store.h"
@@ -65,6 +66,14 @@ class Model {
   absl::Status release(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->release(unit, use) : absl::OkStatus(); }
   absl::Status grads_ready(int unit) { return hooks_ ? hooks_->grads_ready(unit) : absl::OkStatus(); }
   int final_unit() const { return static_cast<int>(cfg_.n_layer) + 1; }
+  // What both architectures run after their embeddings: the blocks (units 1..n_layer) and the final norm (the final
+  // unit), each between acquire and release; backward goes the other way and reports each unit's gradients ready.
+  template <class Block, class Norm>
+  absl::StatusOr<Tensor> blocks_and_norm_forward(std::vector<Block>& blocks, Norm& norm, Tensor x, int64_t B,
+                                                 int64_t T, ActivationStore& store);
+  template <class Block, class Norm>
+  absl::StatusOr<Tensor> norm_and_blocks_backward(std::vector<Block>& blocks, Norm& norm, const Tensor& dh,
+                                                  int64_t B, int64_t T, ActivationStore& store);
   int head_unit() const { return cfg_.tied() ? 0 : final_unit(); }
 
   ModelConfig cfg_;
@@ -72,5 +81,39 @@ class Model {
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };
+
+template <class Block, class Norm>
+absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks, Norm& norm, Tensor x, int64_t B,
+                                                      int64_t T, ActivationStore& store) {
+  constexpr parallel::UnitUse kUse = parallel::UnitUse::kValues;
+  for (size_t l = 0; l < blocks.size(); ++l) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
+    MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
+  }
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm.forward(x, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), kUse));
+  return h;
+}
+
+template <class Block, class Norm>
+absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& blocks, Norm& norm, const Tensor& dh,
+                                                       int64_t B, int64_t T, ActivationStore& store) {
+  constexpr parallel::UnitUse kUse = parallel::UnitUse::kValuesAndGrads;
+  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm.backward(dh, store));
+  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), kUse));
+  MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
+  for (size_t l = blocks.size(); l-- > 0;) {
+    const int unit = static_cast<int>(l) + 1;
+    MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
+    MEMTRAIN_RETURN_IF_ERROR(grads_ready(unit));
+  }
+  return dx;
+}
 
 }  // namespace memtrain::model
