@@ -266,8 +266,7 @@ absl::Status DataParallel::start_unit_reduce_scatter(int unit) {
   const float* src = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(unit)
                                          : state_[unit].grad_full.f32();
   MEMTRAIN_CHECK_MSG(src != nullptr, absl::StrCat("unit ", unit, ": gradients ready but never written"));
-  float* out = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(unit) + rank_ * S
-                                   : grad_shard_.f32() + layout_.unit_shard_pos(unit);
+  float* out = reduced_slice(unit);
   const bool accumulate = options_.stage >= 2 && micro_ > 0;
   if (options_.stage >= 2) launched_units_.push_back(unit);
   if (ranks_ == 1) {  // no communication: add the gradient as the one rank's slice
@@ -358,10 +357,8 @@ absl::StatusOr<double> DataParallel::grad_norm() {
   const int64_t nblocks = layout_.shard_size() / kShardAlign;
   std::vector<double> local(nblocks);
   for (int u = 0; u < layout_.num_units(); ++u) {
-    const int64_t S = layout_.unit_slice(u);
-    const float* g = options_.stage == 1 ? reduced_full().f32() + layout_.unit_full_pos(u) + rank_ * S
-                                         : grad_shard_.f32() + layout_.unit_shard_pos(u);
-    cpu::block_sum_squares(g, S, kShardAlign, local.data() + layout_.unit_shard_pos(u) / kShardAlign, pool);
+    double* out = local.data() + layout_.unit_shard_pos(u) / kShardAlign;
+    cpu::block_sum_squares(reduced_slice(u), layout_.unit_slice(u), kShardAlign, out, pool);
   }
   std::vector<double> all(nblocks * ranks_);
   const std::vector<int64_t> counts(ranks_, nblocks * 8);
@@ -374,15 +371,19 @@ absl::StatusOr<double> DataParallel::grad_norm() {
   return std::sqrt(total);
 }
 
+float* DataParallel::reduced_slice(int unit) const {
+  MEMTRAIN_CHECK(options_.stage >= 1);
+  if (options_.stage == 1) return reduced_full().f32() + layout_.unit_full_pos(unit) + rank_ * layout_.unit_slice(unit);
+  return grad_shard_.f32() + layout_.unit_shard_pos(unit);
+}
+
 void DataParallel::scale_grads(float coef) {
   ThreadPool& pool = ThreadPool::global();
   if (options_.stage == 0) {
     cpu::scale_inplace(reduced_full().f32(), coef, layout_.full_size(), pool);
   } else if (options_.stage == 1) {
-    for (int u = 0; u < layout_.num_units(); ++u) {
-      const int64_t S = layout_.unit_slice(u);
-      cpu::scale_inplace(reduced_full().f32() + layout_.unit_full_pos(u) + rank_ * S, coef, S, pool);
-    }
+    for (int u = 0; u < layout_.num_units(); ++u)
+      cpu::scale_inplace(reduced_slice(u), coef, layout_.unit_slice(u), pool);
   } else {
     cpu::scale_inplace(grad_shard_.f32(), coef, layout_.shard_size(), pool);
   }

@@ -121,6 +121,9 @@ class DataParallel final : public UnitHooks {
   void point(int unit, const Tensor& unit_buffer, bool grads);
   void unpoint(int unit, bool values, bool grads);
   const Tensor& reduced_full() const { return grad_accum_.defined() ? grad_accum_ : grad_full_; }
+  // Stages 1-3: where this rank's reduced gradient of `unit` lives (its slice of the full buffer at stage 1, its
+  // part of the shard buffer at stages 2-3), unit_slice(unit) elements.
+  float* reduced_slice(int unit) const;
 
   absl::Status start_gather(int unit);  // from the hpZ group when its copy is valid, else from all dp ranks
   absl::Status finish_gather(int unit);

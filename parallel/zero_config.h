@@ -24,6 +24,8 @@ struct ZeroConfig {
       "stage 3: gather parameters from all dp ranks as int8 with one fp32 scale per 256 values (ZeRO++ qwZ, about "
       "a quarter of the bytes); forward and backward then see the dequantized values, the optimizer the fp32 shard");
   }
+  // Whether hpZ keeps a secondary copy at data-parallel size dp: a group larger than one rank and smaller than dp.
+  bool hpz_active(int64_t dp) const { return stage == 3 && hpz_partition_size > 1 && hpz_partition_size < dp; }
   // Range checks; that hpz_partition_size divides dp is checked with the mesh.
   absl::Status validate() const;
 };

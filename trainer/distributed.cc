@@ -35,7 +35,7 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::DeviceMesh mesh, parallel::DeviceMesh::create(world, cfg.parallel));
   MeshRun run{std::move(mesh), nullptr};
   const int h = static_cast<int>(cfg.zero.hpz_partition_size);
-  if (h > 1 && h < run.dp().size()) {
+  if (cfg.zero.hpz_active(run.dp().size())) {
     // Groups of h consecutive dp ranks: with tp innermost and dp next, these are neighbouring ranks (one node).
     const int r = run.dp().rank();
     MEMTRAIN_ASSIGN_OR_RETURN(run.hpz, run.dp().split(r / h, r, "hpz"));

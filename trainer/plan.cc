@@ -42,7 +42,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   } else {
     // The shard, the hpZ copy, and at most two gathered units (the one in use and the next, prefetched).
     const int64_t h = cfg.zero.hpz_partition_size;
-    const int64_t secondary = h > 1 && h < d ? layout.full_size() / h : 0;
+    const int64_t secondary = cfg.zero.hpz_active(d) ? layout.full_size() / h : 0;
     at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + largest_pair);
   }
   if (stage <= 1) {

@@ -103,6 +103,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(MeshRun run, create_mesh_run(world, cfg));
   const int64_t d = run.dp().size(), dp_rank = run.dp().rank();
 
+  // The global batch of a step is B * accum * d rows; dp rank r's micro-batch m holds rows
+  // [(r * accum + m) * B, ... + B), so one process with accum * d micro-batches sees the same rows in the same order.
+  auto train_sampler_of = [&](const data::TokenShard& train) {
+    return data::BatchSampler(train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train");
+  };
   // The data is checked before output.dir is created, so a rejected run leaves no trace. Rank 0 prepares text
   // data and creates output.dir; the others open the shards once it succeeded.
   absl::StatusOr<TokenData> data = absl::UnknownError("unset");
@@ -111,7 +116,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     data = open_token_data(cfg);
     ready = data.status();
     if (ready.ok()) {
-      ready = data::BatchSampler(data->train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train").check();
+      ready = train_sampler_of(data->train).check();
     }
     if (ready.ok()) ready = validation_sampler(cfg, data->val).status();
     if (ready.ok()) {
@@ -129,9 +134,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_RETURN_IF_ERROR(agree(world, ready));
   if (!lead) data = open_token_data(cfg, /*prepare=*/false);
   MEMTRAIN_RETURN_IF_ERROR(data.status());
-  // The global batch of a step is B * accum * d rows; dp rank r's micro-batch m holds rows
-  // [(r * accum + m) * B, ... + B), so one process with accum * d micro-batches sees the same rows in the same order.
-  data::BatchSampler train_sampler(data->train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train");
+  data::BatchSampler train_sampler = train_sampler_of(data->train);
   MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
   MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data->val));
 

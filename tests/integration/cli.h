@@ -24,18 +24,23 @@ inline std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-// `args` is appended to the binary's path as shell words; run from the source root so configs/ paths resolve.
-// `env` ("NAME=value ...") is set for the binary only.
-inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir, const std::string& env = "") {
+// Runs the shell `command` from the source root (so configs/ paths resolve), its output captured in scratch_dir.
+inline CliResult run_shell(const std::string& command, const std::string& scratch_dir) {
   const std::string out = scratch_dir + "/cli.out", err = scratch_dir + "/cli.err";
-  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && ", env.empty() ? "" : "env " + env + " ",
-                                       "'", MEMTRAIN_BINARY_DIR, "/memtrain' ", args, " >'", out, "' 2>'", err, "'");
+  const std::string cmd =
+      absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && ", command, " >'", out, "' 2>'", err, "'");
   const int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = slurp(out);
   r.err = slurp(err);
   return r;
+}
+
+// `args` is appended to the binary's path as shell words. `env` ("NAME=value ...") is set for the binary only.
+inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir, const std::string& env = "") {
+  return run_shell(absl::StrCat(env.empty() ? "" : "env " + env + " ", "'", MEMTRAIN_BINARY_DIR, "/memtrain' ", args),
+                   scratch_dir);
 }
 
 }  // namespace memtrain::testing

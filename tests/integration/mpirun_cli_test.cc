@@ -32,16 +32,8 @@ class MpiCli : public ::testing::Test {
   }
   // mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
   testing::CliResult mpirun(const std::string& apps) const {
-    const std::string out = dir_ + "/mpirun.out", err = dir_ + "/mpirun.err";
-    const std::string cmd = "cd '" MEMTRAIN_SOURCE_DIR "' && OMPI_MCA_btl_vader_single_copy_mechanism=none "
-                            "mpirun --allow-run-as-root --oversubscribe --mca btl self,vader " + apps + " >'" + out +
-                            "' 2>'" + err + "'";
-    const int status = std::system(cmd.c_str());
-    testing::CliResult r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = testing::slurp(out);
-    r.err = testing::slurp(err);
-    return r;
+    return testing::run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root "
+                              "--oversubscribe --mca btl self,vader " + apps, dir_);
   }
   std::vector<double> losses(const std::string& out) const {
     std::vector<double> l;
