@@ -1,5 +1,6 @@
 #include "model/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/cpu/attention.h"
@@ -15,28 +16,36 @@ float proj_std(const ModelConfig& cfg) {
 absl::StatusOr<Tensor> act(Shape shape) { return Tensor::empty(std::move(shape), DType::kF32, MemCategory::kActivations); }
 }  // namespace
 
-Gpt2Attention::Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
-    : name_(prefix), C_(cfg.n_embd), H_(cfg.n_head) {
+Gpt2Attention::Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg,
+                             const TensorParallel& tp)
+    : name_(prefix), C_(cfg.n_embd), H_(cfg.n_head / tp.size), Cl_(cfg.n_embd / tp.size), tp_(tp) {
   const float std = static_cast<float>(cfg.init_std);
-  c_attn_ = make_linear(params, prefix + ".c_attn", C_, 3 * C_, cfg.bias, /*in_out=*/true, std);
-  c_proj_ = make_linear(params, prefix + ".c_proj", C_, C_, cfg.bias, /*in_out=*/true, proj_std(cfg));
+  // This rank's heads are the same columns of each of q, k and v in the fused (C, 3C) weight.
+  const IndexRange heads = tp.part(C_);
+  std::vector<IndexRange> qkv_columns;
+  for (int64_t i = 0; i < 3; ++i) qkv_columns.push_back({i * C_ + heads.first, i * C_ + heads.second});
+  c_attn_ = make_linear(params, prefix + ".c_attn", C_, 3 * C_, cfg.bias, /*in_out=*/true, std, tp,
+                        LinearSplit::column(qkv_columns));
+  c_proj_ = make_linear(params, prefix + ".c_proj", C_, C_, cfg.bias, /*in_out=*/true, proj_std(cfg), tp,
+                        LinearSplit::row(heads));
 }
 
-int64_t Gpt2Attention::saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T) {
-  return 4 * (B * T * 3 * cfg.n_embd + B * T * cfg.n_embd + B * cfg.n_head * T);
+int64_t Gpt2Attention::saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp) {
+  const int64_t Cl = cfg.n_embd / tp;
+  return 4 * (B * T * 3 * Cl + B * T * Cl + B * (cfg.n_head / tp) * T);
 }
 
 absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const {
   ThreadPool& pool = ThreadPool::global();
-  const int64_t N = B * T, D = C_ / H_;
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, act({N, 3 * C_}));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, C_}));
+  const int64_t N = B * T, D = Cl_ / H_, W = 3 * Cl_;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, act({N, W}));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, Cl_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
   linear_forward(c_attn_, x.f32(), N, qkv.f32(), pool);
   const float* q = qkv.f32();
-  cpu::attention_forward(q, 3 * C_, q + C_, 3 * C_, q + 2 * C_, 3 * C_, B, T, H_, H_, D, out.f32(), C_, lse.f32(), pool);
-  linear_forward(c_proj_, out.f32(), N, y.f32(), pool);
+  cpu::attention_forward(q, W, q + Cl_, W, q + 2 * Cl_, W, B, T, H_, H_, D, out.f32(), Cl_, lse.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(c_proj_, out.f32(), N, y.f32(), pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
@@ -46,35 +55,66 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
 
 absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store) {
   ThreadPool& pool = ThreadPool::global();
-  const int64_t N = B * T, D = C_ / H_;
+  const int64_t N = B * T, D = Cl_ / H_, W = 3 * Cl_;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, store.take(name_ + "/qkv"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, store.take(name_ + "/out"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, C_}));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, Cl_}));
   linear_backward(c_proj_, out.f32(), dy.f32(), N, dout.f32(), pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, 3 * C_}));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
-  cpu::attention_backward(dout.f32(), C_, q, 3 * C_, q + C_, 3 * C_, q + 2 * C_, 3 * C_, out.f32(), C_, lse.f32(), B, T,
-                          H_, H_, D, dq, 3 * C_, dq + C_, 3 * C_, dq + 2 * C_, 3 * C_, pool);
+  cpu::attention_backward(dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(), Cl_, lse.f32(), B, T, H_, H_, D,
+                          dq, W, dq + Cl_, W, dq + 2 * Cl_, W, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   linear_backward(c_attn_, x.f32(), dqkv.f32(), N, dx.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));  // every rank's heads contribute to dx
   return dx;
 }
 
-LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
-    : name_(prefix), C_(cfg.n_embd), H_(cfg.n_head), Hkv_(cfg.kv_heads()), D_(cfg.head_dim()), theta_(cfg.rope_theta) {
+LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg,
+                               const TensorParallel& tp)
+    : name_(prefix),
+      C_(cfg.n_embd),
+      H_(cfg.n_head / tp.size),
+      Hkv_(local_kv_heads(cfg, tp.size)),
+      D_(cfg.head_dim()),
+      Hkv_global_(cfg.kv_heads()),
+      kv_sharers_(cfg.kv_heads() >= tp.size ? 1 : tp.size / static_cast<int>(cfg.kv_heads())),
+      theta_(cfg.rope_theta),
+      tp_(tp) {
   const float std = static_cast<float>(cfg.init_std);
-  q_ = make_linear(params, prefix + ".q_proj", C_, H_ * D_, false, false, std);
-  k_ = make_linear(params, prefix + ".k_proj", C_, Hkv_ * D_, false, false, std);
-  v_ = make_linear(params, prefix + ".v_proj", C_, Hkv_ * D_, false, false, std);
-  o_ = make_linear(params, prefix + ".o_proj", H_ * D_, C_, false, false, std);
+  const int64_t qd = cfg.n_head * D_, kvd = Hkv_global_ * D_;
+  // Rank r's query heads use kv heads [r * Hkv / tp, ...), or the one kv head r / sharers when ranks share.
+  const int64_t kv_head = tp.rank / kv_sharers_ * Hkv_;
+  const IndexRange kv_rows{kv_head * D_, (kv_head + Hkv_) * D_};
+  const bool kv_primary = tp.rank % kv_sharers_ == 0;
+  q_ = make_linear(params, prefix + ".q_proj", C_, qd, false, false, std, tp, LinearSplit::column({tp.part(qd)}));
+  k_ = make_linear(params, prefix + ".k_proj", C_, kvd, false, false, std, tp, LinearSplit::column({kv_rows}, kv_primary));
+  v_ = make_linear(params, prefix + ".v_proj", C_, kvd, false, false, std, tp, LinearSplit::column({kv_rows}, kv_primary));
+  o_ = make_linear(params, prefix + ".o_proj", qd, C_, false, false, std, tp, LinearSplit::row(tp.part(qd)));
 }
 
-int64_t LlamaAttention::saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T) {
-  const int64_t N = B * T, qd = cfg.n_head * cfg.head_dim(), kvd = cfg.kv_heads() * cfg.head_dim();
-  return 4 * (2 * N * qd + 2 * N * kvd + B * cfg.n_head * T);
+int64_t LlamaAttention::local_kv_heads(const ModelConfig& cfg, int tp) {
+  return cfg.kv_heads() >= tp ? cfg.kv_heads() / tp : 1;
+}
+
+int64_t LlamaAttention::saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp) {
+  const int64_t N = B * T, H = cfg.n_head / tp, qd = H * cfg.head_dim(), kvd = local_kv_heads(cfg, tp) * cfg.head_dim();
+  return 4 * (2 * N * qd + 2 * N * kvd + B * H * T);
+}
+
+absl::StatusOr<Tensor> LlamaAttention::sum_over_kv_sharers(const Tensor& d) const {
+  // Each rank writes its gradient into its kv head's columns of a zeroed (N, Hkv * D) tensor; one sum over tp
+  // adds the sharers of every head at once.
+  const int64_t N = d.rows(), W = Hkv_global_ * D_, col = tp_.rank / kv_sharers_ * D_;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor all, Tensor::zeros({N, W}, DType::kF32, MemCategory::kActivations));
+  for (int64_t i = 0; i < N; ++i) std::copy_n(d.f32() + i * D_, D_, all.f32() + i * W + col);
+  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(all));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, act({N, D_}));
+  for (int64_t i = 0; i < N; ++i) std::copy_n(all.f32() + i * W + col, D_, summed.f32() + i * D_);
+  return summed;
 }
 
 absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const {
@@ -94,7 +134,7 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   cpu::attention_forward(q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_, B, T, H_, Hkv_, D_, out.f32(),
                          H_ * D_, lse.f32(), pool);
-  linear_forward(o_, out.f32(), N, y.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(o_, out.f32(), N, y.f32(), pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/k", k));
@@ -126,8 +166,19 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   linear_backward(q_, x.f32(), dq.f32(), N, dx.f32(), pool);
-  linear_backward(k_, x.f32(), dk.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
-  linear_backward(v_, x.f32(), dv.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  if (kv_sharers_ == 1) {
+    linear_backward(k_, x.f32(), dk.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+    linear_backward(v_, x.f32(), dv.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  } else {
+    // A shared kv head's weight gradient comes from all its sharers' query heads; dx takes only this rank's part,
+    // since dx is summed over tp below.
+    for (auto [w, d] : {std::pair{&k_, &dk}, std::pair{&v_, &dv}}) {
+      MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, sum_over_kv_sharers(*d));
+      linear_backward_weight(*w, x.f32(), summed.f32(), N, pool);
+      linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+    }
+  }
+  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
   return dx;
 }
 

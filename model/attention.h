@@ -1,5 +1,8 @@
 // The two attention sub-layers: GPT-2's (fused c_attn projection, biases) and LLaMA's (q/k/v/o projections, RoPE,
 // grouped-query heads). Both run the blockwise causal kernel core/cpu/attention and save its log-sum-exp.
+// Tensor parallelism splits the heads: the input projections are column-parallel (a rank computes its heads' q, k
+// and v), the output projection row-parallel (summed over tp). With fewer key/value heads than tp ranks, each kv
+// head is held by the tp / Hkv ranks whose query heads use it, and their gradients are summed among them.
 #pragma once
 
 #include <string>
@@ -14,32 +17,42 @@ namespace memtrain::model {
 class Gpt2Attention {
  public:
   // prefix: "transformer.h.3.attn"; registers c_attn (C -> 3C) and c_proj (C -> C), Conv1D layout.
-  Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
-  // x, y: (B*T, C). Saves x, qkv (B*T, 3C), out (B*T, C) and lse (B, H, T).
+  Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  // x, y: (B*T, C). Saves x, qkv (B*T, 3C/tp), out (B*T, C/tp) and lse (B, H/tp, T).
   absl::StatusOr<Tensor> forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store);
   // Bytes saved besides x.
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T);
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp);
 
  private:
   std::string name_;
-  int64_t C_, H_;
+  int64_t C_, H_, Cl_;  // H_: this rank's heads; Cl_ = H_ * head dim
+  TensorParallel tp_;
   LinearWeights c_attn_, c_proj_;
 };
 
 class LlamaAttention {
  public:
   // prefix: "model.layers.3.self_attn"; registers q/k/v/o_proj (nn.Linear layout, no bias).
-  LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
-  // x, y: (B*T, C). Saves x, q (B*T, H*D) and k, v (B*T, Hkv*D) after RoPE, out (B*T, H*D), lse (B, H, T).
+  LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  // x, y: (B*T, C). Saves x, q (B*T, H*D) and k, v (B*T, Hkv*D) after RoPE, out (B*T, H*D), lse (B, H, T), with
+  // this rank's H and Hkv.
   absl::StatusOr<Tensor> forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store);
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T);
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp);
+  // This rank's key/value heads: Hkv / tp, or 1 when tp ranks share each kv head.
+  static int64_t local_kv_heads(const ModelConfig& cfg, int tp);
 
  private:
+  // Sums d (N, Hkv_ * D_), this rank's key or value gradient, over the ranks that share its kv head.
+  absl::StatusOr<Tensor> sum_over_kv_sharers(const Tensor& d) const;
+
   std::string name_;
-  int64_t C_, H_, Hkv_, D_;
+  int64_t C_, H_, Hkv_, D_;  // H_, Hkv_: this rank's heads
+  int64_t Hkv_global_;
+  int kv_sharers_;           // tp ranks holding each kv head (1 unless Hkv < tp)
   double theta_;
+  TensorParallel tp_;
   LinearWeights q_, k_, v_, o_;
 };
 

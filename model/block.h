@@ -42,10 +42,10 @@ struct PreNormBlock {
 
   // Bytes forward leaves saved: the residual input (saved by norm1), norm1's output (by attn), the residual after
   // attention (by norm2), norm2's output (by mlp), plus what each layer saves besides its input.
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T) {
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp) {
     const int64_t N = B * T;
-    return 4 * (4 * N * cfg.n_embd) + 2 * Norm::saved_bytes(N) + Attention::saved_bytes(cfg, B, T) +
-           Mlp::saved_bytes(cfg, N);
+    return 4 * (4 * N * cfg.n_embd) + 2 * Norm::saved_bytes(N) + Attention::saved_bytes(cfg, B, T, tp) +
+           Mlp::saved_bytes(cfg, N, tp);
   }
 };
 

@@ -7,25 +7,23 @@
 
 namespace memtrain::model {
 
-Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params) : Model(cfg, params) {
+Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp) : Model(cfg, params, tp) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps), std = static_cast<float>(cfg.init_std);
-  wte_ = &params.add("transformer.wte.weight", {cfg.vocab_size, C}, ParamKind::kEmbedding, ParamInit{ParamInit::kNormal, std});
-  wpe_ = &params.add("transformer.wpe.weight", {cfg.block_size, C}, ParamKind::kEmbedding, ParamInit{ParamInit::kNormal, std});
+  wte_.emplace(params, "transformer.wte.weight", cfg.vocab_size, C, std, tp);
+  wpe_ = &params.add("transformer.wpe.weight", {cfg.block_size, C}, ParamKind::kEmbedding,
+                     ParamInit{ParamInit::kNormal, std}, TpSplit::whole(tp));
   blocks_.reserve(cfg.n_layer);
   for (int64_t l = 0; l < cfg.n_layer; ++l) {
     params.begin_unit();
     const std::string p = absl::StrCat("transformer.h.", l);
-    blocks_.push_back(Block{LayerNorm(params, p + ".ln_1", C, cfg.bias, eps), Gpt2Attention(params, p + ".attn", cfg),
-                            LayerNorm(params, p + ".ln_2", C, cfg.bias, eps), Gpt2Mlp(params, p + ".mlp", cfg)});
+    blocks_.push_back(Block{LayerNorm(params, p + ".ln_1", C, cfg.bias, eps, tp),
+                            Gpt2Attention(params, p + ".attn", cfg, tp),
+                            LayerNorm(params, p + ".ln_2", C, cfg.bias, eps, tp), Gpt2Mlp(params, p + ".mlp", cfg, tp)});
   }
   params.begin_unit();
-  ln_f_.emplace(params, "transformer.ln_f", C, cfg.bias, eps);
-  Param* head = wte_;
-  if (!cfg.tied()) {
-    head = &params.add("lm_head.weight", {cfg.vocab_size, C}, ParamKind::kWeight, ParamInit{ParamInit::kNormal, std});
-  }
-  head_.emplace("lm_head", head, cfg.vocab_size, C);
+  ln_f_.emplace(params, "transformer.ln_f", C, cfg.bias, eps, tp);
+  add_head(wte_->weight());
 }
 
 absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationStore& store) {
@@ -36,7 +34,7 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
-  cpu::embedding_forward(tokens.i32(), wte_->value.f32(), N, C, x.f32(), /*accumulate=*/false, pool);
+  MEMTRAIN_RETURN_IF_ERROR(wte_->forward(tokens, x));
   cpu::embedding_forward(pos.i32(), wpe_->value.f32(), N, C, x.f32(), /*accumulate=*/true, pool);
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("transformer.wte/tokens", tokens));
@@ -50,7 +48,7 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("transformer.wte/tokens"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
-  cpu::embedding_backward(tokens.i32(), dx.f32(), N, C, cfg_.vocab_size, wte_->grad.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
   cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kGrads));
   return grads_ready(0);
@@ -58,11 +56,11 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
 
 int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {
   // The blocks, then ln_f's input (the last block's output) and statistics; the tokens were allocated by the caller.
-  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T) + 4 * B * T * cfg_.n_embd + LayerNorm::saved_bytes(B * T);
+  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T, tp_.size) + 4 * B * T * cfg_.n_embd + LayerNorm::saved_bytes(B * T);
 }
 
 int64_t Gpt2Model::backward_peak_extra_bytes(int64_t B, int64_t T) const {
-  return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T) - LayerNorm::saved_bytes(B * T);
+  return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T, tp_.size) - LayerNorm::saved_bytes(B * T);
 }
 
 int64_t Gpt2Model::embedding_params() const {

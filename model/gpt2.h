@@ -9,12 +9,13 @@
 #include "model/mlp.h"
 #include "model/model.h"
 #include "model/norm.h"
+#include "model/vocab_embedding.h"
 
 namespace memtrain::model {
 
 class Gpt2Model : public Model {
  public:
-  Gpt2Model(const ModelConfig& cfg, ParamSet& params);
+  Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp);
 
  protected:
   absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;
@@ -25,8 +26,8 @@ class Gpt2Model : public Model {
 
  private:
   using Block = PreNormBlock<LayerNorm, Gpt2Attention, Gpt2Mlp>;  // ln_1, attn, ln_2, mlp
-  Param* wte_;  // (V, C); not owned
-  Param* wpe_;  // (block_size, C)
+  std::optional<VocabEmbedding> wte_;  // (V, C), split by vocabulary rows
+  Param* wpe_;  // (block_size, C), whole; not owned
   std::vector<Block> blocks_;
   std::optional<LayerNorm> ln_f_;
   int64_t B_ = 0, T_ = 0;  // shape of the forward whose state the store holds

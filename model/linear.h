@@ -1,28 +1,54 @@
 // Dense projections for both weight layouts: nn.Linear stores W as (out, in) (LLaMA), GPT-2's Conv1D as (in, out).
-// These are helpers of the layers that own them, not layers: they save nothing.
+// Under tensor parallelism a projection is column-parallel (this rank computes some of the outputs from the whole
+// input) or row-parallel (a partial sum of every output from some of the inputs; row_parallel_forward sums it over
+// tp before adding the bias). These are helpers of the layers that own them, not layers: they save nothing.
 #pragma once
 
+#include <vector>
+
+#include "absl/status/status.h"
 #include "core/thread_pool.h"
 #include "model/params.h"
+#include "model/tensor_parallel.h"
 
 namespace memtrain::model {
+
+struct LinearSplit {
+  enum Kind : uint8_t { kColumn, kRow } kind = kColumn;
+  // The global output (kColumn) or input (kRow) features this rank holds, in local order; empty = all of them.
+  std::vector<IndexRange> ranges;
+  bool primary = true;  // TpSplit::primary of the split weight (false on all but one rank sharing a kv head)
+
+  static LinearSplit column(std::vector<IndexRange> r, bool primary = true) { return {kColumn, std::move(r), primary}; }
+  static LinearSplit row(IndexRange r) { return {kRow, {r}, true}; }
+};
 
 struct LinearWeights {
   Param* weight = nullptr;  // not owned: the ParamSet outlives layers
   Param* bias = nullptr;    // optional
   bool in_out = false;      // true: Conv1D layout (in, out)
-  int64_t in = 0, out = 0;
+  int64_t in = 0, out = 0;  // this rank's sizes
 };
 
-// Registers `prefix.weight` (and `prefix.bias`) in `params`.
+// Registers `prefix.weight` (global (out, in) or (in, out)) and `prefix.bias` (out) in `params`, split as `split`
+// says; a row-parallel bias is whole on every rank.
 LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t in, int64_t out, bool bias,
-                          bool in_out, float init_std);
+                          bool in_out, float init_std, const TensorParallel& tp, LinearSplit split = {});
 
 // y (N, out) = x (N, in) W^T + b.
 void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool);
+// y = sum over tp of x W^T, then + b: the output of a row-parallel projection, the same on every tp rank.
+absl::Status row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
+                                  const TensorParallel& tp);
 // dW += dy^T x (in W's layout), db += column sums of dy; dx (N, in) = dy W (+= when accumulate_dx), skipped when
-// dx is nullptr. dx may alias x: the weight gradient reads x before dx is written.
+// dx is nullptr. dx may alias x: the weight gradient reads x before dx is written. (A column-parallel dx is this
+// rank's part of a sum over tp: the layer sums it once for all its projections.)
 void linear_backward(const LinearWeights& w, const float* x, const float* dy, int64_t N, float* dx, ThreadPool& pool,
                      bool accumulate_dx = false);
+// The two halves of linear_backward, for a weight whose gradient and input gradient come from different dy
+// (a key/value head shared by several tp ranks).
+void linear_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool);
+void linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
+                           bool accumulate_dx);
 
 }  // namespace memtrain::model

@@ -9,12 +9,13 @@
 #include "model/mlp.h"
 #include "model/model.h"
 #include "model/norm.h"
+#include "model/vocab_embedding.h"
 
 namespace memtrain::model {
 
 class LlamaModel : public Model {
  public:
-  LlamaModel(const ModelConfig& cfg, ParamSet& params);
+  LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp);
 
  protected:
   absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;
@@ -26,7 +27,7 @@ class LlamaModel : public Model {
  private:
   // input_layernorm, self_attn, post_attention_layernorm, mlp
   using Block = PreNormBlock<RmsNorm, LlamaAttention, LlamaMlp>;
-  Param* embed_;  // (V, C); not owned
+  std::optional<VocabEmbedding> embed_;  // (V, C), split by vocabulary rows
   std::vector<Block> blocks_;
   std::optional<RmsNorm> norm_;
   int64_t B_ = 0, T_ = 0;  // shape of the forward whose state the store holds

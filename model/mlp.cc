@@ -10,13 +10,15 @@ namespace {
 absl::StatusOr<Tensor> act(Shape shape) { return Tensor::empty(std::move(shape), DType::kF32, MemCategory::kActivations); }
 }  // namespace
 
-Gpt2Mlp::Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
-    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn()) {
+Gpt2Mlp::Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp)
+    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn() / tp.size), tp_(tp) {
   const float std = static_cast<float>(cfg.init_std);
-  c_fc_ = make_linear(params, prefix + ".c_fc", C_, F_, cfg.bias, /*in_out=*/true, std);
+  const IndexRange hidden = tp.part(cfg.ffn());
+  c_fc_ = make_linear(params, prefix + ".c_fc", C_, cfg.ffn(), cfg.bias, /*in_out=*/true, std, tp,
+                      LinearSplit::column({hidden}));
   // Residual projection scaled by 1/sqrt(2 * n_layer), as GPT-2 does.
-  c_proj_ = make_linear(params, prefix + ".c_proj", F_, C_, cfg.bias, /*in_out=*/true,
-                        static_cast<float>(cfg.init_std / std::sqrt(2.0 * cfg.n_layer)));
+  c_proj_ = make_linear(params, prefix + ".c_proj", cfg.ffn(), C_, cfg.bias, /*in_out=*/true,
+                        static_cast<float>(cfg.init_std / std::sqrt(2.0 * cfg.n_layer)), tp, LinearSplit::row(hidden));
 }
 
 absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store) const {
@@ -27,7 +29,7 @@ absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store)
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
-  linear_forward(c_proj_, g.f32(), N, y.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(c_proj_, g.f32(), N, y.f32(), pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/h", h));
   return y;
@@ -44,15 +46,18 @@ absl::StatusOr<Tensor> Gpt2Mlp::backward(const Tensor& dy, ActivationStore& stor
   cpu::gelu_backward(g.f32(), h.f32(), g.f32(), N * F_, pool);  // dh, in place
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   linear_backward(c_fc_, x.f32(), g.f32(), N, dx.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
   return dx;
 }
 
-LlamaMlp::LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg)
-    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn()) {
+LlamaMlp::LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp)
+    : name_(prefix), C_(cfg.n_embd), F_(cfg.ffn() / tp.size), tp_(tp) {
   const float std = static_cast<float>(cfg.init_std);
-  gate_ = make_linear(params, prefix + ".gate_proj", C_, F_, false, false, std);
-  up_ = make_linear(params, prefix + ".up_proj", C_, F_, false, false, std);
-  down_ = make_linear(params, prefix + ".down_proj", F_, C_, false, false, std);
+  const int64_t F = cfg.ffn();
+  const IndexRange hidden = tp.part(F);
+  gate_ = make_linear(params, prefix + ".gate_proj", C_, F, false, false, std, tp, LinearSplit::column({hidden}));
+  up_ = make_linear(params, prefix + ".up_proj", C_, F, false, false, std, tp, LinearSplit::column({hidden}));
+  down_ = make_linear(params, prefix + ".down_proj", F, C_, false, false, std, tp, LinearSplit::row(hidden));
 }
 
 absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store) const {
@@ -65,7 +70,7 @@ absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
-  linear_forward(down_, a.f32(), N, y.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(down_, a.f32(), N, y.f32(), pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/gate", gate));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/up", up));
@@ -87,6 +92,7 @@ absl::StatusOr<Tensor> LlamaMlp::backward(const Tensor& dy, ActivationStore& sto
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   linear_backward(gate_, x.f32(), dgate.f32(), N, dx.f32(), pool);
   linear_backward(up_, x.f32(), dup.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
   return dx;
 }
 

@@ -1,5 +1,7 @@
 // The two feed-forward sub-layers: GPT-2's (c_fc, GELU, c_proj) and LLaMA's SwiGLU (gate, up, down). Each saves
 // its input and the pre-activation(s) and recomputes the cheap activation in backward instead of saving it.
+// Tensor parallelism splits the hidden width F: the input projections are column-parallel, the output projection
+// row-parallel.
 #pragma once
 
 #include <string>
@@ -14,36 +16,40 @@ namespace memtrain::model {
 class Gpt2Mlp {
  public:
   // prefix: "transformer.h.3.mlp"; registers c_fc (C -> F) and c_proj (F -> C), Conv1D layout.
-  Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
-  // x, y: (N, C). Saves x and h = c_fc(x) (N, F).
+  Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  // x, y: (N, C). Saves x and h = c_fc(x) (N, F/tp).
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 4 * N * cfg.ffn(); }  // besides x
-  // What backward allocates at its high-water mark: the recomputed GELU (N, F), reused for its gradient, and dx.
-  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N) { return 4 * N * (cfg.ffn() + cfg.n_embd); }
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N, int tp) { return 4 * N * (cfg.ffn() / tp); }
+  // What backward allocates at its high-water mark: the recomputed GELU (N, F/tp), reused for its gradient, and dx.
+  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * (cfg.ffn() / tp + cfg.n_embd);
+  }
 
  private:
   std::string name_;
-  int64_t C_, F_;
+  int64_t C_, F_;  // F_: this rank's hidden width
+  TensorParallel tp_;
   LinearWeights c_fc_, c_proj_;
 };
 
 class LlamaMlp {
  public:
   // prefix: "model.layers.3.mlp"; registers gate_proj, up_proj (C -> F) and down_proj (F -> C).
-  LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg);
-  // x, y: (N, C). Saves x, gate (N, F) and up (N, F).
+  LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  // x, y: (N, C). Saves x, gate (N, F/tp) and up (N, F/tp).
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N) { return 2 * 4 * N * cfg.ffn(); }
-  // The recomputed SwiGLU output (reused for its gradient), dgate, dup (each N x F) and dx.
-  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N) {
-    return 4 * N * (3 * cfg.ffn() + cfg.n_embd);
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t N, int tp) { return 2 * 4 * N * (cfg.ffn() / tp); }
+  // The recomputed SwiGLU output (reused for its gradient), dgate, dup (each N x F/tp) and dx.
+  static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * (3 * (cfg.ffn() / tp) + cfg.n_embd);
   }
 
  private:
   std::string name_;
   int64_t C_, F_;
+  TensorParallel tp_;
   LinearWeights gate_, up_, down_;
 };
 

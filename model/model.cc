@@ -6,10 +6,36 @@
 
 namespace memtrain::model {
 
-absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params) {
+absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params,
+                                                     const TensorParallel& tp) {
   MEMTRAIN_RETURN_IF_ERROR(cfg.validate());
-  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params));
-  return std::unique_ptr<Model>(new Gpt2Model(cfg, params));
+  if (std::string why = tensor_parallel_mismatch(cfg, tp.size); !why.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.tp = ", tp.size, ": ", why));
+  }
+  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp));
+  return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp));
+}
+
+std::string Model::tensor_parallel_mismatch(const ModelConfig& cfg, int tp) {
+  const int64_t kv = cfg.kv_heads();
+  if (cfg.n_head % tp != 0) return absl::StrCat("does not divide model.n_head (", cfg.n_head, ")");
+  if (kv % tp != 0 && tp % kv != 0)
+    return absl::StrCat("and the key/value heads (", kv, ") must divide one another");
+  if (cfg.ffn() % tp != 0) return absl::StrCat("does not divide the MLP width (", cfg.ffn(), ")");
+  if (cfg.vocab_size < tp)
+    return absl::StrCat("exceeds model.vocab_size (", cfg.vocab_size, "): a rank would hold no vocabulary rows");
+  return "";
+}
+
+void Model::add_head(Param* tied) {
+  const IndexRange vocab = tp_.part(cfg_.vocab_size);
+  Param* weight = tied;
+  if (!cfg_.tied()) {
+    weight = &params_.add("lm_head.weight", {cfg_.vocab_size, cfg_.n_embd}, ParamKind::kWeight,
+                          ParamInit{ParamInit::kNormal, static_cast<float>(cfg_.init_std)},
+                          TpSplit::along(0, {vocab}));
+  }
+  head_.emplace("lm_head", weight, cfg_.vocab_size, cfg_.n_embd, vocab, tp_);
 }
 
 absl::Status Model::check_tokens(const Tensor& tokens) const {

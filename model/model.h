@@ -11,6 +11,7 @@
 #include "model/lm_head.h"
 #include "model/model_config.h"
 #include "model/params.h"
+#include "model/tensor_parallel.h"
 #include "parallel/unit_hooks.h"
 
 namespace memtrain::model {
@@ -20,18 +21,23 @@ class Model {
   virtual ~Model() = default;
 
   // Registers the architecture's parameters in `params` (which must outlive the model); allocate and initialise
-  // them with params.allocate() and params.initialize(seed).
-  static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params);
+  // them with params.allocate() and params.initialize(seed). With tp.size > 1 the parameters are this tp rank's
+  // parts (TpSplit) and forward/backward communicate over tp.comm; every tp rank feeds the same tokens and gets
+  // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary.
+  static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params,
+                                                       const TensorParallel& tp = {});
+  // Why `tp` ranks cannot split `cfg` (an empty string when they can).
+  static std::string tensor_parallel_mismatch(const ModelConfig& cfg, int tp);
 
   // tokens, targets: (B, T) int32. Returns the sum of token losses. When store.keeping(), the backward state is
   // saved and dL/d(params) with L = grad_scale * sum(losses) is ready after backward() (the head adds its part
   // during forward).
   absl::StatusOr<double> forward(const Tensor& tokens, const Tensor& targets, float grad_scale, ActivationStore& store);
   absl::Status backward(ActivationStore& store);
-  // Logits (B, V) of each sequence's last position; keeps nothing.
+  // Logits (B, V) of each sequence's last position; keeps nothing. Collective over tp.
   absl::StatusOr<Tensor> last_logits(const Tensor& tokens);
 
-  // Activation bytes that forward(B, T) leaves in a keeping store, from the shapes alone.
+  // Activation bytes that forward(B, T) leaves in a keeping store on this rank, from the shapes alone.
   int64_t predicted_activation_bytes(int64_t B, int64_t T) const;
   // The activation high-water mark of a forward + backward at (B, T), besides the caller's batch tensors: what
   // forward saves, plus the scratch of the last block's MLP backward, minus the final norm's statistics freed just
@@ -49,7 +55,7 @@ class Model {
   void set_unit_hooks(parallel::UnitHooks* hooks) { hooks_ = hooks; }
 
  protected:
-  Model(const ModelConfig& cfg, ParamSet& params) : cfg_(cfg), params_(params) {}
+  Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp) : cfg_(cfg), params_(params), tp_(tp) {}
   // tokens (B, T) -> final normalised hidden states (B*T, C); tokens were checked by check_tokens.
   virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) = 0;
   virtual absl::Status body_backward(const Tensor& dh, ActivationStore& store) = 0;
@@ -75,9 +81,13 @@ class Model {
   absl::StatusOr<Tensor> norm_and_blocks_backward(std::vector<Block>& blocks, Norm& norm, const Tensor& dh,
                                                   int64_t B, int64_t T, ActivationStore& store);
   int head_unit() const { return cfg_.tied() ? 0 : final_unit(); }
+  // The head over `tied` (the token embedding) or, untied, over a new lm_head.weight in the current unit, split by
+  // vocabulary rows as the embedding is.
+  void add_head(Param* tied);
 
   ModelConfig cfg_;
   ParamSet& params_;  // not owned
+  TensorParallel tp_;
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };

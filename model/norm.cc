@@ -5,10 +5,11 @@
 
 namespace memtrain::model {
 
-LayerNorm::LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps)
+LayerNorm::LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps, const TensorParallel& tp)
     : name_(std::move(name)), C_(C), eps_(eps) {
-  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes});
-  bias_ = bias ? &params.add(name_ + ".bias", {C}, ParamKind::kNorm, ParamInit{ParamInit::kZeros}) : nullptr;
+  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes}, TpSplit::whole(tp));
+  bias_ = bias ? &params.add(name_ + ".bias", {C}, ParamKind::kNorm, ParamInit{ParamInit::kZeros}, TpSplit::whole(tp))
+               : nullptr;
 }
 
 absl::StatusOr<Tensor> LayerNorm::forward(const Tensor& x, ActivationStore& store) const {
@@ -35,8 +36,9 @@ absl::StatusOr<Tensor> LayerNorm::backward(const Tensor& dy, ActivationStore& st
   return dx;
 }
 
-RmsNorm::RmsNorm(ParamSet& params, std::string name, int64_t C, float eps) : name_(std::move(name)), C_(C), eps_(eps) {
-  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes});
+RmsNorm::RmsNorm(ParamSet& params, std::string name, int64_t C, float eps, const TensorParallel& tp)
+    : name_(std::move(name)), C_(C), eps_(eps) {
+  weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes}, TpSplit::whole(tp));
 }
 
 absl::StatusOr<Tensor> RmsNorm::forward(const Tensor& x, ActivationStore& store) const {

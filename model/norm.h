@@ -6,13 +6,14 @@
 #include "absl/status/statusor.h"
 #include "model/activation_store.h"
 #include "model/params.h"
+#include "model/tensor_parallel.h"
 
 namespace memtrain::model {
 
 class LayerNorm {
  public:
-  // Registers `name.weight` (and `name.bias`).
-  LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps);
+  // Registers `name.weight` (and `name.bias`), whole on every tp rank.
+  LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps, const TensorParallel& tp);
   // x, y, dy, dx: (N, C). Saves x, mean and rstd (N).
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);
@@ -29,7 +30,7 @@ class LayerNorm {
 
 class RmsNorm {
  public:
-  RmsNorm(ParamSet& params, std::string name, int64_t C, float eps);
+  RmsNorm(ParamSet& params, std::string name, int64_t C, float eps, const TensorParallel& tp);
   // x, y, dy, dx: (N, C). Saves x and rstd (N).
   absl::StatusOr<Tensor> forward(const Tensor& x, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, ActivationStore& store);

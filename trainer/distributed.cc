@@ -1,5 +1,8 @@
 #include "trainer/distributed.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 
@@ -7,12 +10,8 @@ namespace memtrain::trainer {
 
 absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& s) {
   const model::ModelConfig& m = cfg.model;
-  const int64_t kv = m.n_kv_head > 0 ? m.n_kv_head : m.n_head;
-  if (m.n_head % s.tp != 0)
-    return config_error("parallel.tp", absl::StrCat(s.tp, " does not divide model.n_head (", m.n_head, ")"));
-  if (kv % s.tp != 0 && s.tp % kv != 0)
-    return config_error("parallel.tp", absl::StrCat(s.tp, " and the key/value heads (", kv,
-                                                    ") must divide one another"));
+  if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
+    return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
   if (m.n_layer % s.pp != 0)
     return config_error("parallel.pp", absl::StrCat(s.pp, " does not divide model.n_layer (", m.n_layer, ")"));
   const int64_t T = cfg.train.resolved_seq_len(m.block_size);
@@ -21,10 +20,10 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (s.dp % cfg.zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(cfg.zero.hpz_partition_size,
                                                                 " does not divide the data-parallel size ", s.dp));
-  for (parallel::Axis a : {parallel::Axis::kTp, parallel::Axis::kCp, parallel::Axis::kPp}) {
+  for (parallel::Axis a : {parallel::Axis::kCp, parallel::Axis::kPp}) {
     if (s.size(a) > 1)
       return absl::UnimplementedError(absl::StrCat("parallel.", parallel::axis_name(a), " = ", s.size(a),
-                                                   ": this build trains with data parallelism only (dp)"));
+                                                   ": this build trains with data and tensor parallelism (dp, tp)"));
   }
   return absl::OkStatus();
 }
@@ -51,7 +50,7 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
     model::Param& p = *params[i];
     // The engine numbers tensors unit by unit; registration order is unit order, so its entry i is params[i].
     MEMTRAIN_CHECK(i == 0 || params[i - 1]->unit <= p.unit);
-    units[p.unit].push_back({p.shape, &p.value, &p.grad});
+    units[p.unit].push_back({p.local_shape, &p.value, &p.grad});
   }
   parallel::DataParallelOptions opts;
   opts.stage = static_cast<int>(cfg.zero.stage);
@@ -62,7 +61,7 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
                             parallel::DataParallel::create(run.dp(), std::move(units), opts));
   for (const parallel::LocalSegment& s : engine->stored_values()) {
-    model::ParamSet::initialize_slice(*params[s.seg.entry], static_cast<uint64_t>(cfg.train.seed), s.seg.offset,
+    model::ParamSet::initialize_local(*params[s.seg.entry], static_cast<uint64_t>(cfg.train.seed), s.seg.offset,
                                       s.seg.n, s.value);
   }
   bundle.model->set_unit_hooks(engine.get());
@@ -75,6 +74,55 @@ absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const Model
   for (const parallel::LocalSegment& s : engine.owned())
     targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
   return optim::AdamW::create(std::move(targets), cfg.optim);
+}
+
+absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {
+  if (run.mesh.size(parallel::Axis::kTp) == 1) return engine.grad_norm();
+  double local = 0;
+  for (const parallel::LocalSegment& s : engine.owned()) {
+    if (!bundle.params.all()[s.seg.entry]->tp.primary) continue;
+    for (int64_t i = 0; i < s.seg.n; ++i) local += static_cast<double>(s.grad[i]) * s.grad[i];
+  }
+  // Below stage 1 every dp rank owns (and has reduced) everything: count one copy.
+  double over_dp = local;
+  if (engine.stage() >= 1) {
+    MEMTRAIN_ASSIGN_OR_RETURN(over_dp, engine.sum_over_ranks(local));
+  }
+  parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
+  std::vector<double> all(tp.size());
+  MEMTRAIN_RETURN_IF_ERROR(tp.all_gather(&over_dp, all.data(), 8, DType::kU8));
+  double total = 0;  // in rank order, so every rank gets the same bits
+  for (double v : all) total += v;
+  return std::sqrt(total);
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
+                                                                    const ModelBundle& local) {
+  parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> global, build_model(cfg, /*allocate=*/true));
+  // Every rank's split of every parameter, from the shapes-only model of that rank.
+  std::vector<model::ParamSet> parts(tp.size());
+  for (int r = 0; r < tp.size(); ++r) {
+    MEMTRAIN_RETURN_IF_ERROR(
+        model::Model::create(cfg.model, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size())).status());
+  }
+  const auto& mine = local.params.all();
+  for (size_t i = 0; i < mine.size(); ++i) {
+    std::vector<int64_t> counts(tp.size());
+    int64_t total = 0;
+    for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(parts[r].all()[i]->local_shape);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
+    MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(mine[i]->value.f32(), blocks.f32(), counts, DType::kF32));
+    float* dst = global->params.all()[i]->value.f32();
+    const float* src = blocks.f32();
+    for (int r = 0; r < tp.size(); ++r) {
+      model::for_each_global_run(*parts[r].all()[i], [&](int64_t l, int64_t g, int64_t n) {
+        std::copy_n(src + l, n, dst + g);
+      });
+      src += counts[r];
+    }
+  }
+  return global;
 }
 
 absl::Status agree(parallel::Communicator& world, absl::Status local) {

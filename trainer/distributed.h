@@ -16,14 +16,15 @@
 namespace memtrain::trainer {
 
 // Every mesh dimension must divide what it splits: tp the attention heads (and the key/value heads, or be a
-// multiple of them), pp the layers, cp the sequence into 2 * cp chunks; hpZ groups the dp ranks. Then the
-// dimensions this build does not run yet (tp, pp, cp > 1) are refused.
+// multiple of them), the MLP width and not exceed the vocabulary, pp the layers, cp the sequence into 2 * cp
+// chunks; hpZ groups the dp ranks. Then the dimensions this build does not run yet (pp, cp > 1) are refused.
 absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& shape);
 
 struct MeshRun {
   parallel::DeviceMesh mesh;
   std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of dp ranks, or null
   parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }
+  model::TensorParallel tp() { return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp)); }
 };
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
 absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);
@@ -36,6 +37,15 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
 // AdamW over the pieces of parameters this rank updates (engine.owned()): optimizer state for those only.
 absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const ModelBundle& bundle,
                                                   const parallel::DataParallel& engine);
+
+// The 2-norm of the whole model's reduced gradient (valid after engine.finish_gradients()), the same on every
+// rank: each piece counted once, on its primary tp rank. Without tp, the engine's own (bitwise) norm.
+absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine);
+
+// Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
+// tensors assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group gets one.
+absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
+                                                                    const ModelBundle& local);
 
 // Collective: OK when every rank passes OK; otherwise this rank's own error, or, on a rank that succeeded, an
 // error with the first failed rank's code saying which rank failed (its message is printed by that rank).

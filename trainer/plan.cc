@@ -17,12 +17,13 @@ namespace memtrain::trainer {
 absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
-  model::ParamSet params;  // shapes only: nothing is allocated
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model, model::Model::create(cfg.model, params));
+  model::ParamSet params;  // shapes only: nothing is allocated. Tensor-parallel rank 0 holds the most.
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
+                            model::Model::create(cfg.model, params, model::TensorParallel::shapes_of_rank(0, mesh.tp)));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int d = mesh.dp, stage = static_cast<int>(cfg.zero.stage);
   std::vector<std::vector<int64_t>> units(params.num_units());
-  for (const auto& p : params.all()) units[p->unit].push_back(shape_numel(p->shape));
+  for (const auto& p : params.all()) units[p->unit].push_back(shape_numel(p->local_shape));
   const parallel::ShardLayout layout(std::move(units), d);
   const int U = layout.num_units();
 

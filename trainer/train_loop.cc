@@ -138,7 +138,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
   MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data->val));
 
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false));
+  const model::TensorParallel tp = run.tp();
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false, tp));
   model::Model& model = *bundle->model;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, create_sharded_adamw(cfg, *bundle, *engine));
@@ -149,13 +150,14 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
-  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum);  // per rank
+  // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored).
+  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum) / tp.size;
   if (!quiet) {
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld ZeRO-%lld, %d threads, "
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
                 static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
-                static_cast<long long>(d), static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
+                static_cast<long long>(d), tp.size, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
@@ -187,7 +189,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       loss_sum += loss;
     }
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
-    MEMTRAIN_ASSIGN_OR_RETURN(const double norm, engine->grad_norm());
+    MEMTRAIN_ASSIGN_OR_RETURN(const double norm, mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
     opt.step(lr);
@@ -226,16 +228,24 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   }
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
-  // Every rank holds the whole model from here (ZeRO-3 gathers it); rank 0 saves and samples without the engine.
+  // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble
+  // the global tensors, and rank 0 saves and samples a single-process model without the engine.
   MEMTRAIN_RETURN_IF_ERROR(engine->materialize_values());
   model.set_unit_hooks(nullptr);
-  if (lead && cfg.output.save_weights) {
+  if (run.mesh.coord().dp != 0) return result;
+  std::unique_ptr<ModelBundle> global;
+  if (tp.size > 1) {
+    MEMTRAIN_ASSIGN_OR_RETURN(global, gather_tensor_parallel(cfg, run, *bundle));
+  }
+  if (!lead) return result;
+  const ModelBundle& whole = global ? *global : *bundle;
+  if (cfg.output.save_weights) {
     const std::string path = weights_path(cfg);
     MEMTRAIN_FAULT_POINT("train.before_save_weights");
-    MEMTRAIN_RETURN_IF_ERROR(save_weights(*bundle, path));
+    MEMTRAIN_RETURN_IF_ERROR(save_weights(whole, path));
     if (!quiet) std::printf("saved weights to %s\n", path.c_str());
   }
-  if (!quiet) MEMTRAIN_RETURN_IF_ERROR(print_samples(cfg, model));
+  if (!quiet) MEMTRAIN_RETURN_IF_ERROR(print_samples(cfg, *whole.model));
   return result;
 }
 

@@ -14,8 +14,12 @@ void embedding_forward(const int32_t* ids, const float* table, int64_t n, int64_
   const int64_t grain = std::max<int64_t>(8, 16384 / std::max<int64_t>(C, 1));  // rows per task
   pool.parallel_for(n, grain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
-      const float* src = table + static_cast<int64_t>(ids[i]) * C;
       float* dst = out + i * C;
+      if (ids[i] < 0) {
+        if (!accumulate) std::memset(dst, 0, C * sizeof(float));
+        continue;
+      }
+      const float* src = table + static_cast<int64_t>(ids[i]) * C;
       if (accumulate) {
         for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
       } else {
@@ -35,6 +39,7 @@ void embedding_backward(const int32_t* ids, const float* dout, int64_t n, int64_
   pool.parallel_for(C, cols, [&](int64_t c0, int64_t c1) {
     const int64_t w = c1 - c0;
     for (int64_t i = 0; i < n; ++i) {
+      if (ids[i] < 0) continue;
       float* dst = dtable + static_cast<int64_t>(ids[i]) * C + c0;
       const float* src = dout + i * C + c0;
       for (int64_t c = 0; c < w; ++c) dst[c] += src[c];
