@@ -112,14 +112,19 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config
     int64_t total = 0;
     for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(parts[r].all()[i]->local_shape);
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
-    MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(mine[i]->value.f32(), blocks.f32(), counts, DType::kF32));
-    float* dst = global->params.all()[i]->value.f32();
-    const float* src = blocks.f32();
-    for (int r = 0; r < tp.size(); ++r) {
-      model::for_each_global_run(*parts[r].all()[i], [&](int64_t l, int64_t g, int64_t n) {
-        std::copy_n(src + l, n, dst + g);
-      });
-      src += counts[r];
+    for (bool grads : {false, true}) {
+      const Tensor& part = grads ? mine[i]->grad : mine[i]->value;
+      if (!part.defined()) continue;  // stages 2-3 free gradients (on every rank of the group alike)
+      MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(part.f32(), blocks.f32(), counts, DType::kF32));
+      const model::Param& whole = *global->params.all()[i];
+      float* dst = (grads ? whole.grad : whole.value).f32();
+      const float* src = blocks.f32();
+      for (int r = 0; r < tp.size(); ++r) {
+        model::for_each_global_run(*parts[r].all()[i], [&](int64_t l, int64_t g, int64_t n) {
+          std::copy_n(src + l, n, dst + g);
+        });
+        src += counts[r];
+      }
     }
   }
   return global;

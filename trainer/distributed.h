@@ -43,7 +43,8 @@ absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const Model
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine);
 
 // Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
-// tensors assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group gets one.
+// values and gradients assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group
+// gets one. (Gradients are only meaningful where the engine keeps them whole: stages 0 and 1.)
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local);
 
