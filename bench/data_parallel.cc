@@ -1,6 +1,8 @@
-// Data parallelism and ZeRO figures, run under mpirun (one line per run from rank 0):
-//   - bytes each rank sends per step against the ring theory: 2(d-1)/d * 4 psi for DDP and ZeRO-1/2 (reduce +
-//     gather), 3(d-1)/d * 4 psi for ZeRO-3 (forward gather, backward gather, gradient reduce-scatter);
+// Data- and tensor-parallel figures, run under mpirun (one line per run from rank 0):
+//   - bytes each rank sends per step over dp against the ring theory: 2(d-1)/d * 4 psi for DDP and ZeRO-1/2
+//     (reduce + gather), 3(d-1)/d * 4 psi for ZeRO-3 (forward gather, backward gather, gradient reduce-scatter),
+//     psi = the parameters this rank holds (a tp rank's part);
+//   - bytes sent over tp against Megatron's count (tp_theory_elements below), every all-reduce costing 2(p-1)/p;
 //   - peak bytes per category on rank 0 during the steps, next to `memtrain plan`'s prediction;
 //   - step time, the time backward's reductions still needed after backward ended (exposed), and the same
 //     reductions run alone with no backward (every unit ready at once): hidden = 1 - exposed / alone.
@@ -25,13 +27,24 @@
 
 using namespace memtrain;
 using Clock = std::chrono::steady_clock;
+
+// Elements all-reduced over tp in one micro-batch's forward + backward: the embedding output, two row-parallel
+// outputs per block in forward and two column-parallel input gradients in backward (N x C each), the head's row
+// maxima, sums of exponentials and target logits (3N) and dL/dh (N x C); with fewer kv heads than tp ranks also
+// each block's key and value gradients (N x Hkv*D each).
+static int64_t tp_theory_elements(const model::ModelConfig& m, int64_t N, int tp) {
+  if (tp == 1) return 0;
+  int64_t e = N * m.n_embd * (2 + 4 * m.n_layer) + 3 * N;
+  if (m.is_llama() && m.kv_heads() < tp) e += m.n_layer * 2 * N * m.kv_heads() * m.head_dim();
+  return e;
+}
 static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 static absl::Status bench(parallel::World& world, const trainer::Config& cfg, int steps) {
   trainer::apply_runtime(cfg, world.launch().local_size);
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
-  MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false));
+  MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, trainer::create_sharded_adamw(cfg, *bundle, *engine));
 
@@ -39,10 +52,11 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor targets_t, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
   parallel::Communicator& dp = run.dp();
+  parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
   auto group_bytes = [&] { return run.hpz ? run.hpz->bytes_sent() : 0; };
   const float scale = 1.0f / static_cast<float>(B * T * cfg.train.grad_accum * dp.size());
   double step_s = 0, exposed_s = 0;
-  int64_t bytes = 0, bytes_group = 0;
+  int64_t bytes = 0, bytes_group = 0, bytes_tp = 0;
   MemorySnapshot peaks;
   for (int step = -2; step < steps; ++step) {  // two warm-up steps
     const PhiloxKey key = philox_key(static_cast<uint64_t>(step + 100), "bench_tokens");
@@ -52,7 +66,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
       targets_t.i32()[i] = static_cast<int32_t>(r[1] % 256);
     }
     MemoryTracker::host().reset_peaks();
-    const int64_t b0 = dp.bytes_sent(), g0 = group_bytes();
+    const int64_t b0 = dp.bytes_sent(), g0 = group_bytes(), t0_bytes = tp.bytes_sent();
     const auto t0 = Clock::now();
     for (int64_t m = 0; m < cfg.train.grad_accum; ++m) {
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(m));
@@ -63,7 +77,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
     const auto t_wait = Clock::now();
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
     const double exposed = since(t_wait);
-    MEMTRAIN_ASSIGN_OR_RETURN(double norm, engine->grad_norm());
+    MEMTRAIN_ASSIGN_OR_RETURN(double norm, trainer::mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1) engine->scale_grads(static_cast<float>(coef));
     opt.step(1e-4);
@@ -74,6 +88,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
     exposed_s += exposed;
     bytes += dp.bytes_sent() - b0;
     bytes_group += group_bytes() - g0;
+    bytes_tp += tp.bytes_sent() - t0_bytes;
     const MemorySnapshot snap = MemoryTracker::host().snapshot();
     for (int c = 0; c < kNumMemCategories; ++c) peaks.peak[c] = std::max(peaks.peak[c], snap.peak[c]);
   }
@@ -92,7 +107,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
     alone.push_back(since(t0));
   }
   std::sort(alone.begin(), alone.end());
-  const int64_t psi = bundle->params.numel();
+  const int64_t psi = bundle->params.local_numel();
   if (world.rank() != 0) return absl::OkStatus();
   const int d = dp.size();
   const double passes = cfg.zero.stage == 3 ? 3.0 : 2.0;
@@ -105,6 +120,13 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
               static_cast<double>(bytes) / steps, static_cast<double>(bytes_group) / steps, theory,
               theory > 0 ? per_step / theory : 1.0, 1e3 * step_s / steps,
               1e3 * exposed_s / steps, 1e3 * alone[1], d > 1 ? 100.0 * (1 - exposed_s / steps / alone[1]) : 0.0);
+  if (tp.size() > 1) {
+    const int p = tp.size();
+    const double tp_theory = 4.0 * 2 * (p - 1) / p *
+                             static_cast<double>(tp_theory_elements(cfg.model, B * T, p) * cfg.train.grad_accum);
+    std::printf("  tp=%d bytes/step %.0f theory %.0f ratio %.4f\n", p, static_cast<double>(bytes_tp) / steps, tp_theory,
+                static_cast<double>(bytes_tp) / steps / tp_theory);
+  }
   std::printf("  peak MiB measured/plan:");
   for (int c = 0; c < kNumMemCategories; ++c) {
     if (peaks.peak[c] == 0 && plan.bytes[c] == 0) continue;

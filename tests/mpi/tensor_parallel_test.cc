@@ -157,6 +157,32 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 2, 3, 259}),
                          [](const auto& info) { return case_name(info.param); });
 
+// Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
+// elements costs 2n(p-1)/p (the ring; counts here divide by p). GPT-2 sums the embedding output, each block's two
+// row-parallel outputs in forward and two column-parallel input gradients in backward, the head's row maxima (N),
+// sums of exponentials and target logits (2N) and dL/dh (N x C). LLaMA with 2 kv heads on 4 ranks also sums each
+// block's key and value gradients (N x Hkv*D each).
+TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    const int tp = std::min(world().size(), 4);
+    trainer::Config cfg = tiny_config(arch, shared_dir() + "/tp_bytes", {"parallel.tp=" + std::to_string(tp),
+                                                                          "parallel.dp=-1"});
+    EngineSetup s = set_up(cfg);
+    const int64_t B = 2, T = 32, N = B * T, C = 32, L = 2;
+    auto tokens = Tensor::zeros({B, T}, DType::kI32, MemCategory::kActivations);
+    ASSERT_TRUE(tokens.ok());
+    parallel::Communicator& comm = s.run.mesh.comm(parallel::Axis::kTp);
+    const int64_t before = comm.bytes_sent();
+    ASSERT_TRUE(s.engine->begin_micro_batch(0).ok());
+    model::ActivationStore store;
+    ASSERT_TRUE(s.bundle->model->forward(*tokens, *tokens, 1e-3f, store).ok());
+    ASSERT_TRUE(s.bundle->model->backward(store).ok());
+    int64_t elements = N * C * (2 + 4 * L) + 3 * N;
+    if (arch == "llama" && tp == 4) elements += L * 2 * N * (2 * C / 4);  // Hkv * D = 2 * 8
+    EXPECT_EQ(comm.bytes_sent() - before, 4 * elements * 2 * (tp - 1) / tp) << arch << " tp " << tp;
+  }
+}
+
 // A tp that cannot split the model is a config error naming parallel.tp and the reason, before anything is
 // allocated or written. (The other reasons, kv heads and vocabulary, are unit-tested: tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
