@@ -54,7 +54,7 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
   ASSERT_EQ(one.exit_code, 0) << one.err;
   auto two = mpirun("-np 2 " + binary_ + " train" + tiny("two") + " --set zero.stage=2");
   ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_NE(two.out.find("dp=2 ZeRO-2"), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("dp=2 tp=1 ZeRO-2"), std::string::npos) << two.out;
   const std::vector<double> a = losses("one"), b = losses("two");
   ASSERT_EQ(a.size(), 12u);
   EXPECT_EQ(a, b);

@@ -18,7 +18,9 @@ TEST(TensorParallelPart, ContiguousCoveringFirstRanksLonger) {
         const IndexRange p = TensorParallel::shapes_of_rank(r, size).part(n);
         EXPECT_EQ(p.first, next) << size << " " << n << " " << r;
         EXPECT_TRUE(p.second - p.first == n / size || p.second - p.first == n / size + 1);
-        if (r > 0) EXPECT_LE(p.second - p.first, TensorParallel::shapes_of_rank(0, size).part_size(n));
+        if (r > 0) {
+          EXPECT_LE(p.second - p.first, TensorParallel::shapes_of_rank(0, size).part_size(n));
+        }
         next = p.second;
       }
       EXPECT_EQ(next, n);
