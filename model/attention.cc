@@ -41,11 +41,11 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, act({N, W}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, Cl_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
-  linear_forward(c_attn_, x.f32(), N, qkv.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool);
   const float* q = qkv.f32();
   cpu::attention_forward(q, W, q + Cl_, W, q + 2 * Cl_, W, B, T, H_, H_, D, out.f32(), Cl_, lse.f32(), pool);
-  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(c_proj_, out.f32(), N, y.f32(), pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
@@ -61,16 +61,17 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, store.take(name_ + "/out"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, Cl_}));
-  linear_backward(c_proj_, out.f32(), dy.f32(), N, dout.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
+  linear_backward(c_proj_, out.f32(), dyf.f32(), N, dout.f32(), pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
   cpu::attention_backward(dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(), Cl_, lse.f32(), B, T, H_, H_, D,
                           dq, W, dq + Cl_, W, dq + 2 * Cl_, W, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
-  linear_backward(c_attn_, x.f32(), dqkv.f32(), N, dx.f32(), pool);
-  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));  // every rank's heads contribute to dx
-  return dx;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_backward(c_attn_, xf.f32(), dqkv.f32(), N, dx.f32(), pool);
+  return tp_.sum_rows(dx);  // every rank's heads contribute to dx
 }
 
 LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg,
@@ -125,16 +126,16 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B, T));
-  linear_forward(q_, x.f32(), N, q.f32(), pool);
-  linear_forward(k_, x.f32(), N, k.f32(), pool);
-  linear_forward(v_, x.f32(), N, v.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_forward(q_, xf.f32(), N, q.f32(), pool);
+  linear_forward(k_, xf.f32(), N, k.f32(), pool);
+  linear_forward(v_, xf.f32(), N, v.f32(), pool);
   cpu::rope_forward(q.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   cpu::attention_forward(q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_, B, T, H_, Hkv_, D_, out.f32(),
                          H_ * D_, lse.f32(), pool);
-  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(o_, out.f32(), N, y.f32(), pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/k", k));
@@ -154,7 +155,8 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, store.take(name_ + "/out"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, H_ * D_}));
-  linear_backward(o_, out.f32(), dy.f32(), N, dout.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
+  linear_backward(o_, out.f32(), dyf.f32(), N, dout.f32(), pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dq, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dk, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
@@ -165,21 +167,21 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   cpu::rope_backward(dq.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
-  linear_backward(q_, x.f32(), dq.f32(), N, dx.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_backward(q_, xf.f32(), dq.f32(), N, dx.f32(), pool);
   if (kv_sharers_ == 1) {
-    linear_backward(k_, x.f32(), dk.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
-    linear_backward(v_, x.f32(), dv.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+    linear_backward(k_, xf.f32(), dk.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+    linear_backward(v_, xf.f32(), dv.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
   } else {
     // A shared kv head's weight gradient comes from all its sharers' query heads; dx takes only this rank's part,
     // since dx is summed over tp below.
     for (auto [w, d] : {std::pair{&k_, &dk}, std::pair{&v_, &dv}}) {
       MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, sum_over_kv_sharers(*d));
-      linear_backward_weight(*w, x.f32(), summed.f32(), N, pool);
+      linear_backward_weight(*w, xf.f32(), summed.f32(), N, pool);
       linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
     }
   }
-  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
-  return dx;
+  return tp_.sum_rows(dx);
 }
 
 }  // namespace memtrain::model

@@ -6,6 +6,7 @@
 #include "core/cpu/elementwise.h"
 #include "model/activation_store.h"
 #include "model/model_config.h"
+#include "model/tensor_parallel.h"
 
 namespace memtrain::model {
 
@@ -41,11 +42,12 @@ struct PreNormBlock {
   }
 
   // Bytes forward leaves saved: the residual input (saved by norm1), norm1's output (by attn), the residual after
-  // attention (by norm2), norm2's output (by mlp), plus what each layer saves besides its input.
-  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp) {
-    const int64_t N = B * T;
-    return 4 * (4 * N * cfg.n_embd) + 2 * Norm::saved_bytes(N) + Attention::saved_bytes(cfg, B, T, tp) +
-           Mlp::saved_bytes(cfg, N, tp);
+  // attention (by norm2), norm2's output (by mlp), each of this rank's rows (1/tp of them with SP), plus what each
+  // layer saves besides its input.
+  static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, const TensorParallel& tp) {
+    const int64_t N = B * T, rows = tp.local_rows(N);
+    return 4 * (4 * rows * cfg.n_embd) + 2 * Norm::saved_bytes(rows) + Attention::saved_bytes(cfg, B, T, tp.size) +
+           Mlp::saved_bytes(cfg, N, tp.size);
   }
 };
 

@@ -32,10 +32,11 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   T_ = tokens.dim(1);
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
-  MEMTRAIN_RETURN_IF_ERROR(wte_->forward(tokens, x));
-  cpu::embedding_forward(pos.i32(), wpe_->value.f32(), N, C, x.f32(), /*accumulate=*/true, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, wte_->forward(tokens));
+  // This rank's rows (all of them without SP) get their positions.
+  const int64_t rows = tp_.local_rows(N), first = tp_.sequence_parallel ? tp_.rank * rows : 0;
+  cpu::embedding_forward(pos.i32() + first, wpe_->value.f32(), rows, C, x.f32(), /*accumulate=*/true, pool);
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("transformer.wte/tokens", tokens));
   return blocks_and_norm_forward(blocks_, *ln_f_, std::move(x), B_, T_, store);
@@ -49,18 +50,27 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
-  cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
+  const int64_t rows = tp_.local_rows(N), first = tp_.sequence_parallel ? tp_.rank * rows : 0;
+  if (!tp_.sequence_parallel) {
+    cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
+  } else {  // this rank's rows give a part of the position table's gradient
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor part, Tensor::zeros(wpe_->local_shape, DType::kF32, MemCategory::kWorkspace));
+    cpu::embedding_backward(pos.i32() + first, dx.f32(), rows, C, cfg_.block_size, part.f32(), pool);
+    MEMTRAIN_RETURN_IF_ERROR(tp_.add_grad_sums(part, {{wpe_->grad.f32(), part.numel()}}));
+  }
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kGrads));
   return grads_ready(0);
 }
 
 int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {
   // The blocks, then ln_f's input (the last block's output) and statistics; the tokens were allocated by the caller.
-  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T, tp_.size) + 4 * B * T * cfg_.n_embd + LayerNorm::saved_bytes(B * T);
+  const int64_t rows = tp_.local_rows(B * T);
+  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T, tp_) + 4 * rows * cfg_.n_embd + LayerNorm::saved_bytes(rows);
 }
 
 int64_t Gpt2Model::backward_peak_extra_bytes(int64_t B, int64_t T) const {
-  return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T, tp_.size) - LayerNorm::saved_bytes(B * T);
+  return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T, tp_.size) + sequence_parallel_mlp_extra_bytes(B * T) -
+         LayerNorm::saved_bytes(tp_.local_rows(B * T));
 }
 
 int64_t Gpt2Model::embedding_params() const {

@@ -41,12 +41,13 @@ void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y,
   if (w.bias) cpu::add_bias(y, w.bias->value.f32(), N, w.out, pool);
 }
 
-absl::Status row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
-                                  const TensorParallel& tp) {
-  matmul(w, x, N, y, pool);
-  MEMTRAIN_RETURN_IF_ERROR(tp.sum(y, N * w.out));
-  if (w.bias) cpu::add_bias(y, w.bias->value.f32(), N, w.out, pool);
-  return absl::OkStatus();
+absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
+                                            const TensorParallel& tp) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor partial, Tensor::empty({N, w.out}, DType::kF32, MemCategory::kActivations));
+  matmul(w, x, N, partial.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, tp.sum_rows(partial));
+  if (w.bias) cpu::add_bias(y.f32(), w.bias->value.f32(), y.rows(), w.out, pool);
+  return y;
 }
 
 void linear_backward(const LinearWeights& w, const float* x, const float* dy, int64_t N, float* dx, ThreadPool& pool,

@@ -37,9 +37,11 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
 
 // y (N, out) = x (N, in) W^T + b.
 void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool);
-// y = sum over tp of x W^T, then + b: the output of a row-parallel projection, the same on every tp rank.
-absl::Status row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
-                                  const TensorParallel& tp);
+// y = sum over tp of x W^T, then + b: the output of a row-parallel projection, the same on every tp rank: (N, out),
+// or with sequence parallelism this rank's rows (N/tp, out) of it. (Its backward: linear_backward with dy gathered
+// to all N rows, which makes the bias gradient whole on every rank.)
+absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
+                                            const TensorParallel& tp);
 // dW += dy^T x (in W's layout), db += column sums of dy; dx (N, in) = dy W (+= when accumulate_dx), skipped when
 // dx is nullptr. dx may alias x: the weight gradient reads x before dx is written. (A column-parallel dx is this
 // rank's part of a sum over tp: the layer sums it once for all its projections.)

@@ -27,10 +27,8 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorPar
 absl::StatusOr<Tensor> LlamaModel::body_forward(const Tensor& tokens, ActivationStore& store) {
   B_ = tokens.dim(0);
   T_ = tokens.dim(1);
-  const int64_t N = B_ * T_, C = cfg_.n_embd;
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty({N, C}, DType::kF32, MemCategory::kActivations));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
-  MEMTRAIN_RETURN_IF_ERROR(embed_->forward(tokens, x));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, embed_->forward(tokens));
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("model.embed_tokens/tokens", tokens));
   return blocks_and_norm_forward(blocks_, *norm_, std::move(x), B_, T_, store);
@@ -47,11 +45,13 @@ absl::Status LlamaModel::body_backward(const Tensor& dh, ActivationStore& store)
 
 int64_t LlamaModel::body_saved_bytes(int64_t B, int64_t T) const {
   // The blocks, then the final norm's input and statistics; the tokens were allocated by the caller.
-  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T, tp_.size) + 4 * B * T * cfg_.n_embd + RmsNorm::saved_bytes(B * T);
+  const int64_t rows = tp_.local_rows(B * T);
+  return cfg_.n_layer * Block::saved_bytes(cfg_, B, T, tp_) + 4 * rows * cfg_.n_embd + RmsNorm::saved_bytes(rows);
 }
 
 int64_t LlamaModel::backward_peak_extra_bytes(int64_t B, int64_t T) const {
-  return LlamaMlp::backward_scratch_bytes(cfg_, B * T, tp_.size) - RmsNorm::saved_bytes(B * T);
+  return LlamaMlp::backward_scratch_bytes(cfg_, B * T, tp_.size) + sequence_parallel_mlp_extra_bytes(B * T) -
+         RmsNorm::saved_bytes(tp_.local_rows(B * T));
 }
 
 int64_t LlamaModel::embedding_params() const { return cfg_.tied() ? 0 : cfg_.vocab_size * cfg_.n_embd; }

@@ -68,9 +68,10 @@ absl::StatusOr<double> LmHead::vocab_parallel_cross_entropy(float* lg, const int
   return loss;
 }
 
-absl::StatusOr<double> LmHead::forward(const Tensor& h, const Tensor& targets, float grad_scale,
+absl::StatusOr<double> LmHead::forward(const Tensor& h_rows, const Tensor& targets, float grad_scale,
                                         ActivationStore& store) {
   ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, tp_.gather_rows(h_rows));
   const int64_t N = h.rows();
   MEMTRAIN_CHECK(h.cols() == C_ && targets.numel() == N);
   const int32_t* tgt = targets.i32();
@@ -108,8 +109,8 @@ absl::StatusOr<double> LmHead::forward(const Tensor& h, const Tensor& targets, f
     cpu::sgemm(true, false, Vl_, C_, n, 1.0f, lg, Vl_, hc, C_, 1.0f, weight_->grad.f32(), C_, pool);
   }
   if (training) {
-    MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dh));  // each rank's vocabulary rows contribute to dL/dh
-    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/dh", dh));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh_rows, tp_.sum_rows(dh));  // each rank's vocabulary rows contribute to dL/dh
+    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/dh", dh_rows));
   }
   return loss;
 }

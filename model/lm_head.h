@@ -20,8 +20,9 @@ class LmHead {
  public:
   // weight: this rank's rows `vocab` of the global (V, C) weight (the token embedding when tied); not owned.
   LmHead(std::string name, Param* weight, int64_t V, int64_t C, IndexRange vocab, const TensorParallel& tp);
-  // h: (N, C) final hidden states; targets: (N) int32, < 0 ignored. Returns the sum of token losses. When the
-  // store keeps (training), dL/dh = grad_scale * d(sum of losses)/dh is saved and the weight gradient added.
+  // h: (N, C) final hidden states (with SP this rank's rows of them); targets: (N) int32, < 0 ignored. Returns the
+  // sum of token losses. When the store keeps (training), dL/dh = grad_scale * d(sum of losses)/dh is saved (rows
+  // as h) and the weight gradient added.
   absl::StatusOr<double> forward(const Tensor& h, const Tensor& targets, float grad_scale, ActivationStore& store);
   absl::StatusOr<Tensor> backward(ActivationStore& store);  // dL/dh (N, C)
   absl::StatusOr<Tensor> logits(const Tensor& h) const;    // (N, V), gathered over tp

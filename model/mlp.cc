@@ -23,13 +23,13 @@ Gpt2Mlp::Gpt2Mlp(ParamSet& params, const std::string& prefix, const ModelConfig&
 
 absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store) const {
   ThreadPool& pool = ThreadPool::global();
-  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  const int64_t N = xf.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, act({N, F_}));
-  linear_forward(c_fc_, x.f32(), N, h.f32(), pool);
+  linear_forward(c_fc_, xf.f32(), N, h.f32(), pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
-  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(c_proj_, g.f32(), N, y.f32(), pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, g.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/h", h));
   return y;
@@ -39,15 +39,16 @@ absl::StatusOr<Tensor> Gpt2Mlp::backward(const Tensor& dy, ActivationStore& stor
   ThreadPool& pool = ThreadPool::global();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, store.take(name_ + "/h"));
-  const int64_t N = x.rows();
+  const int64_t N = h.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
-  linear_backward(c_proj_, g.f32(), dy.f32(), N, g.f32() /*dg overwrites g once c_proj's wgrad has read it*/, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
+  linear_backward(c_proj_, g.f32(), dyf.f32(), N, g.f32() /*dg overwrites g once c_proj's wgrad has read it*/, pool);
   cpu::gelu_backward(g.f32(), h.f32(), g.f32(), N * F_, pool);  // dh, in place
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
-  linear_backward(c_fc_, x.f32(), g.f32(), N, dx.f32(), pool);
-  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
-  return dx;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_backward(c_fc_, xf.f32(), g.f32(), N, dx.f32(), pool);
+  return tp_.sum_rows(dx);
 }
 
 LlamaMlp::LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp)
@@ -62,15 +63,15 @@ LlamaMlp::LlamaMlp(ParamSet& params, const std::string& prefix, const ModelConfi
 
 absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store) const {
   ThreadPool& pool = ThreadPool::global();
-  const int64_t N = x.rows();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  const int64_t N = xf.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor gate, act({N, F_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor up, act({N, F_}));
-  linear_forward(gate_, x.f32(), N, gate.f32(), pool);
-  linear_forward(up_, x.f32(), N, up.f32(), pool);
+  linear_forward(gate_, xf.f32(), N, gate.f32(), pool);
+  linear_forward(up_, xf.f32(), N, up.f32(), pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, act({N, C_}));
-  MEMTRAIN_RETURN_IF_ERROR(row_parallel_forward(down_, a.f32(), N, y.f32(), pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(down_, a.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/gate", gate));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/up", up));
@@ -82,18 +83,19 @@ absl::StatusOr<Tensor> LlamaMlp::backward(const Tensor& dy, ActivationStore& sto
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor gate, store.take(name_ + "/gate"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor up, store.take(name_ + "/up"));
-  const int64_t N = x.rows();
+  const int64_t N = gate.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
-  linear_backward(down_, a.f32(), dy.f32(), N, a.f32() /*da overwrites a once down's wgrad has read it*/, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
+  linear_backward(down_, a.f32(), dyf.f32(), N, a.f32() /*da overwrites a once down's wgrad has read it*/, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dgate, act({N, F_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dup, act({N, F_}));
   cpu::swiglu_backward(a.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
-  linear_backward(gate_, x.f32(), dgate.f32(), N, dx.f32(), pool);
-  linear_backward(up_, x.f32(), dup.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
-  MEMTRAIN_RETURN_IF_ERROR(tp_.sum(dx));
-  return dx;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
+  linear_backward(gate_, xf.f32(), dgate.f32(), N, dx.f32(), pool);
+  linear_backward(up_, xf.f32(), dup.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  return tp_.sum_rows(dx);
 }
 
 }  // namespace memtrain::model

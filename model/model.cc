@@ -74,7 +74,8 @@ absl::Status Model::backward(ActivationStore& store) {
 absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
   ActivationStore discard(/*keep=*/false);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, discard));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h_rows, body_forward(tokens, discard));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, tp_.gather_rows(h_rows));
   const int64_t B = tokens.dim(0), T = tokens.dim(1), C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor last, Tensor::empty({B, C}, DType::kF32, MemCategory::kActivations));
   for (int64_t b = 0; b < B; ++b)
@@ -86,7 +87,7 @@ absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
 }
 
 int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
-  return body_saved_bytes(B, T) + LmHead::saved_bytes(B * T, cfg_.n_embd);
+  return body_saved_bytes(B, T) + LmHead::saved_bytes(tp_.local_rows(B * T), cfg_.n_embd);
 }
 
 int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {

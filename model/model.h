@@ -62,6 +62,11 @@ class Model {
   virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
   // predicted_peak_activation_bytes - predicted_activation_bytes.
   virtual int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const = 0;
+  // What the last block's MLP backward holds besides its scratch under SP: dy and the input gathered to all N
+  // rows, and dx reduce-scattered to this rank's rows.
+  int64_t sequence_parallel_mlp_extra_bytes(int64_t N) const {
+    return tp_.sequence_parallel ? 4 * (2 * N + tp_.local_rows(N)) * cfg_.n_embd : 0;
+  }
   // Parameters only looked up, never multiplied (excluded from the 6N FLOP count); a tied token embedding is
   // also the head's weight, so it counts as multiplied.
   virtual int64_t embedding_params() const = 0;

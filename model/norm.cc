@@ -6,7 +6,7 @@
 namespace memtrain::model {
 
 LayerNorm::LayerNorm(ParamSet& params, std::string name, int64_t C, bool bias, float eps, const TensorParallel& tp)
-    : name_(std::move(name)), C_(C), eps_(eps) {
+    : name_(std::move(name)), C_(C), eps_(eps), tp_(tp) {
   weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes}, TpSplit::whole(tp));
   bias_ = bias ? &params.add(name_ + ".bias", {C}, ParamKind::kNorm, ParamInit{ParamInit::kZeros}, TpSplit::whole(tp))
                : nullptr;
@@ -31,13 +31,24 @@ absl::StatusOr<Tensor> LayerNorm::backward(const Tensor& dy, ActivationStore& st
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor mean, store.take(name_ + "/mean"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
-  cpu::layer_norm_backward(dy.f32(), x.f32(), mean.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(),
-                           weight_->grad.f32(), bias_ ? bias_->grad.f32() : nullptr, ThreadPool::global());
+  // With SP the kernel adds this rank's rows' part into zeros, then the parts are summed over tp.
+  Tensor part;
+  if (tp_.sequence_parallel) {
+    MEMTRAIN_ASSIGN_OR_RETURN(part, Tensor::zeros({2, C_}, DType::kF32, MemCategory::kWorkspace));
+  }
+  float* dw = part.defined() ? part.f32() : weight_->grad.f32();
+  float* db = !bias_ ? nullptr : part.defined() ? part.f32() + C_ : bias_->grad.f32();
+  cpu::layer_norm_backward(dy.f32(), x.f32(), mean.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(), dw,
+                           db, ThreadPool::global());
+  if (part.defined()) {
+    MEMTRAIN_RETURN_IF_ERROR(
+        tp_.add_grad_sums(part, {{weight_->grad.f32(), C_}, {bias_ ? bias_->grad.f32() : nullptr, bias_ ? C_ : 0}}));
+  }
   return dx;
 }
 
 RmsNorm::RmsNorm(ParamSet& params, std::string name, int64_t C, float eps, const TensorParallel& tp)
-    : name_(std::move(name)), C_(C), eps_(eps) {
+    : name_(std::move(name)), C_(C), eps_(eps), tp_(tp) {
   weight_ = &params.add(name_ + ".weight", {C}, ParamKind::kNorm, ParamInit{ParamInit::kOnes}, TpSplit::whole(tp));
 }
 
@@ -56,8 +67,13 @@ absl::StatusOr<Tensor> RmsNorm::backward(const Tensor& dy, ActivationStore& stor
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
+  Tensor part;  // with SP, this rank's rows' part of the weight gradient
+  if (tp_.sequence_parallel) {
+    MEMTRAIN_ASSIGN_OR_RETURN(part, Tensor::zeros({C_}, DType::kF32, MemCategory::kWorkspace));
+  }
   cpu::rms_norm_backward(dy.f32(), x.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(),
-                         weight_->grad.f32(), ThreadPool::global());
+                         part.defined() ? part.f32() : weight_->grad.f32(), ThreadPool::global());
+  if (part.defined()) MEMTRAIN_RETURN_IF_ERROR(tp_.add_grad_sums(part, {{weight_->grad.f32(), C_}}));
   return dx;
 }
 

@@ -1,4 +1,5 @@
 // LayerNorm (GPT-2) and RMSNorm (LLaMA) layers over the last dim; each saves its input and per-row statistics.
+// With sequence parallelism a rank normalises its own rows, so its weight gradient is a part of a sum over tp.
 #pragma once
 
 #include <string>
@@ -26,6 +27,7 @@ class LayerNorm {
   Param* bias_;
   int64_t C_;
   float eps_;
+  TensorParallel tp_;
 };
 
 class RmsNorm {
@@ -41,6 +43,7 @@ class RmsNorm {
   Param* weight_;
   int64_t C_;
   float eps_;
+  TensorParallel tp_;
 };
 
 }  // namespace memtrain::model

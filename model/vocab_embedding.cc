@@ -21,17 +21,17 @@ absl::StatusOr<Tensor> VocabEmbedding::local_ids(const Tensor& tokens) const {
   return ids;
 }
 
-absl::Status VocabEmbedding::forward(const Tensor& tokens, Tensor& out) const {
+absl::StatusOr<Tensor> VocabEmbedding::forward(const Tensor& tokens) const {
   const int64_t n = tokens.numel(), C = weight_->local_shape[1];
-  MEMTRAIN_CHECK(out.rows() == n && out.cols() == C);
   ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, Tensor::empty({n, C}, DType::kF32, MemCategory::kActivations));
   if (tp_.size == 1) {
     cpu::embedding_forward(tokens.i32(), weight_->value.f32(), n, C, out.f32(), /*accumulate=*/false, pool);
-    return absl::OkStatus();
+    return out;
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, local_ids(tokens));
   cpu::embedding_forward(ids.i32(), weight_->value.f32(), n, C, out.f32(), /*accumulate=*/false, pool);
-  return tp_.sum(out);
+  return tp_.sum_rows(out);
 }
 
 absl::Status VocabEmbedding::backward(const Tensor& tokens, const Tensor& dout) {
@@ -42,7 +42,8 @@ absl::Status VocabEmbedding::backward(const Tensor& tokens, const Tensor& dout) 
     return absl::OkStatus();
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, local_ids(tokens));
-  cpu::embedding_backward(ids.i32(), dout.f32(), n, C, rows, weight_->grad.f32(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor full, tp_.gather_rows(dout));  // every token's gradient, for this rank's rows
+  cpu::embedding_backward(ids.i32(), full.f32(), n, C, rows, weight_->grad.f32(), pool);
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 // The token embedding, split by vocabulary rows over tp (Megatron's vocab-parallel embedding): tp rank r holds rows
 // tp.part(V). A lookup reads this rank's rows, zeros for tokens held elsewhere, and sums over tp; each token has
-// one non-zero term, so the sum is exact and equals the single-process lookup bit for bit.
+// one non-zero term, so the sum is exact and equals the single-process lookup bit for bit. With sequence
+// parallelism the sum is a reduce-scatter and a rank keeps its rows of the tokens.
 #pragma once
 
 #include <string>
@@ -18,9 +19,9 @@ class VocabEmbedding {
   Param* weight() const { return weight_; }
   IndexRange rows() const { return rows_; }
 
-  // tokens: (N) int32 in [0, V); out (N, C) = the rows of tokens.
-  absl::Status forward(const Tensor& tokens, Tensor& out) const;
-  // weight.grad[token] += dout (N, C) for this rank's rows.
+  // tokens: (N) int32 in [0, V). Returns the tokens' embeddings (N, C), or with SP this rank's rows of them.
+  absl::StatusOr<Tensor> forward(const Tensor& tokens) const;
+  // weight.grad[token] += dout for this rank's vocabulary rows; dout as forward returned it.
   absl::Status backward(const Tensor& tokens, const Tensor& dout);
 
  private:

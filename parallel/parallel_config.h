@@ -15,13 +15,16 @@ struct ParallelConfig {
   int64_t cp = 1;
   double timeout_s = 300;
   double bucket_mb = 25;
-
+  bool sequence_parallel = false;
 
   template <class V> void visit(V& v) {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
     v("tp", tp, "tensor-parallel ranks, >= 1 (innermost: neighbouring ranks); divides the heads and the MLP width");
     v("pp", pp, "pipeline stages, >= 1 (outermost; only 1 in this build)");
     v("cp", cp, "context-parallel ranks, >= 1 (between tp and dp; only 1 in this build)");
+    v("sequence_parallel", sequence_parallel,
+      "with tp > 1: the norms and residual stream hold 1/tp of the tokens; all-reduces become reduce-scatter + "
+      "all-gather (tp divides the sequence length)");
     v("timeout_s", timeout_s, "a collective not done after this many seconds fails naming the missing ranks, > 0");
     v("bucket_mb", bucket_mb,
       "data parallel: gradients of whole layers are all-reduced in buckets of at least this many MiB, each as soon "

@@ -15,6 +15,9 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (m.n_layer % s.pp != 0)
     return config_error("parallel.pp", absl::StrCat(s.pp, " does not divide model.n_layer (", m.n_layer, ")"));
   const int64_t T = cfg.train.resolved_seq_len(m.block_size);
+  if (cfg.parallel.sequence_parallel && T % s.tp != 0)
+    return config_error("parallel.sequence_parallel",
+                        absl::StrCat("parallel.tp = ", s.tp, " does not divide the sequence length ", T));
   if (s.cp > 1 && T % (2 * s.cp) != 0)
     return config_error("parallel.cp", absl::StrCat("2 * ", s.cp, " chunks do not divide the sequence length ", T));
   if (s.dp % cfg.zero.hpz_partition_size != 0)
@@ -32,7 +35,7 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape shape, parallel::resolve_mesh_shape(cfg.parallel, world.size()));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, shape));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::DeviceMesh mesh, parallel::DeviceMesh::create(world, cfg.parallel));
-  MeshRun run{std::move(mesh), nullptr};
+  MeshRun run{std::move(mesh), nullptr, cfg.parallel.sequence_parallel};
   const int h = static_cast<int>(cfg.zero.hpz_partition_size);
   if (cfg.zero.hpz_active(run.dp().size())) {
     // Groups of h consecutive dp ranks: with tp innermost and dp next, these are neighbouring ranks (one node).

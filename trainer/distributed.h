@@ -24,7 +24,10 @@ struct MeshRun {
   parallel::DeviceMesh mesh;
   std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of dp ranks, or null
   parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }
-  model::TensorParallel tp() { return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp)); }
+  bool sequence_parallel = false;  // parallel.sequence_parallel
+  model::TensorParallel tp() {
+    return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp), sequence_parallel);
+  }
 };
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
 absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);

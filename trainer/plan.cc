@@ -19,7 +19,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
   model::ParamSet params;  // shapes only: nothing is allocated. Tensor-parallel rank 0 holds the most.
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
-                            model::Model::create(cfg.model, params, model::TensorParallel::shapes_of_rank(0, mesh.tp)));
+                            model::Model::create(cfg.model, params,
+                                                 model::TensorParallel::shapes_of_rank(0, mesh.tp,
+                                                                                       cfg.parallel.sequence_parallel)));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int d = mesh.dp, stage = static_cast<int>(cfg.zero.stage);
   std::vector<std::vector<int64_t>> units(params.num_units());

@@ -64,21 +64,26 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
 // Tensor parallelism from the command line: `memtrain plan` predicts rank 0's peak bytes per category, and rank 0
 // samples from the model gathered from both ranks' parts. Bound: DESIGN.md's 5% (the plan is exact today).
 TEST_F(MpiCli, TwoTensorParallelRanksMatchThePlan) {
-  const std::string tp = " --set parallel.tp=2 --set output.samples=1 --set output.sample_tokens=16";
-  auto plan = testing::run_memtrain("plan" + tiny("tp") + tp + " --world-size 2 --json", dir_);
-  ASSERT_EQ(plan.exit_code, 0) << plan.err;
-  const auto predicted = nlohmann::json::parse(plan.out);
-  auto r = mpirun("-np 2 " + binary_ + " train" + tiny("tp") + tp);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("dp=1 tp=2"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("--- sample 1 ---"), std::string::npos) << r.out;
-  const std::string metrics = testing::slurp(dir_ + "/tp/metrics.jsonl");
-  const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());
-  ASSERT_FALSE(lines.empty());
-  const auto measured = nlohmann::json::parse(lines.front())["mem"];
-  for (const auto& [category, bytes] : measured.items()) {
-    const double p = predicted[category].get<double>(), m = bytes.get<double>();
-    EXPECT_LE(std::fabs(p - m), 0.05 * std::max(m, 1.0)) << category << ": plan " << p << ", measured " << m;
+  for (const std::string sp : {"false", "true"}) {
+    SCOPED_TRACE("sequence_parallel " + sp);
+    const std::string out = "tp_sp_" + sp;
+    const std::string tp = " --set parallel.tp=2 --set parallel.sequence_parallel=" + sp +
+                           " --set output.samples=1 --set output.sample_tokens=16";
+    auto plan = testing::run_memtrain("plan" + tiny(out) + tp + " --world-size 2 --json", dir_);
+    ASSERT_EQ(plan.exit_code, 0) << plan.err;
+    const auto predicted = nlohmann::json::parse(plan.out);
+    auto r = mpirun("-np 2 " + binary_ + " train" + tiny(out) + tp);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("dp=1 tp=2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--- sample 1 ---"), std::string::npos) << r.out;
+    const std::string metrics = testing::slurp(dir_ + "/" + out + "/metrics.jsonl");
+    const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());
+    ASSERT_FALSE(lines.empty());
+    const auto measured = nlohmann::json::parse(lines.front())["mem"];
+    for (const auto& [category, bytes] : measured.items()) {
+      const double p = predicted[category].get<double>(), m = bytes.get<double>();
+      EXPECT_LE(std::fabs(p - m), 0.05 * std::max(m, 1.0)) << category << ": plan " << p << ", measured " << m;
+    }
   }
 }
 

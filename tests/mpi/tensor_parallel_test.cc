@@ -7,14 +7,15 @@
 //   - the saved (gathered) weights after 50 steps within 1e-4 relative per tensor: Adam divides by sqrt(v), which
 //     scales up the rounding differences of small gradients, so weights drift more than the loss; a wrongly
 //     assembled tensor is off by O(1).
-// Uneven vocabulary splits (259 rows) and key/value heads shared by two tp ranks (LLaMA, 2 kv heads, tp = 4) are
-// among the cases.
+// Uneven vocabulary splits (259 rows), key/value heads shared by two tp ranks (LLaMA, 2 kv heads, tp = 4) and
+// sequence parallelism (norms, residual stream and embeddings' outputs on 1/tp of the tokens) are among the cases.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <tuple>
 
 #include "checkpoint/safetensors.h"
 #include "core/memory.h"
@@ -43,10 +44,12 @@ struct TpCase {
   int tp;
   int stage;          // ZeRO stage over the world / tp data-parallel ranks
   int64_t vocab;
+  bool sp = false;    // sequence parallelism
 };
 
 std::string case_name(const TpCase& c) {
-  return c.arch + "_tp" + std::to_string(c.tp) + "_zero" + std::to_string(c.stage) + "_v" + std::to_string(c.vocab);
+  return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_zero" + std::to_string(c.stage) + "_v" +
+         std::to_string(c.vocab);
 }
 
 class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
@@ -57,7 +60,8 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
   std::vector<std::string> mesh_sets(int stage) const {
     const TpCase& c = GetParam();
     return {"parallel.tp=" + std::to_string(c.tp), "parallel.dp=-1", "zero.stage=" + std::to_string(stage),
-            "model.vocab_size=" + std::to_string(c.vocab)};
+            "model.vocab_size=" + std::to_string(c.vocab),
+            std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false")};
   }
   int dp() const { return world().size() / GetParam().tp; }
 };
@@ -154,19 +158,26 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                          ::testing::Values(TpCase{"gpt2", 2, 0, 256}, TpCase{"gpt2", 4, 0, 256},
                                            TpCase{"gpt2", 2, 2, 256}, TpCase{"gpt2", 4, 2, 256},
                                            TpCase{"llama", 2, 0, 259}, TpCase{"llama", 4, 0, 259},
-                                           TpCase{"llama", 2, 3, 259}),
+                                           TpCase{"llama", 2, 3, 259}, TpCase{"gpt2", 2, 0, 256, true},
+                                           TpCase{"gpt2", 4, 2, 256, true}, TpCase{"llama", 2, 0, 259, true},
+                                           TpCase{"llama", 4, 3, 259, true}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
-// elements costs 2n(p-1)/p (the ring; counts here divide by p). GPT-2 sums the embedding output, each block's two
-// row-parallel outputs in forward and two column-parallel input gradients in backward, the head's row maxima (N),
-// sums of exponentials and target logits (2N) and dL/dh (N x C). LLaMA with 2 kv heads on 4 ranks also sums each
-// block's key and value gradients (N x Hkv*D each).
+// elements costs 2n(p-1)/p (the ring; counts here divide by p), a reduce-scatter or all-gather of n elements
+// n(p-1)/p. GPT-2 sums the embedding output, each block's two row-parallel outputs in forward and two
+// column-parallel input gradients in backward, the head's row maxima (N), sums of exponentials and target logits
+// (2N) and dL/dh (N x C). LLaMA with 2 kv heads on 4 ranks also sums each block's key and value gradients
+// (N x Hkv*D each). With SP each N x C all-reduce becomes a reduce-scatter plus an all-gather, backward gathers
+// each block's two inputs again (2 N x C per block), and the whole parameters used on a rank's rows add all-reduces
+// of their gradients: each norm's weight (and GPT-2's bias), and GPT-2's position table.
 TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
-  for (const std::string arch : {"gpt2", "llama"}) {
+  for (const auto& [arch, sp] : std::vector<std::pair<std::string, bool>>{
+           {"gpt2", false}, {"llama", false}, {"gpt2", true}, {"llama", true}}) {
     const int tp = std::min(world().size(), 4);
-    trainer::Config cfg = tiny_config(arch, shared_dir() + "/tp_bytes", {"parallel.tp=" + std::to_string(tp),
-                                                                          "parallel.dp=-1"});
+    std::vector<std::string> sets = {"parallel.tp=" + std::to_string(tp), "parallel.dp=-1"};
+    if (sp) sets.push_back("parallel.sequence_parallel=true");
+    trainer::Config cfg = tiny_config(arch, shared_dir() + "/tp_bytes", sets);
     EngineSetup s = set_up(cfg);
     const int64_t B = 2, T = 32, N = B * T, C = 32, L = 2;
     auto tokens = Tensor::zeros({B, T}, DType::kI32, MemCategory::kActivations);
@@ -177,28 +188,38 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
     model::ActivationStore store;
     ASSERT_TRUE(s.bundle->model->forward(*tokens, *tokens, 1e-3f, store).ok());
     ASSERT_TRUE(s.bundle->model->backward(store).ok());
-    int64_t elements = N * C * (2 + 4 * L) + 3 * N;
-    if (arch == "llama" && tp == 4) elements += L * 2 * N * (2 * C / 4);  // Hkv * D = 2 * 8
-    EXPECT_EQ(comm.bytes_sent() - before, 4 * elements * 2 * (tp - 1) / tp) << arch << " tp " << tp;
+    int64_t all_reduced = 3 * N, halves = 0;  // elements all-reduced; elements reduce-scattered or all-gathered
+    if (arch == "llama" && tp == 4) all_reduced += L * 2 * N * (2 * C / 4);  // Hkv * D = 2 * 8
+    if (!sp) {
+      all_reduced += N * C * (2 + 4 * L);
+    } else {
+      halves = N * C * (2 * (2 + 4 * L) + 2 * L);
+      all_reduced += (2 * L + 1) * (arch == "gpt2" ? 2 * C : C) + (arch == "gpt2" ? T * C : 0);
+    }
+    EXPECT_EQ(comm.bytes_sent() - before, 4 * (2 * all_reduced + halves) * (tp - 1) / tp)
+        << arch << (sp ? " sp" : "") << " tp " << tp;
   }
 }
 
-// A tp that cannot split the model is a config error naming parallel.tp and the reason, before anything is
-// allocated or written. (The other reasons, kv heads and vocabulary, are unit-tested: tests/unit/model.)
+// A tp that cannot split the model (or, with SP, the sequence) is a config error naming the key and the reason,
+// before anything is allocated or written. (The other reasons, kv heads and vocabulary, are unit-tested: tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
   MemoryTracker::host().reset_peaks();
   const MemorySnapshot before = MemoryTracker::host().snapshot();
   const std::string out = shared_dir() + "/tp_errors";
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"model.n_head=1", "does not divide model.n_head (1)"},
-      {"model.ffn_hidden=65", "does not divide the MLP width (65)"},
+  const std::vector<std::tuple<std::vector<std::string>, std::string, std::string>> cases = {
+      {{"model.n_head=1"}, "parallel.tp", "does not divide model.n_head (1)"},
+      {{"model.ffn_hidden=65"}, "parallel.tp", "does not divide the MLP width (65)"},
+      {{"model.block_size=31", "parallel.sequence_parallel=true"}, "parallel.sequence_parallel",
+       "does not divide the sequence length 31"},
   };
-  for (const auto& [set, reason] : cases) {
-    auto r = trainer::run_training(tiny_config("gpt2", out, {"parallel.tp=2", "parallel.dp=-1", set}), world().comm(), 1,
-                                   /*quiet=*/true);
-    ASSERT_FALSE(r.ok()) << set;
+  for (const auto& [extra, key, reason] : cases) {
+    std::vector<std::string> sets = {"parallel.tp=2", "parallel.dp=-1"};
+    sets.insert(sets.end(), extra.begin(), extra.end());
+    auto r = trainer::run_training(tiny_config("gpt2", out, sets), world().comm(), 1, /*quiet=*/true);
+    ASSERT_FALSE(r.ok()) << reason;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-    EXPECT_NE(r.status().message().find("parallel.tp"), std::string::npos) << r.status();
+    EXPECT_NE(r.status().message().find(key), std::string::npos) << r.status();
     EXPECT_NE(r.status().message().find(reason), std::string::npos) << r.status();
   }
   const MemorySnapshot after = MemoryTracker::host().snapshot();
