@@ -2,7 +2,7 @@
 //   - bytes each rank sends per step over dp against the ring theory: 2(d-1)/d * 4 psi for DDP and ZeRO-1/2
 //     (reduce + gather), 3(d-1)/d * 4 psi for ZeRO-3 (forward gather, backward gather, gradient reduce-scatter),
 //     psi = the parameters this rank holds (a tp rank's part);
-//   - bytes sent over tp against Megatron's count (tp_theory_elements below), every all-reduce costing 2(p-1)/p;
+//   - bytes sent over tp against Megatron's count (tp_theory_bytes below);
 //   - peak bytes per category on rank 0 during the steps, next to `memtrain plan`'s prediction;
 //   - step time, the time backward's reductions still needed after backward ended (exposed), and the same
 //     reductions run alone with no backward (every unit ready at once): hidden = 1 - exposed / alone.
@@ -28,15 +28,26 @@
 using namespace memtrain;
 using Clock = std::chrono::steady_clock;
 
-// Elements all-reduced over tp in one micro-batch's forward + backward: the embedding output, two row-parallel
-// outputs per block in forward and two column-parallel input gradients in backward (N x C each), the head's row
-// maxima, sums of exponentials and target logits (3N) and dL/dh (N x C); with fewer kv heads than tp ranks also
-// each block's key and value gradients (N x Hkv*D each).
-static int64_t tp_theory_elements(const model::ModelConfig& m, int64_t N, int tp) {
-  if (tp == 1) return 0;
-  int64_t e = N * m.n_embd * (2 + 4 * m.n_layer) + 3 * N;
-  if (m.is_llama() && m.kv_heads() < tp) e += m.n_layer * 2 * N * m.kv_heads() * m.head_dim();
-  return e;
+// Bytes one rank sends over tp in one micro-batch's forward + backward (Megatron's count; ring costs: an all-reduce
+// of n elements 2n(p-1)/p, a reduce-scatter or all-gather n(p-1)/p). All-reduced: the embedding output, two
+// row-parallel outputs per block in forward and two column-parallel input gradients in backward, dL/dh (N x C
+// each), the head's row maxima, sums of exponentials and target logits (3N); with fewer kv heads than tp ranks each
+// block's key and value gradients (N x Hkv*D each). With SP every N x C all-reduce is a reduce-scatter plus an
+// all-gather, backward gathers each block's two inputs again, and the norms' weights (and biases) and GPT-2's
+// position table sum their gradients.
+static double tp_theory_bytes(const trainer::Config& cfg, int64_t N, int p) {
+  const model::ModelConfig& m = cfg.model;
+  const int64_t C = m.n_embd, L = m.n_layer;
+  if (p == 1) return 0;
+  int64_t all_reduced = 3 * N, halves = 0;
+  if (m.is_llama() && m.kv_heads() < p) all_reduced += L * 2 * N * m.kv_heads() * m.head_dim();
+  if (!cfg.parallel.sequence_parallel) {
+    all_reduced += N * C * (2 + 4 * L);
+  } else {
+    halves = N * C * (2 * (2 + 4 * L) + 2 * L);
+    all_reduced += (2 * L + 1) * (m.is_llama() ? C : 2 * C) + (m.is_llama() ? 0 : m.block_size * C);
+  }
+  return 4.0 * static_cast<double>(2 * all_reduced + halves) * (p - 1) / p;
 }
 static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -122,9 +133,9 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
               1e3 * exposed_s / steps, 1e3 * alone[1], d > 1 ? 100.0 * (1 - exposed_s / steps / alone[1]) : 0.0);
   if (tp.size() > 1) {
     const int p = tp.size();
-    const double tp_theory = 4.0 * 2 * (p - 1) / p *
-                             static_cast<double>(tp_theory_elements(cfg.model, B * T, p) * cfg.train.grad_accum);
-    std::printf("  tp=%d bytes/step %.0f theory %.0f ratio %.4f\n", p, static_cast<double>(bytes_tp) / steps, tp_theory,
+    const double tp_theory = tp_theory_bytes(cfg, B * T, p) * static_cast<double>(cfg.train.grad_accum);
+    std::printf("  tp=%d%s bytes/step %.0f theory %.0f ratio %.4f\n", p, cfg.parallel.sequence_parallel ? " sp" : "",
+                static_cast<double>(bytes_tp) / steps, tp_theory,
                 static_cast<double>(bytes_tp) / steps / tp_theory);
   }
   std::printf("  peak MiB measured/plan:");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tensor-parallel figures of docs/benchmarks.md: bench/data_parallel under mpirun on a 10.8M GPT (6 layers,
 # 8 heads, width 384, context 256, byte vocabulary), 4 sequences per micro-batch, at tp = 1, 2, 4 and at tp = 2 x
-# dp = 2 with ZeRO-2. One thread per rank. Usage: bench/tensor_parallel.sh [BUILD_DIR] [STEPS]
+# dp = 2 with ZeRO-2, without and with sequence parallelism. One thread per rank.
+# Usage: bench/tensor_parallel.sh [BUILD_DIR] [STEPS]
 set -euo pipefail
 build=${1:-build}
 steps=${2:-3}
@@ -12,5 +13,7 @@ run() {
   OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe --mca btl self,vader \
     -np "$np" "$build/bench/data_parallel" configs/default.toml --steps "$steps" $model --set train.batch_size=4 "$@"
 }
-for tp in 1 2 4; do run "$tp" --set parallel.tp=$tp; done
-run 4 --set parallel.tp=2 --set zero.stage=2
+for sp in false true; do
+  for tp in 1 2 4; do run "$tp" --set parallel.tp=$tp --set parallel.sequence_parallel=$sp; done
+  run 4 --set parallel.tp=2 --set zero.stage=2 --set parallel.sequence_parallel=$sp
+done

@@ -1,5 +1,7 @@
 #include "model/gpt2.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/cpu/elementwise.h"
 #include "core/cpu/embedding.h"
@@ -71,6 +73,13 @@ int64_t Gpt2Model::body_saved_bytes(int64_t B, int64_t T) const {
 int64_t Gpt2Model::backward_peak_extra_bytes(int64_t B, int64_t T) const {
   return Gpt2Mlp::backward_scratch_bytes(cfg_, B * T, tp_.size) + sequence_parallel_mlp_extra_bytes(B * T) -
          LayerNorm::saved_bytes(tp_.local_rows(B * T));
+}
+
+int64_t Gpt2Model::body_workspace_bytes(int64_t B, int64_t T) const {
+  // With SP, the embeddings' backward holds the position ids and either the vocabulary-local token ids or this
+  // rank's part of the position table's gradient.
+  if (!tp_.sequence_parallel) return 0;
+  return 4 * B * T + std::max(4 * B * T, 4 * cfg_.block_size * cfg_.n_embd);
 }
 
 int64_t Gpt2Model::embedding_params() const {

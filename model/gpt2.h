@@ -22,6 +22,7 @@ class Gpt2Model : public Model {
   absl::Status body_backward(const Tensor& dh, ActivationStore& store) override;
   int64_t body_saved_bytes(int64_t B, int64_t T) const override;
   int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const override;
+  int64_t body_workspace_bytes(int64_t B, int64_t T) const override;
   int64_t embedding_params() const override;
 
  private:

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "model/gpt2.h"
 #include "model/llama.h"
@@ -95,7 +97,7 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
 }
 
 int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
-  return head_->workspace_bytes(B * T);
+  return std::max(head_->workspace_bytes(B * T), body_workspace_bytes(B, T));
 }
 
 double Model::flops_per_token(int64_t T) const {

@@ -67,6 +67,8 @@ class Model {
   int64_t sequence_parallel_mlp_extra_bytes(int64_t N) const {
     return tp_.sequence_parallel ? 4 * (2 * N + tp_.local_rows(N)) * cfg_.n_embd : 0;
   }
+  // Workspace the body's own backward holds at its high-water mark, when that can exceed the head's logits chunk.
+  virtual int64_t body_workspace_bytes(int64_t B, int64_t T) const { return 0; }
   // Parameters only looked up, never multiplied (excluded from the 6N FLOP count); a tied token embedding is
   // also the head's weight, so it counts as multiplied.
   virtual int64_t embedding_params() const = 0;
