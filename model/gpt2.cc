@@ -37,8 +37,8 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, wte_->forward(tokens));
   // This rank's rows (all of them without SP) get their positions.
-  const int64_t rows = tp_.local_rows(N), first = tp_.sequence_parallel ? tp_.rank * rows : 0;
-  cpu::embedding_forward(pos.i32() + first, wpe_->value.f32(), rows, C, x.f32(), /*accumulate=*/true, pool);
+  cpu::embedding_forward(pos.i32() + tp_.first_local_row(N), wpe_->value.f32(), tp_.local_rows(N), C, x.f32(),
+                         /*accumulate=*/true, pool);
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kValues));
   MEMTRAIN_RETURN_IF_ERROR(store.save("transformer.wte/tokens", tokens));
   return blocks_and_norm_forward(blocks_, *ln_f_, std::move(x), B_, T_, store);
@@ -52,12 +52,12 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
-  const int64_t rows = tp_.local_rows(N), first = tp_.sequence_parallel ? tp_.rank * rows : 0;
   if (!tp_.sequence_parallel) {
     cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
   } else {  // this rank's rows give a part of the position table's gradient
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor part, Tensor::zeros(wpe_->local_shape, DType::kF32, MemCategory::kWorkspace));
-    cpu::embedding_backward(pos.i32() + first, dx.f32(), rows, C, cfg_.block_size, part.f32(), pool);
+    cpu::embedding_backward(pos.i32() + tp_.first_local_row(N), dx.f32(), tp_.local_rows(N), C, cfg_.block_size,
+                            part.f32(), pool);
     MEMTRAIN_RETURN_IF_ERROR(tp_.add_grad_sums(part, {{wpe_->grad.f32(), part.numel()}}));
   }
   MEMTRAIN_RETURN_IF_ERROR(release(0, parallel::UnitUse::kGrads));

@@ -6,7 +6,7 @@
 // outputs) a rank holds only rows [r * N/tp, (r+1) * N/tp) of the N = B*T tokens. Entering a tensor-parallel region
 // all-gathers the rows (gather_rows); leaving it reduce-scatters the partial sums (sum_rows) where plain tensor
 // parallelism all-reduces. Whole parameters used on a rank's rows (norm weights, position table) then get a part
-// of their gradient on each rank, summed over tp (add_grad_sum).
+// of their gradient on each rank, summed over tp (add_grad_sums).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,7 @@ struct TensorParallel {
   }
   // Rows of the N tokens this rank holds outside tensor-parallel regions: N, or N / size with SP.
   int64_t local_rows(int64_t N) const { return sequence_parallel ? N / size : N; }
+  int64_t first_local_row(int64_t N) const { return sequence_parallel ? rank * (N / size) : 0; }
 
   // This rank's part of [0, n) split into `size` contiguous parts, the first n % size parts one longer (so rank 0
   // holds the most). Heads and widths split evenly (checked before the model is built); a vocabulary need not.
