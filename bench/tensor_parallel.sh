@@ -7,12 +7,7 @@ set -euo pipefail
 build=${1:-build}
 steps=${2:-3}
 model="--set model.n_layer=6 --set model.n_head=8 --set model.n_embd=384 --set model.block_size=256"
-run() {
-  local np=$1
-  shift
-  OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe --mca btl self,vader \
-    -np "$np" "$build/bench/data_parallel" configs/default.toml --steps "$steps" $model --set train.batch_size=4 "$@"
-}
+source "$(dirname "$0")/mesh_run.sh"
 for sp in false true; do
   for tp in 1 2 4; do run "$tp" --set parallel.tp=$tp --set parallel.sequence_parallel=$sp; done
   run 4 --set parallel.tp=2 --set zero.stage=2 --set parallel.sequence_parallel=$sp

@@ -12,6 +12,7 @@ VocabEmbedding::VocabEmbedding(ParamSet& params, const std::string& name, int64_
 }
 
 absl::StatusOr<Tensor> VocabEmbedding::local_ids(const Tensor& tokens) const {
+  if (tp_.size == 1) return tokens;  // every row is here
   const int64_t n = tokens.numel();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, Tensor::empty({n}, DType::kI32, MemCategory::kWorkspace));
   for (int64_t i = 0; i < n; ++i) {
@@ -23,27 +24,17 @@ absl::StatusOr<Tensor> VocabEmbedding::local_ids(const Tensor& tokens) const {
 
 absl::StatusOr<Tensor> VocabEmbedding::forward(const Tensor& tokens) const {
   const int64_t n = tokens.numel(), C = weight_->local_shape[1];
-  ThreadPool& pool = ThreadPool::global();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, Tensor::empty({n, C}, DType::kF32, MemCategory::kActivations));
-  if (tp_.size == 1) {
-    cpu::embedding_forward(tokens.i32(), weight_->value.f32(), n, C, out.f32(), /*accumulate=*/false, pool);
-    return out;
-  }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, local_ids(tokens));
-  cpu::embedding_forward(ids.i32(), weight_->value.f32(), n, C, out.f32(), /*accumulate=*/false, pool);
-  return tp_.sum_rows(out);
+  cpu::embedding_forward(ids.i32(), weight_->value.f32(), n, C, out.f32(), /*accumulate=*/false, ThreadPool::global());
+  return tp_.sum_rows(out);  // no-op with one rank
 }
 
 absl::Status VocabEmbedding::backward(const Tensor& tokens, const Tensor& dout) {
   const int64_t n = tokens.numel(), C = weight_->local_shape[1], rows = weight_->local_shape[0];
-  ThreadPool& pool = ThreadPool::global();
-  if (tp_.size == 1) {
-    cpu::embedding_backward(tokens.i32(), dout.f32(), n, C, rows, weight_->grad.f32(), pool);
-    return absl::OkStatus();
-  }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, local_ids(tokens));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor full, tp_.gather_rows(dout));  // every token's gradient, for this rank's rows
-  cpu::embedding_backward(ids.i32(), full.f32(), n, C, rows, weight_->grad.f32(), pool);
+  cpu::embedding_backward(ids.i32(), full.f32(), n, C, rows, weight_->grad.f32(), ThreadPool::global());
   return absl::OkStatus();
 }
 

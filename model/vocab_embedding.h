@@ -25,7 +25,7 @@ class VocabEmbedding {
   absl::Status backward(const Tensor& tokens, const Tensor& dout);
 
  private:
-  // tokens as indices into this rank's rows, -1 for rows held elsewhere.
+  // tokens as indices into this rank's rows, -1 for rows held elsewhere (the tokens themselves with one rank).
   absl::StatusOr<Tensor> local_ids(const Tensor& tokens) const;
 
   Param* weight_;  // not owned

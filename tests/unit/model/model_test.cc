@@ -9,21 +9,12 @@
 #include <random>
 
 #include "core/thread_pool.h"
+#include "tests/unit/model/tiny_model.h"
 
 namespace memtrain::model {
 namespace {
 
-ModelConfig tiny(const std::string& arch) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 61;  // odd sizes catch stride bugs
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = arch == "llama" ? 2 : 0;
-  c.n_embd = 32;
-  c.block_size = 24;
-  return c;
-}
+using testing::tiny_model;
 
 struct Run {
   ParamSet params;
@@ -49,7 +40,7 @@ std::unique_ptr<Run> make_run(const ModelConfig& cfg, int64_t B, int64_t T) {
 class ModelTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ModelTest, BackwardTakesEveryActivationAndFillsEveryGradient) {
-  auto r = make_run(tiny(GetParam()), 3, 13);
+  auto r = make_run(tiny_model(GetParam()), 3, 13);
   ActivationStore store;
   auto loss = r->model->forward(r->tokens, r->targets, 1.0f / 39, store);
   ASSERT_TRUE(loss.ok()) << loss.status();
@@ -65,7 +56,7 @@ TEST_P(ModelTest, BackwardTakesEveryActivationAndFillsEveryGradient) {
 
 TEST_P(ModelTest, ActivationBytesMatchThePrediction) {
   for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {3, 13}, {2, 24}}) {
-    auto r = make_run(tiny(GetParam()), B, T);
+    auto r = make_run(tiny_model(GetParam()), B, T);
     MemoryTracker& mt = MemoryTracker::host();
     mt.reset_peaks();
     const int64_t before = mt.current(MemCategory::kActivations);
@@ -85,7 +76,7 @@ TEST_P(ModelTest, OneAndTwoThreadsGiveBitwiseEqualLossAndGradients) {
   double losses[2];
   for (int threads : {1, 2}) {
     ThreadPool::set_global_threads(threads);
-    auto r = make_run(tiny(GetParam()), 4, 24);
+    auto r = make_run(tiny_model(GetParam()), 4, 24);
     ActivationStore store;
     losses[threads - 1] = *r->model->forward(r->tokens, r->targets, 1.0f / 96, store);
     ASSERT_TRUE(r->model->backward(store).ok());
@@ -99,7 +90,7 @@ TEST_P(ModelTest, OneAndTwoThreadsGiveBitwiseEqualLossAndGradients) {
 }
 
 TEST_P(ModelTest, EvaluationKeepsNothingAndGivesTheSameLoss) {
-  auto r = make_run(tiny(GetParam()), 2, 9);
+  auto r = make_run(tiny_model(GetParam()), 2, 9);
   ActivationStore keep, discard(/*keep=*/false);
   const double a = *r->model->forward(r->tokens, r->targets, 1.0f, keep);
   const double b = *r->model->forward(r->tokens, r->targets, 1.0f, discard);
@@ -109,7 +100,7 @@ TEST_P(ModelTest, EvaluationKeepsNothingAndGivesTheSameLoss) {
 }
 
 TEST_P(ModelTest, RejectsTokensOutsideTheVocabulary) {
-  auto r = make_run(tiny(GetParam()), 1, 4);
+  auto r = make_run(tiny_model(GetParam()), 1, 4);
   r->tokens.i32()[2] = 61;
   ActivationStore store;
   auto loss = r->model->forward(r->tokens, r->targets, 1.0f, store);
@@ -122,8 +113,8 @@ TEST_P(ModelTest, RejectsTokensOutsideTheVocabulary) {
 // wrong scale or a missed accumulation (errors of 50% or more) cannot pass.
 TEST_P(ModelTest, TwoMicroBatchesAccumulateToTheWholeBatchGradient) {
   const int64_t B = 4, T = 11;
-  auto whole = make_run(tiny(GetParam()), B, T);
-  auto split = make_run(tiny(GetParam()), B, T);  // same seed: same parameters and batch
+  auto whole = make_run(tiny_model(GetParam()), B, T);
+  auto split = make_run(tiny_model(GetParam()), B, T);  // same seed: same parameters and batch
   const float scale = 1.0f / (B * T);
   ActivationStore store;
   const double loss = *whole->model->forward(whole->tokens, whole->targets, scale, store);
@@ -152,7 +143,7 @@ INSTANTIATE_TEST_SUITE_P(Archs, ModelTest, ::testing::Values("gpt2", "llama"));
 
 TEST(Model, HuggingFaceNamesAndShapes) {
   ParamSet gp, lp;
-  ModelConfig g = tiny("gpt2"), l = tiny("llama");
+  ModelConfig g = tiny_model("gpt2"), l = tiny_model("llama");
   ASSERT_TRUE(Model::create(g, gp).ok());
   ASSERT_TRUE(Model::create(l, lp).ok());
   ASSERT_NE(gp.find("transformer.h.1.attn.c_attn.weight"), nullptr);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "model/model.h"
+#include "tests/unit/model/tiny_model.h"
 
 namespace memtrain::model {
 namespace {
@@ -28,20 +29,10 @@ TEST(TensorParallelPart, ContiguousCoveringFirstRanksLonger) {
   }
 }
 
-ModelConfig tiny(const std::string& arch) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 61;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = arch == "llama" ? 2 : 0;
-  c.n_embd = 32;
-  c.block_size = 24;
-  return c;
-}
+using testing::tiny_model;
 
 TEST(TensorParallelMismatch, NamesTheReason) {
-  ModelConfig c = tiny("llama");
+  ModelConfig c = tiny_model("llama");
   EXPECT_EQ(Model::tensor_parallel_mismatch(c, 4), "");  // 2 kv heads, each shared by 2 ranks
   EXPECT_NE(Model::tensor_parallel_mismatch(c, 8).find("model.n_head"), std::string::npos);
   c.n_head = 8;
@@ -67,7 +58,7 @@ TEST(TensorParallelMismatch, NamesTheReason) {
 class TensorParallelParts : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(TensorParallelParts, TileTheGlobalTensorsAndInitialiseToTheirSlices) {
-  const ModelConfig cfg = tiny(GetParam());
+  const ModelConfig cfg = tiny_model(GetParam());
   ParamSet whole;
   ASSERT_TRUE(Model::create(cfg, whole).ok());
   ASSERT_TRUE(whole.allocate().ok());
