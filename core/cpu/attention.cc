@@ -61,21 +61,22 @@ float exp_shift_row(float* s, int64_t n, int64_t width, float shift) {
   return vec::hsum(acc);
 }
 
-void check_shapes(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D) {
-  MEMTRAIN_CHECK(B >= 0 && T >= 0 && H >= 1 && Hkv >= 1 && D >= 1);
-  MEMTRAIN_CHECK_MSG(H % Hkv == 0, "attention: H must be a multiple of Hkv");
+void check_dims(const AttentionDims& s) {
+  MEMTRAIN_CHECK(s.B >= 0 && s.Tq >= 0 && s.Tk >= 0 && s.H >= 1 && s.Hkv >= 1 && s.D >= 1);
+  MEMTRAIN_CHECK_MSG(s.H % s.Hkv == 0, "attention: H must be a multiple of Hkv");
+  MEMTRAIN_CHECK_MSG(s.mask == AttentionMask::kFull || s.Tq == s.Tk, "attention: a causal block is square");
 }
 
-}  // namespace
-
-void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
-                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, float* out, int64_t ldo,
-                       float* lse, ThreadPool& pool) {
-  check_shapes(B, T, H, Hkv, D);
-  MEMTRAIN_CHECK(ldq >= H * D && ldk >= Hkv * D && ldv >= Hkv * D && ldo >= H * D);
-  if (B == 0 || T == 0) return;
-  const int64_t rep = H / Hkv;
-  const int64_t nqb = (T + kBlock - 1) / kBlock;
+// The forward both entry points share. merge = false writes out and lse; merge = true folds this key block's
+// attention into the normalised (out, lse) of the keys seen before (lse = -inf where none were).
+void forward_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                  const AttentionDims& s, float* out, int64_t ldo, float* lse, bool merge, ThreadPool& pool) {
+  check_dims(s);
+  MEMTRAIN_CHECK(ldq >= s.H * s.D && ldk >= s.Hkv * s.D && ldv >= s.Hkv * s.D && ldo >= s.H * s.D);
+  if (s.B == 0 || s.Tq == 0 || s.Tk == 0) return;
+  const int64_t B = s.B, Tq = s.Tq, Tk = s.Tk, H = s.H, D = s.D, rep = s.H / s.Hkv;
+  const bool causal = s.mask == AttentionMask::kCausal;
+  const int64_t nqb = (Tq + kBlock - 1) / kBlock;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const float neg_inf = -std::numeric_limits<float>::infinity();
 
@@ -87,25 +88,26 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
     const int64_t h = task % H;
     const int64_t g = h / rep;
     const int64_t q0 = qb * kBlock;
-    const int64_t mq = std::min(kBlock, T - q0);
+    const int64_t mq = std::min(kBlock, Tq - q0);
 
-    float* s = scratch(kBlock * kBlock + kBlock * D + 2 * kBlock);
-    float* o = s + kBlock * kBlock;  // unnormalised output rows, stride D
-    float* m = o + kBlock * D;       // running max of each row's scores
-    float* l = m + kBlock;           // running sum of exp(score - m)
+    float* sc = scratch(kBlock * kBlock + kBlock * D + 2 * kBlock);
+    float* o = sc + kBlock * kBlock;  // unnormalised output rows, stride D
+    float* m = o + kBlock * D;        // running max of each row's scores
+    float* l = m + kBlock;            // running sum of exp(score - m)
     std::fill(o, o + mq * D, 0.0f);
     std::fill(m, m + mq, neg_inf);
     std::fill(l, l + mq, 0.0f);
 
-    const float* qp = q + (b * T + q0) * ldq + h * D;
-    for (int64_t k0 = 0; k0 < q0 + mq; k0 += kBlock) {  // key blocks above the diagonal are never touched
-      const int64_t nk = std::min(kBlock, T - k0);
-      const float* kp = k + (b * T + k0) * ldk + g * D;
-      const float* vp = v + (b * T + k0) * ldv + g * D;
-      sgemm_serial(false, true, mq, nk, D, scale, qp, ldq, kp, ldk, 0.0f, s, kBlock);
+    const float* qp = q + (b * Tq + q0) * ldq + h * D;
+    const int64_t k_end = causal ? q0 + mq : Tk;  // causal: key blocks above the diagonal are never touched
+    for (int64_t k0 = 0; k0 < k_end; k0 += kBlock) {
+      const int64_t nk = std::min(kBlock, Tk - k0);
+      const float* kp = k + (b * Tk + k0) * ldk + g * D;
+      const float* vp = v + (b * Tk + k0) * ldv + g * D;
+      sgemm_serial(false, true, mq, nk, D, scale, qp, ldq, kp, ldk, 0.0f, sc, kBlock);
       for (int64_t i = 0; i < mq; ++i) {
-        const int64_t n = std::min(nk, q0 + i - k0 + 1);  // keys at or before the query (causal mask)
-        float* row = s + i * kBlock;
+        const int64_t n = causal ? std::min(nk, q0 + i - k0 + 1) : nk;  // keys the query sees
+        float* row = sc + i * kBlock;
         const float m_new = std::max(m[i], row_max(row, n));
         const float alpha = m[i] == neg_inf ? 0.0f : std::exp(m[i] - m_new);
         l[i] = l[i] * alpha + exp_shift_row(row, n, nk, m_new);
@@ -115,28 +117,42 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
           for (int64_t d = 0; d < D; ++d) orow[d] *= alpha;
         }
       }
-      sgemm_serial(false, false, mq, D, nk, 1.0f, s, kBlock, vp, ldv, 1.0f, o, D);
+      sgemm_serial(false, false, mq, D, nk, 1.0f, sc, kBlock, vp, ldv, 1.0f, o, D);
     }
 
-    float* lse_row = lse + (b * H + h) * T + q0;
+    float* lse_row = lse + (b * H + h) * Tq + q0;
     for (int64_t i = 0; i < mq; ++i) {
-      float* dst = out + (b * T + q0 + i) * ldo + h * D;
+      float* dst = out + (b * Tq + q0 + i) * ldo + h * D;
       const float* orow = o + i * D;
-      for (int64_t d = 0; d < D; ++d) dst[d] = orow[d] / l[i];
-      lse_row[i] = m[i] + std::log(l[i]);
+      const float lse_new = m[i] + std::log(l[i]);
+      if (!merge || lse_row[i] == neg_inf) {
+        for (int64_t d = 0; d < D; ++d) dst[d] = orow[d] / l[i];
+        lse_row[i] = lse_new;
+        continue;
+      }
+      // out = (e^lse_old out_old + e^lse_new out_new) / (e^lse_old + e^lse_new), in shifted form.
+      const float hi = std::max(lse_row[i], lse_new);
+      const float w_old = std::exp(lse_row[i] - hi), w_new = std::exp(lse_new - hi);
+      const float total = w_old + w_new;
+      const float a = w_old / total, c = w_new / (total * l[i]);
+      for (int64_t d = 0; d < D; ++d) dst[d] = a * dst[d] + c * orow[d];
+      lse_row[i] = hi + std::log(total);
     }
   });
 }
 
-void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t ldq, const float* k, int64_t ldk,
-                        const float* v, int64_t ldv, const float* out, int64_t ldo, const float* lse,
-                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
-                        float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, ThreadPool& pool) {
-  check_shapes(B, T, H, Hkv, D);
-  MEMTRAIN_CHECK(ldq >= H * D && ldk >= Hkv * D && ldv >= Hkv * D && ldo >= H * D && lddo >= H * D);
-  MEMTRAIN_CHECK(lddq >= H * D && lddk >= Hkv * D && lddv >= Hkv * D);
-  if (B == 0 || T == 0) return;
-  const int64_t rep = H / Hkv;
+// The backward both entry points share. delta: (B, H, Tq) rowsum(dout * out), or null to compute it here from
+// dout and out. accumulate: add into dq, dk, dv instead of overwriting them.
+void backward_impl(const float* dout, int64_t lddo, const float* q, int64_t ldq, const float* k, int64_t ldk,
+                   const float* v, int64_t ldv, const float* out, int64_t ldo, const float* lse, const float* delta,
+                   const AttentionDims& s, float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv,
+                   bool accumulate, ThreadPool& pool) {
+  check_dims(s);
+  MEMTRAIN_CHECK(ldq >= s.H * s.D && ldk >= s.Hkv * s.D && ldv >= s.Hkv * s.D && lddo >= s.H * s.D);
+  MEMTRAIN_CHECK(lddq >= s.H * s.D && lddk >= s.Hkv * s.D && lddv >= s.Hkv * s.D);
+  if (s.B == 0 || s.Tq == 0 || s.Tk == 0) return;
+  const int64_t B = s.B, Tq = s.Tq, Tk = s.Tk, H = s.H, Hkv = s.Hkv, D = s.D, rep = s.H / s.Hkv;
+  const bool causal = s.mask == AttentionMask::kCausal;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
 
   // One task per (b, kv head): it owns dk/dv of that kv head and dq of the rep query heads sharing it, so every
@@ -145,50 +161,54 @@ void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t
     const int64_t b = task / Hkv;
     const int64_t g = task % Hkv;
 
-    float* p = scratch(2 * kBlock * kBlock + 2 * kBlock * D + rep * T);
-    float* ds = p + kBlock * kBlock;     // dP, then dS in place
+    float* p = scratch(2 * kBlock * kBlock + 2 * kBlock * D + (delta ? 0 : rep * Tq));
+    float* ds = p + kBlock * kBlock;       // dP, then dS in place
     float* dk_acc = ds + kBlock * kBlock;  // this key block's dK, summed over heads and query blocks
     float* dv_acc = dk_acc + kBlock * D;
-    float* delta = dv_acc + kBlock * D;  // (rep, T): rowsum(dO * O), the softmax backward's correction
+    float* own_delta = dv_acc + kBlock * D;  // (rep, Tq) when delta is not given
+    auto delta_of = [&](int64_t r) { return delta ? delta + (b * H + g * rep + r) * Tq : own_delta + r * Tq; };
 
     for (int64_t r = 0; r < rep; ++r) {
       const int64_t h = g * rep + r;
-      for (int64_t t = 0; t < T; ++t) {
-        const float* dor = dout + (b * T + t) * lddo + h * D;
-        const float* orow = out + (b * T + t) * ldo + h * D;
-        float acc = 0.0f;
-        for (int64_t d = 0; d < D; ++d) acc += dor[d] * orow[d];
-        delta[r * T + t] = acc;
-        std::fill(dq + (b * T + t) * lddq + h * D, dq + (b * T + t) * lddq + (h + 1) * D, 0.0f);
+      for (int64_t t = 0; t < Tq; ++t) {
+        if (!delta) {
+          const float* dor = dout + (b * Tq + t) * lddo + h * D;
+          const float* orow = out + (b * Tq + t) * ldo + h * D;
+          float acc = 0.0f;
+          for (int64_t d = 0; d < D; ++d) acc += dor[d] * orow[d];
+          own_delta[r * Tq + t] = acc;
+        }
+        if (!accumulate) std::fill(dq + (b * Tq + t) * lddq + h * D, dq + (b * Tq + t) * lddq + (h + 1) * D, 0.0f);
       }
     }
 
     // Key blocks outer (FlashAttention-2 backward): dK, dV of a block finish in scratch, then are stored once;
     // dQ rows are summed in place over key blocks in increasing order.
-    for (int64_t k0 = 0; k0 < T; k0 += kBlock) {
-      const int64_t nk = std::min(kBlock, T - k0);
-      const float* kp = k + (b * T + k0) * ldk + g * D;
-      const float* vp = v + (b * T + k0) * ldv + g * D;
+    for (int64_t k0 = 0; k0 < Tk; k0 += kBlock) {
+      const int64_t nk = std::min(kBlock, Tk - k0);
+      const float* kp = k + (b * Tk + k0) * ldk + g * D;
+      const float* vp = v + (b * Tk + k0) * ldv + g * D;
       std::fill(dk_acc, dk_acc + nk * D, 0.0f);
       std::fill(dv_acc, dv_acc + nk * D, 0.0f);
       for (int64_t r = 0; r < rep; ++r) {
         const int64_t h = g * rep + r;
-        const float* lse_h = lse + (b * H + h) * T;
-        for (int64_t q0 = k0; q0 < T; q0 += kBlock) {  // query blocks at or below the diagonal
-          const int64_t mq = std::min(kBlock, T - q0);
-          const float* qp = q + (b * T + q0) * ldq + h * D;
-          const float* dop = dout + (b * T + q0) * lddo + h * D;
-          float* dqp = dq + (b * T + q0) * lddq + h * D;
+        const float* lse_h = lse + (b * H + h) * Tq;
+        const float* delta_h = delta_of(r);
+        for (int64_t q0 = causal ? k0 : 0; q0 < Tq; q0 += kBlock) {  // causal: query blocks at or below the diagonal
+          const int64_t mq = std::min(kBlock, Tq - q0);
+          const float* qp = q + (b * Tq + q0) * ldq + h * D;
+          const float* dop = dout + (b * Tq + q0) * lddo + h * D;
+          float* dqp = dq + (b * Tq + q0) * lddq + h * D;
           // P = exp(scale * Q K^T - lse), masked entries exactly 0.
           sgemm_serial(false, true, mq, nk, D, scale, qp, ldq, kp, ldk, 0.0f, p, kBlock);
           for (int64_t i = 0; i < mq; ++i) {
-            exp_shift_row(p + i * kBlock, std::min(nk, q0 + i - k0 + 1), nk, lse_h[q0 + i]);
+            exp_shift_row(p + i * kBlock, causal ? std::min(nk, q0 + i - k0 + 1) : nk, nk, lse_h[q0 + i]);
           }
           sgemm_serial(true, false, nk, D, mq, 1.0f, p, kBlock, dop, lddo, 1.0f, dv_acc, D);  // dV += P^T dO
           sgemm_serial(false, true, mq, nk, D, 1.0f, dop, lddo, vp, ldv, 0.0f, ds, kBlock);  // dP = dO V^T
           // dS = P * (dP - delta), with the score scale folded in so the two products below need no alpha.
           for (int64_t i = 0; i < mq; ++i) {
-            const float di = delta[r * T + q0 + i];
+            const float di = delta_h[q0 + i];
             const float* prow = p + i * kBlock;
             float* srow = ds + i * kBlock;
             for (int64_t j = 0; j < nk; ++j) srow[j] = prow[j] * (srow[j] - di) * scale;
@@ -198,11 +218,65 @@ void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t
         }
       }
       for (int64_t j = 0; j < nk; ++j) {
-        std::memcpy(dk + (b * T + k0 + j) * lddk + g * D, dk_acc + j * D, sizeof(float) * D);
-        std::memcpy(dv + (b * T + k0 + j) * lddv + g * D, dv_acc + j * D, sizeof(float) * D);
+        float* dkr = dk + (b * Tk + k0 + j) * lddk + g * D;
+        float* dvr = dv + (b * Tk + k0 + j) * lddv + g * D;
+        if (!accumulate) {
+          std::memcpy(dkr, dk_acc + j * D, sizeof(float) * D);
+          std::memcpy(dvr, dv_acc + j * D, sizeof(float) * D);
+          continue;
+        }
+        for (int64_t d = 0; d < D; ++d) dkr[d] += dk_acc[j * D + d], dvr[d] += dv_acc[j * D + d];
       }
     }
   });
+}
+
+}  // namespace
+
+void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                       int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, float* out, int64_t ldo,
+                       float* lse, ThreadPool& pool) {
+  forward_impl(q, ldq, k, ldk, v, ldv, {B, T, T, H, Hkv, D, AttentionMask::kCausal}, out, ldo, lse, false, pool);
+}
+
+void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t ldq, const float* k, int64_t ldk,
+                        const float* v, int64_t ldv, const float* out, int64_t ldo, const float* lse,
+                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
+                        float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, ThreadPool& pool) {
+  MEMTRAIN_CHECK(ldo >= H * D);
+  backward_impl(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, nullptr, {B, T, T, H, Hkv, D, AttentionMask::kCausal},
+                dq, lddq, dk, lddk, dv, lddv, false, pool);
+}
+
+void attention_forward_merge(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
+                             const AttentionDims& dims, float* out, int64_t ldo, float* lse, ThreadPool& pool) {
+  forward_impl(q, ldq, k, ldk, v, ldv, dims, out, ldo, lse, true, pool);
+}
+
+void attention_delta(const float* dout, int64_t lddo, const float* out, int64_t ldo, int64_t B, int64_t T, int64_t H,
+                     int64_t D, float* delta, ThreadPool& pool) {
+  MEMTRAIN_CHECK(lddo >= H * D && ldo >= H * D);
+  pool.parallel_for(B * H, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / H, h = i % H;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* dor = dout + (b * T + t) * lddo + h * D;
+        const float* orow = out + (b * T + t) * ldo + h * D;
+        float acc = 0.0f;  // the order attention_backward sums in
+        for (int64_t d = 0; d < D; ++d) acc += dor[d] * orow[d];
+        delta[i * T + t] = acc;
+      }
+    }
+  });
+}
+
+void attention_backward_accumulate(const float* dout, int64_t lddo, const float* q, int64_t ldq, const float* k,
+                                   int64_t ldk, const float* v, int64_t ldv, const float* lse, const float* delta,
+                                   const AttentionDims& dims, float* dq, int64_t lddq, float* dk, int64_t lddk,
+                                   float* dv, int64_t lddv, ThreadPool& pool) {
+  MEMTRAIN_CHECK(delta != nullptr);
+  backward_impl(dout, lddo, q, ldq, k, ldk, v, ldv, nullptr, 0, lse, delta, dims, dq, lddq, dk, lddk, dv, lddv, true,
+                pool);
 }
 
 int64_t attention_scratch_floats_peak() { return g_scratch_peak.load(std::memory_order_relaxed); }

@@ -1,6 +1,7 @@
 // Blockwise causal attention checked against a naive float64 softmax attention, central finite differences, itself
 // on 1 vs 2 threads (bitwise), and for scratch that stays linear in T.
 #include "core/cpu/attention.h"
+#include "tests/unit/core/cpu/attention_reference.h"
 
 #include <gtest/gtest.h>
 
@@ -15,9 +16,12 @@
 namespace memtrain {
 namespace {
 
-struct Dims {
-  int64_t B, T, H, Hkv, D;
-};
+using attention_ref::Dims;
+using attention_ref::gather;
+using attention_ref::random_floats;
+using attention_ref::ref_backward;
+using attention_ref::ref_forward;
+using attention_ref::rel_err;
 
 // q, k, v (and their gradients) in one buffer: either GPT-2's fused (B, T, (H + 2 Hkv) D) c_attn layout, where all
 // three share one token stride, or three contiguous tensors back to back. out gets a padded stride when fused, so
@@ -39,102 +43,6 @@ struct Layout {
     }
   }
 };
-
-std::vector<float> random_floats(int64_t n, float amplitude, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, amplitude);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (float& e : x) e = dist(rng);
-  return x;
-}
-
-// Copies rows of `width` floats at stride ld into a contiguous float64 tensor.
-std::vector<double> gather(const float* p, int64_t ld, int64_t rows, int64_t width) {
-  std::vector<double> x(static_cast<size_t>(rows * width));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < width; ++c) x[r * width + c] = p[r * ld + c];
-  return x;
-}
-
-// ||a - b|| / ||b|| over the whole tensor: one number that does not blow up on entries that happen to be near 0.
-double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
-// Naive float64 causal attention on contiguous (B, T, H, D) / (B, T, Hkv, D) tensors: the full score row, masked
-// by skipping keys after the query, one softmax.
-void ref_forward(const Dims& s, const std::vector<double>& q, const std::vector<double>& k,
-                 const std::vector<double>& v, std::vector<double>* out, std::vector<double>* lse) {
-  const int64_t rep = s.H / s.Hkv;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
-  out->assign(s.B * s.T * s.H * s.D, 0.0);
-  lse->assign(s.B * s.H * s.T, 0.0);
-  std::vector<double> p(s.T);
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t h = 0; h < s.H; ++h)
-      for (int64_t t = 0; t < s.T; ++t) {
-        const double* qr = &q[((b * s.T + t) * s.H + h) * s.D];
-        double mx = -INFINITY;
-        for (int64_t j = 0; j <= t; ++j) {
-          const double* kr = &k[((b * s.T + j) * s.Hkv + h / rep) * s.D];
-          double dot = 0;
-          for (int64_t d = 0; d < s.D; ++d) dot += qr[d] * kr[d];
-          p[j] = dot * scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        double* o = &(*out)[((b * s.T + t) * s.H + h) * s.D];
-        for (int64_t j = 0; j <= t; ++j) {
-          const double* vr = &v[((b * s.T + j) * s.Hkv + h / rep) * s.D];
-          for (int64_t d = 0; d < s.D; ++d) o[d] += p[j] / sum * vr[d];
-        }
-        (*lse)[(b * s.H + h) * s.T + t] = mx + std::log(sum);
-      }
-}
-
-// Analytic float64 backward of the naive attention (validated against finite differences below).
-void ref_backward(const Dims& s, const std::vector<double>& q, const std::vector<double>& k,
-                  const std::vector<double>& v, const std::vector<double>& dout, std::vector<double>* dq,
-                  std::vector<double>* dk, std::vector<double>* dv) {
-  const int64_t rep = s.H / s.Hkv;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
-  dq->assign(q.size(), 0.0), dk->assign(k.size(), 0.0), dv->assign(v.size(), 0.0);
-  std::vector<double> p(s.T), dp(s.T);
-  for (int64_t b = 0; b < s.B; ++b)
-    for (int64_t h = 0; h < s.H; ++h)
-      for (int64_t t = 0; t < s.T; ++t) {
-        const int64_t qi = ((b * s.T + t) * s.H + h) * s.D;
-        auto kv = [&](int64_t j) { return ((b * s.T + j) * s.Hkv + h / rep) * s.D; };
-        double mx = -INFINITY;
-        for (int64_t j = 0; j <= t; ++j) {
-          double dot = 0;
-          for (int64_t d = 0; d < s.D; ++d) dot += q[qi + d] * k[kv(j) + d];
-          p[j] = dot * scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= t; ++j) sum += (p[j] = std::exp(p[j] - mx));
-        double delta = 0;
-        for (int64_t j = 0; j <= t; ++j) {
-          p[j] /= sum;
-          double dot = 0;
-          for (int64_t d = 0; d < s.D; ++d) dot += dout[qi + d] * v[kv(j) + d];
-          dp[j] = dot;
-          delta += p[j] * dot;
-        }
-        for (int64_t j = 0; j <= t; ++j) {
-          const double ds = p[j] * (dp[j] - delta) * scale;
-          for (int64_t d = 0; d < s.D; ++d) {
-            (*dv)[kv(j) + d] += p[j] * dout[qi + d];
-            (*dq)[qi + d] += ds * k[kv(j) + d];
-            (*dk)[kv(j) + d] += ds * q[qi + d];
-          }
-        }
-      }
-}
 
 // One forward + backward of the kernel on random inputs in the given layout, plus the same inputs in float64.
 struct KernelRun {
