@@ -3,9 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/cpu/attention.h"
 #include "core/cpu/rope.h"
-#include "model/positions.h"
+#include "model/ring_attention.h"
 
 namespace memtrain::model {
 namespace {
@@ -17,8 +16,8 @@ absl::StatusOr<Tensor> act(Shape shape) { return Tensor::empty(std::move(shape),
 }  // namespace
 
 Gpt2Attention::Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg,
-                             const TensorParallel& tp)
-    : name_(prefix), C_(cfg.n_embd), H_(cfg.n_head / tp.size), Cl_(cfg.n_embd / tp.size), tp_(tp) {
+                             const TensorParallel& tp, const ContextParallel& cp)
+    : name_(prefix), C_(cfg.n_embd), H_(cfg.n_head / tp.size), Cl_(cfg.n_embd / tp.size), tp_(tp), cp_(cp) {
   const float std = static_cast<float>(cfg.init_std);
   // This rank's heads are the same columns of each of q, k and v in the fused (C, 3C) weight.
   const IndexRange heads = tp.part(C_);
@@ -44,7 +43,8 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool);
   const float* q = qkv.f32();
-  cpu::attention_forward(q, W, q + Cl_, W, q + 2 * Cl_, W, B, T, H_, H_, D, out.f32(), Cl_, lse.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(
+      ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, {B, T, H_, H_, D}, out.f32(), Cl_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
@@ -66,8 +66,8 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
-  cpu::attention_backward(dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(), Cl_, lse.f32(), B, T, H_, H_, D,
-                          dq, W, dq + Cl_, W, dq + 2 * Cl_, W, pool);
+  MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(), Cl_,
+                                                   lse.f32(), {B, T, H_, H_, D}, dq, W, dq + Cl_, W, dq + 2 * Cl_, W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   linear_backward(c_attn_, xf.f32(), dqkv.f32(), N, dx.f32(), pool);
@@ -75,7 +75,7 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
 }
 
 LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg,
-                               const TensorParallel& tp)
+                               const TensorParallel& tp, const ContextParallel& cp)
     : name_(prefix),
       C_(cfg.n_embd),
       H_(cfg.n_head / tp.size),
@@ -84,7 +84,8 @@ LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, cons
       Hkv_global_(cfg.kv_heads()),
       kv_sharers_(cfg.kv_heads() >= tp.size ? 1 : tp.size / static_cast<int>(cfg.kv_heads())),
       theta_(cfg.rope_theta),
-      tp_(tp) {
+      tp_(tp),
+      cp_(cp) {
   const float std = static_cast<float>(cfg.init_std);
   const int64_t qd = cfg.n_head * D_, kvd = Hkv_global_ * D_;
   // Rank r's query heads use kv heads [r * Hkv / tp, ...), or the one kv head r / sharers when ranks share.
@@ -126,15 +127,15 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B, T));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   linear_forward(q_, xf.f32(), N, q.f32(), pool);
   linear_forward(k_, xf.f32(), N, k.f32(), pool);
   linear_forward(v_, xf.f32(), N, v.f32(), pool);
   cpu::rope_forward(q.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
-  cpu::attention_forward(q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_, B, T, H_, Hkv_, D_, out.f32(),
-                         H_ * D_, lse.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
+                                                  {B, T, H_, Hkv_, D_}, out.f32(), H_ * D_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
@@ -160,10 +161,11 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dq, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dk, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
-  cpu::attention_backward(dout.f32(), H_ * D_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_, out.f32(),
-                          H_ * D_, lse.f32(), B, T, H_, Hkv_, D_, dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_, dv.f32(),
-                          Hkv_ * D_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B, T));
+  MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), H_ * D_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_,
+                                                   v.f32(), Hkv_ * D_, out.f32(), H_ * D_, lse.f32(),
+                                                   {B, T, H_, Hkv_, D_}, dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_,
+                                                   dv.f32(), Hkv_ * D_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T));
   cpu::rope_backward(dq.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));

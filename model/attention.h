@@ -1,5 +1,6 @@
 // The two attention sub-layers: GPT-2's (fused c_attn projection, biases) and LLaMA's (q/k/v/o projections, RoPE,
-// grouped-query heads). Both run the blockwise causal kernel core/cpu/attention and save its log-sum-exp.
+// grouped-query heads). Both run the blockwise causal kernel core/cpu/attention and save its log-sum-exp; with
+// context parallelism, ring attention over the cp group (the tokens are this rank's chunks, see context_parallel.h).
 // Tensor parallelism splits the heads: the input projections are column-parallel (a rank computes its heads' q, k
 // and v), the output projection row-parallel (summed over tp). With fewer key/value heads than tp ranks, each kv
 // head is held by the tp / Hkv ranks whose query heads use it, and their gradients are summed among them.
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/activation_store.h"
+#include "model/context_parallel.h"
 #include "model/linear.h"
 #include "model/model_config.h"
 
@@ -17,7 +19,8 @@ namespace memtrain::model {
 class Gpt2Attention {
  public:
   // prefix: "transformer.h.3.attn"; registers c_attn (C -> 3C) and c_proj (C -> C), Conv1D layout.
-  Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  Gpt2Attention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp,
+                const ContextParallel& cp = {});
   // x, y: (B*T, C). Saves x, qkv (B*T, 3C/tp), out (B*T, C/tp) and lse (B, H/tp, T).
   absl::StatusOr<Tensor> forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store);
@@ -28,13 +31,15 @@ class Gpt2Attention {
   std::string name_;
   int64_t C_, H_, Cl_;  // H_: this rank's heads; Cl_ = H_ * head dim
   TensorParallel tp_;
+  ContextParallel cp_;
   LinearWeights c_attn_, c_proj_;
 };
 
 class LlamaAttention {
  public:
   // prefix: "model.layers.3.self_attn"; registers q/k/v/o_proj (nn.Linear layout, no bias).
-  LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp);
+  LlamaAttention(ParamSet& params, const std::string& prefix, const ModelConfig& cfg, const TensorParallel& tp,
+                 const ContextParallel& cp = {});
   // x, y: (B*T, C). Saves x, q (B*T, H*D) and k, v (B*T, Hkv*D) after RoPE, out (B*T, H*D), lse (B, H, T), with
   // this rank's H and Hkv.
   absl::StatusOr<Tensor> forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const;
@@ -53,6 +58,7 @@ class LlamaAttention {
   int kv_sharers_;           // tp ranks holding each kv head (1 unless Hkv < tp)
   double theta_;
   TensorParallel tp_;
+  ContextParallel cp_;
   LinearWeights q_, k_, v_, o_;
 };
 

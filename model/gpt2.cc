@@ -5,11 +5,11 @@
 #include "absl/strings/str_cat.h"
 #include "core/cpu/elementwise.h"
 #include "core/cpu/embedding.h"
-#include "model/positions.h"
 
 namespace memtrain::model {
 
-Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp) : Model(cfg, params, tp) {
+Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp)
+    : Model(cfg, params, tp, cp) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps), std = static_cast<float>(cfg.init_std);
   wte_.emplace(params, "transformer.wte.weight", cfg.vocab_size, C, std, tp);
@@ -20,7 +20,7 @@ Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParal
     params.begin_unit();
     const std::string p = absl::StrCat("transformer.h.", l);
     blocks_.push_back(Block{LayerNorm(params, p + ".ln_1", C, cfg.bias, eps, tp),
-                            Gpt2Attention(params, p + ".attn", cfg, tp),
+                            Gpt2Attention(params, p + ".attn", cfg, tp, cp),
                             LayerNorm(params, p + ".ln_2", C, cfg.bias, eps, tp), Gpt2Mlp(params, p + ".mlp", cfg, tp)});
   }
   params.begin_unit();
@@ -33,7 +33,7 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, ActivationS
   B_ = tokens.dim(0);
   T_ = tokens.dim(1);
   const int64_t N = B_ * T_, C = cfg_.n_embd;
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, wte_->forward(tokens));
   // This rank's rows (all of them without SP) get their positions.
@@ -49,7 +49,7 @@ absl::Status Gpt2Model::body_backward(const Tensor& dh, ActivationStore& store) 
   const int64_t N = B_ * T_, C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm_and_blocks_backward(blocks_, *ln_f_, dh, B_, T_, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("transformer.wte/tokens"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, token_positions(B_, T_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
   if (!tp_.sequence_parallel) {

@@ -15,7 +15,7 @@ namespace memtrain::model {
 
 class Gpt2Model : public Model {
  public:
-  Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp);
+  Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp);
 
  protected:
   absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;

@@ -6,7 +6,8 @@
 
 namespace memtrain::model {
 
-LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp) : Model(cfg, params, tp) {
+LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp)
+    : Model(cfg, params, tp, cp) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps);
   embed_.emplace(params, "model.embed_tokens.weight", cfg.vocab_size, C, static_cast<float>(cfg.init_std), tp);
@@ -15,7 +16,7 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorPar
     params.begin_unit();
     const std::string p = absl::StrCat("model.layers.", l);
     blocks_.push_back(Block{RmsNorm(params, p + ".input_layernorm", C, eps, tp),
-                            LlamaAttention(params, p + ".self_attn", cfg, tp),
+                            LlamaAttention(params, p + ".self_attn", cfg, tp, cp),
                             RmsNorm(params, p + ".post_attention_layernorm", C, eps, tp),
                             LlamaMlp(params, p + ".mlp", cfg, tp)});
   }

@@ -15,7 +15,7 @@ namespace memtrain::model {
 
 class LlamaModel : public Model {
  public:
-  LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp);
+  LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp);
 
  protected:
   absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;

@@ -5,17 +5,18 @@
 #include "absl/strings/str_cat.h"
 #include "model/gpt2.h"
 #include "model/llama.h"
+#include "model/ring_attention.h"
 
 namespace memtrain::model {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params,
-                                                     const TensorParallel& tp) {
+                                                     const TensorParallel& tp, const ContextParallel& cp) {
   MEMTRAIN_RETURN_IF_ERROR(cfg.validate());
   if (std::string why = tensor_parallel_mismatch(cfg, tp.size); !why.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.tp = ", tp.size, ": ", why));
   }
-  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp));
-  return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp));
+  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp, cp));
+  return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp, cp));
 }
 
 std::string Model::tensor_parallel_mismatch(const ModelConfig& cfg, int tp) {
@@ -59,6 +60,18 @@ absl::Status Model::check_tokens(const Tensor& tokens) const {
 absl::StatusOr<double> Model::forward(const Tensor& tokens, const Tensor& targets, float grad_scale,
                                        ActivationStore& store) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
+  if (cp_.size == 1) return forward_local(tokens, targets, grad_scale, store);
+  if (tokens.dim(1) % cp_.chunks() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a sequence of ", tokens.dim(1), " tokens does not split into ",
+                                                   cp_.chunks(), " context-parallel chunks"));
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor local_tokens, cp_.local_tokens(tokens));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor local_targets, cp_.local_tokens(targets));
+  return forward_local(local_tokens, local_targets, grad_scale, store);
+}
+
+absl::StatusOr<double> Model::forward_local(const Tensor& tokens, const Tensor& targets, float grad_scale,
+                                             ActivationStore& store) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, store));
   // In training the head also adds its weight gradient here.
   const parallel::UnitUse use = store.keeping() ? parallel::UnitUse::kValuesAndGrads : parallel::UnitUse::kValues;
@@ -75,6 +88,7 @@ absl::Status Model::backward(ActivationStore& store) {
 
 absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
+  if (cp_.size > 1) return absl::FailedPreconditionError("last_logits: sampling runs on a model without cp");
   ActivationStore discard(/*keep=*/false);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h_rows, body_forward(tokens, discard));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, tp_.gather_rows(h_rows));
@@ -89,15 +103,28 @@ absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
 }
 
 int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
-  return body_saved_bytes(B, T) + LmHead::saved_bytes(tp_.local_rows(B * T), cfg_.n_embd);
+  const auto [b, t] = local_batch(B, T);
+  // With cp, the tokens of this rank's chunks are a copy, saved for the embeddings' backward.
+  const int64_t chunk_tokens = cp_.size > 1 ? 4 * b * t : 0;
+  return body_saved_bytes(b, t) + LmHead::saved_bytes(tp_.local_rows(b * t), cfg_.n_embd) + chunk_tokens;
 }
 
 int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
-  return predicted_activation_bytes(B, T) + backward_peak_extra_bytes(B, T);
+  const auto [b, t] = local_batch(B, T);
+  return predicted_activation_bytes(B, T) + backward_peak_extra_bytes(b, t);
 }
 
 int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
-  return std::max(head_->workspace_bytes(B * T), body_workspace_bytes(B, T));
+  const auto [b, t] = local_batch(B, T);
+  // Ring attention's backward holds delta = rowsum(dO * O), one float per query and local head.
+  const int64_t ring = cp_.size > 1 ? 4 * b * t * (cfg_.n_head / tp_.size) : 0;
+  return std::max({head_->workspace_bytes(b * t), body_workspace_bytes(b, t), ring});
+}
+
+int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {
+  const auto [b, t] = local_batch(B, T);
+  const int64_t kv_heads = cfg_.is_llama() ? LlamaAttention::local_kv_heads(cfg_, tp_.size) : cfg_.n_head / tp_.size;
+  return ring_attention_backward_buffer_bytes(cp_, {b, t, cfg_.n_head / tp_.size, kv_heads, cfg_.head_dim()});
 }
 
 double Model::flops_per_token(int64_t T) const {

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/activation_store.h"
+#include "model/context_parallel.h"
 #include "model/lm_head.h"
 #include "model/model_config.h"
 #include "model/params.h"
@@ -25,11 +26,13 @@ class Model {
   // parts (TpSplit) and forward/backward communicate over tp.comm; every tp rank feeds the same tokens and gets
   // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary.
   static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params,
-                                                       const TensorParallel& tp = {});
+                                                       const TensorParallel& tp = {},
+                                                       const ContextParallel& cp = {});
   // Why `tp` ranks cannot split `cfg` (an empty string when they can).
   static std::string tensor_parallel_mismatch(const ModelConfig& cfg, int tp);
 
-  // tokens, targets: (B, T) int32. Returns the sum of token losses. When store.keeping(), the backward state is
+  // tokens, targets: (B, T) int32. With cp, every cp rank is given the whole sequences and runs its chunks, and
+  // the loss and gradients are this rank's part (summed over cp by the caller). Returns the sum of token losses. When store.keeping(), the backward state is
   // saved and dL/d(params) with L = grad_scale * sum(losses) is ready after backward() (the head adds its part
   // during forward).
   absl::StatusOr<double> forward(const Tensor& tokens, const Tensor& targets, float grad_scale, ActivationStore& store);
@@ -37,13 +40,16 @@ class Model {
   // Logits (B, V) of each sequence's last position; keeps nothing. Collective over tp.
   absl::StatusOr<Tensor> last_logits(const Tensor& tokens);
 
-  // Activation bytes that forward(B, T) leaves in a keeping store on this rank, from the shapes alone.
+  // Activation bytes that forward(B, T) leaves in a keeping store on this rank, from the shapes alone. (B, T) is
+  // always the batch of whole sequences fed to forward, also with cp.
   int64_t predicted_activation_bytes(int64_t B, int64_t T) const;
   // The activation high-water mark of a forward + backward at (B, T), besides the caller's batch tensors: what
   // forward saves, plus the scratch of the last block's MLP backward, minus the final norm's statistics freed just
   // before it. (The head's dL/dh stays alive through backward.) Workspace: one chunk of logits.
   int64_t predicted_peak_activation_bytes(int64_t B, int64_t T) const;
   int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
+  // Ring attention's buffers (category communication) at their high-water mark, in backward; 0 without cp.
+  int64_t predicted_communication_bytes(int64_t B, int64_t T) const;
   // Training FLOPs per token at context T: 6 * (matmul parameters) + 12 * L * C * T for attention (PaLM's count).
   double flops_per_token(int64_t T) const;
   const ModelConfig& config() const { return cfg_; }
@@ -55,7 +61,13 @@ class Model {
   void set_unit_hooks(parallel::UnitHooks* hooks) { hooks_ = hooks; }
 
  protected:
-  Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp) : cfg_(cfg), params_(params), tp_(tp) {}
+  Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp)
+      : cfg_(cfg), params_(params), tp_(tp), cp_(cp) {}
+  // The batch this rank's layers see for (B, T) whole sequences: (cp.slots * B, T / cp.chunks()).
+  std::pair<int64_t, int64_t> local_batch(int64_t B, int64_t T) const { return {cp_.slots * B, T / cp_.chunks()}; }
+  // forward on this rank's chunks of the sequences.
+  absl::StatusOr<double> forward_local(const Tensor& tokens, const Tensor& targets, float grad_scale,
+                                       ActivationStore& store);
   // tokens (B, T) -> final normalised hidden states (B*T, C); tokens were checked by check_tokens.
   virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) = 0;
   virtual absl::Status body_backward(const Tensor& dh, ActivationStore& store) = 0;
@@ -95,6 +107,7 @@ class Model {
   ModelConfig cfg_;
   ParamSet& params_;  // not owned
   TensorParallel tp_;
+  ContextParallel cp_;
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };
