@@ -55,7 +55,7 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   trainer::apply_runtime(cfg, world.launch().local_size);
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
-  MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp()));
+  MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp(), run.cp()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, trainer::create_sharded_adamw(cfg, *bundle, *engine));
 

@@ -53,6 +53,7 @@ class Model {
   // Training FLOPs per token at context T: 6 * (matmul parameters) + 12 * L * C * T for attention (PaLM's count).
   double flops_per_token(int64_t T) const;
   const ModelConfig& config() const { return cfg_; }
+  const ContextParallel& context_parallel() const { return cp_; }
 
   // Parameter units (ParamSet::begin_unit): 0 = embeddings, 1..n_layer = the blocks, n_layer + 1 = the final norm
   // and an untied head. A tied head uses unit 0 again.

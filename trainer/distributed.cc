@@ -15,19 +15,21 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (m.n_layer % s.pp != 0)
     return config_error("parallel.pp", absl::StrCat(s.pp, " does not divide model.n_layer (", m.n_layer, ")"));
   const int64_t T = cfg.train.resolved_seq_len(m.block_size);
-  if (cfg.parallel.sequence_parallel && T % s.tp != 0)
-    return config_error("parallel.sequence_parallel",
-                        absl::StrCat("parallel.tp = ", s.tp, " does not divide the sequence length ", T));
   if (s.cp > 1 && T % (2 * s.cp) != 0)
-    return config_error("parallel.cp", absl::StrCat("2 * ", s.cp, " chunks do not divide the sequence length ", T));
-  if (s.dp % cfg.zero.hpz_partition_size != 0)
+    return config_error("parallel.cp", absl::StrCat(s.cp, " ranks hold 2 * ", s.cp, " chunks (causal load "
+                                                    "balancing), which do not divide the sequence length ", T));
+  const int64_t chunk = s.cp > 1 ? T / (2 * s.cp) : T;  // the tokens of a sequence one rank holds together
+  if (cfg.parallel.sequence_parallel && chunk % s.tp != 0)
+    return config_error("parallel.sequence_parallel",
+                        absl::StrCat("parallel.tp = ", s.tp, " does not divide the ", chunk, " tokens of ",
+                                     s.cp > 1 ? "a context-parallel chunk" : "the sequence"));
+  if ((s.dp * s.cp) % cfg.zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(cfg.zero.hpz_partition_size,
-                                                                " does not divide the data-parallel size ", s.dp));
-  for (parallel::Axis a : {parallel::Axis::kCp, parallel::Axis::kPp}) {
-    if (s.size(a) > 1)
-      return absl::UnimplementedError(absl::StrCat("parallel.", parallel::axis_name(a), " = ", s.size(a),
-                                                   ": this build trains with data and tensor parallelism (dp, tp)"));
-  }
+                                                                " does not divide the data-parallel size dp * cp = ",
+                                                                s.dp * s.cp));
+  if (s.pp > 1)
+    return absl::UnimplementedError(absl::StrCat("parallel.pp = ", s.pp, ": this build trains with data, tensor "
+                                                 "and context parallelism (dp, tp, cp)"));
   return absl::OkStatus();
 }
 
@@ -35,12 +37,18 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape shape, parallel::resolve_mesh_shape(cfg.parallel, world.size()));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, shape));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::DeviceMesh mesh, parallel::DeviceMesh::create(world, cfg.parallel));
-  MeshRun run{std::move(mesh), nullptr, cfg.parallel.sequence_parallel};
+  MeshRun run{std::move(mesh), nullptr, nullptr, cfg.parallel.sequence_parallel};
+  if (shape.cp > 1) {
+    // Ranks with the same tp and pp coordinates, ordered cp fastest: consecutive members are neighbours.
+    const parallel::MeshCoord& c = run.mesh.coord();
+    MEMTRAIN_ASSIGN_OR_RETURN(run.dp_cp, world.split(c.pp * shape.tp + c.tp, c.dp * shape.cp + c.cp, "dp_cp"));
+    run.dp_cp->set_timeout_s(cfg.parallel.timeout_s);
+  }
   const int h = static_cast<int>(cfg.zero.hpz_partition_size);
-  if (cfg.zero.hpz_active(run.dp().size())) {
-    // Groups of h consecutive dp ranks: with tp innermost and dp next, these are neighbouring ranks (one node).
-    const int r = run.dp().rank();
-    MEMTRAIN_ASSIGN_OR_RETURN(run.hpz, run.dp().split(r / h, r, "hpz"));
+  if (cfg.zero.hpz_active(run.data_parallel().size())) {
+    // Groups of h consecutive data-parallel ranks: with tp innermost, these are neighbouring ranks (one node).
+    const int r = run.data_parallel().rank();
+    MEMTRAIN_ASSIGN_OR_RETURN(run.hpz, run.data_parallel().split(r / h, r, "hpz"));
   }
   return run;
 }
@@ -62,7 +70,7 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   opts.hpz = run.hpz.get();
   opts.quantized_weights = cfg.zero.quantized_weights;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
-                            parallel::DataParallel::create(run.dp(), std::move(units), opts));
+                            parallel::DataParallel::create(run.data_parallel(), std::move(units), opts));
   for (const parallel::LocalSegment& s : engine->stored_values()) {
     model::ParamSet::initialize_local(*params[s.seg.entry], static_cast<uint64_t>(cfg.train.seed), s.seg.offset,
                                       s.seg.n, s.value);

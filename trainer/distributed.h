@@ -17,17 +17,23 @@ namespace memtrain::trainer {
 
 // Every mesh dimension must divide what it splits: tp the attention heads (and the key/value heads, or be a
 // multiple of them), the MLP width and not exceed the vocabulary, pp the layers, cp the sequence into 2 * cp
-// chunks; hpZ groups the dp ranks. Then the dimensions this build does not run yet (pp, cp > 1) are refused.
+// chunks (and with SP, tp the tokens of a chunk); hpZ groups the data-parallel ranks. Then the dimension this build
+// does not run yet (pp > 1) is refused.
 absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& shape);
 
 struct MeshRun {
   parallel::DeviceMesh mesh;
-  std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of dp ranks, or null
-  parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }
+  // The ranks that hold the same parameters and sum their gradients: dp x cp (Megatron's data-parallel group with
+  // context parallelism, since cp ranks share every parameter). Null when cp is 1: then it is the dp axis.
+  std::unique_ptr<parallel::Communicator> dp_cp;
+  std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of data-parallel ranks, or null
   bool sequence_parallel = false;  // parallel.sequence_parallel
+  parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }  // ranks that read different data
+  parallel::Communicator& data_parallel() { return dp_cp ? *dp_cp : dp(); }  // the engine's group
   model::TensorParallel tp() {
     return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp), sequence_parallel);
   }
+  model::ContextParallel cp() { return model::ContextParallel::over(mesh.comm(parallel::Axis::kCp)); }
 };
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
 absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);

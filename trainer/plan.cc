@@ -18,12 +18,13 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
   model::ParamSet params;  // shapes only: nothing is allocated. Tensor-parallel rank 0 holds the most.
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> model,
-                            model::Model::create(cfg.model, params,
-                                                 model::TensorParallel::shapes_of_rank(0, mesh.tp,
-                                                                                       cfg.parallel.sequence_parallel)));
+  MEMTRAIN_ASSIGN_OR_RETURN(
+      std::unique_ptr<model::Model> model,
+      model::Model::create(cfg.model, params,
+                           model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
+                           model::ContextParallel::shapes_of_rank(0, mesh.cp)));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
-  const int d = mesh.dp, stage = static_cast<int>(cfg.zero.stage);
+  const int d = mesh.dp * mesh.cp, stage = static_cast<int>(cfg.zero.stage);  // ZeRO shards over dp x cp
   std::vector<std::vector<int64_t>> units(params.num_units());
   for (const auto& p : params.all()) units[p->unit].push_back(shape_numel(p->local_shape));
   const parallel::ShardLayout layout(std::move(units), d);
@@ -67,7 +68,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   // The reduction receive buffers (none with one rank).
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
-  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]);
+  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + model->predicted_communication_bytes(B, T);
   if (cfg.zero.quantized_weights && d > 1) {
     // qwZ: one unit's packed slice and everyone's at a time (a gather is dequantized before the next starts).
     int64_t packed = 0;
@@ -83,7 +84,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
 }
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
-  std::string out = absl::StrFormat("memtrain plan: %s, %d parameters, micro-batch %d x %d, dp = %d, ZeRO stage %d; "
+  std::string out = absl::StrFormat("memtrain plan: %s, %d parameters, micro-batch %d x %d, data-parallel ranks (dp x cp) = %d, ZeRO stage %d; "
                                     "bytes per rank\n",
                                     cfg.model.arch, plan.parameters_count, cfg.train.batch_size,
                                     cfg.train.resolved_seq_len(cfg.model.block_size), plan.ranks, cfg.zero.stage);

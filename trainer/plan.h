@@ -15,7 +15,7 @@ struct MemoryPlan {
   std::array<int64_t, kNumMemCategories> bytes{};  // peak per category, indexed by MemCategory
   int64_t total = 0;                                // sum of the category peaks (an upper bound of the peak total)
   int64_t parameters_count = 0;
-  int ranks = 1;                                    // data-parallel ranks
+  int ranks = 1;                                    // data-parallel ranks (dp x cp: ZeRO shards over both)
   int64_t budget = 0;                               // memory.budget, 0 = none
   bool fits() const { return budget == 0 || total <= budget; }
 };

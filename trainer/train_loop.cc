@@ -74,6 +74,7 @@ absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampl
     sampler.fill_eval(b < batches ? b : 0, batch.inputs.i32(), batch.targets.i32());
     model::ActivationStore discard(/*keep=*/false);
     MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
+    MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
     if (b < batches) losses[b] = loss;
   }
   std::vector<double> all(losses);
@@ -139,7 +140,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data->val));
 
   const model::TensorParallel tp = run.tp();
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false, tp));
+  const model::ContextParallel cp = run.cp();
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false, tp, cp));
   model::Model& model = *bundle->model;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, create_sharded_adamw(cfg, *bundle, *engine));
@@ -150,14 +152,15 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
-  // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored).
-  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum) / tp.size;
+  // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored), context parallelism the
+  // tokens (and, balanced, the attention pairs).
+  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum) / (tp.size * cp.size);
   if (!quiet) {
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d ZeRO-%lld, %d threads, "
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
                 static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
-                static_cast<long long>(d), tp.size, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
+                static_cast<long long>(d), tp.size, cp.size, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
@@ -232,9 +235,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   // the global tensors, and rank 0 saves and samples a single-process model without the engine.
   MEMTRAIN_RETURN_IF_ERROR(engine->materialize_values());
   model.set_unit_hooks(nullptr);
-  if (run.mesh.coord().dp != 0) return result;
+  if (run.mesh.coord().dp != 0 || run.mesh.coord().cp != 0) return result;
   std::unique_ptr<ModelBundle> global;
-  if (tp.size > 1) {
+  if (tp.size > 1 || cp.size > 1) {  // a model without tp and cp, to save and to sample from
     MEMTRAIN_ASSIGN_OR_RETURN(global, gather_tensor_parallel(cfg, run, *bundle));
   }
   if (!lead) return result;

@@ -42,28 +42,30 @@ double relative_difference(const float* a, const float* b, int64_t n) {
 struct TpCase {
   std::string arch;
   int tp;
-  int stage;          // ZeRO stage over the world / tp data-parallel ranks
+  int stage;          // ZeRO stage over the world / tp data-parallel ranks (dp x cp)
   int64_t vocab;
   bool sp = false;    // sequence parallelism
+  int cp = 1;         // context parallelism (ring attention, two chunks per rank)
 };
 
 std::string case_name(const TpCase& c) {
-  return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_zero" + std::to_string(c.stage) + "_v" +
-         std::to_string(c.vocab);
+  return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) + "_zero" +
+         std::to_string(c.stage) + "_v" + std::to_string(c.vocab);
 }
 
 class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
  protected:
   void SetUp() override {
-    if (world().size() % GetParam().tp != 0) GTEST_SKIP() << "tp does not divide the world";
+    if (world().size() % (GetParam().tp * GetParam().cp) != 0) GTEST_SKIP() << "tp * cp does not divide the world";
   }
   std::vector<std::string> mesh_sets(int stage) const {
     const TpCase& c = GetParam();
     return {"parallel.tp=" + std::to_string(c.tp), "parallel.dp=-1", "zero.stage=" + std::to_string(stage),
             "model.vocab_size=" + std::to_string(c.vocab),
-            std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false")};
+            std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false"),
+            "parallel.cp=" + std::to_string(c.cp)};
   }
-  int dp() const { return world().size() / GetParam().tp; }
+  int dp() const { return world().size() / (GetParam().tp * GetParam().cp); }
 };
 
 TEST_P(TensorParallelVsSingleProcess, OneStepGradientsOfEveryGlobalParameter) {
@@ -86,6 +88,7 @@ TEST_P(TensorParallelVsSingleProcess, OneStepGradientsOfEveryGlobalParameter) {
   model::ActivationStore store;
   auto loss = s.bundle->model->forward(*tokens, *targets, scale, store);
   ASSERT_TRUE(loss.ok()) << loss.status();
+  ASSERT_TRUE(s.bundle->model->context_parallel().sum(*loss).ok());  // a cp rank's loss is that of its chunks
   ASSERT_TRUE(s.bundle->model->backward(store).ok());
   ASSERT_TRUE(s.engine->finish_gradients().ok());
   auto global = trainer::gather_tensor_parallel(cfg, s.run, *s.bundle);
@@ -160,7 +163,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 2, 0, 259}, TpCase{"llama", 4, 0, 259},
                                            TpCase{"llama", 2, 3, 259}, TpCase{"gpt2", 2, 0, 256, true},
                                            TpCase{"gpt2", 4, 2, 256, true}, TpCase{"llama", 2, 0, 259, true},
-                                           TpCase{"llama", 4, 3, 259, true}),
+                                           TpCase{"llama", 4, 3, 259, true}, TpCase{"gpt2", 1, 0, 256, false, 2},
+                                           TpCase{"llama", 1, 2, 259, false, 2}, TpCase{"gpt2", 1, 2, 256, false, 4},
+                                           TpCase{"llama", 1, 0, 259, false, 4}, TpCase{"gpt2", 2, 2, 256, false, 2},
+                                           TpCase{"llama", 2, 2, 259, true, 2}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
@@ -211,7 +217,7 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
       {{"model.n_head=1"}, "parallel.tp", "does not divide model.n_head (1)"},
       {{"model.ffn_hidden=65"}, "parallel.tp", "does not divide the MLP width (65)"},
       {{"model.block_size=31", "parallel.sequence_parallel=true"}, "parallel.sequence_parallel",
-       "does not divide the sequence length 31"},
+       "does not divide the 31 tokens of the sequence"},
   };
   for (const auto& [extra, key, reason] : cases) {
     std::vector<std::string> sets = {"parallel.tp=2", "parallel.dp=-1"};

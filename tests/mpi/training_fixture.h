@@ -68,7 +68,7 @@ struct EngineSetup {
 inline EngineSetup set_up(const trainer::Config& cfg) {
   auto run = trainer::create_mesh_run(world().comm(), cfg);
   MEMTRAIN_CHECK_OK(run.status());
-  auto bundle = trainer::build_model(cfg, /*allocate=*/false, run->tp());
+  auto bundle = trainer::build_model(cfg, /*allocate=*/false, run->tp(), run->cp());
   MEMTRAIN_CHECK_OK(bundle.status());
   auto engine = trainer::create_data_parallel(cfg, *run, **bundle);
   MEMTRAIN_CHECK_OK(engine.status());
