@@ -21,7 +21,9 @@ struct ParallelConfig {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
     v("tp", tp, "tensor-parallel ranks, >= 1 (innermost: neighbouring ranks); divides the heads and the MLP width");
     v("pp", pp, "pipeline stages, >= 1 (outermost; only 1 in this build)");
-    v("cp", cp, "context-parallel ranks, >= 1 (between tp and dp; only 1 in this build)");
+    v("cp", cp,
+      "context-parallel ranks, >= 1 (between tp and dp): each holds 2 of the 2 * cp chunks of every sequence (one "
+      "early, one late) and attention passes key/value blocks around a ring; 2 * cp divides the sequence length");
     v("sequence_parallel", sequence_parallel,
       "with tp > 1: the norms and residual stream hold 1/tp of the tokens; all-reduces become reduce-scatter + "
       "all-gather (tp divides the sequence length)");

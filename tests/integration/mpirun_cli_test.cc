@@ -54,7 +54,7 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
   ASSERT_EQ(one.exit_code, 0) << one.err;
   auto two = mpirun("-np 2 " + binary_ + " train" + tiny("two") + " --set zero.stage=2");
   ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_NE(two.out.find("dp=2 tp=1 ZeRO-2"), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("dp=2 tp=1 cp=1 ZeRO-2"), std::string::npos) << two.out;
   const std::vector<double> a = losses("one"), b = losses("two");
   ASSERT_EQ(a.size(), 12u);
   EXPECT_EQ(a, b);
@@ -63,18 +63,21 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
 
 // Tensor parallelism from the command line: `memtrain plan` predicts rank 0's peak bytes per category, and rank 0
 // samples from the model gathered from both ranks' parts. Bound: DESIGN.md's 5% (the plan is exact today).
-TEST_F(MpiCli, TwoTensorParallelRanksMatchThePlan) {
-  for (const std::string sp : {"false", "true"}) {
-    SCOPED_TRACE("sequence_parallel " + sp);
-    const std::string out = "tp_sp_" + sp;
-    const std::string tp = " --set parallel.tp=2 --set parallel.sequence_parallel=" + sp +
-                           " --set output.samples=1 --set output.sample_tokens=16";
-    auto plan = testing::run_memtrain("plan" + tiny(out) + tp + " --world-size 2 --json", dir_);
+TEST_F(MpiCli, TwoTensorOrContextParallelRanksMatchThePlan) {
+  const std::vector<std::pair<std::string, std::string>> meshes = {
+      {"tp", " --set parallel.tp=2"},
+      {"tp_sp", " --set parallel.tp=2 --set parallel.sequence_parallel=true"},
+      {"cp", " --set parallel.cp=2"},
+  };
+  for (const auto& [out, sets] : meshes) {
+    SCOPED_TRACE(out);
+    const std::string mesh = sets + " --set output.samples=1 --set output.sample_tokens=16";
+    auto plan = testing::run_memtrain("plan" + tiny(out) + mesh + " --world-size 2 --json", dir_);
     ASSERT_EQ(plan.exit_code, 0) << plan.err;
     const auto predicted = nlohmann::json::parse(plan.out);
-    auto r = mpirun("-np 2 " + binary_ + " train" + tiny(out) + tp);
+    auto r = mpirun("-np 2 " + binary_ + " train" + tiny(out) + mesh);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find("dp=1 tp=2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(out == "cp" ? "dp=1 tp=1 cp=2" : "dp=1 tp=2 cp=1"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("--- sample 1 ---"), std::string::npos) << r.out;
     const std::string metrics = testing::slurp(dir_ + "/" + out + "/metrics.jsonl");
     const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());

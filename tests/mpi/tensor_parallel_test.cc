@@ -207,17 +207,27 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
   }
 }
 
-// A tp that cannot split the model (or, with SP, the sequence) is a config error naming the key and the reason,
+// A tp that cannot split the model (or, with SP, the sequence or a cp chunk) or a cp that cannot split the sequence
+// is a config error naming the key and the reason,
 // before anything is allocated or written. (The other reasons, kv heads and vocabulary, are unit-tested: tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
   MemoryTracker::host().reset_peaks();
   const MemorySnapshot before = MemoryTracker::host().snapshot();
   const std::string out = shared_dir() + "/tp_errors";
+  // The mesh needs tp * cp ranks: the cp and SP case only runs where 4 divides the world.
+  const bool four = world().size() % 4 == 0;
   const std::vector<std::tuple<std::vector<std::string>, std::string, std::string>> cases = {
       {{"model.n_head=1"}, "parallel.tp", "does not divide model.n_head (1)"},
       {{"model.ffn_hidden=65"}, "parallel.tp", "does not divide the MLP width (65)"},
       {{"model.block_size=31", "parallel.sequence_parallel=true"}, "parallel.sequence_parallel",
        "does not divide the 31 tokens of the sequence"},
+      {{"parallel.tp=1", "parallel.cp=2", "model.block_size=30"}, "parallel.cp",
+       "2 ranks hold 2 * 2 chunks (causal load balancing), which do not divide the sequence length 30"},
+      {{"parallel.cp=" + std::string(four ? "2" : "1"), "model.block_size=" + std::string(four ? "12" : "3"),
+        "parallel.sequence_parallel=true"},
+       "parallel.sequence_parallel",
+       four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
+            : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
   };
   for (const auto& [extra, key, reason] : cases) {
     std::vector<std::string> sets = {"parallel.tp=2", "parallel.dp=-1"};
