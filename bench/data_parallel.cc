@@ -157,7 +157,8 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
                 static_cast<double>(bytes_tp) / steps / tp_theory);
   }
   if (cp.size() > 1) {
-    const double cp_theory = cp_theory_bytes(cfg, B, T, cp.size(), tp.size()) * static_cast<double>(cfg.train.grad_accum);
+    const double cp_theory =
+        cp_theory_bytes(cfg, B, T, cp.size(), tp.size()) * static_cast<double>(cfg.train.grad_accum);
     std::printf("  cp=%d bytes/step %.0f theory %.0f ratio %.4f\n", cp.size(), static_cast<double>(bytes_cp) / steps,
                 cp_theory, static_cast<double>(bytes_cp) / steps / cp_theory);
   }

@@ -66,8 +66,9 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
-  MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(), Cl_,
-                                                   lse.f32(), {B, T, H_, H_, D}, dq, W, dq + Cl_, W, dq + 2 * Cl_, W));
+  MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(),
+                                                   Cl_, lse.f32(), {B, T, H_, H_, D}, dq, W, dq + Cl_, W, dq + 2 * Cl_,
+                                                   W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   linear_backward(c_attn_, xf.f32(), dqkv.f32(), N, dx.f32(), pool);

@@ -24,17 +24,18 @@ class Model {
   // Registers the architecture's parameters in `params` (which must outlive the model); allocate and initialise
   // them with params.allocate() and params.initialize(seed). With tp.size > 1 the parameters are this tp rank's
   // parts (TpSplit) and forward/backward communicate over tp.comm; every tp rank feeds the same tokens and gets
-  // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary.
+  // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary. With cp.size > 1
+  // the model runs this cp rank's chunks of each sequence (context_parallel.h) and attention rings over cp.comm.
   static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params,
                                                        const TensorParallel& tp = {},
                                                        const ContextParallel& cp = {});
   // Why `tp` ranks cannot split `cfg` (an empty string when they can).
   static std::string tensor_parallel_mismatch(const ModelConfig& cfg, int tp);
 
-  // tokens, targets: (B, T) int32. With cp, every cp rank is given the whole sequences and runs its chunks, and
-  // the loss and gradients are this rank's part (summed over cp by the caller). Returns the sum of token losses. When store.keeping(), the backward state is
+  // tokens, targets: (B, T) int32. Returns the sum of token losses. When store.keeping(), the backward state is
   // saved and dL/d(params) with L = grad_scale * sum(losses) is ready after backward() (the head adds its part
-  // during forward).
+  // during forward). With cp, every cp rank is given the whole sequences and runs its chunks: the loss and the
+  // gradients are this rank's part, which the caller sums over cp.
   absl::StatusOr<double> forward(const Tensor& tokens, const Tensor& targets, float grad_scale, ActivationStore& store);
   absl::Status backward(ActivationStore& store);
   // Logits (B, V) of each sequence's last position; keeps nothing. Collective over tp.

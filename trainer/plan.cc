@@ -84,8 +84,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
 }
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
-  std::string out = absl::StrFormat("memtrain plan: %s, %d parameters, micro-batch %d x %d, data-parallel ranks (dp x cp) = %d, ZeRO stage %d; "
-                                    "bytes per rank\n",
+  std::string out = absl::StrFormat("memtrain plan: %s, %d parameters, micro-batch %d x %d, data-parallel ranks "
+                                    "(dp x cp) = %d, ZeRO stage %d; bytes per rank\n",
                                     cfg.model.arch, plan.parameters_count, cfg.train.batch_size,
                                     cfg.train.resolved_seq_len(cfg.model.block_size), plan.ranks, cfg.zero.stage);
   absl::StrAppend(&out, absl::StrFormat("%-16s %14s %12s\n", "category", "bytes", ""));

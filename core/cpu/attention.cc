@@ -244,8 +244,8 @@ void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
                         float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, ThreadPool& pool) {
   MEMTRAIN_CHECK(ldo >= H * D);
-  backward_impl(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, nullptr, {B, T, T, H, Hkv, D, AttentionMask::kCausal},
-                dq, lddq, dk, lddk, dv, lddv, false, pool);
+  backward_impl(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, nullptr,
+                {B, T, T, H, Hkv, D, AttentionMask::kCausal}, dq, lddq, dk, lddk, dv, lddv, false, pool);
 }
 
 void attention_forward_merge(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,

@@ -1,6 +1,7 @@
-// Tensor parallelism (Megatron-style) on tp ranks, alone and composed with data parallelism and ZeRO over the other
-// world/tp ranks, against one process training the same global batch. Splitting a matmul's inner dimension over
-// ranks changes the order of its additions, so nothing here can be bitwise; the bounds are the issue's:
+// Tensor parallelism (Megatron-style) on tp ranks and context parallelism (ring attention) on cp ranks, alone and
+// composed with each other and with data parallelism and ZeRO over the other world/(tp*cp) ranks, against one
+// process training the same global batch. Splitting a matmul's inner dimension over ranks (or attention's keys
+// over cp) changes the order of its additions, so nothing here can be bitwise; the bounds are the issue's:
 //   - one step: every global parameter's gradient within 1e-5 relative (‖a−b‖/‖b‖) of the single process, and the
 //     initial values bit for bit (each shard generates its slice of the global tensor);
 //   - 50 steps: every step's loss within 1e-5 relative;
@@ -8,7 +9,8 @@
 //     scales up the rounding differences of small gradients, so weights drift more than the loss; a wrongly
 //     assembled tensor is off by O(1).
 // Uneven vocabulary splits (259 rows), key/value heads shared by two tp ranks (LLaMA, 2 kv heads, tp = 4) and
-// sequence parallelism (norms, residual stream and embeddings' outputs on 1/tp of the tokens) are among the cases.
+// sequence parallelism (norms, residual stream and embeddings' outputs on 1/tp of the tokens) are among the cases;
+// with cp, each cp rank holds two of the 2cp chunks of every sequence and the data-parallel group is dp x cp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -166,7 +168,7 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 4, 3, 259, true}, TpCase{"gpt2", 1, 0, 256, false, 2},
                                            TpCase{"llama", 1, 2, 259, false, 2}, TpCase{"gpt2", 1, 2, 256, false, 4},
                                            TpCase{"llama", 1, 0, 259, false, 4}, TpCase{"gpt2", 2, 2, 256, false, 2},
-                                           TpCase{"llama", 2, 2, 259, true, 2}),
+                                           TpCase{"llama", 2, 2, 259, true, 2}, TpCase{"gpt2", 1, 3, 256, false, 2}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
