@@ -15,11 +15,12 @@ namespace memtrain::model {
 
 class LlamaModel : public Model {
  public:
-  LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp);
+  LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp,
+             const PipelineStage& stage);
 
  protected:
-  absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) override;
-  absl::Status body_backward(const Tensor& dh, ActivationStore& store) override;
+  absl::StatusOr<Tensor> body_forward(const Tensor& tokens, const Tensor& x, ActivationStore& store) override;
+  absl::StatusOr<Tensor> body_backward(const Tensor& dh, ActivationStore& store) override;
   int64_t body_saved_bytes(int64_t B, int64_t T) const override;
   int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const override;
   int64_t embedding_params() const override;

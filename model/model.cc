@@ -9,14 +9,24 @@
 
 namespace memtrain::model {
 
+Model::Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp,
+             const PipelineStage& stage)
+    : cfg_(cfg), params_(params), tp_(tp), cp_(cp), stage_(stage) {
+  if (stage_.end_layer < 0) stage_.end_layer = cfg.n_layer;
+}
+
 absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params,
-                                                     const TensorParallel& tp, const ContextParallel& cp) {
+                                                     const TensorParallel& tp, const ContextParallel& cp,
+                                                     const PipelineStage& stage) {
   MEMTRAIN_RETURN_IF_ERROR(cfg.validate());
   if (std::string why = tensor_parallel_mismatch(cfg, tp.size); !why.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.tp = ", tp.size, ": ", why));
   }
-  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp, cp));
-  return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp, cp));
+  const int64_t end = stage.end_layer < 0 ? cfg.n_layer : stage.end_layer;
+  MEMTRAIN_CHECK_MSG(0 <= stage.first_layer && stage.first_layer <= end && end <= cfg.n_layer,
+                     "a pipeline stage's layers lie within the model");
+  if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp, cp, stage));
+  return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp, cp, stage));
 }
 
 std::string Model::tensor_parallel_mismatch(const ModelConfig& cfg, int tp) {
@@ -59,38 +69,55 @@ absl::Status Model::check_tokens(const Tensor& tokens) const {
 
 absl::StatusOr<double> Model::forward(const Tensor& tokens, const Tensor& targets, float grad_scale,
                                        ActivationStore& store) {
+  MEMTRAIN_CHECK_MSG(stage_.first && stage_.last, "forward runs a whole model; a pipeline stage runs forward_stage");
+  double loss = 0;
+  MEMTRAIN_RETURN_IF_ERROR(forward_stage(tokens, targets, Tensor(), grad_scale, store, &loss).status());
+  return loss;
+}
+
+absl::Status Model::backward(ActivationStore& store) { return backward_stage(Tensor(), store).status(); }
+
+absl::StatusOr<Tensor> Model::forward_stage(const Tensor& tokens, const Tensor& targets, const Tensor& x,
+                                            float grad_scale, ActivationStore& store, double* loss) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
-  if (cp_.size == 1) return forward_local(tokens, targets, grad_scale, store);
+  if (cp_.size == 1) return forward_local(tokens, targets, x, grad_scale, store, loss);
   if (tokens.dim(1) % cp_.chunks() != 0) {
     return absl::InvalidArgumentError(absl::StrCat("a sequence of ", tokens.dim(1), " tokens does not split into ",
                                                    cp_.chunks(), " context-parallel chunks"));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor local_tokens, cp_.local_tokens(tokens));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor local_targets, cp_.local_tokens(targets));
-  return forward_local(local_tokens, local_targets, grad_scale, store);
+  Tensor local_targets;
+  if (stage_.last) {
+    MEMTRAIN_ASSIGN_OR_RETURN(local_targets, cp_.local_tokens(targets));
+  }
+  return forward_local(local_tokens, local_targets, x, grad_scale, store, loss);
 }
 
-absl::StatusOr<double> Model::forward_local(const Tensor& tokens, const Tensor& targets, float grad_scale,
-                                             ActivationStore& store) {
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, store));
+absl::StatusOr<Tensor> Model::forward_local(const Tensor& tokens, const Tensor& targets, const Tensor& x,
+                                            float grad_scale, ActivationStore& store, double* loss) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, body_forward(tokens, x, store));
+  if (!stage_.last) return h;
   // In training the head also adds its weight gradient here.
   const parallel::UnitUse use = store.keeping() ? parallel::UnitUse::kValuesAndGrads : parallel::UnitUse::kValues;
   MEMTRAIN_RETURN_IF_ERROR(acquire(head_unit(), use));
-  MEMTRAIN_ASSIGN_OR_RETURN(double loss, head_->forward(h, targets.view({targets.numel()}), grad_scale, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(*loss, head_->forward(h, targets.view({targets.numel()}), grad_scale, store));
   MEMTRAIN_RETURN_IF_ERROR(release(head_unit(), use));
-  return loss;
+  return Tensor();
 }
 
-absl::Status Model::backward(ActivationStore& store) {
+absl::StatusOr<Tensor> Model::backward_stage(const Tensor& dy, ActivationStore& store) {
+  if (!stage_.last) return body_backward(dy, store);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh, head_->backward(store));
   return body_backward(dh, store);
 }
 
 absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
-  if (cp_.size > 1) return absl::FailedPreconditionError("last_logits: sampling runs on a model without cp");
+  if (cp_.size > 1 || !stage_.first || !stage_.last) {
+    return absl::FailedPreconditionError("last_logits: sampling runs on a whole model without cp");
+  }
   ActivationStore discard(/*keep=*/false);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h_rows, body_forward(tokens, discard));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h_rows, body_forward(tokens, Tensor(), discard));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, tp_.gather_rows(h_rows));
   const int64_t B = tokens.dim(0), T = tokens.dim(1), C = cfg_.n_embd;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor last, Tensor::empty({B, C}, DType::kF32, MemCategory::kActivations));
@@ -105,8 +132,9 @@ absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
 int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   // With cp, the tokens of this rank's chunks are a copy, saved for the embeddings' backward.
-  const int64_t chunk_tokens = cp_.size > 1 ? 4 * b * t : 0;
-  return body_saved_bytes(b, t) + LmHead::saved_bytes(tp_.local_rows(b * t), cfg_.n_embd) + chunk_tokens;
+  const int64_t chunk_tokens = cp_.size > 1 && stage_.first ? 4 * b * t : 0;
+  const int64_t head = stage_.last ? LmHead::saved_bytes(tp_.local_rows(b * t), cfg_.n_embd) : 0;
+  return body_saved_bytes(b, t) + head + chunk_tokens;
 }
 
 int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
@@ -118,7 +146,8 @@ int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   // Ring attention's backward holds delta = rowsum(dO * O), one float per query and local head.
   const int64_t ring = cp_.size > 1 ? 4 * b * t * (cfg_.n_head / tp_.size) : 0;
-  return std::max({head_->workspace_bytes(b * t), body_workspace_bytes(b, t), ring});
+  const int64_t head = stage_.last ? head_->workspace_bytes(b * t) : 0;
+  return std::max({head, body_workspace_bytes(b, t), ring});
 }
 
 int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {
@@ -129,7 +158,7 @@ int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {
 
 double Model::flops_per_token(int64_t T) const {
   const double matmul_params = static_cast<double>(params_.numel() - embedding_params());
-  return 6.0 * matmul_params + 12.0 * cfg_.n_layer * cfg_.n_embd * T;
+  return 6.0 * matmul_params + 12.0 * num_blocks() * cfg_.n_embd * T;
 }
 
 }  // namespace memtrain::model

@@ -17,6 +17,14 @@
 
 namespace memtrain::model {
 
+// Which layers a model holds: a pipeline stage holds blocks [first_layer, end_layer), the embeddings if it is the
+// first stage and the final norm and head if it is the last. The default is the whole model.
+struct PipelineStage {
+  int64_t first_layer = 0, end_layer = -1;  // -1: through the last layer
+  bool first = true, last = true;
+  static PipelineStage whole() { return {}; }
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -26,9 +34,12 @@ class Model {
   // parts (TpSplit) and forward/backward communicate over tp.comm; every tp rank feeds the same tokens and gets
   // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary. With cp.size > 1
   // the model runs this cp rank's chunks of each sequence (context_parallel.h) and attention rings over cp.comm.
+  // With a pipeline stage, only that stage's parameters are registered (a GPT-2 last stage registers the tied
+  // token embedding again, as its head) and forward_stage/backward_stage run it.
   static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params,
                                                        const TensorParallel& tp = {},
-                                                       const ContextParallel& cp = {});
+                                                       const ContextParallel& cp = {},
+                                                       const PipelineStage& stage = {});
   // Why `tp` ranks cannot split `cfg` (an empty string when they can).
   static std::string tensor_parallel_mismatch(const ModelConfig& cfg, int tp);
 
@@ -38,6 +49,16 @@ class Model {
   // gradients are this rank's part, which the caller sums over cp.
   absl::StatusOr<double> forward(const Tensor& tokens, const Tensor& targets, float grad_scale, ActivationStore& store);
   absl::Status backward(ActivationStore& store);
+
+  // A pipeline stage's forward: every stage is given the micro-batch's tokens and targets (B, T) as forward is;
+  // the first embeds the tokens, the others start from x, the previous stage's output. Returns this stage's output
+  // for the next stage; the last stage returns an empty tensor and sets *loss (as forward's result).
+  absl::StatusOr<Tensor> forward_stage(const Tensor& tokens, const Tensor& targets, const Tensor& x, float grad_scale,
+                                       ActivationStore& store, double* loss);
+  // dy: dL/d(this stage's output) from the next stage (unused on the last stage). Returns dL/dx for the previous
+  // stage; an empty tensor on the first.
+  absl::StatusOr<Tensor> backward_stage(const Tensor& dy, ActivationStore& store);
+  const PipelineStage& stage() const { return stage_; }
   // Logits (B, V) of each sequence's last position; keeps nothing. Collective over tp.
   absl::StatusOr<Tensor> last_logits(const Tensor& tokens);
 
@@ -58,21 +79,24 @@ class Model {
 
   // Parameter units (ParamSet::begin_unit): 0 = embeddings, 1..n_layer = the blocks, n_layer + 1 = the final norm
   // and an untied head. A tied head uses unit 0 again.
-  int num_units() const { return static_cast<int>(cfg_.n_layer) + 2; }
+  // On a pipeline stage: the embeddings if first, its blocks, the final unit if last.
+  int num_units() const { return (stage_.first ? 1 : 0) + num_blocks() + (stage_.last ? 1 : 0); }
+  int num_blocks() const { return static_cast<int>(stage_.end_layer - stage_.first_layer); }
   // The engine told about every use of a unit (see parallel/unit_hooks.h); nullptr = none. Not owned.
   void set_unit_hooks(parallel::UnitHooks* hooks) { hooks_ = hooks; }
 
  protected:
-  Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp)
-      : cfg_(cfg), params_(params), tp_(tp), cp_(cp) {}
+  Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp,
+        const PipelineStage& stage);
   // The batch this rank's layers see for (B, T) whole sequences: (cp.slots * B, T / cp.chunks()).
   std::pair<int64_t, int64_t> local_batch(int64_t B, int64_t T) const { return {cp_.slots * B, T / cp_.chunks()}; }
-  // forward on this rank's chunks of the sequences.
-  absl::StatusOr<double> forward_local(const Tensor& tokens, const Tensor& targets, float grad_scale,
-                                       ActivationStore& store);
-  // tokens (B, T) -> final normalised hidden states (B*T, C); tokens were checked by check_tokens.
-  virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, ActivationStore& store) = 0;
-  virtual absl::Status body_backward(const Tensor& dh, ActivationStore& store) = 0;
+  // tokens (B, T) this rank's chunks (all of it without cp); x the previous stage's output. Checked tokens.
+  absl::StatusOr<Tensor> forward_local(const Tensor& tokens, const Tensor& targets, const Tensor& x, float grad_scale,
+                                       ActivationStore& store, double* loss);
+  // The stage without the head: tokens (B, T) (embedded on the first stage) or x -> the stage's output, the final
+  // normalised hidden states (B*T, C) on the last stage. backward returns dL/dx (empty on the first stage).
+  virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, const Tensor& x, ActivationStore& store) = 0;
+  virtual absl::StatusOr<Tensor> body_backward(const Tensor& dh, ActivationStore& store) = 0;
   virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
   // predicted_peak_activation_bytes - predicted_activation_bytes.
   virtual int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const = 0;
@@ -92,16 +116,19 @@ class Model {
   absl::Status acquire(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->acquire(unit, use) : absl::OkStatus(); }
   absl::Status release(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->release(unit, use) : absl::OkStatus(); }
   absl::Status grads_ready(int unit) { return hooks_ ? hooks_->grads_ready(unit) : absl::OkStatus(); }
-  int final_unit() const { return static_cast<int>(cfg_.n_layer) + 1; }
-  // What both architectures run after their embeddings: the blocks (units 1..n_layer) and the final norm (the final
-  // unit), each between acquire and release; backward goes the other way and reports each unit's gradients ready.
+  int block_unit(size_t l) const { return (stage_.first ? 1 : 0) + static_cast<int>(l); }  // l: local block
+  int final_unit() const { return block_unit(num_blocks()); }
+  // What both architectures run after their embeddings: the stage's blocks and, on the last stage, the final norm
+  // (the final unit; norm is null on other stages), each between acquire and release; backward goes the other way
+  // and reports each unit's gradients ready.
   template <class Block, class Norm>
-  absl::StatusOr<Tensor> blocks_and_norm_forward(std::vector<Block>& blocks, Norm& norm, Tensor x, int64_t B,
+  absl::StatusOr<Tensor> blocks_and_norm_forward(std::vector<Block>& blocks, Norm* norm, Tensor x, int64_t B,
                                                  int64_t T, ActivationStore& store);
   template <class Block, class Norm>
-  absl::StatusOr<Tensor> norm_and_blocks_backward(std::vector<Block>& blocks, Norm& norm, const Tensor& dh,
+  absl::StatusOr<Tensor> norm_and_blocks_backward(std::vector<Block>& blocks, Norm* norm, const Tensor& dh,
                                                   int64_t B, int64_t T, ActivationStore& store);
-  int head_unit() const { return cfg_.tied() ? 0 : final_unit(); }
+  // A tied head shares unit 0 with the embedding; on a last stage without the embeddings, the final unit.
+  int head_unit() const { return cfg_.tied() && stage_.first ? 0 : final_unit(); }
   // The head over `tied` (the token embedding) or, untied, over a new lm_head.weight in the current unit, split by
   // vocabulary rows as the embedding is.
   void add_head(Param* tied);
@@ -110,36 +137,41 @@ class Model {
   ParamSet& params_;  // not owned
   TensorParallel tp_;
   ContextParallel cp_;
+  PipelineStage stage_;  // end_layer resolved
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };
 
 template <class Block, class Norm>
-absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks, Norm& norm, Tensor x, int64_t B,
+absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks, Norm* norm, Tensor x, int64_t B,
                                                       int64_t T, ActivationStore& store) {
   constexpr parallel::UnitUse kUse = parallel::UnitUse::kValues;
   for (size_t l = 0; l < blocks.size(); ++l) {
-    const int unit = static_cast<int>(l) + 1;
+    const int unit = block_unit(l);
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
   }
+  if (!stage_.last) return x;
   MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm.forward(x, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm->forward(x, store));
   MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), kUse));
   return h;
 }
 
 template <class Block, class Norm>
-absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& blocks, Norm& norm, const Tensor& dh,
+absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& blocks, Norm* norm, const Tensor& dh,
                                                        int64_t B, int64_t T, ActivationStore& store) {
   constexpr parallel::UnitUse kUse = parallel::UnitUse::kValuesAndGrads;
-  MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, norm.backward(dh, store));
-  MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), kUse));
-  MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
+  Tensor dx = dh;
+  if (stage_.last) {
+    MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, norm->backward(dh, store));
+    MEMTRAIN_RETURN_IF_ERROR(release(final_unit(), kUse));
+    MEMTRAIN_RETURN_IF_ERROR(grads_ready(final_unit()));
+  }
   for (size_t l = blocks.size(); l-- > 0;) {
-    const int unit = static_cast<int>(l) + 1;
+    const int unit = block_unit(l);
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
