@@ -147,7 +147,8 @@ int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
   // Ring attention's backward holds delta = rowsum(dO * O), one float per query and local head.
   const int64_t ring = cp_.size > 1 ? 4 * b * t * (cfg_.n_head / tp_.size) : 0;
   const int64_t head = stage_.last ? head_->workspace_bytes(b * t) : 0;
-  return std::max({head, body_workspace_bytes(b, t), ring});
+  const int64_t positions = 4 * b * t;  // the position ids (GPT-2's embeddings, LLaMA's RoPE)
+  return std::max({head, body_workspace_bytes(b, t), ring, positions});
 }
 
 int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {

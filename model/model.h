@@ -76,6 +76,11 @@ class Model {
   double flops_per_token(int64_t T) const;
   const ModelConfig& config() const { return cfg_; }
   const ContextParallel& context_parallel() const { return cp_; }
+  // The activation a pipeline stage hands on for a (B, T) batch: this rank's rows (after cp and SP) x C.
+  Shape activation_shape(int64_t B, int64_t T) const {
+    const auto [b, t] = local_batch(B, T);
+    return {tp_.local_rows(b * t), cfg_.n_embd};
+  }
 
   // Parameter units (ParamSet::begin_unit): 0 = embeddings, 1..n_layer = the blocks, n_layer + 1 = the final norm
   // and an untied head. A tied head uses unit 0 again.

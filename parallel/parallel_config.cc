@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace memtrain::parallel {
 
@@ -12,6 +13,13 @@ absl::Status ParallelConfig::validate() const {
   if (tp < 1) return config_error("parallel.tp", absl::StrCat("must be >= 1, got ", tp));
   if (pp < 1) return config_error("parallel.pp", absl::StrCat("must be >= 1, got ", pp));
   if (cp < 1) return config_error("parallel.cp", absl::StrCat("must be >= 1, got ", cp));
+  if (absl::StatusOr<ScheduleKind> kind = parse_schedule_kind(pp_schedule); !kind.ok()) {
+    return config_error("parallel.pp_schedule", kind.status().message());
+  } else if (*kind != ScheduleKind::kGPipe && *kind != ScheduleKind::kOneFOneB) {
+    return config_error("parallel.pp_schedule",
+                        absl::StrCat("\"", pp_schedule, "\" is a schedule this build generates and simulates but "
+                                     "does not train with yet (gpipe or 1f1b)"));
+  }
   // Written as !(x > 0) so that NaN fails too.
   if (!(timeout_s > 0)) return config_error("parallel.timeout_s", absl::StrCat("must be > 0, got ", timeout_s));
   if (!(bucket_mb > 0)) return config_error("parallel.bucket_mb", absl::StrCat("must be > 0, got ", bucket_mb));

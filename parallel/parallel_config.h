@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 
@@ -16,11 +17,16 @@ struct ParallelConfig {
   double timeout_s = 300;
   double bucket_mb = 25;
   bool sequence_parallel = false;
+  std::string pp_schedule = "1f1b";
 
   template <class V> void visit(V& v) {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
     v("tp", tp, "tensor-parallel ranks, >= 1 (innermost: neighbouring ranks); divides the heads and the MLP width");
-    v("pp", pp, "pipeline stages, >= 1 (outermost; only 1 in this build)");
+    v("pp", pp, "pipeline stages, >= 1 (outermost): rank r of pp holds layers [r L/pp, (r+1) L/pp); pp divides "
+      "model.n_layer; train.grad_accum micro-batches flow through the stages per step");
+    v("pp_schedule", pp_schedule,
+      "with pp > 1: \"gpipe\" (all forwards, then all backwards) or \"1f1b\" (one forward, one backward: at most "
+      "pp - r micro-batches in flight on rank r)");
     v("cp", cp,
       "context-parallel ranks, >= 1 (between tp and dp): each holds 2 of the 2 * cp chunks of every sequence (one "
       "early, one late) and attention passes key/value blocks around a ring; 2 * cp divides the sequence length");

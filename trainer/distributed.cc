@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
 
@@ -27,9 +28,10 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
     return config_error("zero.hpz_partition_size", absl::StrCat(cfg.zero.hpz_partition_size,
                                                                 " does not divide the data-parallel size dp * cp = ",
                                                                 s.dp * s.cp));
-  if (s.pp > 1)
-    return absl::UnimplementedError(absl::StrCat("parallel.pp = ", s.pp, ": this build trains with data, tensor "
-                                                 "and context parallelism (dp, tp, cp)"));
+  if (s.pp > 1 && cfg.zero.stage > 1)
+    return config_error("zero.stage", absl::StrCat(cfg.zero.stage, " with parallel.pp = ", s.pp, ": pipelines "
+                                                   "accumulate every micro-batch's gradient before reducing, which "
+                                                   "ZeRO stages 0 and 1 do (ZeRO-2/3 free a unit's gradient early)"));
   return absl::OkStatus();
 }
 
@@ -66,7 +68,8 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   parallel::DataParallelOptions opts;
   opts.stage = static_cast<int>(cfg.zero.stage);
   opts.bucket_bytes = static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20));
-  opts.grad_accum = cfg.train.grad_accum;
+  // A pipeline accumulates all micro-batches itself and tells the engine about a unit once, at the step's end.
+  opts.grad_accum = run.pp().size() > 1 ? 1 : cfg.train.grad_accum;
   opts.hpz = run.hpz.get();
   opts.quantized_weights = cfg.zero.quantized_weights;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
@@ -88,7 +91,7 @@ absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const Model
 }
 
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {
-  if (run.mesh.size(parallel::Axis::kTp) == 1) return engine.grad_norm();
+  if (run.mesh.size(parallel::Axis::kTp) == 1 && run.pp().size() == 1) return engine.grad_norm();
   double local = 0;
   for (const parallel::LocalSegment& s : engine.owned()) {
     if (!bundle.params.all()[s.seg.entry]->tp.primary) continue;
@@ -99,23 +102,28 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
   if (engine.stage() >= 1) {
     MEMTRAIN_ASSIGN_OR_RETURN(over_dp, engine.sum_over_ranks(local));
   }
-  parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
-  std::vector<double> all(tp.size());
-  MEMTRAIN_RETURN_IF_ERROR(tp.all_gather(&over_dp, all.data(), 8, DType::kU8));
-  double total = 0;  // in rank order, so every rank gets the same bits
-  for (double v : all) total += v;
+  double total = over_dp;
+  for (parallel::Axis a : {parallel::Axis::kTp, parallel::Axis::kPp}) {
+    parallel::Communicator& comm = run.mesh.comm(a);
+    std::vector<double> all(comm.size());
+    MEMTRAIN_RETURN_IF_ERROR(comm.all_gather(&total, all.data(), 8, DType::kU8));
+    total = 0;  // in rank order, so every rank gets the same bits
+    for (double v : all) total += v;
+  }
   return std::sqrt(total);
 }
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local) {
   parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> global, build_model(cfg, /*allocate=*/true));
+  const model::PipelineStage& stage = local.model->stage();
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> global, build_model(cfg, /*allocate=*/true, {}, {}, stage));
   // Every rank's split of every parameter, from the shapes-only model of that rank.
   std::vector<model::ParamSet> parts(tp.size());
   for (int r = 0; r < tp.size(); ++r) {
     MEMTRAIN_RETURN_IF_ERROR(
-        model::Model::create(cfg.model, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size())).status());
+        model::Model::create(cfg.model, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size()), {}, stage)
+            .status());
   }
   const auto& mine = local.params.all();
   for (size_t i = 0; i < mine.size(); ++i) {
@@ -139,6 +147,35 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config
     }
   }
   return global;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> gather_pipeline(const Config& cfg, MeshRun& run,
+                                                             const ModelBundle& stage_model) {
+  parallel::Communicator& pp = run.pp();
+  if (pp.rank() != 0) {  // send every parameter of this stage, in its registration order
+    for (const auto& p : stage_model.params.all()) {
+      MEMTRAIN_RETURN_IF_ERROR(pp.send(p->value.f32(), p->value.numel(), DType::kF32, 0));
+    }
+    return std::unique_ptr<ModelBundle>();
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> whole, build_model(cfg, /*allocate=*/true));
+  for (int r = 0; r < pp.size(); ++r) {
+    // Stage r's parameters, names and order from its shapes-only model (a tied embedding arrives twice: equal).
+    model::ParamSet names;
+    MEMTRAIN_RETURN_IF_ERROR(
+        model::Model::create(cfg.model, names, {}, {}, pipeline_stage(cfg, r, pp.size())).status());
+    for (size_t i = 0; i < names.all().size(); ++i) {
+      model::Param* dst = whole->params.find(names.all()[i]->name);
+      MEMTRAIN_CHECK(dst != nullptr);
+      if (r == 0) {
+        const Tensor& src = stage_model.params.all()[i]->value;
+        std::copy_n(src.f32(), src.numel(), dst->value.f32());
+      } else {
+        MEMTRAIN_RETURN_IF_ERROR(pp.recv(dst->value.f32(), dst->value.numel(), DType::kF32, r));
+      }
+    }
+  }
+  return whole;
 }
 
 absl::Status agree(parallel::Communicator& world, absl::Status local) {

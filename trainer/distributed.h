@@ -17,8 +17,7 @@ namespace memtrain::trainer {
 
 // Every mesh dimension must divide what it splits: tp the attention heads (and the key/value heads, or be a
 // multiple of them), the MLP width and not exceed the vocabulary, pp the layers, cp the sequence into 2 * cp
-// chunks (and with SP, tp the tokens of a chunk); hpZ groups the data-parallel ranks. Then the dimension this build
-// does not run yet (pp > 1) is refused.
+// chunks (and with SP, tp the tokens of a chunk); hpZ groups the data-parallel ranks; pipelines run with ZeRO 0-1.
 absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& shape);
 
 struct MeshRun {
@@ -34,6 +33,7 @@ struct MeshRun {
     return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp), sequence_parallel);
   }
   model::ContextParallel cp() { return model::ContextParallel::over(mesh.comm(parallel::Axis::kCp)); }
+  parallel::Communicator& pp() { return mesh.comm(parallel::Axis::kPp); }
 };
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
 absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);
@@ -48,7 +48,8 @@ absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const Model
                                                   const parallel::DataParallel& engine);
 
 // The 2-norm of the whole model's reduced gradient (valid after engine.finish_gradients()), the same on every
-// rank: each piece counted once, on its primary tp rank. Without tp, the engine's own (bitwise) norm.
+// rank: each piece counted once, on its primary tp rank, summed over tp and pp. Without tp and pp, the engine's
+// own (bitwise) norm.
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine);
 
 // Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
@@ -56,6 +57,10 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
 // gets one. (Gradients are only meaningful where the engine keeps them whole: stages 0 and 1.)
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local);
+// Collective over pp (ranks with the same tp, cp and dp coordinates), after gather_tensor_parallel where tp > 1:
+// pp rank 0 gets a whole model assembled from every stage's (whole-stage) model `stage_model`; others get null.
+absl::StatusOr<std::unique_ptr<ModelBundle>> gather_pipeline(const Config& cfg, MeshRun& run,
+                                                             const ModelBundle& stage_model);
 
 // Collective: OK when every rank passes OK; otherwise this rank's own error, or, on a rank that succeeded, an
 // error with the first failed rank's code saying which rank failed (its message is printed by that rank).

@@ -9,20 +9,24 @@
 #include "absl/strings/str_format.h"
 #include "model/model.h"
 #include "parallel/data_parallel.h"
+#include "parallel/pipeline_simulator.h"
 #include "parallel/shard_layout.h"
 #include "trainer/distributed.h"
+#include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
 
 absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
-  model::ParamSet params;  // shapes only: nothing is allocated. Tensor-parallel rank 0 holds the most.
+  // Shapes only: nothing is allocated. Rank 0: tensor-parallel rank 0 holds the most, pipeline stage 0 the most
+  // micro-batches in flight.
+  model::ParamSet params;
   MEMTRAIN_ASSIGN_OR_RETURN(
       std::unique_ptr<model::Model> model,
       model::Model::create(cfg.model, params,
                            model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
-                           model::ContextParallel::shapes_of_rank(0, mesh.cp)));
+                           model::ContextParallel::shapes_of_rank(0, mesh.cp), pipeline_stage(cfg, 0, mesh.pp)));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int d = mesh.dp * mesh.cp, stage = static_cast<int>(cfg.zero.stage);  // ZeRO shards over dp x cp
   std::vector<std::vector<int64_t>> units(params.num_units());
@@ -50,7 +54,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
     at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + largest_pair);
   }
   if (stage <= 1) {
-    at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 ? 2 : 1);
+    // A second buffer accumulates micro-batches (a pipeline accumulates in place).
+    at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 && mesh.pp == 1 ? 2 : 1);
   } else {
     // The reduced shard plus full unit gradients: a unit's lives until the unit after the next one is allocated,
     // so two neighbours at a time, and a tied head's unit 0 (written in the head's forward) all through backward.
@@ -75,8 +80,28 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
     for (int u = 0; u < U; ++u) packed = std::max(packed, parallel::qwz_packed_bytes(layout.unit_slice(u)) * (1 + d));
     at(MemCategory::kCommunication) += packed;
   }
-  const int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
-  at(MemCategory::kActivations) = model->predicted_peak_activation_bytes(B, T) + batch_tensors;
+  int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
+  int64_t activations = model->predicted_peak_activation_bytes(B, T);
+  if (mesh.pp > 1) {
+    // Every micro-batch's tokens, the saved activations of as many micro-batches as the schedule keeps in flight
+    // on stage 0 (its simulated peak), and two (rows, C) tensors at the stage boundary: a received gradient and an
+    // output whose send is in flight.
+    const int64_t m = cfg.train.grad_accum;
+    MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
+    MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
+                              parallel::make_pipeline_schedule({kind, mesh.pp, static_cast<int>(m), 1}));
+    MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
+    batch_tensors *= m;
+    const Shape boundary = model->activation_shape(B, T);
+    activations += (tl.peak_in_flight[0] - 1) * model->predicted_activation_bytes(B, T) +
+                   2 * 4 * boundary[0] * boundary[1];
+    // The first stage receives the last stage's part of a tied embedding's gradient.
+    if (cfg.model.tied()) {
+      const int64_t rows = (cfg.model.vocab_size + mesh.tp - 1) / mesh.tp;  // tp rank 0 holds the most
+      at(MemCategory::kCommunication) += 4 * rows * cfg.model.n_embd;
+    }
+  }
+  at(MemCategory::kActivations) = activations + batch_tensors;
   at(MemCategory::kWorkspace) = model->predicted_workspace_bytes(B, T);
   for (int64_t b : plan.bytes) plan.total += b;
   plan.budget = cfg.memory.budget_bytes();

@@ -20,9 +20,10 @@ void apply_runtime(const Config& cfg, int local_ranks) {
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate,
                                                          const model::TensorParallel& tp,
-                                                         const model::ContextParallel& cp) {
+                                                         const model::ContextParallel& cp,
+                                                         const model::PipelineStage& stage) {
   auto bundle = std::make_unique<ModelBundle>();
-  MEMTRAIN_ASSIGN_OR_RETURN(bundle->model, model::Model::create(cfg.model, bundle->params, tp, cp));
+  MEMTRAIN_ASSIGN_OR_RETURN(bundle->model, model::Model::create(cfg.model, bundle->params, tp, cp, stage));
   if (!allocate) return bundle;
   MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());
   bundle->params.initialize(static_cast<uint64_t>(cfg.train.seed));

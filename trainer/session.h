@@ -21,12 +21,13 @@ struct ModelBundle {
   model::ParamSet params;
   std::unique_ptr<model::Model> model;
 };
-// Builds the model (this tp rank's part of it, running this cp rank's chunks), allocates its parameters and
+// Builds the model (this tp rank's part of `stage`, running this cp rank's chunks), allocates its parameters and
 // initialises them from train.seed.
 // With allocate = false the parameters are only registered (a data-parallel engine allocates and initialises them).
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate = true,
                                                          const model::TensorParallel& tp = {},
-                                                         const model::ContextParallel& cp = {});
+                                                         const model::ContextParallel& cp = {},
+                                                         const model::PipelineStage& stage = {});
 
 // output.dir/model.safetensors, with Hugging Face tensor names.
 std::string weights_path(const Config& cfg);

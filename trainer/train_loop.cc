@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
 #include "trainer/metrics.h"
+#include "trainer/pipeline.h"
 #include "trainer/session.h"
 
 namespace memtrain::trainer {
@@ -61,8 +63,12 @@ absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const d
   return sampler;
 }
 
-absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
-                                     parallel::Communicator* dp) {
+namespace {
+// A batch's loss sum on the whole mesh (every cp rank's chunks, every pp stage), the same on every rank.
+using BatchLoss = std::function<absl::StatusOr<double>(const Tensor& tokens, const Tensor& targets)>;
+
+absl::StatusOr<double> evaluate_batches(const BatchLoss& batch_loss, const data::BatchSampler& sampler,
+                                        int64_t batches, parallel::Communicator* dp) {
   batches = std::min(batches, sampler.eval_batches());
   const int d = dp != nullptr ? dp->size() : 1, r = dp != nullptr ? dp->rank() : 0;
   MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(sampler.batch(), sampler.seq_len()));
@@ -72,9 +78,7 @@ absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampl
   for (int64_t round = 0; round * d < batches; ++round) {
     const int64_t b = round * d + r;
     sampler.fill_eval(b < batches ? b : 0, batch.inputs.i32(), batch.targets.i32());
-    model::ActivationStore discard(/*keep=*/false);
-    MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
-    MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, batch_loss(batch.inputs, batch.targets));
     if (b < batches) losses[b] = loss;
   }
   std::vector<double> all(losses);
@@ -86,6 +90,18 @@ absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampl
   double sum = 0;  // in batch order, as one process adds them
   for (int64_t b = 0; b < batches; ++b) sum += all[(b % d) * batches + b];
   return sum / static_cast<double>(batches * batch.targets.numel());
+}
+}  // namespace
+
+absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
+                                     parallel::Communicator* dp) {
+  auto batch_loss = [&](const Tensor& tokens, const Tensor& targets) -> absl::StatusOr<double> {
+    model::ActivationStore discard(/*keep=*/false);
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(tokens, targets, 0.0f, discard));
+    MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
+    return loss;
+  };
+  return evaluate_batches(batch_loss, sampler, batches, dp);
 }
 
 absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
@@ -141,30 +157,54 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
 
   const model::TensorParallel tp = run.tp();
   const model::ContextParallel cp = run.cp();
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg, /*allocate=*/false, tp, cp));
+  const int pp = run.pp().size();
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle,
+                            build_model(cfg, /*allocate=*/false, tp, cp, pipeline_stage(cfg, run.pp().rank(), pp)));
   model::Model& model = *bundle->model;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
+  std::unique_ptr<PipelineRunner> pipeline;  // between the model and the engine when pp > 1
+  if (pp > 1) {
+    MEMTRAIN_ASSIGN_OR_RETURN(pipeline, PipelineRunner::create(cfg, run.pp(), model, bundle->params, *engine));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, create_sharded_adamw(cfg, *bundle, *engine));
   std::optional<MetricsLog> metrics;
   if (lead) {
     MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl")));
     metrics.emplace(std::move(log));
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(B, T));
+  // A pipeline has every micro-batch of a step in flight at once; otherwise they run one after the other.
+  std::vector<Tensor> inputs, targets;
+  for (int64_t k = 0; k < (pp > 1 ? accum : 1); ++k) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Batch b, make_batch(B, T));
+    inputs.push_back(b.inputs);
+    targets.push_back(b.targets);
+  }
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
   // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored), context parallelism the
-  // tokens (and, balanced, the attention pairs).
+  // tokens (and, balanced, the attention pairs); a pipeline stage counts its own layers.
   const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum) / (tp.size * cp.size);
   if (!quiet) {
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d ZeRO-%lld, %d threads, "
+    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
                 static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
-                static_cast<long long>(d), tp.size, cp.size, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
+                static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
-    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_loss(model, val_sampler, cfg.train.eval_batches, &run.dp()));
+    auto batch_loss = [&](const Tensor& tokens, const Tensor& targets) -> absl::StatusOr<double> {
+      double loss = 0;
+      if (pipeline) {
+        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->forward_only(tokens, targets));
+        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->sum(loss));  // the last stage's
+      } else {
+        model::ActivationStore discard(/*keep=*/false);
+        MEMTRAIN_ASSIGN_OR_RETURN(loss, model.forward(tokens, targets, 0.0f, discard));
+      }
+      MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
+      return loss;
+    };
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(batch_loss, val_sampler, cfg.train.eval_batches, &run.dp()));
     engine->release_idle();
     if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_eval(step, val));
     if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
@@ -182,14 +222,20 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
-      MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
+      const size_t k = pipeline ? micro : 0;
       const int64_t row = (dp_rank * accum + micro) * B;
-      train_sampler.fill(step, row, row + B, batch.inputs.i32(), batch.targets.i32());
+      train_sampler.fill(step, row, row + B, inputs[k].i32(), targets[k].i32());
+      if (pipeline) continue;  // all micro-batches go in at once, below
+      MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
       model::ActivationStore store;
-      MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, grad_scale, store));
+      MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(inputs[0], targets[0], grad_scale, store));
       MEMTRAIN_RETURN_IF_ERROR(model.backward(store));
       MEMTRAIN_CHECK_MSG(store.empty(), "activations left after backward");
       loss_sum += loss;
+    }
+    if (pipeline) {
+      MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(0));
+      MEMTRAIN_ASSIGN_OR_RETURN(loss_sum, pipeline->run_step(inputs, targets, grad_scale));
     }
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
     MEMTRAIN_ASSIGN_OR_RETURN(const double norm, mesh_grad_norm(run, *bundle, *engine));
@@ -197,8 +243,12 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
     opt.step(lr);
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
+    if (pipeline) MEMTRAIN_RETURN_IF_ERROR(pipeline->sync_tied_values());
     MEMTRAIN_FAULT_POINT("train.step");
-    MEMTRAIN_ASSIGN_OR_RETURN(const double total, engine->sum_over_ranks(loss_sum));
+    MEMTRAIN_ASSIGN_OR_RETURN(double total, engine->sum_over_ranks(loss_sum));
+    if (pipeline) {
+      MEMTRAIN_ASSIGN_OR_RETURN(total, pipeline->sum(total));  // the last stage's
+    }
     const double loss = total * grad_scale;
     result.losses.push_back(loss);
     const double step_s = seconds_since(t0);
@@ -239,6 +289,10 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   std::unique_ptr<ModelBundle> global;
   if (tp.size > 1 || cp.size > 1) {  // a model without tp and cp, to save and to sample from
     MEMTRAIN_ASSIGN_OR_RETURN(global, gather_tensor_parallel(cfg, run, *bundle));
+  }
+  if (pp > 1) {  // and the stages' parts assembled on pp rank 0 (tp rank 0 of each stage sends)
+    if (run.mesh.coord().tp != 0) return result;
+    MEMTRAIN_ASSIGN_OR_RETURN(global, gather_pipeline(cfg, run, global ? *global : *bundle));
   }
   if (!lead) return result;
   const ModelBundle& whole = global ? *global : *bundle;

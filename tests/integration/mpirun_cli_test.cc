@@ -54,7 +54,7 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
   ASSERT_EQ(one.exit_code, 0) << one.err;
   auto two = mpirun("-np 2 " + binary_ + " train" + tiny("two") + " --set zero.stage=2");
   ASSERT_EQ(two.exit_code, 0) << two.err;
-  EXPECT_NE(two.out.find("dp=2 tp=1 cp=1 ZeRO-2"), std::string::npos) << two.out;
+  EXPECT_NE(two.out.find("dp=2 tp=1 cp=1 pp=1 ZeRO-2"), std::string::npos) << two.out;
   const std::vector<double> a = losses("one"), b = losses("two");
   ASSERT_EQ(a.size(), 12u);
   EXPECT_EQ(a, b);
@@ -63,13 +63,14 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
 
 // Tensor parallelism from the command line: `memtrain plan` predicts rank 0's peak bytes per category, and rank 0
 // samples from the model gathered from both ranks' parts. Bound: DESIGN.md's 5% (the plan is exact today).
-TEST_F(MpiCli, TwoTensorOrContextParallelRanksMatchThePlan) {
-  const std::vector<std::pair<std::string, std::string>> meshes = {
-      {"tp", " --set parallel.tp=2"},
-      {"tp_sp", " --set parallel.tp=2 --set parallel.sequence_parallel=true"},
-      {"cp", " --set parallel.cp=2"},
+TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> meshes = {
+      {"tp", " --set parallel.tp=2", "dp=1 tp=2 cp=1 pp=1"},
+      {"tp_sp", " --set parallel.tp=2 --set parallel.sequence_parallel=true", "dp=1 tp=2 cp=1 pp=1"},
+      {"cp", " --set parallel.cp=2", "dp=1 tp=1 cp=2 pp=1"},
+      {"pp", " --set parallel.pp=2 --set train.grad_accum=4", "dp=1 tp=1 cp=1 pp=2"},
   };
-  for (const auto& [out, sets] : meshes) {
+  for (const auto& [out, sets, banner] : meshes) {
     SCOPED_TRACE(out);
     const std::string mesh = sets + " --set output.samples=1 --set output.sample_tokens=16";
     auto plan = testing::run_memtrain("plan" + tiny(out) + mesh + " --world-size 2 --json", dir_);
@@ -77,7 +78,7 @@ TEST_F(MpiCli, TwoTensorOrContextParallelRanksMatchThePlan) {
     const auto predicted = nlohmann::json::parse(plan.out);
     auto r = mpirun("-np 2 " + binary_ + " train" + tiny(out) + mesh);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find(out == "cp" ? "dp=1 tp=1 cp=2" : "dp=1 tp=2 cp=1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(banner), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("--- sample 1 ---"), std::string::npos) << r.out;
     const std::string metrics = testing::slurp(dir_ + "/" + out + "/metrics.jsonl");
     const std::vector<std::string> lines = absl::StrSplit(metrics, '\n', absl::SkipEmpty());
@@ -100,6 +101,19 @@ TEST_F(MpiCli, AKilledRankEndsTheJobWithinTheDeadline) {
   EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
   EXPECT_NE(r.err.find("SIGKILL at train.step"), std::string::npos) << r.err;
   // Open MPI names the rank that died.
+  EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
+}
+
+TEST_F(MpiCli, ARankKilledInTheMiddleOfAPipelineScheduleEndsTheJobWithinTheDeadline) {
+  // The last stage dies at its 10th schedule action (the second step's); the first stage waits for a gradient.
+  const std::string args = " train" + tiny("killed_pp") + " --set parallel.timeout_s=10 --set train.max_steps=200" +
+                           " --set parallel.pp=2 --set train.grad_accum=4";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = mpirun("-np 1 " + binary_ + args + " : -np 1 env MEMTRAIN_FAULT=pipeline.action:10 " + binary_ + args);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
+  EXPECT_NE(r.err.find("SIGKILL at pipeline.action"), std::string::npos) << r.err;
   EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
 }
 

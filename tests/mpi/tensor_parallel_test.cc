@@ -48,30 +48,48 @@ struct TpCase {
   int64_t vocab;
   bool sp = false;    // sequence parallelism
   int cp = 1;         // context parallelism (ring attention, two chunks per rank)
+  int pp = 1;         // pipeline stages (4 layers, 4 micro-batches per step)
+  std::string schedule = "1f1b";
+  int ranks() const { return tp * cp * pp; }
 };
 
 std::string case_name(const TpCase& c) {
-  return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) + "_zero" +
-         std::to_string(c.stage) + "_v" + std::to_string(c.vocab);
+  return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) +
+         (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + c.schedule : "") + "_zero" + std::to_string(c.stage) +
+         "_v" + std::to_string(c.vocab);
 }
+
+// What a pipeline case changes in both runs: 4 layers (so 4 stages get one each) and, per data-parallel rank, 4
+// micro-batches per step.
+constexpr int kPipelineMicroBatches = 4;
 
 class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
  protected:
   void SetUp() override {
-    if (world().size() % (GetParam().tp * GetParam().cp) != 0) GTEST_SKIP() << "tp * cp does not divide the world";
+    if (world().size() % GetParam().ranks() != 0) GTEST_SKIP() << "tp * cp * pp does not divide the world";
   }
   std::vector<std::string> mesh_sets(int stage) const {
     const TpCase& c = GetParam();
     return {"parallel.tp=" + std::to_string(c.tp), "parallel.dp=-1", "zero.stage=" + std::to_string(stage),
             "model.vocab_size=" + std::to_string(c.vocab),
             std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false"),
-            "parallel.cp=" + std::to_string(c.cp)};
+            "parallel.cp=" + std::to_string(c.cp), "parallel.pp=" + std::to_string(c.pp),
+            "parallel.pp_schedule=" + c.schedule, "model.n_layer=" + std::string(c.pp > 1 ? "4" : "2"),
+            "train.grad_accum=" + std::to_string(c.pp > 1 ? kPipelineMicroBatches : 1)};
   }
-  int dp() const { return world().size() / (GetParam().tp * GetParam().cp); }
+  // The single process: the whole global batch of a step as micro-batches.
+  std::vector<std::string> single_sets() const {
+    const TpCase& c = GetParam();
+    const int micro = (c.pp > 1 ? kPipelineMicroBatches : 1) * dp();
+    return {"train.grad_accum=" + std::to_string(micro), "model.vocab_size=" + std::to_string(c.vocab),
+            "model.n_layer=" + std::string(c.pp > 1 ? "4" : "2")};
+  }
+  int dp() const { return world().size() / GetParam().ranks(); }
 };
 
 TEST_P(TensorParallelVsSingleProcess, OneStepGradientsOfEveryGlobalParameter) {
   const TpCase c = GetParam();
+  if (c.pp > 1) GTEST_SKIP() << "pipelines are checked by their loss curves (a stage holds a part of the model)";
   const std::string dir = shared_dir() + "/grads_" + case_name(c);
   // Stage 0 keeps whole gradients to compare; every dp rank runs the same batch, so the reduced gradient is dp
   // times one rank's, which the single process gets with dp times the scale (exact: dp is a power of two).
@@ -129,10 +147,7 @@ TEST_P(TensorParallelVsSingleProcess, LossCurveAndSavedWeights) {
                                     /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
   const std::string single_out = shared_dir() + "/single_" + case_name(c) + "_rank" + std::to_string(world().rank());
-  auto single = trainer::run_training(
-      tiny_config(c.arch, single_out, {"train.grad_accum=" + std::to_string(dp()),
-                                       "model.vocab_size=" + std::to_string(c.vocab)}),
-      /*quiet=*/true);
+  auto single = trainer::run_training(tiny_config(c.arch, single_out, single_sets()), /*quiet=*/true);
   ASSERT_TRUE(single.ok()) << single.status();
   ASSERT_EQ(mesh->losses.size(), 50u);
   ASSERT_EQ(single->losses.size(), 50u);
@@ -168,7 +183,13 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 4, 3, 259, true}, TpCase{"gpt2", 1, 0, 256, false, 2},
                                            TpCase{"llama", 1, 2, 259, false, 2}, TpCase{"gpt2", 1, 2, 256, false, 4},
                                            TpCase{"llama", 1, 0, 259, false, 4}, TpCase{"gpt2", 2, 2, 256, false, 2},
-                                           TpCase{"llama", 2, 2, 259, true, 2}, TpCase{"gpt2", 1, 3, 256, false, 2}),
+                                           TpCase{"llama", 2, 2, 259, true, 2}, TpCase{"gpt2", 1, 3, 256, false, 2},
+                                           TpCase{"gpt2", 1, 0, 256, false, 1, 2, "1f1b"},
+                                           TpCase{"gpt2", 1, 1, 256, false, 1, 4, "gpipe"},
+                                           TpCase{"llama", 1, 0, 259, false, 1, 2, "gpipe"},
+                                           TpCase{"llama", 1, 1, 259, false, 1, 4, "1f1b"},
+                                           TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b"},
+                                           TpCase{"llama", 2, 0, 259, true, 1, 2, "gpipe"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
@@ -230,6 +251,8 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
        "parallel.sequence_parallel",
        four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
             : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
+      {{"parallel.tp=1", "parallel.pp=2", "zero.stage=2"}, "zero.stage", "2 with parallel.pp = 2: pipelines"},
+      {{"parallel.tp=1", "parallel.pp=2", "model.n_layer=3"}, "parallel.pp", "2 does not divide model.n_layer (3)"},
   };
   for (const auto& [extra, key, reason] : cases) {
     std::vector<std::string> sets = {"parallel.tp=2", "parallel.dp=-1"};

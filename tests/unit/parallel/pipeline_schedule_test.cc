@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/parallel_config.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_simulator.h"
 
@@ -112,6 +113,21 @@ TEST(PipelineSchedule, ShapesThatDoNotFitAreErrors) {
   EXPECT_NE(chunks.status().message().find("interleaved"), std::string::npos);
   EXPECT_EQ(*parse_schedule_kind("zb-h1"), ScheduleKind::kZeroBubble);
   EXPECT_FALSE(parse_schedule_kind("1f2b").ok());
+}
+
+// parallel.pp_schedule names a schedule the trainer runs.
+TEST(PipelineSchedule, ConfigNamesATrainableSchedule) {
+  ParallelConfig cfg;
+  for (const char* ok : {"gpipe", "1f1b"}) {
+    cfg.pp_schedule = ok;
+    EXPECT_TRUE(cfg.validate().ok()) << ok;
+  }
+  cfg.pp_schedule = "zb-h1";
+  EXPECT_NE(cfg.validate().message().find("parallel.pp_schedule: \"zb-h1\" is a schedule this build generates"),
+            std::string::npos)
+      << cfg.validate();
+  cfg.pp_schedule = "1f2b";
+  EXPECT_NE(cfg.validate().message().find("unknown pipeline schedule \"1f2b\""), std::string::npos);
 }
 
 // The simulator must reject what an executor would hang on or compute wrongly.

@@ -1,0 +1,200 @@
+#include "trainer/pipeline.h"
+
+#include <list>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/elementwise.h"
+#include "core/fault_injection.h"
+#include "core/status.h"
+
+namespace memtrain::trainer {
+namespace {
+
+// Point-to-point tags: one per (micro-batch, kind), so no two messages between a pair of ranks can be confused.
+enum Kind { kActivation = 0, kGrad = 1, kTiedGrad = 2, kTiedValues = 3 };
+int tag(int micro_batch, Kind kind) { return micro_batch * 4 + kind; }
+
+// Sends in flight and the tensors they read, released as they complete.
+class Outbox {
+ public:
+  explicit Outbox(parallel::Communicator& comm) : comm_(comm) {}
+  void send(const Tensor& t, int peer, int t_tag) {
+    sends_.push_back({comm_.send_async(t.f32(), t.numel(), DType::kF32, peer, t_tag), t});
+  }
+  absl::Status poll() {  // drops the finished ones; an error surfaces here or in drain
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      if (!it->handle.test()) {
+        ++it;
+        continue;
+      }
+      MEMTRAIN_RETURN_IF_ERROR(it->handle.wait());
+      it = sends_.erase(it);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status drain() {
+    for (auto& s : sends_) MEMTRAIN_RETURN_IF_ERROR(s.handle.wait());
+    sends_.clear();
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Send {
+    parallel::CommHandle handle;
+    Tensor keep;
+  };
+  parallel::Communicator& comm_;
+  std::list<Send> sends_;
+};
+
+}  // namespace
+
+model::PipelineStage pipeline_stage(const Config& cfg, int rank, int pp) {
+  const int64_t per = cfg.model.n_layer / pp;
+  return {rank * per, (rank + 1) * per, rank == 0, rank == pp - 1};
+}
+
+PipelineRunner::PipelineRunner(parallel::Communicator& pp, model::Model& model, parallel::UnitHooks& engine,
+                               parallel::PipelineSchedule schedule, model::Param* tied)
+    : pp_(pp), model_(model), engine_(engine), schedule_(std::move(schedule)), tied_(tied),
+      grads_ready_calls_(model.num_units(), 0) {}
+
+absl::StatusOr<std::unique_ptr<PipelineRunner>> PipelineRunner::create(const Config& cfg, parallel::Communicator& pp,
+                                                                       model::Model& model, model::ParamSet& params,
+                                                                       parallel::UnitHooks& engine) {
+  MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
+  MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule schedule,
+                            parallel::make_pipeline_schedule(
+                                {kind, pp.size(), static_cast<int>(cfg.train.grad_accum), 1}));
+  model::Param* tied = nullptr;
+  const model::PipelineStage& stage = model.stage();
+  if (cfg.model.tied() && pp.size() > 1 && (stage.first || stage.last)) {
+    tied = params.find(cfg.model.is_llama() ? "model.embed_tokens.weight" : "transformer.wte.weight");
+    MEMTRAIN_CHECK(tied != nullptr);
+    if (!stage.first) tied->tp.primary = false;  // the first stage's copy carries the whole gradient
+  }
+  std::unique_ptr<PipelineRunner> runner(new PipelineRunner(pp, model, engine, std::move(schedule), tied));
+  model.set_unit_hooks(runner.get());
+  return runner;
+}
+
+absl::StatusOr<Tensor> PipelineRunner::activation(const Tensor& tokens) const {
+  const Shape shape = model_.activation_shape(tokens.dim(0), tokens.dim(1));
+  return Tensor::empty(shape, DType::kF32, MemCategory::kActivations);
+}
+
+absl::Status PipelineRunner::grads_ready(int unit) {
+  // Only the step's last backward of a unit finishes its gradient.
+  if (++grads_ready_calls_[unit] < schedule_.shape.micro_batches) return absl::OkStatus();
+  if (tied_ != nullptr && first() && unit == tied_->unit) {
+    // The last stage's part of the tied embedding's gradient (sent after its last forward).
+    MEMTRAIN_RETURN_IF_ERROR(tied_transfer_.wait());
+    cpu::add_inplace(tied_->grad.f32(), tied_grad_.f32(), tied_grad_.numel(), ThreadPool::global());
+    tied_grad_ = Tensor();
+  }
+  return engine_.grads_ready(unit);
+}
+
+absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& tokens, const std::vector<Tensor>& targets,
+                                                float grad_scale) {
+  const int m = schedule_.shape.micro_batches;
+  MEMTRAIN_CHECK(static_cast<int>(tokens.size()) == m && static_cast<int>(targets.size()) == m);
+  std::fill(grads_ready_calls_.begin(), grads_ready_calls_.end(), 0);
+  if (tied_ != nullptr && first()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
+    tied_transfer_ = pp_.recv_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, pp_.size() - 1,
+                                    tag(0, kTiedGrad));
+  }
+  struct MicroBatch {
+    model::ActivationStore store;
+    Tensor input, grad;  // received from the previous stage / the next stage
+    Tensor output;       // to send on: the activation (forward) or the input gradient (backward)
+  };
+  std::vector<MicroBatch> mbs(m);
+  Outbox outbox(pp_);
+  double loss_sum = 0;
+  for (const parallel::PipeAction& a : schedule_.actions[pp_.rank()]) {
+    MEMTRAIN_FAULT_POINT("pipeline.action");
+    MEMTRAIN_RETURN_IF_ERROR(outbox.poll());
+    MicroBatch& mb = mbs[a.micro_batch];
+    const int k = a.micro_batch;
+    switch (a.op) {
+      case parallel::PipeOp::kRecvActivation: {
+        MEMTRAIN_ASSIGN_OR_RETURN(mb.input, activation(tokens[k]));
+        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.input.f32(), mb.input.numel(), DType::kF32, a.peer, tag(k, kActivation)));
+        break;
+      }
+      case parallel::PipeOp::kForward: {
+        double loss = 0;
+        MEMTRAIN_ASSIGN_OR_RETURN(mb.output,
+                                  model_.forward_stage(tokens[k], targets[k], mb.input, grad_scale, mb.store, &loss));
+        mb.input = Tensor();
+        loss_sum += loss;
+        if (tied_ != nullptr && last() && !first() && k == m - 1) {
+          // Every forward has added the head's part to the copy's gradient: it goes to the first stage.
+          MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32,
+                                                              MemCategory::kCommunication));
+          std::copy_n(tied_->grad.f32(), tied_grad_.numel(), tied_grad_.f32());
+          tied_transfer_ = pp_.send_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, 0, tag(0, kTiedGrad));
+        }
+        break;
+      }
+      case parallel::PipeOp::kSendActivation:
+      case parallel::PipeOp::kSendGrad:
+        outbox.send(mb.output, a.peer, tag(k, a.op == parallel::PipeOp::kSendGrad ? kGrad : kActivation));
+        mb.output = Tensor();
+        break;
+      case parallel::PipeOp::kRecvGrad: {
+        MEMTRAIN_ASSIGN_OR_RETURN(mb.grad, activation(tokens[k]));
+        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.grad.f32(), mb.grad.numel(), DType::kF32, a.peer, tag(k, kGrad)));
+        break;
+      }
+      case parallel::PipeOp::kBackward: {
+        MEMTRAIN_ASSIGN_OR_RETURN(mb.output, model_.backward_stage(mb.grad, mb.store));
+        mb.grad = Tensor();
+        MEMTRAIN_CHECK_MSG(mb.store.empty(), "activations left after backward");
+        break;
+      }
+      default:
+        return absl::UnimplementedError(absl::StrCat("pipeline: ", parallel::pipe_op_name(a.op), " in training"));
+    }
+  }
+  MEMTRAIN_RETURN_IF_ERROR(outbox.drain());
+  if (tied_ != nullptr && last() && !first()) {
+    MEMTRAIN_RETURN_IF_ERROR(tied_transfer_.wait());
+    tied_grad_ = Tensor();
+  }
+  return loss_sum;
+}
+
+absl::StatusOr<double> PipelineRunner::forward_only(const Tensor& tokens, const Tensor& targets) {
+  model::ActivationStore discard(/*keep=*/false);
+  Tensor x;
+  if (!first()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(x, activation(tokens));
+    MEMTRAIN_RETURN_IF_ERROR(pp_.recv(x.f32(), x.numel(), DType::kF32, pp_.rank() - 1, tag(0, kActivation)));
+  }
+  double loss = 0;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, model_.forward_stage(tokens, targets, x, 0.0f, discard, &loss));
+  if (!last()) {
+    MEMTRAIN_RETURN_IF_ERROR(pp_.send(out.f32(), out.numel(), DType::kF32, pp_.rank() + 1, tag(0, kActivation)));
+  }
+  return loss;
+}
+
+absl::Status PipelineRunner::sync_tied_values() {
+  if (tied_ == nullptr) return absl::OkStatus();
+  const Tensor& v = tied_->value;
+  if (first()) return pp_.send(v.f32(), v.numel(), DType::kF32, pp_.size() - 1, tag(0, kTiedValues));
+  return pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, kTiedValues));
+}
+
+absl::StatusOr<double> PipelineRunner::sum(double local) {
+  std::vector<double> all(pp_.size());
+  MEMTRAIN_RETURN_IF_ERROR(pp_.all_gather(&local, all.data(), sizeof(double), DType::kU8));
+  double total = 0;
+  for (double v : all) total += v;
+  return total;
+}
+
+}  // namespace memtrain::trainer

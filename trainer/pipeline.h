@@ -1,0 +1,67 @@
+// Pipeline parallelism in training: this pp rank's stage of the model runs its part of every micro-batch in the
+// order the schedule (parallel/pipeline_schedule.h) lists, receiving activations from the previous stage and
+// output gradients from the next over the pp communicator; sends are asynchronous and overlap what follows.
+//
+// Gradients of all micro-batches accumulate on each stage, and the data-parallel engine sees one micro-batch per
+// step: each unit's grads_ready reaches it only with the step's last backward of that unit (the runner sits
+// between the model and the engine as its UnitHooks). A tied token embedding has a copy on the first and on the
+// last stage (as Megatron keeps it): after its last forward the last stage sends its copy's gradient (the head's
+// part) to the first stage, which adds it before reducing; after the optimizer step the first stage sends the
+// updated values back. The last stage's copy is not counted in the gradient norm.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/model.h"
+#include "parallel/communicator.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/unit_hooks.h"
+#include "trainer/config.h"
+
+namespace memtrain::trainer {
+
+// The layers pp rank r of pp holds: an even split of model.n_layer (checked before).
+model::PipelineStage pipeline_stage(const Config& cfg, int rank, int pp);
+
+class PipelineRunner final : public parallel::UnitHooks {
+ public:
+  // model: this stage (its hooks are pointed at the runner); engine: where unit calls go on. Not owned.
+  static absl::StatusOr<std::unique_ptr<PipelineRunner>> create(const Config& cfg, parallel::Communicator& pp,
+                                                                model::Model& model, model::ParamSet& params,
+                                                                parallel::UnitHooks& engine);
+  // One step's forwards and backwards of tokens[k], targets[k] (k < micro-batches), each (B, T) as for
+  // Model::forward, in schedule order. Returns the sum of token losses on the last stage (0 on the others).
+  absl::StatusOr<double> run_step(const std::vector<Tensor>& tokens, const std::vector<Tensor>& targets,
+                                  float grad_scale);
+  // Forward only (evaluation): the loss sum of one batch on the last stage, 0 on the others.
+  absl::StatusOr<double> forward_only(const Tensor& tokens, const Tensor& targets);
+  // After the optimizer step: the last stage's copy of a tied embedding takes the first stage's values.
+  absl::Status sync_tied_values();
+  // Sum of `local` over the pp ranks, in rank order.
+  absl::StatusOr<double> sum(double local);
+
+  absl::Status acquire(int unit, parallel::UnitUse use) override { return engine_.acquire(unit, use); }
+  absl::Status release(int unit, parallel::UnitUse use) override { return engine_.release(unit, use); }
+  absl::Status grads_ready(int unit) override;
+
+ private:
+  PipelineRunner(parallel::Communicator& pp, model::Model& model, parallel::UnitHooks& engine,
+                 parallel::PipelineSchedule schedule, model::Param* tied);
+  // The (rows, C) activation one micro-batch hands between stages.
+  absl::StatusOr<Tensor> activation(const Tensor& tokens) const;
+  bool first() const { return model_.stage().first; }
+  bool last() const { return model_.stage().last; }
+
+  parallel::Communicator& pp_;
+  model::Model& model_;
+  parallel::UnitHooks& engine_;
+  parallel::PipelineSchedule schedule_;
+  model::Param* tied_;  // this stage's copy of a tied embedding (first or last stage), or null
+  std::vector<int> grads_ready_calls_;  // per unit, this step
+  Tensor tied_grad_;                    // first stage: the last stage's part; last stage: what is being sent
+  parallel::CommHandle tied_transfer_;
+};
+
+}  // namespace memtrain::trainer
