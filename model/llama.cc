@@ -11,7 +11,7 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorPar
     : Model(cfg, params, tp, cp, stage) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps), std = static_cast<float>(cfg.init_std);
-  bool any = false;  // a later group of parameters starts a new unit
+  bool any = false;  // a later group of parameters starts a new unit (the base class started this model's first)
   auto next_unit = [&] {
     if (any) params.begin_unit();
     any = true;

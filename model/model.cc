@@ -13,6 +13,12 @@ Model::Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp,
              const PipelineStage& stage)
     : cfg_(cfg), params_(params), tp_(tp), cp_(cp), stage_(stage) {
   if (stage_.end_layer < 0) stage_.end_layer = cfg.n_layer;
+  if (!params.all().empty()) {  // after another chunk's parameters: a unit of our own
+    params.begin_unit();
+    unit_base_ = params.num_units() - 1;
+  }
+  // The embeddings' unit is 0 (the first stage is the first chunk registered).
+  MEMTRAIN_CHECK(!stage_.first || unit_base_ == 0);
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, ParamSet& params,

@@ -35,7 +35,8 @@ class Model {
   // the same loss. Errors when tp does not divide the heads, the MLP width or the vocabulary. With cp.size > 1
   // the model runs this cp rank's chunks of each sequence (context_parallel.h) and attention rings over cp.comm.
   // With a pipeline stage, only that stage's parameters are registered (a GPT-2 last stage registers the tied
-  // token embedding again, as its head) and forward_stage/backward_stage run it.
+  // token embedding again, as its head) and forward_stage/backward_stage run it. Several stages may register into
+  // one ParamSet (an interleaved pipeline's chunks on one rank): each starts a new unit.
   static absl::StatusOr<std::unique_ptr<Model>> create(const ModelConfig& cfg, ParamSet& params,
                                                        const TensorParallel& tp = {},
                                                        const ContextParallel& cp = {},
@@ -121,7 +122,7 @@ class Model {
   absl::Status acquire(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->acquire(unit, use) : absl::OkStatus(); }
   absl::Status release(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->release(unit, use) : absl::OkStatus(); }
   absl::Status grads_ready(int unit) { return hooks_ ? hooks_->grads_ready(unit) : absl::OkStatus(); }
-  int block_unit(size_t l) const { return (stage_.first ? 1 : 0) + static_cast<int>(l); }  // l: local block
+  int block_unit(size_t l) const { return unit_base_ + (stage_.first ? 1 : 0) + static_cast<int>(l); }
   int final_unit() const { return block_unit(num_blocks()); }
   // What both architectures run after their embeddings: the stage's blocks and, on the last stage, the final norm
   // (the final unit; norm is null on other stages), each between acquire and release; backward goes the other way
@@ -143,6 +144,7 @@ class Model {
   TensorParallel tp_;
   ContextParallel cp_;
   PipelineStage stage_;  // end_layer resolved
+  int unit_base_ = 0;    // this model's first unit in params_ (> 0 for an interleaved pipeline's later chunks)
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };

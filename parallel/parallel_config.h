@@ -18,6 +18,7 @@ struct ParallelConfig {
   double bucket_mb = 25;
   bool sequence_parallel = false;
   std::string pp_schedule = "1f1b";
+  int64_t pp_chunks = 1;
 
   template <class V> void visit(V& v) {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
@@ -26,7 +27,11 @@ struct ParallelConfig {
       "model.n_layer; train.grad_accum micro-batches flow through the stages per step");
     v("pp_schedule", pp_schedule,
       "with pp > 1: \"gpipe\" (all forwards, then all backwards) or \"1f1b\" (one forward, one backward: at most "
-      "pp - r micro-batches in flight on rank r)");
+      "pp - r micro-batches in flight on rank r) or \"interleaved\" (1F1B over parallel.pp_chunks stages per rank, "
+      "Megatron's virtual pipeline: a smaller bubble; train.grad_accum a multiple of pp)");
+    v("pp_chunks", pp_chunks,
+      "model chunks (stages) per pp rank, >= 1; > 1 only with pp_schedule = \"interleaved\" (which needs >= 2): "
+      "chunk c of rank r is stage c * pp + r of pp * pp_chunks");
     v("cp", cp,
       "context-parallel ranks, >= 1 (between tp and dp): each holds 2 of the 2 * cp chunks of every sequence (one "
       "early, one late) and attention passes key/value blocks around a ring; 2 * cp divides the sequence length");

@@ -15,6 +15,12 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
   if (m.n_layer % s.pp != 0)
     return config_error("parallel.pp", absl::StrCat(s.pp, " does not divide model.n_layer (", m.n_layer, ")"));
+  if (s.pp > 1 && m.n_layer % (s.pp * cfg.parallel.pp_chunks) != 0)
+    return config_error("parallel.pp_chunks", absl::StrCat(s.pp, " ranks x ", cfg.parallel.pp_chunks,
+                                                           " chunks do not divide model.n_layer (", m.n_layer, ")"));
+  if (s.pp > 1 && cfg.parallel.pp_schedule == "interleaved" && cfg.train.grad_accum % s.pp != 0)
+    return config_error("train.grad_accum", absl::StrCat(cfg.train.grad_accum, " micro-batches are not a multiple "
+                                                         "of parallel.pp = ", s.pp, " (the interleaved schedule)"));
   const int64_t T = cfg.train.resolved_seq_len(m.block_size);
   if (s.cp > 1 && T % (2 * s.cp) != 0)
     return config_error("parallel.cp", absl::StrCat(s.cp, " ranks hold 2 * ", s.cp, " chunks (causal load "
@@ -116,13 +122,14 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local) {
   parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
-  const model::PipelineStage& stage = local.model->stage();
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> global, build_model(cfg, /*allocate=*/true, {}, {}, stage));
-  // Every rank's split of every parameter, from the shapes-only model of that rank.
+  const int pp_rank = run.pp().rank(), pp = run.pp().size();
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> global,
+                            build_model(cfg, /*allocate=*/true, {}, {}, pp_rank, pp));
+  // Every rank's split of every parameter, from the shapes-only models of that rank.
   std::vector<model::ParamSet> parts(tp.size());
   for (int r = 0; r < tp.size(); ++r) {
     MEMTRAIN_RETURN_IF_ERROR(
-        model::Model::create(cfg.model, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size()), {}, stage)
+        create_rank_models(cfg, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size()), {}, pp_rank, pp)
             .status());
   }
   const auto& mine = local.params.all();
@@ -160,10 +167,9 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_pipeline(const Config& cfg, 
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> whole, build_model(cfg, /*allocate=*/true));
   for (int r = 0; r < pp.size(); ++r) {
-    // Stage r's parameters, names and order from its shapes-only model (a tied embedding arrives twice: equal).
+    // Rank r's parameters, names and order from its shapes-only models (a tied embedding arrives twice: equal).
     model::ParamSet names;
-    MEMTRAIN_RETURN_IF_ERROR(
-        model::Model::create(cfg.model, names, {}, {}, pipeline_stage(cfg, r, pp.size())).status());
+    MEMTRAIN_RETURN_IF_ERROR(create_rank_models(cfg, names, {}, {}, r, pp.size()).status());
     for (size_t i = 0; i < names.all().size(); ++i) {
       model::Param* dst = whole->params.find(names.all()[i]->name);
       MEMTRAIN_CHECK(dst != nullptr);

@@ -10,9 +10,11 @@
 namespace memtrain::trainer {
 namespace {
 
-// Point-to-point tags: one per (micro-batch, kind), so no two messages between a pair of ranks can be confused.
+// Point-to-point tags: one per (micro-batch, receiving stage, kind), so no two messages between a pair of ranks can
+// be confused; wrapped at 32768, the smallest tag bound MPI allows (messages that far apart are never in flight
+// together, and MPI keeps equal tags from one sender in order).
 enum Kind { kActivation = 0, kGrad = 1, kTiedGrad = 2, kTiedValues = 3 };
-int tag(int micro_batch, Kind kind) { return micro_batch * 4 + kind; }
+int tag(int micro_batch, int stage, int stages, Kind kind) { return ((micro_batch * stages + stage) * 4 + kind) % 32768; }
 
 // Sends in flight and the tensors they read, released as they complete.
 class Outbox {
@@ -49,37 +51,54 @@ class Outbox {
 
 }  // namespace
 
-model::PipelineStage pipeline_stage(const Config& cfg, int rank, int pp) {
-  const int64_t per = cfg.model.n_layer / pp;
-  return {rank * per, (rank + 1) * per, rank == 0, rank == pp - 1};
+model::PipelineStage pipeline_stage(const Config& cfg, int stage, int stages) {
+  const int64_t per = cfg.model.n_layer / stages;
+  return {stage * per, (stage + 1) * per, stage == 0, stage == stages - 1};
 }
 
-PipelineRunner::PipelineRunner(parallel::Communicator& pp, model::Model& model, parallel::UnitHooks& engine,
-                               parallel::PipelineSchedule schedule, model::Param* tied)
-    : pp_(pp), model_(model), engine_(engine), schedule_(std::move(schedule)), tied_(tied),
-      grads_ready_calls_(model.num_units(), 0) {}
+absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(const Config& cfg,
+                                                                              model::ParamSet& params,
+                                                                              const model::TensorParallel& tp,
+                                                                              const model::ContextParallel& cp,
+                                                                              int rank, int pp) {
+  const int v = pp > 1 ? static_cast<int>(cfg.parallel.pp_chunks) : 1;
+  std::vector<std::unique_ptr<model::Model>> models;
+  for (int c = 0; c < v; ++c) {
+    const model::PipelineStage stage = pp > 1 ? pipeline_stage(cfg, c * pp + rank, pp * v) : model::PipelineStage{};
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::create(cfg.model, params, tp, cp, stage));
+    models.push_back(std::move(m));
+  }
+  return models;
+}
+
+PipelineRunner::PipelineRunner(parallel::Communicator& pp, std::vector<model::Model*> models, int units,
+                               parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied)
+    : pp_(pp), models_(std::move(models)), engine_(engine), schedule_(std::move(schedule)), tied_(tied),
+      grads_ready_calls_(units, 0) {}
 
 absl::StatusOr<std::unique_ptr<PipelineRunner>> PipelineRunner::create(const Config& cfg, parallel::Communicator& pp,
-                                                                       model::Model& model, model::ParamSet& params,
+                                                                       std::vector<model::Model*> models,
+                                                                       model::ParamSet& params,
                                                                        parallel::UnitHooks& engine) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule schedule,
-                            parallel::make_pipeline_schedule(
-                                {kind, pp.size(), static_cast<int>(cfg.train.grad_accum), 1}));
+                            parallel::make_pipeline_schedule({kind, pp.size(), static_cast<int>(cfg.train.grad_accum),
+                                                              static_cast<int>(models.size())}));
   model::Param* tied = nullptr;
-  const model::PipelineStage& stage = model.stage();
-  if (cfg.model.tied() && pp.size() > 1 && (stage.first || stage.last)) {
+  const bool first = models.front()->stage().first, last = models.back()->stage().last;
+  if (cfg.model.tied() && pp.size() > 1 && (first || last)) {
     tied = params.find(cfg.model.is_llama() ? "model.embed_tokens.weight" : "transformer.wte.weight");
     MEMTRAIN_CHECK(tied != nullptr);
-    if (!stage.first) tied->tp.primary = false;  // the first stage's copy carries the whole gradient
+    if (!first) tied->tp.primary = false;  // the first stage's copy carries the whole gradient
   }
-  std::unique_ptr<PipelineRunner> runner(new PipelineRunner(pp, model, engine, std::move(schedule), tied));
-  model.set_unit_hooks(runner.get());
+  std::unique_ptr<PipelineRunner> runner(
+      new PipelineRunner(pp, models, params.num_units(), engine, std::move(schedule), tied));
+  for (model::Model* m : models) m->set_unit_hooks(runner.get());
   return runner;
 }
 
 absl::StatusOr<Tensor> PipelineRunner::activation(const Tensor& tokens) const {
-  const Shape shape = model_.activation_shape(tokens.dim(0), tokens.dim(1));
+  const Shape shape = models_.front()->activation_shape(tokens.dim(0), tokens.dim(1));
   return Tensor::empty(shape, DType::kF32, MemCategory::kActivations);
 }
 
@@ -103,54 +122,62 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
   if (tied_ != nullptr && first()) {
     MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
     tied_transfer_ = pp_.recv_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, pp_.size() - 1,
-                                    tag(0, kTiedGrad));
+                                    tag(0, 0, stages(), kTiedGrad));
   }
   struct MicroBatch {
     model::ActivationStore store;
     Tensor input, grad;  // received from the previous stage / the next stage
     Tensor output;       // to send on: the activation (forward) or the input gradient (backward)
   };
-  std::vector<MicroBatch> mbs(m);
+  const int v = schedule_.shape.chunks, S = stages();
+  std::vector<MicroBatch> mbs(m * v);  // per (micro-batch, chunk)
   Outbox outbox(pp_);
   double loss_sum = 0;
   for (const parallel::PipeAction& a : schedule_.actions[pp_.rank()]) {
     MEMTRAIN_FAULT_POINT("pipeline.action");
     MEMTRAIN_RETURN_IF_ERROR(outbox.poll());
-    MicroBatch& mb = mbs[a.micro_batch];
-    const int k = a.micro_batch;
+    MicroBatch& mb = mbs[a.micro_batch * v + a.chunk];
+    model::Model& model = *models_[a.chunk];
+    const int k = a.micro_batch, stage = stage_of(a.chunk);
     switch (a.op) {
       case parallel::PipeOp::kRecvActivation: {
         MEMTRAIN_ASSIGN_OR_RETURN(mb.input, activation(tokens[k]));
-        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.input.f32(), mb.input.numel(), DType::kF32, a.peer, tag(k, kActivation)));
+        MEMTRAIN_RETURN_IF_ERROR(
+            pp_.recv(mb.input.f32(), mb.input.numel(), DType::kF32, a.peer, tag(k, stage, S, kActivation)));
         break;
       }
       case parallel::PipeOp::kForward: {
         double loss = 0;
         MEMTRAIN_ASSIGN_OR_RETURN(mb.output,
-                                  model_.forward_stage(tokens[k], targets[k], mb.input, grad_scale, mb.store, &loss));
+                                  model.forward_stage(tokens[k], targets[k], mb.input, grad_scale, mb.store, &loss));
         mb.input = Tensor();
         loss_sum += loss;
-        if (tied_ != nullptr && last() && !first() && k == m - 1) {
+        if (tied_ != nullptr && stage == S - 1 && !first() && k == m - 1) {
           // Every forward has added the head's part to the copy's gradient: it goes to the first stage.
           MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32,
                                                               MemCategory::kCommunication));
           std::copy_n(tied_->grad.f32(), tied_grad_.numel(), tied_grad_.f32());
-          tied_transfer_ = pp_.send_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, 0, tag(0, kTiedGrad));
+          tied_transfer_ =
+              pp_.send_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, 0, tag(0, 0, S, kTiedGrad));
         }
         break;
       }
       case parallel::PipeOp::kSendActivation:
       case parallel::PipeOp::kSendGrad:
-        outbox.send(mb.output, a.peer, tag(k, a.op == parallel::PipeOp::kSendGrad ? kGrad : kActivation));
+        if (a.op == parallel::PipeOp::kSendGrad) {
+          outbox.send(mb.output, a.peer, tag(k, stage - 1, S, kGrad));
+        } else {
+          outbox.send(mb.output, a.peer, tag(k, stage + 1, S, kActivation));
+        }
         mb.output = Tensor();
         break;
       case parallel::PipeOp::kRecvGrad: {
         MEMTRAIN_ASSIGN_OR_RETURN(mb.grad, activation(tokens[k]));
-        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.grad.f32(), mb.grad.numel(), DType::kF32, a.peer, tag(k, kGrad)));
+        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.grad.f32(), mb.grad.numel(), DType::kF32, a.peer, tag(k, stage, S, kGrad)));
         break;
       }
       case parallel::PipeOp::kBackward: {
-        MEMTRAIN_ASSIGN_OR_RETURN(mb.output, model_.backward_stage(mb.grad, mb.store));
+        MEMTRAIN_ASSIGN_OR_RETURN(mb.output, model.backward_stage(mb.grad, mb.store));
         mb.grad = Tensor();
         MEMTRAIN_CHECK_MSG(mb.store.empty(), "activations left after backward");
         break;
@@ -168,16 +195,21 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
 }
 
 absl::StatusOr<double> PipelineRunner::forward_only(const Tensor& tokens, const Tensor& targets) {
-  model::ActivationStore discard(/*keep=*/false);
-  Tensor x;
-  if (!first()) {
-    MEMTRAIN_ASSIGN_OR_RETURN(x, activation(tokens));
-    MEMTRAIN_RETURN_IF_ERROR(pp_.recv(x.f32(), x.numel(), DType::kF32, pp_.rank() - 1, tag(0, kActivation)));
-  }
+  const int p = pp_.size(), S = stages();
   double loss = 0;
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, model_.forward_stage(tokens, targets, x, 0.0f, discard, &loss));
-  if (!last()) {
-    MEMTRAIN_RETURN_IF_ERROR(pp_.send(out.f32(), out.numel(), DType::kF32, pp_.rank() + 1, tag(0, kActivation)));
+  for (size_t c = 0; c < models_.size(); ++c) {  // the stages in order: a chain through the ranks, v times round
+    const int stage = stage_of(static_cast<int>(c));
+    model::ActivationStore discard(/*keep=*/false);
+    Tensor x;
+    if (stage > 0) {
+      MEMTRAIN_ASSIGN_OR_RETURN(x, activation(tokens));
+      MEMTRAIN_RETURN_IF_ERROR(pp_.recv(x.f32(), x.numel(), DType::kF32, (stage - 1) % p, tag(0, stage, S, kActivation)));
+    }
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, models_[c]->forward_stage(tokens, targets, x, 0.0f, discard, &loss));
+    if (stage < S - 1) {
+      MEMTRAIN_RETURN_IF_ERROR(
+          pp_.send(out.f32(), out.numel(), DType::kF32, (stage + 1) % p, tag(0, stage + 1, S, kActivation)));
+    }
   }
   return loss;
 }
@@ -185,8 +217,8 @@ absl::StatusOr<double> PipelineRunner::forward_only(const Tensor& tokens, const 
 absl::Status PipelineRunner::sync_tied_values() {
   if (tied_ == nullptr) return absl::OkStatus();
   const Tensor& v = tied_->value;
-  if (first()) return pp_.send(v.f32(), v.numel(), DType::kF32, pp_.size() - 1, tag(0, kTiedValues));
-  return pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, kTiedValues));
+  if (first()) return pp_.send(v.f32(), v.numel(), DType::kF32, pp_.size() - 1, tag(0, 0, stages(), kTiedValues));
+  return pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, 0, stages(), kTiedValues));
 }
 
 absl::StatusOr<double> PipelineRunner::sum(double local) {

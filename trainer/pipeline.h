@@ -22,14 +22,23 @@
 
 namespace memtrain::trainer {
 
-// The layers pp rank r of pp holds: an even split of model.n_layer (checked before).
-model::PipelineStage pipeline_stage(const Config& cfg, int rank, int pp);
+// Stage `stage` of `stages`: an even split of model.n_layer (checked before).
+model::PipelineStage pipeline_stage(const Config& cfg, int stage, int stages);
+// The models pp rank `rank` holds, registered into `params` in chunk order: the whole model without a pipeline,
+// else parallel.pp_chunks stages, chunk c being stage c * pp + rank of pp * pp_chunks (Megatron's interleaving).
+absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(const Config& cfg,
+                                                                              model::ParamSet& params,
+                                                                              const model::TensorParallel& tp,
+                                                                              const model::ContextParallel& cp,
+                                                                              int rank, int pp);
 
 class PipelineRunner final : public parallel::UnitHooks {
  public:
-  // model: this stage (its hooks are pointed at the runner); engine: where unit calls go on. Not owned.
+  // models: this rank's stages in chunk order (create_rank_models; their hooks are pointed at the runner), params
+  // theirs; engine: where unit calls go on. Not owned.
   static absl::StatusOr<std::unique_ptr<PipelineRunner>> create(const Config& cfg, parallel::Communicator& pp,
-                                                                model::Model& model, model::ParamSet& params,
+                                                                std::vector<model::Model*> models,
+                                                                model::ParamSet& params,
                                                                 parallel::UnitHooks& engine);
   // One step's forwards and backwards of tokens[k], targets[k] (k < micro-batches), each (B, T) as for
   // Model::forward, in schedule order. Returns the sum of token losses on the last stage (0 on the others).
@@ -47,15 +56,17 @@ class PipelineRunner final : public parallel::UnitHooks {
   absl::Status grads_ready(int unit) override;
 
  private:
-  PipelineRunner(parallel::Communicator& pp, model::Model& model, parallel::UnitHooks& engine,
-                 parallel::PipelineSchedule schedule, model::Param* tied);
+  PipelineRunner(parallel::Communicator& pp, std::vector<model::Model*> models, int units,
+                 parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied);
   // The (rows, C) activation one micro-batch hands between stages.
   absl::StatusOr<Tensor> activation(const Tensor& tokens) const;
-  bool first() const { return model_.stage().first; }
-  bool last() const { return model_.stage().last; }
+  bool first() const { return models_.front()->stage().first; }  // this rank holds the first stage
+  bool last() const { return models_.back()->stage().last; }     // ... the last stage
+  int stages() const { return schedule_.shape.stages(); }
+  int stage_of(int chunk) const { return schedule_.shape.stage_of(pp_.rank(), chunk); }
 
   parallel::Communicator& pp_;
-  model::Model& model_;
+  std::vector<model::Model*> models_;  // per chunk
   parallel::UnitHooks& engine_;
   parallel::PipelineSchedule schedule_;
   model::Param* tied_;  // this stage's copy of a tied embedding (first or last stage), or null

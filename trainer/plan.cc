@@ -23,10 +23,10 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   // micro-batches in flight.
   model::ParamSet params;
   MEMTRAIN_ASSIGN_OR_RETURN(
-      std::unique_ptr<model::Model> model,
-      model::Model::create(cfg.model, params,
-                           model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
-                           model::ContextParallel::shapes_of_rank(0, mesh.cp), pipeline_stage(cfg, 0, mesh.pp)));
+      std::vector<std::unique_ptr<model::Model>> models,
+      create_rank_models(cfg, params, model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
+                         model::ContextParallel::shapes_of_rank(0, mesh.cp), 0, mesh.pp));
+  const model::Model* model = models[0].get();  // every chunk's activations are alike (the first has the embeddings)
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int d = mesh.dp * mesh.cp, stage = static_cast<int>(cfg.zero.stage);  // ZeRO shards over dp x cp
   std::vector<std::vector<int64_t>> units(params.num_units());
@@ -89,7 +89,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
     const int64_t m = cfg.train.grad_accum;
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
-                              parallel::make_pipeline_schedule({kind, mesh.pp, static_cast<int>(m), 1}));
+                              parallel::make_pipeline_schedule({kind, mesh.pp, static_cast<int>(m),
+                                                                static_cast<int>(models.size())}));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
     batch_tensors *= m;
     const Shape boundary = model->activation_shape(B, T);

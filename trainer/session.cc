@@ -1,5 +1,7 @@
 #include "trainer/session.h"
 
+#include "trainer/pipeline.h"
+
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -20,14 +22,22 @@ void apply_runtime(const Config& cfg, int local_ranks) {
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate,
                                                          const model::TensorParallel& tp,
-                                                         const model::ContextParallel& cp,
-                                                         const model::PipelineStage& stage) {
+                                                         const model::ContextParallel& cp, int pp_rank, int pp) {
   auto bundle = std::make_unique<ModelBundle>();
-  MEMTRAIN_ASSIGN_OR_RETURN(bundle->model, model::Model::create(cfg.model, bundle->params, tp, cp, stage));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<model::Model>> models,
+                            create_rank_models(cfg, bundle->params, tp, cp, pp_rank, pp));
+  bundle->model = std::move(models[0]);
+  for (size_t c = 1; c < models.size(); ++c) bundle->later_chunks.push_back(std::move(models[c]));
   if (!allocate) return bundle;
   MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());
   bundle->params.initialize(static_cast<uint64_t>(cfg.train.seed));
   return bundle;
+}
+
+std::vector<model::Model*> ModelBundle::chunks() const {
+  std::vector<model::Model*> out{model.get()};
+  for (const auto& m : later_chunks) out.push_back(m.get());
+  return out;
 }
 
 std::string weights_path(const Config& cfg) { return (std::filesystem::path(cfg.output.dir) / "model.safetensors").string(); }

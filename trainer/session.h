@@ -19,15 +19,17 @@ void apply_runtime(const Config& cfg, int local_ranks = 1);
 
 struct ModelBundle {
   model::ParamSet params;
-  std::unique_ptr<model::Model> model;
+  std::unique_ptr<model::Model> model;  // the whole model, or this pp rank's first pipeline stage
+  std::vector<std::unique_ptr<model::Model>> later_chunks;  // an interleaved pipeline's further stages on this rank
+  std::vector<model::Model*> chunks() const;  // model, then later_chunks
 };
-// Builds the model (this tp rank's part of `stage`, running this cp rank's chunks), allocates its parameters and
-// initialises them from train.seed.
+// Builds the model (this tp rank's part, running this cp rank's chunks of the sequences; with pp > 1 the pipeline
+// stages pp rank `pp_rank` holds), allocates its parameters and initialises them from train.seed.
 // With allocate = false the parameters are only registered (a data-parallel engine allocates and initialises them).
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate = true,
                                                          const model::TensorParallel& tp = {},
-                                                         const model::ContextParallel& cp = {},
-                                                         const model::PipelineStage& stage = {});
+                                                         const model::ContextParallel& cp = {}, int pp_rank = 0,
+                                                         int pp = 1);
 
 // output.dir/model.safetensors, with Hugging Face tensor names.
 std::string weights_path(const Config& cfg);

@@ -159,12 +159,13 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   const model::ContextParallel cp = run.cp();
   const int pp = run.pp().size();
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle,
-                            build_model(cfg, /*allocate=*/false, tp, cp, pipeline_stage(cfg, run.pp().rank(), pp)));
+                            build_model(cfg, /*allocate=*/false, tp, cp, run.pp().rank(), pp));
   model::Model& model = *bundle->model;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine, create_data_parallel(cfg, run, *bundle));
   std::unique_ptr<PipelineRunner> pipeline;  // between the model and the engine when pp > 1
   if (pp > 1) {
-    MEMTRAIN_ASSIGN_OR_RETURN(pipeline, PipelineRunner::create(cfg, run.pp(), model, bundle->params, *engine));
+    MEMTRAIN_ASSIGN_OR_RETURN(pipeline,
+                              PipelineRunner::create(cfg, run.pp(), bundle->chunks(), bundle->params, *engine));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, create_sharded_adamw(cfg, *bundle, *engine));
   std::optional<MetricsLog> metrics;
@@ -182,7 +183,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
   // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored), context parallelism the
   // tokens (and, balanced, the attention pairs); a pipeline stage counts its own layers.
-  const double flops_per_step = model.flops_per_token(T) * static_cast<double>(B * T * accum) / (tp.size * cp.size);
+  double flops_per_token = 0;
+  for (const model::Model* chunk : bundle->chunks()) flops_per_token += chunk->flops_per_token(T);
+  const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.size);
   if (!quiet) {
     std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
@@ -284,7 +287,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble
   // the global tensors, and rank 0 saves and samples a single-process model without the engine.
   MEMTRAIN_RETURN_IF_ERROR(engine->materialize_values());
-  model.set_unit_hooks(nullptr);
+  for (model::Model* chunk : bundle->chunks()) chunk->set_unit_hooks(nullptr);
   if (run.mesh.coord().dp != 0 || run.mesh.coord().cp != 0) return result;
   std::unique_ptr<ModelBundle> global;
   if (tp.size > 1 || cp.size > 1) {  // a model without tp and cp, to save and to sample from

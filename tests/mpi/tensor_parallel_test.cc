@@ -48,19 +48,22 @@ struct TpCase {
   int64_t vocab;
   bool sp = false;    // sequence parallelism
   int cp = 1;         // context parallelism (ring attention, two chunks per rank)
-  int pp = 1;         // pipeline stages (4 layers, 4 micro-batches per step)
+  int pp = 1;         // pipeline ranks (4 layers, 4 micro-batches per step)
   std::string schedule = "1f1b";
+  int chunks = 1;     // stages per pp rank (interleaved: 8 layers when pp * chunks = 8)
   int ranks() const { return tp * cp * pp; }
+  int layers() const { return pp == 1 ? 2 : std::max(4, pp * chunks); }
 };
 
 std::string case_name(const TpCase& c) {
   return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) +
-         (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + c.schedule : "") + "_zero" + std::to_string(c.stage) +
+         (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + c.schedule : "") +
+         (c.chunks > 1 ? "_v" + std::to_string(c.chunks) : "") + "_zero" + std::to_string(c.stage) +
          "_v" + std::to_string(c.vocab);
 }
 
-// What a pipeline case changes in both runs: 4 layers (so 4 stages get one each) and, per data-parallel rank, 4
-// micro-batches per step.
+// What a pipeline case changes in both runs: 4 layers (8 for 4 ranks x 2 chunks, so every stage gets at least one)
+// and, per data-parallel rank, 4 micro-batches per step.
 constexpr int kPipelineMicroBatches = 4;
 
 class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
@@ -74,7 +77,8 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
             "model.vocab_size=" + std::to_string(c.vocab),
             std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false"),
             "parallel.cp=" + std::to_string(c.cp), "parallel.pp=" + std::to_string(c.pp),
-            "parallel.pp_schedule=" + c.schedule, "model.n_layer=" + std::string(c.pp > 1 ? "4" : "2"),
+            "parallel.pp_schedule=" + c.schedule, "parallel.pp_chunks=" + std::to_string(c.chunks),
+            "model.n_layer=" + std::to_string(c.layers()),
             "train.grad_accum=" + std::to_string(c.pp > 1 ? kPipelineMicroBatches : 1)};
   }
   // The single process: the whole global batch of a step as micro-batches.
@@ -82,7 +86,7 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
     const TpCase& c = GetParam();
     const int micro = (c.pp > 1 ? kPipelineMicroBatches : 1) * dp();
     return {"train.grad_accum=" + std::to_string(micro), "model.vocab_size=" + std::to_string(c.vocab),
-            "model.n_layer=" + std::string(c.pp > 1 ? "4" : "2")};
+            "model.n_layer=" + std::to_string(c.layers())};
   }
   int dp() const { return world().size() / GetParam().ranks(); }
 };
@@ -189,7 +193,11 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 1, 0, 259, false, 1, 2, "gpipe"},
                                            TpCase{"llama", 1, 1, 259, false, 1, 4, "1f1b"},
                                            TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b"},
-                                           TpCase{"llama", 2, 0, 259, true, 1, 2, "gpipe"}),
+                                           TpCase{"llama", 2, 0, 259, true, 1, 2, "gpipe"},
+                                           TpCase{"gpt2", 1, 0, 256, false, 1, 2, "interleaved", 2},
+                                           TpCase{"llama", 1, 1, 259, false, 1, 4, "interleaved", 2},
+                                           TpCase{"gpt2", 2, 1, 256, false, 1, 2, "interleaved", 2},
+                                           TpCase{"llama", 1, 1, 259, false, 2, 2, "1f1b"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n

@@ -122,6 +122,13 @@ TEST(PipelineSchedule, ConfigNamesATrainableSchedule) {
     cfg.pp_schedule = ok;
     EXPECT_TRUE(cfg.validate().ok()) << ok;
   }
+  cfg.pp_schedule = "interleaved";
+  EXPECT_NE(cfg.validate().message().find("parallel.pp_chunks: 1 with pp_schedule"), std::string::npos);
+  cfg.pp_chunks = 2;
+  EXPECT_TRUE(cfg.validate().ok());
+  cfg.pp_schedule = "1f1b";
+  EXPECT_FALSE(cfg.validate().ok()) << "more than one chunk needs the interleaved schedule";
+  cfg.pp_chunks = 1;
   cfg.pp_schedule = "zb-h1";
   EXPECT_NE(cfg.validate().message().find("parallel.pp_schedule: \"zb-h1\" is a schedule this build generates"),
             std::string::npos)
