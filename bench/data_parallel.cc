@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "bench/mesh_bench_main.h"
 #include "core/memory.h"
 #include "core/philox.h"
 #include "optim/adamw.h"
@@ -63,7 +63,7 @@ static double cp_theory_bytes(const trainer::Config& cfg, int64_t B, int64_t T, 
 
 static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-static absl::Status bench(parallel::World& world, const trainer::Config& cfg, int steps) {
+static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg, int steps) {
   trainer::apply_runtime(cfg, world.launch().local_size);
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
@@ -172,37 +172,4 @@ static absl::Status bench(parallel::World& world, const trainer::Config& cfg, in
   return absl::OkStatus();
 }
 
-int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: data_parallel CONFIG [--steps N] [--set section.key=value ...]\n");
-    return 2;
-  }
-  std::vector<std::string> sets = {"train.threads=1"};
-  int steps = 5;
-  for (int i = 2; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--set") {
-      sets.push_back(argv[i + 1]);
-    } else if (flag == "--steps" && absl::SimpleAtoi(argv[i + 1], &steps) && steps > 0) {
-    } else {
-      std::fprintf(stderr, "bad argument %s\n", flag.c_str());
-      return 2;
-    }
-  }
-  auto cfg = trainer::load_config(argv[1], sets);
-  if (!cfg.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(cfg.status().message()).c_str());
-    return 2;
-  }
-  auto world = parallel::World::init(&argc, &argv, {cfg->parallel.timeout_s});
-  if (!world.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(world.status().message()).c_str());
-    return 1;
-  }
-  const absl::Status s = bench(**world, *cfg, steps);
-  if (!s.ok()) {
-    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
-    (*world)->abort(1);
-  }
-  return 0;
-}
+int main(int argc, char** argv) { return memtrain::bench::mesh_bench_main(argc, argv, "data_parallel", run_bench); }

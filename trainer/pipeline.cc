@@ -1,5 +1,6 @@
 #include "trainer/pipeline.h"
 
+#include <chrono>
 #include <list>
 
 #include "absl/strings/str_cat.h"
@@ -10,11 +11,16 @@
 namespace memtrain::trainer {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
 // Point-to-point tags: one per (micro-batch, receiving stage, kind), so no two messages between a pair of ranks can
 // be confused; wrapped at 32768, the smallest tag bound MPI allows (messages that far apart are never in flight
 // together, and MPI keeps equal tags from one sender in order).
 enum Kind { kActivation = 0, kGrad = 1, kTiedGrad = 2, kTiedValues = 3 };
 int tag(int micro_batch, int stage, int stages, Kind kind) { return ((micro_batch * stages + stage) * 4 + kind) % 32768; }
+
+}  // namespace
 
 // Sends in flight and the tensors they read, released as they complete.
 class Outbox {
@@ -49,8 +55,6 @@ class Outbox {
   std::list<Send> sends_;
 };
 
-}  // namespace
-
 model::PipelineStage pipeline_stage(const Config& cfg, int stage, int stages) {
   const int64_t per = cfg.model.n_layer / stages;
   return {stage * per, (stage + 1) * per, stage == 0, stage == stages - 1};
@@ -74,7 +78,40 @@ absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(co
 PipelineRunner::PipelineRunner(parallel::Communicator& pp, std::vector<model::Model*> models, int units,
                                parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied)
     : pp_(pp), models_(std::move(models)), engine_(engine), schedule_(std::move(schedule)), tied_(tied),
-      grads_ready_calls_(units, 0) {}
+      grads_ready_calls_(units, 0), outbox_(std::make_unique<Outbox>(pp)) {}
+
+PipelineRunner::~PipelineRunner() = default;
+
+absl::Status PipelineRunner::progress() {
+  next_recv_handle_.test();
+  return outbox_->poll();
+}
+
+absl::Status PipelineRunner::acquire(int unit, parallel::UnitUse use) {
+  MEMTRAIN_RETURN_IF_ERROR(progress());
+  return engine_.acquire(unit, use);
+}
+
+absl::Status PipelineRunner::release(int unit, parallel::UnitUse use) {
+  MEMTRAIN_RETURN_IF_ERROR(progress());
+  return engine_.release(unit, use);
+}
+
+absl::Status PipelineRunner::post_next_receive(size_t from, const std::vector<Tensor>& tokens) {
+  const std::vector<parallel::PipeAction>& list = schedule_.actions[pp_.rank()];
+  next_recv_ = -1;
+  for (size_t i = from; i < list.size(); ++i) {
+    const parallel::PipeAction& a = list[i];
+    if (a.op != parallel::PipeOp::kRecvActivation && a.op != parallel::PipeOp::kRecvGrad) continue;
+    const bool grad = a.op == parallel::PipeOp::kRecvGrad;
+    MEMTRAIN_ASSIGN_OR_RETURN(next_recv_buf_, activation(tokens[a.micro_batch]));
+    next_recv_handle_ = pp_.recv_async(next_recv_buf_.f32(), next_recv_buf_.numel(), DType::kF32, a.peer,
+                                       tag(a.micro_batch, stage_of(a.chunk), stages(), grad ? kGrad : kActivation));
+    next_recv_ = static_cast<int64_t>(i);
+    break;
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<PipelineRunner>> PipelineRunner::create(const Config& cfg, parallel::Communicator& pp,
                                                                        std::vector<model::Model*> models,
@@ -118,6 +155,19 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
                                                 float grad_scale) {
   const int m = schedule_.shape.micro_batches;
   MEMTRAIN_CHECK(static_cast<int>(tokens.size()) == m && static_cast<int>(targets.size()) == m);
+  const auto t_step = Clock::now();
+  wait_s_ = 0;
+  // Action i receives into the buffer posted ahead; the time its wait blocks is this rank's share of the bubble.
+  auto receive = [&](size_t i, Tensor& into) -> absl::Status {
+    MEMTRAIN_CHECK(next_recv_ == static_cast<int64_t>(i));
+    const auto t0 = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(next_recv_handle_.wait());
+    wait_s_ += since(t0);
+    into = next_recv_buf_;
+    next_recv_buf_ = Tensor();
+    return post_next_receive(i + 1, tokens);
+  };
+  MEMTRAIN_RETURN_IF_ERROR(post_next_receive(0, tokens));
   std::fill(grads_ready_calls_.begin(), grads_ready_calls_.end(), 0);
   if (tied_ != nullptr && first()) {
     MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
@@ -131,21 +181,19 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
   };
   const int v = schedule_.shape.chunks, S = stages();
   std::vector<MicroBatch> mbs(m * v);  // per (micro-batch, chunk)
-  Outbox outbox(pp_);
   double loss_sum = 0;
-  for (const parallel::PipeAction& a : schedule_.actions[pp_.rank()]) {
+  const std::vector<parallel::PipeAction>& list = schedule_.actions[pp_.rank()];
+  for (size_t i = 0; i < list.size(); ++i) {
+    const parallel::PipeAction& a = list[i];
     MEMTRAIN_FAULT_POINT("pipeline.action");
-    MEMTRAIN_RETURN_IF_ERROR(outbox.poll());
+    MEMTRAIN_RETURN_IF_ERROR(progress());
     MicroBatch& mb = mbs[a.micro_batch * v + a.chunk];
     model::Model& model = *models_[a.chunk];
     const int k = a.micro_batch, stage = stage_of(a.chunk);
     switch (a.op) {
-      case parallel::PipeOp::kRecvActivation: {
-        MEMTRAIN_ASSIGN_OR_RETURN(mb.input, activation(tokens[k]));
-        MEMTRAIN_RETURN_IF_ERROR(
-            pp_.recv(mb.input.f32(), mb.input.numel(), DType::kF32, a.peer, tag(k, stage, S, kActivation)));
+      case parallel::PipeOp::kRecvActivation:
+        MEMTRAIN_RETURN_IF_ERROR(receive(i, mb.input));
         break;
-      }
       case parallel::PipeOp::kForward: {
         double loss = 0;
         MEMTRAIN_ASSIGN_OR_RETURN(mb.output,
@@ -165,17 +213,15 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
       case parallel::PipeOp::kSendActivation:
       case parallel::PipeOp::kSendGrad:
         if (a.op == parallel::PipeOp::kSendGrad) {
-          outbox.send(mb.output, a.peer, tag(k, stage - 1, S, kGrad));
+          outbox_->send(mb.output, a.peer, tag(k, stage - 1, S, kGrad));
         } else {
-          outbox.send(mb.output, a.peer, tag(k, stage + 1, S, kActivation));
+          outbox_->send(mb.output, a.peer, tag(k, stage + 1, S, kActivation));
         }
         mb.output = Tensor();
         break;
-      case parallel::PipeOp::kRecvGrad: {
-        MEMTRAIN_ASSIGN_OR_RETURN(mb.grad, activation(tokens[k]));
-        MEMTRAIN_RETURN_IF_ERROR(pp_.recv(mb.grad.f32(), mb.grad.numel(), DType::kF32, a.peer, tag(k, stage, S, kGrad)));
+      case parallel::PipeOp::kRecvGrad:
+        MEMTRAIN_RETURN_IF_ERROR(receive(i, mb.grad));
         break;
-      }
       case parallel::PipeOp::kBackward: {
         MEMTRAIN_ASSIGN_OR_RETURN(mb.output, model.backward_stage(mb.grad, mb.store));
         mb.grad = Tensor();
@@ -186,11 +232,14 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
         return absl::UnimplementedError(absl::StrCat("pipeline: ", parallel::pipe_op_name(a.op), " in training"));
     }
   }
-  MEMTRAIN_RETURN_IF_ERROR(outbox.drain());
+  const auto t_drain = Clock::now();
+  MEMTRAIN_RETURN_IF_ERROR(outbox_->drain());
   if (tied_ != nullptr && last() && !first()) {
     MEMTRAIN_RETURN_IF_ERROR(tied_transfer_.wait());
     tied_grad_ = Tensor();
   }
+  wait_s_ += since(t_drain);
+  step_s_ = since(t_step);
   return loss_sum;
 }
 

@@ -4,7 +4,9 @@
 //
 // Gradients of all micro-batches accumulate on each stage, and the data-parallel engine sees one micro-batch per
 // step: each unit's grads_ready reaches it only with the step's last backward of that unit (the runner sits
-// between the model and the engine as its UnitHooks). A tied token embedding has a copy on the first and on the
+// between the model and the engine as its UnitHooks). MPI moves data only inside MPI calls, so the runner keeps the
+// next receive posted and tests it and the sends in flight at every unit boundary of the model's compute (the
+// hooks), which lets transfers proceed while the stage computes. A tied token embedding has a copy on the first and on the
 // last stage (as Megatron keeps it): after its last forward the last stage sends its copy's gradient (the head's
 // part) to the first stage, which adds it before reducing; after the optimizer step the first stage sends the
 // updated values back. The last stage's copy is not counted in the gradient norm.
@@ -32,8 +34,11 @@ absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(co
                                                                               const model::ContextParallel& cp,
                                                                               int rank, int pp);
 
+class Outbox;
+
 class PipelineRunner final : public parallel::UnitHooks {
  public:
+  ~PipelineRunner() override;
   // models: this rank's stages in chunk order (create_rank_models; their hooks are pointed at the runner), params
   // theirs; engine: where unit calls go on. Not owned.
   static absl::StatusOr<std::unique_ptr<PipelineRunner>> create(const Config& cfg, parallel::Communicator& pp,
@@ -50,9 +55,12 @@ class PipelineRunner final : public parallel::UnitHooks {
   absl::Status sync_tied_values();
   // Sum of `local` over the pp ranks, in rank order.
   absl::StatusOr<double> sum(double local);
+  // The last run_step's wall time and the part of it this rank spent waiting for messages (its bubble).
+  double last_step_s() const { return step_s_; }
+  double last_wait_s() const { return wait_s_; }
 
-  absl::Status acquire(int unit, parallel::UnitUse use) override { return engine_.acquire(unit, use); }
-  absl::Status release(int unit, parallel::UnitUse use) override { return engine_.release(unit, use); }
+  absl::Status acquire(int unit, parallel::UnitUse use) override;
+  absl::Status release(int unit, parallel::UnitUse use) override;
   absl::Status grads_ready(int unit) override;
 
  private:
@@ -60,6 +68,10 @@ class PipelineRunner final : public parallel::UnitHooks {
                  parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied);
   // The (rows, C) activation one micro-batch hands between stages.
   absl::StatusOr<Tensor> activation(const Tensor& tokens) const;
+  // Tests the transfers in flight (MPI progresses only inside its calls).
+  absl::Status progress();
+  // Posts the receive of the first receive action at or after action `from` of this rank's list, if any.
+  absl::Status post_next_receive(size_t from, const std::vector<Tensor>& tokens);
   bool first() const { return models_.front()->stage().first; }  // this rank holds the first stage
   bool last() const { return models_.back()->stage().last; }     // ... the last stage
   int stages() const { return schedule_.shape.stages(); }
@@ -73,6 +85,12 @@ class PipelineRunner final : public parallel::UnitHooks {
   std::vector<int> grads_ready_calls_;  // per unit, this step
   Tensor tied_grad_;                    // first stage: the last stage's part; last stage: what is being sent
   parallel::CommHandle tied_transfer_;
+  double step_s_ = 0, wait_s_ = 0;
+  std::unique_ptr<Outbox> outbox_;  // sends in flight
+  // The next receive in schedule order, posted ahead: its action index (or -1), buffer and handle.
+  int64_t next_recv_ = -1;
+  Tensor next_recv_buf_;
+  parallel::CommHandle next_recv_handle_;
 };
 
 }  // namespace memtrain::trainer

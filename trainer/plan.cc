@@ -16,7 +16,7 @@
 
 namespace memtrain::trainer {
 
-absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
+absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp_rank) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
   // Shapes only: nothing is allocated. Rank 0: tensor-parallel rank 0 holds the most, pipeline stage 0 the most
@@ -25,7 +25,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   MEMTRAIN_ASSIGN_OR_RETURN(
       std::vector<std::unique_ptr<model::Model>> models,
       create_rank_models(cfg, params, model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
-                         model::ContextParallel::shapes_of_rank(0, mesh.cp), 0, mesh.pp));
+                         model::ContextParallel::shapes_of_rank(0, mesh.cp), pp_rank, mesh.pp));
   const model::Model* model = models[0].get();  // every chunk's activations are alike (the first has the embeddings)
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const int d = mesh.dp * mesh.cp, stage = static_cast<int>(cfg.zero.stage);  // ZeRO shards over dp x cp
@@ -84,8 +84,10 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
   int64_t activations = model->predicted_peak_activation_bytes(B, T);
   if (mesh.pp > 1) {
     // Every micro-batch's tokens, the saved activations of as many micro-batches as the schedule keeps in flight
-    // on stage 0 (its simulated peak), and two (rows, C) tensors at the stage boundary: a received gradient and an
-    // output whose send is in flight.
+    // on this rank (its simulated peak), and (rows, C) tensors at the stage boundaries: the next receive, posted
+    // ahead; before the last stage a received gradient and a forward output whose send is in flight; after the
+    // first an input gradient being sent. (A received activation is saved by the first block: counted above.)
+    // Sends complete when MPI gets to move them, so a stage may hold more outputs than this for a while.
     const int64_t m = cfg.train.grad_accum;
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
@@ -94,10 +96,11 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size) {
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
     batch_tensors *= m;
     const Shape boundary = model->activation_shape(B, T);
-    activations += (tl.peak_in_flight[0] - 1) * model->predicted_activation_bytes(B, T) +
-                   2 * 4 * boundary[0] * boundary[1];
-    // The first stage receives the last stage's part of a tied embedding's gradient.
-    if (cfg.model.tied()) {
+    const int boundaries = 1 + (pp_rank + 1 < mesh.pp ? 2 : 0) + (pp_rank > 0 ? 1 : 0);
+    activations += (tl.peak_in_flight[pp_rank] - 1) * model->predicted_activation_bytes(B, T) +
+                   boundaries * 4 * boundary[0] * boundary[1];
+    // The first stage receives the last stage's part of a tied embedding's gradient, which the last sends.
+    if (cfg.model.tied() && (pp_rank == 0 || pp_rank + 1 == mesh.pp)) {
       const int64_t rows = (cfg.model.vocab_size + mesh.tp - 1) / mesh.tp;  // tp rank 0 holds the most
       at(MemCategory::kCommunication) += 4 * rows * cfg.model.n_embd;
     }

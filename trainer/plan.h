@@ -25,8 +25,9 @@ struct MemoryPlan {
 // moments at 4, 4 and 8 bytes per element, whole or sharded as the stage says, plus stage 3's gathered units and
 // stage 2-3's transient unit gradients; communication the reduction receive buffers; activations the model's
 // predicted high-water mark of one micro-batch plus the batch's token tensors; workspace the head's logits chunk.
-// Mesh errors are the ones `memtrain train` gives.
-absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size = 1);
+// Mesh errors are the ones `memtrain train` gives. With pp > 1 the rank is the one of pipeline rank `pp_rank`
+// (stage 0, the first, holds the most micro-batches in flight).
+absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size = 1, int pp_rank = 0);
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan);
 std::string plan_json(const MemoryPlan& plan);  // {"parameters": bytes, ..., "total": ..., "budget": ..., "fits": ...}
