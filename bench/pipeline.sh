@@ -20,4 +20,5 @@ for pp in 2 4; do
   run $pp --set parallel.pp_schedule=gpipe
   run $pp --set parallel.pp_schedule=1f1b
   run $pp --set parallel.pp_schedule=interleaved --set parallel.pp_chunks=2
+  run $pp --set parallel.pp_schedule=zb-h1
 done

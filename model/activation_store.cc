@@ -20,6 +20,18 @@ absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
   return t;
 }
 
+absl::Status ActivationStore::weight_grad(std::function<absl::Status()> fn) {
+  if (!defer_) return fn();
+  weight_grads_.push_back(std::move(fn));
+  return absl::OkStatus();
+}
+
+absl::Status ActivationStore::run_weight_grads() {
+  for (auto& fn : weight_grads_) MEMTRAIN_RETURN_IF_ERROR(fn());
+  weight_grads_.clear();
+  return absl::OkStatus();
+}
+
 std::vector<std::string> ActivationStore::keys() const {
   std::vector<std::string> out;
   for (const auto& [k, v] : saved_) out.push_back(k);

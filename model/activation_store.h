@@ -1,8 +1,13 @@
 // ActivationStore: the one seam through which every layer keeps what its backward needs. Layers never hold
 // activations in members; the store's policy decides how saved tensors are kept (issue 10 adds recompute, host and
 // SSD swapping). A store that does not keep (evaluation, sampling) drops everything it is given.
+//
+// It also holds the weight-gradient products a zero-bubble pipeline defers: layers hand them to weight_grad(),
+// which runs them at once unless deferring is on; then run_weight_grads() runs them later, in the same order,
+// and the tensors they captured stay alive until then.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,9 +34,17 @@ class ActivationStore {
   std::vector<std::string> keys() const;
   void clear() { saved_.clear(); }
 
+  void defer_weight_grads(bool on) { defer_ = on; }
+  bool deferring_weight_grads() const { return defer_; }
+  absl::Status weight_grad(std::function<absl::Status()> fn);
+  absl::Status run_weight_grads();
+  bool has_weight_grads() const { return !weight_grads_.empty(); }
+
  private:
   bool keep_;
+  bool defer_ = false;
   std::map<std::string, Tensor> saved_;
+  std::vector<std::function<absl::Status()>> weight_grads_;
 };
 
 }  // namespace memtrain::model

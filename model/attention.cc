@@ -62,7 +62,7 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, Cl_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
-  linear_backward(c_proj_, out.f32(), dyf.f32(), N, dout.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_proj_, out, dyf, N, dout.f32(), store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
@@ -71,7 +71,7 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
                                                    W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  linear_backward(c_attn_, xf.f32(), dqkv.f32(), N, dx.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_attn_, xf, dqkv, N, dx.f32(), store));
   return tp_.sum_rows(dx);  // every rank's heads contribute to dx
 }
 
@@ -158,7 +158,7 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
-  linear_backward(o_, out.f32(), dyf.f32(), N, dout.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(o_, out, dyf, N, dout.f32(), store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dq, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dk, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
@@ -171,16 +171,16 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  linear_backward(q_, xf.f32(), dq.f32(), N, dx.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(q_, xf, dq, N, dx.f32(), store));
   if (kv_sharers_ == 1) {
-    linear_backward(k_, xf.f32(), dk.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
-    linear_backward(v_, xf.f32(), dv.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+    MEMTRAIN_RETURN_IF_ERROR(linear_backward(k_, xf, dk, N, dx.f32(), store, /*accumulate_dx=*/true));
+    MEMTRAIN_RETURN_IF_ERROR(linear_backward(v_, xf, dv, N, dx.f32(), store, /*accumulate_dx=*/true));
   } else {
     // A shared kv head's weight gradient comes from all its sharers' query heads; dx takes only this rank's part,
     // since dx is summed over tp below.
     for (auto [w, d] : {std::pair{&k_, &dk}, std::pair{&v_, &dv}}) {
       MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, sum_over_kv_sharers(*d));
-      linear_backward_weight(*w, xf.f32(), summed.f32(), N, pool);
+      MEMTRAIN_RETURN_IF_ERROR(linear_backward(*w, xf, summed, N, nullptr, store));
       linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
     }
   }

@@ -50,10 +50,14 @@ absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float*
   return y;
 }
 
-void linear_backward(const LinearWeights& w, const float* x, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                     bool accumulate_dx) {
-  linear_backward_weight(w, x, dy, N, pool);
-  if (dx) linear_backward_input(w, dy, N, dx, pool, accumulate_dx);
+absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tensor& dy, int64_t N, float* dx,
+                             ActivationStore& store, bool accumulate_dx) {
+  MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N] {
+    linear_backward_weight(w, x.f32(), dy.f32(), N, ThreadPool::global());
+    return absl::OkStatus();
+  }));
+  if (dx) linear_backward_input(w, dy.f32(), N, dx, ThreadPool::global(), accumulate_dx);
+  return absl::OkStatus();
 }
 
 void linear_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool) {

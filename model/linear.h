@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "core/thread_pool.h"
+#include "model/activation_store.h"
 #include "model/params.h"
 #include "model/tensor_parallel.h"
 
@@ -42,13 +43,13 @@ void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y,
 // to all N rows, which makes the bias gradient whole on every rank.)
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
                                             const TensorParallel& tp);
-// dW += dy^T x (in W's layout), db += column sums of dy; dx (N, in) = dy W (+= when accumulate_dx), skipped when
-// dx is nullptr. dx may alias x: the weight gradient reads x before dx is written. (A column-parallel dx is this
-// rank's part of a sum over tp: the layer sums it once for all its projections.)
-void linear_backward(const LinearWeights& w, const float* x, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                     bool accumulate_dx = false);
-// The two halves of linear_backward, for a weight whose gradient and input gradient come from different dy
-// (a key/value head shared by several tp ranks).
+// dW += dy^T x (in W's layout) and db += column sums of dy, through store.weight_grad (deferred by a zero-bubble
+// pipeline, with x and dy kept alive until then); dx (N, in) = dy W at once (+= when accumulate_dx), skipped when
+// dx is nullptr. dx may alias x only when the store does not defer. (A column-parallel dx is this rank's part of a
+// sum over tp: the layer sums it once for all its projections.)
+absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tensor& dy, int64_t N, float* dx,
+                             ActivationStore& store, bool accumulate_dx = false);
+// The two halves of linear_backward, run at once.
 void linear_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool);
 void linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
                            bool accumulate_dx);

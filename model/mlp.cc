@@ -43,11 +43,16 @@ absl::StatusOr<Tensor> Gpt2Mlp::backward(const Tensor& dy, ActivationStore& stor
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
-  linear_backward(c_proj_, g.f32(), dyf.f32(), N, g.f32() /*dg overwrites g once c_proj's wgrad has read it*/, pool);
-  cpu::gelu_backward(g.f32(), h.f32(), g.f32(), N * F_, pool);  // dh, in place
+  // dg overwrites g once c_proj's weight gradient has read it, unless that is deferred (zero bubble).
+  Tensor dg = g;
+  if (store.deferring_weight_grads()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(dg, act({N, F_}));
+  }
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_proj_, g, dyf, N, dg.f32(), store));
+  cpu::gelu_backward(dg.f32(), h.f32(), dg.f32(), N * F_, pool);  // dh, in place
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  linear_backward(c_fc_, xf.f32(), g.f32(), N, dx.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_fc_, xf, dg, N, dx.f32(), store));
   return tp_.sum_rows(dx);
 }
 
@@ -87,14 +92,19 @@ absl::StatusOr<Tensor> LlamaMlp::backward(const Tensor& dy, ActivationStore& sto
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
-  linear_backward(down_, a.f32(), dyf.f32(), N, a.f32() /*da overwrites a once down's wgrad has read it*/, pool);
+  // da overwrites a once down's weight gradient has read it, unless that is deferred (zero bubble).
+  Tensor da = a;
+  if (store.deferring_weight_grads()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(da, act({N, F_}));
+  }
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(down_, a, dyf, N, da.f32(), store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dgate, act({N, F_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dup, act({N, F_}));
-  cpu::swiglu_backward(a.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(), N * F_, pool);
+  cpu::swiglu_backward(da.f32(), gate.f32(), up.f32(), dgate.f32(), dup.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  linear_backward(gate_, xf.f32(), dgate.f32(), N, dx.f32(), pool);
-  linear_backward(up_, xf.f32(), dup.f32(), N, dx.f32(), pool, /*accumulate_dx=*/true);
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(gate_, xf, dgate, N, dx.f32(), store));
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(up_, xf, dup, N, dx.f32(), store, /*accumulate_dx=*/true));
   return tp_.sum_rows(dx);
 }
 

@@ -15,10 +15,6 @@ absl::Status ParallelConfig::validate() const {
   if (cp < 1) return config_error("parallel.cp", absl::StrCat("must be >= 1, got ", cp));
   if (absl::StatusOr<ScheduleKind> kind = parse_schedule_kind(pp_schedule); !kind.ok()) {
     return config_error("parallel.pp_schedule", kind.status().message());
-  } else if (*kind == ScheduleKind::kZeroBubble) {
-    return config_error("parallel.pp_schedule",
-                        absl::StrCat("\"", pp_schedule, "\" is a schedule this build generates and simulates but "
-                                     "does not train with yet (gpipe, 1f1b or interleaved)"));
   } else if ((*kind == ScheduleKind::kInterleaved) != (pp_chunks > 1) || pp_chunks < 1) {
     return config_error("parallel.pp_chunks",
                         absl::StrCat(pp_chunks, " with pp_schedule = \"", pp_schedule, "\": the interleaved schedule "

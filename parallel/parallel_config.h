@@ -28,7 +28,8 @@ struct ParallelConfig {
     v("pp_schedule", pp_schedule,
       "with pp > 1: \"gpipe\" (all forwards, then all backwards) or \"1f1b\" (one forward, one backward: at most "
       "pp - r micro-batches in flight on rank r) or \"interleaved\" (1F1B over parallel.pp_chunks stages per rank, "
-      "Megatron's virtual pipeline: a smaller bubble; train.grad_accum a multiple of pp)");
+      "Megatron's virtual pipeline: a smaller bubble; train.grad_accum a multiple of pp) or \"zb-h1\" (zero bubble: "
+      "weight gradients deferred to fill the bubbles; up to pp micro-batches in flight on every rank)");
     v("pp_chunks", pp_chunks,
       "model chunks (stages) per pp rank, >= 1; > 1 only with pp_schedule = \"interleaved\" (which needs >= 2): "
       "chunk c of rank r is stage c * pp + r of pp * pp_chunks");

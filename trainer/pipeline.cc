@@ -140,8 +140,13 @@ absl::StatusOr<Tensor> PipelineRunner::activation(const Tensor& tokens) const {
 }
 
 absl::Status PipelineRunner::grads_ready(int unit) {
-  // Only the step's last backward of a unit finishes its gradient.
-  if (++grads_ready_calls_[unit] < schedule_.shape.micro_batches) return absl::OkStatus();
+  // Only the step's last backward of a unit finishes its gradient (under zero bubble: its last weight gradient,
+  // after which run_step finishes every unit).
+  if (zero_bubble() || ++grads_ready_calls_[unit] < schedule_.shape.micro_batches) return absl::OkStatus();
+  return finish_unit(unit);
+}
+
+absl::Status PipelineRunner::finish_unit(int unit) {
   if (tied_ != nullptr && first() && unit == tied_->unit) {
     // The last stage's part of the tied embedding's gradient (sent after its last forward).
     MEMTRAIN_RETURN_IF_ERROR(tied_transfer_.wait());
@@ -222,15 +227,21 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
       case parallel::PipeOp::kRecvGrad:
         MEMTRAIN_RETURN_IF_ERROR(receive(i, mb.grad));
         break;
-      case parallel::PipeOp::kBackward: {
+      case parallel::PipeOp::kBackward:
+      case parallel::PipeOp::kBackwardInput: {
+        mb.store.defer_weight_grads(a.op == parallel::PipeOp::kBackwardInput);
         MEMTRAIN_ASSIGN_OR_RETURN(mb.output, model.backward_stage(mb.grad, mb.store));
         mb.grad = Tensor();
         MEMTRAIN_CHECK_MSG(mb.store.empty(), "activations left after backward");
         break;
       }
-      default:
-        return absl::UnimplementedError(absl::StrCat("pipeline: ", parallel::pipe_op_name(a.op), " in training"));
+      case parallel::PipeOp::kBackwardWeight:
+        MEMTRAIN_RETURN_IF_ERROR(mb.store.run_weight_grads());
+        break;
     }
+  }
+  if (zero_bubble()) {
+    for (int u = static_cast<int>(grads_ready_calls_.size()) - 1; u >= 0; --u) MEMTRAIN_RETURN_IF_ERROR(finish_unit(u));
   }
   const auto t_drain = Clock::now();
   MEMTRAIN_RETURN_IF_ERROR(outbox_->drain());

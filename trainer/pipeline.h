@@ -4,7 +4,9 @@
 //
 // Gradients of all micro-batches accumulate on each stage, and the data-parallel engine sees one micro-batch per
 // step: each unit's grads_ready reaches it only with the step's last backward of that unit (the runner sits
-// between the model and the engine as its UnitHooks). MPI moves data only inside MPI calls, so the runner keeps the
+// between the model and the engine as its UnitHooks). Under zero bubble, backward-input runs the stage's backward
+// with the projections' weight gradients deferred in the micro-batch's store, backward-weight runs them, and the
+// engine hears of every unit (last first) once the step's last weight gradient is done. MPI moves data only inside MPI calls, so the runner keeps the
 // next receive posted and tests it and the sends in flight at every unit boundary of the model's compute (the
 // hooks), which lets transfers proceed while the stage computes. A tied token embedding has a copy on the first and on the
 // last stage (as Megatron keeps it): after its last forward the last stage sends its copy's gradient (the head's
@@ -68,6 +70,9 @@ class PipelineRunner final : public parallel::UnitHooks {
                  parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied);
   // The (rows, C) activation one micro-batch hands between stages.
   absl::StatusOr<Tensor> activation(const Tensor& tokens) const;
+  // The unit's gradient is complete for the step: the tied embedding's other part added, then the engine told.
+  absl::Status finish_unit(int unit);
+  bool zero_bubble() const { return schedule_.shape.kind == parallel::ScheduleKind::kZeroBubble; }
   // Tests the transfers in flight (MPI progresses only inside its calls).
   absl::Status progress();
   // Posts the receive of the first receive action at or after action `from` of this rank's list, if any.

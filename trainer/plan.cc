@@ -87,7 +87,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     // on this rank (its simulated peak), and (rows, C) tensors at the stage boundaries: the next receive, posted
     // ahead; before the last stage a received gradient and a forward output whose send is in flight; after the
     // first an input gradient being sent. (A received activation is saved by the first block: counted above.)
-    // Sends complete when MPI gets to move them, so a stage may hold more outputs than this for a while.
+    // Sends complete when MPI gets to move them, so a stage may hold more outputs than this for a while. Not
+    // counted yet: under zb-h1, the inputs and output gradients the deferred weight gradients keep alive.
     const int64_t m = cfg.train.grad_accum;
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,

@@ -57,7 +57,7 @@ struct TpCase {
 
 std::string case_name(const TpCase& c) {
   return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) +
-         (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + c.schedule : "") +
+         (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + (c.schedule == "zb-h1" ? "zbh1" : c.schedule) : "") +
          (c.chunks > 1 ? "_v" + std::to_string(c.chunks) : "") + "_zero" + std::to_string(c.stage) +
          "_v" + std::to_string(c.vocab);
 }
@@ -197,7 +197,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"gpt2", 1, 0, 256, false, 1, 2, "interleaved", 2},
                                            TpCase{"llama", 1, 1, 259, false, 1, 4, "interleaved", 2},
                                            TpCase{"gpt2", 2, 1, 256, false, 1, 2, "interleaved", 2},
-                                           TpCase{"llama", 1, 1, 259, false, 2, 2, "1f1b"}),
+                                           TpCase{"llama", 1, 1, 259, false, 2, 2, "1f1b"},
+                                           TpCase{"gpt2", 1, 0, 256, false, 1, 2, "zb-h1"},
+                                           TpCase{"llama", 1, 1, 259, false, 1, 4, "zb-h1"},
+                                           TpCase{"llama", 4, 0, 259, false, 1, 2, "zb-h1"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n

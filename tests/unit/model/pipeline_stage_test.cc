@@ -1,6 +1,7 @@
 // A model cut into pipeline stages, run stage after stage in one process (each stage's output handed to the next in
-// forward, each input gradient to the previous in backward), computes what the whole model computes: the same
-// loss and the same gradient of every parameter, bit for bit - the same operations in the same order. The tied
+// forward, each input gradient to the previous in backward, middle stages' weight gradients deferred as zero bubble
+// does), computes what the whole model computes: the same loss and the same gradient of every parameter, bit for
+// bit - the same operations in the same order. The tied
 // token embedding is the exception by design: the first stage's copy gets the embedding's gradient, the last
 // stage's copy the head's, and their sum is the whole model's (within fp32 rounding of one addition).
 #include <gtest/gtest.h>
@@ -78,13 +79,19 @@ TEST(PipelineStages, StageByStageEqualsTheWholeModel) {
         }
         EXPECT_FALSE(x.defined()) << "the last stage returns no activation";
         EXPECT_EQ(loss, *whole_loss);
+        // The middle stages defer their weight gradients (zero bubble) and run them after every input gradient:
+        // the same products, so the same bits.
         Tensor dy;
         for (size_t s = stages.size(); s-- > 0;) {
+          const bool defer = s > 0 && s + 1 < stages.size();
+          stores[s].defer_weight_grads(defer);
           auto dx = stages[s].model->backward_stage(dy, stores[s]);
           ASSERT_TRUE(dx.ok()) << dx.status();
           EXPECT_TRUE(stores[s].empty());
+          EXPECT_EQ(stores[s].has_weight_grads(), defer && stages[s].model->num_blocks() > 0);
           dy = *dx;
         }
+        for (ActivationStore& st : stores) ASSERT_TRUE(st.run_weight_grads().ok());
         EXPECT_FALSE(dy.defined()) << "the first stage returns no input gradient";
 
         // Every parameter on exactly one stage, except the tied embedding on the first and the last.

@@ -118,7 +118,7 @@ TEST(PipelineSchedule, ShapesThatDoNotFitAreErrors) {
 // parallel.pp_schedule names a schedule the trainer runs.
 TEST(PipelineSchedule, ConfigNamesATrainableSchedule) {
   ParallelConfig cfg;
-  for (const char* ok : {"gpipe", "1f1b"}) {
+  for (const char* ok : {"gpipe", "1f1b", "zb-h1"}) {
     cfg.pp_schedule = ok;
     EXPECT_TRUE(cfg.validate().ok()) << ok;
   }
@@ -130,9 +130,7 @@ TEST(PipelineSchedule, ConfigNamesATrainableSchedule) {
   EXPECT_FALSE(cfg.validate().ok()) << "more than one chunk needs the interleaved schedule";
   cfg.pp_chunks = 1;
   cfg.pp_schedule = "zb-h1";
-  EXPECT_NE(cfg.validate().message().find("parallel.pp_schedule: \"zb-h1\" is a schedule this build generates"),
-            std::string::npos)
-      << cfg.validate();
+  EXPECT_TRUE(cfg.validate().ok());
   cfg.pp_schedule = "1f2b";
   EXPECT_NE(cfg.validate().message().find("unknown pipeline schedule \"1f2b\""), std::string::npos);
 }
