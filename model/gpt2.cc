@@ -13,27 +13,22 @@ Gpt2Model::Gpt2Model(const ModelConfig& cfg, ParamSet& params, const TensorParal
     : Model(cfg, params, tp, cp, stage) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps), std = static_cast<float>(cfg.init_std);
-  bool any = false;  // a later group of parameters starts a new unit (the base class started this model's first)
-  auto next_unit = [&] {
-    if (any) params.begin_unit();
-    any = true;
-  };
   if (stage_.first) {
-    next_unit();
+    start_unit();
     wte_.emplace(params, "transformer.wte.weight", cfg.vocab_size, C, std, tp);
     wpe_ = &params.add("transformer.wpe.weight", {cfg.block_size, C}, ParamKind::kEmbedding,
                        ParamInit{ParamInit::kNormal, std}, TpSplit::whole(tp));
   }
   blocks_.reserve(num_blocks());
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
-    next_unit();
+    start_unit();
     const std::string p = absl::StrCat("transformer.h.", l);
     blocks_.push_back(Block{LayerNorm(params, p + ".ln_1", C, cfg.bias, eps, tp),
                             Gpt2Attention(params, p + ".attn", cfg, tp, cp),
                             LayerNorm(params, p + ".ln_2", C, cfg.bias, eps, tp), Gpt2Mlp(params, p + ".mlp", cfg, tp)});
   }
   if (stage_.last) {
-    next_unit();
+    start_unit();
     ln_f_.emplace(params, "transformer.ln_f", C, cfg.bias, eps, tp);
     // A last stage without the embeddings holds its own copy of the tied token embedding as the head's weight.
     if (!stage_.first) wte_.emplace(params, "transformer.wte.weight", cfg.vocab_size, C, std, tp);

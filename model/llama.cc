@@ -11,18 +11,13 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorPar
     : Model(cfg, params, tp, cp, stage) {
   const int64_t C = cfg.n_embd;
   const float eps = static_cast<float>(cfg.norm_eps), std = static_cast<float>(cfg.init_std);
-  bool any = false;  // a later group of parameters starts a new unit (the base class started this model's first)
-  auto next_unit = [&] {
-    if (any) params.begin_unit();
-    any = true;
-  };
   if (stage_.first) {
-    next_unit();
+    start_unit();
     embed_.emplace(params, "model.embed_tokens.weight", cfg.vocab_size, C, std, tp);
   }
   blocks_.reserve(num_blocks());
   for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) {
-    next_unit();
+    start_unit();
     const std::string p = absl::StrCat("model.layers.", l);
     blocks_.push_back(Block{RmsNorm(params, p + ".input_layernorm", C, eps, tp),
                             LlamaAttention(params, p + ".self_attn", cfg, tp, cp),
@@ -30,7 +25,7 @@ LlamaModel::LlamaModel(const ModelConfig& cfg, ParamSet& params, const TensorPar
                             LlamaMlp(params, p + ".mlp", cfg, tp)});
   }
   if (stage_.last) {
-    next_unit();
+    start_unit();
     norm_.emplace(params, "model.norm", C, eps, tp);
     // A tied head on a last stage without the embeddings holds its own copy of the token embedding.
     if (cfg.tied() && !stage_.first) embed_.emplace(params, "model.embed_tokens.weight", cfg.vocab_size, C, std, tp);

@@ -135,6 +135,11 @@ class Model {
                                                   int64_t B, int64_t T, ActivationStore& store);
   // A tied head shares unit 0 with the embedding; on a last stage without the embeddings, the final unit.
   int head_unit() const { return cfg_.tied() && stage_.first ? 0 : final_unit(); }
+  // Before registering each group of parameters that forms a unit: the first group goes into the unit the
+  // constructor started (this model's first), every later one into a new unit.
+  void start_unit() {
+    if (groups_++ > 0) params_.begin_unit();
+  }
   // The head over `tied` (the token embedding) or, untied, over a new lm_head.weight in the current unit, split by
   // vocabulary rows as the embedding is.
   void add_head(Param* tied);
@@ -145,6 +150,7 @@ class Model {
   ContextParallel cp_;
   PipelineStage stage_;  // end_layer resolved
   int unit_base_ = 0;    // this model's first unit in params_ (> 0 for an interleaved pipeline's later chunks)
+  int groups_ = 0;       // parameter groups registered so far (start_unit)
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
 };
