@@ -81,7 +81,8 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   if (world.rank() != 0) return absl::OkStatus();
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
   const int v = static_cast<int>(cfg.parallel.pp_chunks);
-  MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched, parallel::make_pipeline_schedule({kind, pp.size(), m, v}));
+  MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
+                            parallel::make_pipeline_schedule({kind, pp.size(), m, v}));
   // A chunk holds 1/v of a rank's layers; backward (input and weight parts) costs about two forwards.
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl,
                             parallel::simulate_pipeline(sched, {1.0 / v, 1.0 / v, 1.0 / v}));
@@ -92,7 +93,8 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   for (int r = 0; r < pp.size(); ++r) std::printf("%s%.3f", r ? " " : "", all[3 * r]);
   std::printf(") simulated %.3f\n  peak activations MiB measured/plan per stage:", tl.bubble_fraction);
   for (int r = 0; r < pp.size(); ++r)
-    std::printf(" %.2f/%.2f (in flight %d)", all[3 * r + 1] / 1048576.0, all[3 * r + 2] / 1048576.0, tl.peak_in_flight[r]);
+    std::printf(" %.2f/%.2f (in flight %d)", all[3 * r + 1] / 1048576.0, all[3 * r + 2] / 1048576.0,
+                tl.peak_in_flight[r]);
   std::printf("\n");
   return absl::OkStatus();
 }

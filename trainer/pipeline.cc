@@ -18,7 +18,9 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 // be confused; wrapped at 32768, the smallest tag bound MPI allows (messages that far apart are never in flight
 // together, and MPI keeps equal tags from one sender in order).
 enum Kind { kActivation = 0, kGrad = 1, kTiedGrad = 2, kTiedValues = 3 };
-int tag(int micro_batch, int stage, int stages, Kind kind) { return ((micro_batch * stages + stage) * 4 + kind) % 32768; }
+int tag(int micro_batch, int stage, int stages, Kind kind) {
+  return ((micro_batch * stages + stage) * 4 + kind) % 32768;
+}
 
 }  // namespace
 
@@ -216,12 +218,11 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
         break;
       }
       case parallel::PipeOp::kSendActivation:
+        outbox_->send(mb.output, a.peer, tag(k, stage + 1, S, kActivation));
+        mb.output = Tensor();
+        break;
       case parallel::PipeOp::kSendGrad:
-        if (a.op == parallel::PipeOp::kSendGrad) {
-          outbox_->send(mb.output, a.peer, tag(k, stage - 1, S, kGrad));
-        } else {
-          outbox_->send(mb.output, a.peer, tag(k, stage + 1, S, kActivation));
-        }
+        outbox_->send(mb.output, a.peer, tag(k, stage - 1, S, kGrad));
         mb.output = Tensor();
         break;
       case parallel::PipeOp::kRecvGrad:
@@ -241,7 +242,9 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
     }
   }
   if (zero_bubble()) {
-    for (int u = static_cast<int>(grads_ready_calls_.size()) - 1; u >= 0; --u) MEMTRAIN_RETURN_IF_ERROR(finish_unit(u));
+    for (int u = static_cast<int>(grads_ready_calls_.size()) - 1; u >= 0; --u) {
+      MEMTRAIN_RETURN_IF_ERROR(finish_unit(u));
+    }
   }
   const auto t_drain = Clock::now();
   MEMTRAIN_RETURN_IF_ERROR(outbox_->drain());
@@ -263,7 +266,8 @@ absl::StatusOr<double> PipelineRunner::forward_only(const Tensor& tokens, const 
     Tensor x;
     if (stage > 0) {
       MEMTRAIN_ASSIGN_OR_RETURN(x, activation(tokens));
-      MEMTRAIN_RETURN_IF_ERROR(pp_.recv(x.f32(), x.numel(), DType::kF32, (stage - 1) % p, tag(0, stage, S, kActivation)));
+      MEMTRAIN_RETURN_IF_ERROR(
+          pp_.recv(x.f32(), x.numel(), DType::kF32, (stage - 1) % p, tag(0, stage, S, kActivation)));
     }
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, models_[c]->forward_stage(tokens, targets, x, 0.0f, discard, &loss));
     if (stage < S - 1) {

@@ -187,9 +187,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   for (const model::Model* chunk : bundle->chunks()) flops_per_token += chunk->flops_per_token(T);
   const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.size);
   if (!quiet) {
+    model::ParamSet whole;  // shapes only: the count of the whole model, whichever stages this rank holds
+    MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
     std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
-                cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()),
+                cfg.model.arch.c_str(), static_cast<long long>(whole.numel()),
                 static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
                 static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());

@@ -33,7 +33,10 @@ std::vector<float> random_floats(int64_t n, uint32_t seed) {
 double relative_difference(const std::vector<float>& mine, const std::vector<float>& my_reference,
                            const std::vector<float>& whole) {
   double diff = 0, ref = 0;
-  for (size_t i = 0; i < mine.size(); ++i) diff += (double(mine[i]) - my_reference[i]) * (double(mine[i]) - my_reference[i]);
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const double d = double(mine[i]) - my_reference[i];
+    diff += d * d;
+  }
   for (float x : whole) ref += double(x) * x;
   std::vector<double> all(world().comm().size());
   EXPECT_TRUE(world().comm().all_gather(&diff, all.data(), sizeof(double), DType::kU8).ok());

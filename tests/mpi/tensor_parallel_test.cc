@@ -241,9 +241,10 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
   }
 }
 
-// A tp that cannot split the model (or, with SP, the sequence or a cp chunk) or a cp that cannot split the sequence
-// is a config error naming the key and the reason,
-// before anything is allocated or written. (The other reasons, kv heads and vocabulary, are unit-tested: tests/unit/model.)
+// A tp that cannot split the model (or, with SP, the sequence or a cp chunk), a cp that cannot split the sequence,
+// and a pipeline that cannot split the layers or runs ZeRO-2/3 are config errors naming the key and the reason,
+// before anything is allocated or written. (The other tp reasons, kv heads and vocabulary, are unit-tested:
+// tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
   MemoryTracker::host().reset_peaks();
   const MemorySnapshot before = MemoryTracker::host().snapshot();

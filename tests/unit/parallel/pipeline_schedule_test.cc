@@ -97,7 +97,8 @@ TEST(PipelineSchedule, ZeroBubbleFillsTheBubbleWithWeightGradients) {
       }
       // Every backward is split: input-gradient halves, then (later) the weight-gradient halves.
       for (const auto& list : s.actions) {
-        EXPECT_EQ(std::count_if(list.begin(), list.end(), [](const PipeAction& a) { return a.op == PipeOp::kBackward; }), 0);
+        const auto whole = [](const PipeAction& a) { return a.op == PipeOp::kBackward; };
+        EXPECT_EQ(std::count_if(list.begin(), list.end(), whole), 0);
       }
     }
   }
