@@ -31,6 +31,22 @@ class MpiCli : public ::testing::Test {
            " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set output.dir=" + dir_ + "/" +
            out;
   }
+  // Two ranks train with `sets`; rank `victim` is killed at `fault` ("NAME:N"). The job must fail within
+  // parallel.timeout_s (10 s) plus a margin, with the kill and the dead rank named.
+  void expect_killed_rank_ends_job(const std::string& out, const std::string& sets, int victim,
+                                   const std::string& fault) const {
+    const std::string args = " train" + tiny(out) + " --set parallel.timeout_s=10 --set train.max_steps=200" + sets;
+    const std::string killed = "-np 1 env MEMTRAIN_FAULT=" + fault + " " + binary_ + args;
+    const std::string alive = "-np 1 " + binary_ + args;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = mpirun(victim == 0 ? killed + " : " + alive : alive + " : " + killed);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
+    EXPECT_NE(r.err.find("SIGKILL at " + fault.substr(0, fault.find(':'))), std::string::npos) << r.err;
+    // Open MPI names the rank that died.
+    EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
+  }
   // mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
   testing::CliResult mpirun(const std::string& apps) const {
     return testing::run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root "
@@ -93,28 +109,12 @@ TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
 
 TEST_F(MpiCli, AKilledRankEndsTheJobWithinTheDeadline) {
   // Rank 0 dies by SIGKILL in step 3; rank 1 would wait in the next reduction. parallel.timeout_s bounds the wait.
-  const std::string args = " train" + tiny("killed") + " --set parallel.timeout_s=10 --set train.max_steps=200";
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = mpirun("-np 1 env MEMTRAIN_FAULT=train.step:3 " + binary_ + args + " : -np 1 " + binary_ + args);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
-  EXPECT_NE(r.err.find("SIGKILL at train.step"), std::string::npos) << r.err;
-  // Open MPI names the rank that died.
-  EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
+  expect_killed_rank_ends_job("killed", "", 0, "train.step:3");
 }
 
 TEST_F(MpiCli, ARankKilledInTheMiddleOfAPipelineScheduleEndsTheJobWithinTheDeadline) {
   // The last stage dies at its 10th schedule action (the second step's); the first stage waits for a gradient.
-  const std::string args = " train" + tiny("killed_pp") + " --set parallel.timeout_s=10 --set train.max_steps=200" +
-                           " --set parallel.pp=2 --set train.grad_accum=4";
-  const auto t0 = std::chrono::steady_clock::now();
-  auto r = mpirun("-np 1 " + binary_ + args + " : -np 1 env MEMTRAIN_FAULT=pipeline.action:10 " + binary_ + args);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_LT(seconds, 10 + 5) << "took " << seconds << " s";
-  EXPECT_NE(r.err.find("SIGKILL at pipeline.action"), std::string::npos) << r.err;
-  EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
+  expect_killed_rank_ends_job("killed_pp", " --set parallel.pp=2 --set train.grad_accum=4", 1, "pipeline.action:10");
 }
 
 TEST_F(MpiCli, AMeshThatDoesNotMatchTheWorldIsAConfigError) {
