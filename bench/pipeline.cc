@@ -46,7 +46,10 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   }
   const float scale = 1.0f / static_cast<float>(B * T * m * run.dp().size());
   double step_s = 0, wait_s = 0;
-  int64_t peak_activations = 0;
+  // Per category shown: the peak over the measured steps.
+  const MemCategory shown[] = {MemCategory::kActivations, MemCategory::kParameters, MemCategory::kGradients};
+  constexpr int kShown = 3;
+  int64_t peak[kShown] = {};
   for (int step = -2; step < steps; ++step) {  // two warm-up steps
     for (int k = 0; k < m; ++k) {
       const PhiloxKey key = philox_key(static_cast<uint64_t>(step + 100), "bench_tokens");
@@ -70,13 +73,17 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
     if (step < 0) continue;
     step_s += runner->last_step_s();
     wait_s += runner->last_wait_s();
-    peak_activations = std::max(peak_activations, MemoryTracker::host().snapshot().peak[static_cast<int>(
-                                                      MemCategory::kActivations)]);
+    const MemorySnapshot snap = MemoryTracker::host().snapshot();
+    for (int c = 0; c < kShown; ++c) peak[c] = std::max(peak[c], snap.peak[static_cast<int>(shown[c])]);
   }
-  // Per pp rank: bubble, measured and predicted peak activations.
-  const double mine[3] = {wait_s / step_s, static_cast<double>(peak_activations),
-                          static_cast<double>(plan.bytes[static_cast<int>(MemCategory::kActivations)])};
-  std::vector<double> all(3 * pp.size());
+  // Per pp rank: bubble, then measured and predicted peak bytes of each category shown.
+  constexpr int kPer = 1 + 2 * kShown;
+  double mine[kPer] = {wait_s / step_s};
+  for (int c = 0; c < kShown; ++c) {
+    mine[1 + 2 * c] = static_cast<double>(peak[c]);
+    mine[2 + 2 * c] = static_cast<double>(plan.bytes[static_cast<int>(shown[c])]);
+  }
+  std::vector<double> all(kPer * pp.size());
   MEMTRAIN_RETURN_IF_ERROR(pp.all_gather(mine, all.data(), sizeof(mine), DType::kU8));
   if (world.rank() != 0) return absl::OkStatus();
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
@@ -87,15 +94,20 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl,
                             parallel::simulate_pipeline(sched, {1.0 / v, 1.0 / v, 1.0 / v}));
   double mean = 0;
-  for (int r = 0; r < pp.size(); ++r) mean += all[3 * r] / pp.size();
-  std::printf("%s pp=%d m=%d v=%d | step %.1f ms | bubble measured %.3f (", cfg.parallel.pp_schedule.c_str(),
-              pp.size(), m, v, 1e3 * step_s / steps, mean);
-  for (int r = 0; r < pp.size(); ++r) std::printf("%s%.3f", r ? " " : "", all[3 * r]);
-  std::printf(") simulated %.3f\n  peak activations MiB measured/plan per stage:", tl.bubble_fraction);
-  for (int r = 0; r < pp.size(); ++r)
-    std::printf(" %.2f/%.2f (in flight %d)", all[3 * r + 1] / 1048576.0, all[3 * r + 2] / 1048576.0,
-                tl.peak_in_flight[r]);
-  std::printf("\n");
+  for (int r = 0; r < pp.size(); ++r) mean += all[kPer * r] / pp.size();
+  std::printf("%s pp=%d dp=%d ZeRO-%d m=%d v=%d | step %.1f ms | bubble measured %.3f (",
+              cfg.parallel.pp_schedule.c_str(), pp.size(), run.dp().size(), static_cast<int>(cfg.zero.stage), m, v,
+              1e3 * step_s / steps, mean);
+  for (int r = 0; r < pp.size(); ++r) std::printf("%s%.3f", r ? " " : "", all[kPer * r]);
+  std::printf(") simulated %.3f\n", tl.bubble_fraction);
+  for (int c = 0; c < kShown; ++c) {
+    std::printf("  peak %s MiB measured/plan per stage:", mem_category_name(shown[c]));
+    for (int r = 0; r < pp.size(); ++r) {
+      std::printf(" %.2f/%.2f", all[kPer * r + 1 + 2 * c] / 1048576.0, all[kPer * r + 2 + 2 * c] / 1048576.0);
+      if (c == 0) std::printf(" (in flight %d)", tl.peak_in_flight[r]);
+    }
+    std::printf("\n");
+  }
   return absl::OkStatus();
 }
 

@@ -34,6 +34,14 @@ int64_t Gpt2Attention::saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
   return 4 * (B * T * 3 * Cl + B * T * Cl + B * (cfg.n_head / tp) * T);
 }
 
+int64_t Gpt2Attention::deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
+                                                     const TensorParallel& tp) {
+  const int64_t N = B * T, C = cfg.n_embd, rows = tp.local_rows(N), Cl = C / tp.size;
+  // Saved x, dout (N, C/tp), dqkv (N, 3C/tp) and dx; with SP the gathered dy and x and dx reduce-scattered.
+  const int64_t sp = tp.sequence_parallel ? 2 * N * C + rows * C : 0;
+  return saved_bytes(cfg, B, T, tp.size) + 4 * (rows * C + N * 4 * Cl + N * C + sp);
+}
+
 absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const {
   ThreadPool& pool = ThreadPool::global();
   const int64_t N = B * T, D = Cl_ / H_, W = 3 * Cl_;
@@ -97,6 +105,19 @@ LlamaAttention::LlamaAttention(ParamSet& params, const std::string& prefix, cons
   k_ = make_linear(params, prefix + ".k_proj", C_, kvd, false, false, std, tp, LinearSplit::column({kv_rows}, kv_primary));
   v_ = make_linear(params, prefix + ".v_proj", C_, kvd, false, false, std, tp, LinearSplit::column({kv_rows}, kv_primary));
   o_ = make_linear(params, prefix + ".o_proj", qd, C_, false, false, std, tp, LinearSplit::row(tp.part(qd)));
+}
+
+int64_t LlamaAttention::deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
+                                                     const TensorParallel& tp) {
+  const int64_t N = B * T, C = cfg.n_embd, rows = tp.local_rows(N), D = cfg.head_dim();
+  const int64_t qd = cfg.n_head / tp.size * D, kvd = local_kv_heads(cfg, tp.size) * D;
+  const bool shared = cfg.kv_heads() < tp.size;
+  // Saved x, dout, dq, dk, dv and dx; with SP the gathered dy and x; at the end either the sharers' buffer or,
+  // with SP, dx reduce-scattered.
+  const int64_t grads = rows * C + N * (2 * qd + 2 * kvd) + N * C + (tp.sequence_parallel ? 2 * N * C : 0);
+  const int64_t sums = shared ? 2 * N * kvd : 0;
+  const int64_t last = std::max(shared ? N * cfg.kv_heads() * D : 0, tp.sequence_parallel ? rows * C : 0);
+  return saved_bytes(cfg, B, T, tp.size) + 4 * (grads + sums + last);
 }
 
 int64_t LlamaAttention::local_kv_heads(const ModelConfig& cfg, int tp) {

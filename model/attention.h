@@ -26,6 +26,16 @@ class Gpt2Attention {
   absl::StatusOr<Tensor> backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store);
   // Bytes saved besides x.
   static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp);
+  // Bytes a deferring store keeps from backward-input to backward-weight (N rows): c_proj's input (out) and output
+  // gradient (N, C), c_attn's input gathered (N, C) and output gradient (N, 3C/tp).
+  static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * (4 * (cfg.n_embd / tp) + 2 * cfg.n_embd);
+  }
+  // What a deferring backward holds at its high-water mark besides its input gradient: the saved tensors and
+  // every gradient it allocates (tp.sequence_parallel: also the gathered input and output gradient, and dx
+  // reduce-scattered).
+  static int64_t deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
+                                               const TensorParallel& tp);
 
  private:
   std::string name_;
@@ -45,6 +55,15 @@ class LlamaAttention {
   absl::StatusOr<Tensor> forward(const Tensor& x, int64_t B, int64_t T, ActivationStore& store) const;
   absl::StatusOr<Tensor> backward(const Tensor& dy, int64_t B, int64_t T, ActivationStore& store);
   static int64_t saved_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp);
+  // As Gpt2Attention's: o_proj's input and output gradient, the input gathered (shared by q, k and v) and q's, k's
+  // and v's output gradients (k's and v's summed over the sharers of a kv head).
+  static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    const int64_t D = cfg.n_embd / cfg.n_head;
+    return 4 * N * (2 * (cfg.n_head / tp) * D + 2 * local_kv_heads(cfg, tp) * D + 2 * cfg.n_embd);
+  }
+  // As Gpt2Attention's; with kv heads shared by tp ranks, also the (N, Hkv * D) buffer their sums go through.
+  static int64_t deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
+                                               const TensorParallel& tp);
   // This rank's key/value heads: Hkv / tp, or 1 when tp ranks share each kv head.
   static int64_t local_kv_heads(const ModelConfig& cfg, int tp);
 

@@ -49,6 +49,25 @@ struct PreNormBlock {
     return 4 * (4 * rows * cfg.n_embd) + 2 * Norm::saved_bytes(rows) + Attention::saved_bytes(cfg, B, T, tp.size) +
            Mlp::saved_bytes(cfg, N, tp.size);
   }
+  // Bytes a deferring store (zero-bubble pipeline) keeps after backward until the weight gradients run: the inputs
+  // and output gradients of the projections.
+  static int64_t deferred_bytes(const ModelConfig& cfg, int64_t B, int64_t T, const TensorParallel& tp) {
+    return Attention::deferred_bytes(cfg, B * T, tp.size) + Mlp::deferred_bytes(cfg, B * T, tp.size);
+  }
+  // A deferring backward's high-water mark in attention: the MLP's deferred tensors, norm1's saved input and
+  // statistics, the gradients dy2 (the MLP's) and dx2 (norm2's, attention's input), with SP also the block's
+  // incoming dy, and what attention holds (Attention::deferring_backward_peak_bytes).
+  static int64_t deferring_attention_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
+                                                const TensorParallel& tp) {
+    const int64_t N = B * T, rows = tp.local_rows(N);
+    return Mlp::deferred_bytes(cfg, N, tp.size) + 4 * rows * cfg.n_embd * (tp.sequence_parallel ? 4 : 3) +
+           Norm::saved_bytes(rows) + Attention::deferring_backward_peak_bytes(cfg, B, T, tp);
+  }
+  // A deferring MLP backward keeps its activation's gradient apart from the activation, which the deferred weight
+  // gradient reads: (N, F/tp) more than otherwise.
+  static int64_t deferring_mlp_extra_bytes(const ModelConfig& cfg, int64_t B, int64_t T, const TensorParallel& tp) {
+    return 4 * B * T * (cfg.ffn() / tp.size);
+  }
 };
 
 }  // namespace memtrain::model

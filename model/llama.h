@@ -22,6 +22,7 @@ class LlamaModel : public Model {
   absl::StatusOr<Tensor> body_forward(const Tensor& tokens, const Tensor& x, ActivationStore& store) override;
   absl::StatusOr<Tensor> body_backward(const Tensor& dh, ActivationStore& store) override;
   int64_t body_saved_bytes(int64_t B, int64_t T) const override;
+  BlockBytes block_bytes(int64_t B, int64_t T) const override { return block_bytes_of<Block>(B, T); }
   int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const override;
   int64_t embedding_params() const override;
 

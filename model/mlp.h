@@ -25,6 +25,11 @@ class Gpt2Mlp {
   static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * (cfg.ffn() / tp + cfg.n_embd);
   }
+  // Bytes a deferring store keeps from backward-input to backward-weight: c_proj's input (the recomputed GELU) and
+  // output gradient (N, C), c_fc's input gathered (N, C) and output gradient (N, F/tp).
+  static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * (2 * (cfg.ffn() / tp) + 2 * cfg.n_embd);
+  }
 
  private:
   std::string name_;
@@ -44,6 +49,11 @@ class LlamaMlp {
   // The recomputed SwiGLU output (reused for its gradient), dgate, dup (each N x F/tp) and dx.
   static int64_t backward_scratch_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * (3 * (cfg.ffn() / tp) + cfg.n_embd);
+  }
+  // As Gpt2Mlp's: down's input (the recomputed SwiGLU) and output gradient, the input gathered (shared by gate and
+  // up) and their output gradients.
+  static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * (3 * (cfg.ffn() / tp) + 2 * cfg.n_embd);
   }
 
  private:

@@ -137,10 +137,29 @@ absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
 
 int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
-  // With cp, the tokens of this rank's chunks are a copy, saved for the embeddings' backward.
-  const int64_t chunk_tokens = cp_.size > 1 && stage_.first ? 4 * b * t : 0;
+  const int64_t chunk_tokens = chunk_tokens_bytes(b, t);
   const int64_t head = stage_.last ? LmHead::saved_bytes(tp_.local_rows(b * t), cfg_.n_embd) : 0;
   return body_saved_bytes(b, t) + head + chunk_tokens;
+}
+
+int64_t Model::predicted_deferred_bytes(int64_t B, int64_t T) const {
+  const auto [b, t] = local_batch(B, T);
+  return num_blocks() * block_bytes(b, t).deferred;
+}
+
+int64_t Model::predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const {
+  const auto [b, t] = local_batch(B, T);
+  const BlockBytes blk = block_bytes(b, t);
+  const int64_t done = num_blocks() - 1;  // blocks whose backward finished when the last one runs
+  // In its MLP: the ordinary high-water mark (reached in the first block's MLP) with the finished blocks' saved
+  // tensors traded for their deferred ones, and the MLP's separate activation gradient.
+  const int64_t in_mlp = predicted_peak_activation_bytes(B, T) +
+                         done * std::max<int64_t>(0, blk.deferred - blk.saved) + blk.deferring_mlp_extra;
+  // In its attention: what the finished blocks defer, the block's own peak, and what lives outside the blocks all
+  // through their backward: the cp chunk tokens (first stage) and the head's dL/dh (last stage).
+  const int64_t outside = chunk_tokens_bytes(b, t) + (stage_.last ? 4 * tp_.local_rows(b * t) * cfg_.n_embd : 0);
+  const int64_t in_attention = done * blk.deferred + blk.deferring_attention_peak + outside;
+  return std::max(in_mlp, in_attention);
 }
 
 int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {

@@ -70,6 +70,12 @@ class Model {
   // forward saves, plus the scratch of the last block's MLP backward, minus the final norm's statistics freed just
   // before it. (The head's dL/dh stays alive through backward.) Workspace: one chunk of logits.
   int64_t predicted_peak_activation_bytes(int64_t B, int64_t T) const;
+  // What a backward into a store that defers weight gradients (a zero-bubble pipeline) leaves behind until
+  // run_weight_grads: the blocks' projections' inputs and output gradients.
+  int64_t predicted_deferred_bytes(int64_t B, int64_t T) const;
+  // The activation high-water mark of a forward + such a backward: in the last block backward reaches (the others'
+  // saved tensors replaced by their deferred ones by then), in its MLP or its attention.
+  int64_t predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const;
   int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
   // Ring attention's buffers (category communication) at their high-water mark, in backward; 0 without cp.
   int64_t predicted_communication_bytes(int64_t B, int64_t T) const;
@@ -104,6 +110,18 @@ class Model {
   virtual absl::StatusOr<Tensor> body_forward(const Tensor& tokens, const Tensor& x, ActivationStore& store) = 0;
   virtual absl::StatusOr<Tensor> body_backward(const Tensor& dh, ActivationStore& store) = 0;
   virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
+  // One block's activation figures (PreNormBlock's static functions) for this rank's (B, T).
+  struct BlockBytes {
+    int64_t saved, deferred, deferring_attention_peak, deferring_mlp_extra;
+  };
+  virtual BlockBytes block_bytes(int64_t B, int64_t T) const = 0;
+  template <class Block>
+  BlockBytes block_bytes_of(int64_t B, int64_t T) const {
+    return {Block::saved_bytes(cfg_, B, T, tp_), Block::deferred_bytes(cfg_, B, T, tp_),
+            Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_)};
+  }
+  // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
+  int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.size > 1 && stage_.first ? 4 * b * t : 0; }
   // predicted_peak_activation_bytes - predicted_activation_bytes.
   virtual int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const = 0;
   // What the last block's MLP backward holds besides its scratch under SP: dy and the input gathered to all N

@@ -126,6 +126,7 @@ absl::Status DataParallel::allocate() {
   buckets_ = gradient_buckets(layout_, options_.bucket_bytes);
   for (size_t b = 0; b < buckets_.size(); ++b) bucket_of_lo_[buckets_[b].first] = static_cast<int>(b);
   reduced_.assign(layout_.num_units(), false);
+  in_shard_.assign(layout_.num_units(), false);
   const std::array<int64_t, 2> slot_elements = receive_buffer_elements(layout_, stage, options_.bucket_bytes);
   for (int k = 0; k < 2; ++k) {
     if (slot_elements[k] > 0) {
@@ -159,7 +160,10 @@ absl::Status DataParallel::begin_micro_batch(int64_t micro) {
   micro_ = micro;
   launches_ = 0;
   release_idle();
-  if (micro == 0 && grad_full_.defined()) grad_full_.fill_zero();
+  if (micro == 0) {
+    if (grad_full_.defined()) grad_full_.fill_zero();
+    std::fill(in_shard_.begin(), in_shard_.end(), false);
+  }
   return absl::OkStatus();
 }
 
@@ -173,6 +177,11 @@ absl::Status DataParallel::acquire(int unit, UnitUse use) {
     // the head) walks down; unit 0's backward reads no values, so it is never prefetched going down.
     const int next = use == UnitUse::kValues ? unit + 1 : unit - 1;
     if (next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
+  }
+  if (options_.stage >= 2 && use != UnitUse::kValues &&
+      std::find(launched_units_.begin(), launched_units_.end(), unit) != launched_units_.end()) {
+    // Written again while its last gradient is reducing (or reduced but kept): that buffer goes first.
+    MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/false));
   }
   if (options_.stage >= 2 && use != UnitUse::kValues && !st.grad_full.defined()) {
     MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/true));
@@ -246,7 +255,7 @@ absl::Status DataParallel::start_bucket(int bucket) {
     if (k < rank_) offset += counts[k];
   }
   const int64_t mine = counts[rank_];
-  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot());
+  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot(bucket % 2));
   float* buf = slots_[slot].f32();
   const std::vector<int64_t> recv_counts(ranks_, mine);
   push(dp_.all_to_all_v_async(data, counts, buf, recv_counts, DType::kF32),
@@ -267,14 +276,17 @@ absl::Status DataParallel::start_unit_reduce_scatter(int unit) {
                                          : state_[unit].grad_full.f32();
   MEMTRAIN_CHECK_MSG(src != nullptr, absl::StrCat("unit ", unit, ": gradients ready but never written"));
   float* out = reduced_slice(unit);
-  const bool accumulate = options_.stage >= 2 && micro_ > 0;
-  if (options_.stage >= 2) launched_units_.push_back(unit);
+  const bool accumulate = options_.stage >= 2 && in_shard_[unit];
+  if (options_.stage >= 2) {
+    launched_units_.push_back(unit);
+    in_shard_[unit] = true;
+  }
   if (ranks_ == 1) {  // no communication: add the gradient as the one rank's slice
     if (src != out) ordered_sum(src, S, out, accumulate);
     reduced_[unit] = true;
     return absl::OkStatus();
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot());
+  MEMTRAIN_ASSIGN_OR_RETURN(const int slot, take_slot((layout_.num_units() - 1 - unit) % 2));
   float* buf = slots_[slot].f32();
   const std::vector<int64_t> counts(ranks_, S);
   push(dp_.all_to_all_v_async(src, counts, buf, counts, DType::kF32),
@@ -318,8 +330,7 @@ absl::Status DataParallel::drain() {
   return free_reduced_grads(/*keep_latest=*/false);
 }
 
-absl::StatusOr<int> DataParallel::take_slot() {
-  const int slot = static_cast<int>(launches_ % 2);
+absl::StatusOr<int> DataParallel::take_slot(int slot) {
   while (slot_busy_[slot]) {
     MEMTRAIN_CHECK(!pending_.empty());
     MEMTRAIN_RETURN_IF_ERROR(complete_front());

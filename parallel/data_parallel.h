@@ -6,7 +6,9 @@
 //   stage 1  full values and gradients; each unit's gradient is reduce-scattered when ready and a rank updates
 //            (and keeps optimizer state for) only its slices; values are all-gathered after the update.
 //   stage 2  as 1, but a unit's full gradient exists only from its first gradient write until its reduce-scatter;
-//            the reduced slices accumulate in a shard-sized buffer (micro-batches reduce one by one).
+//            the reduced slices accumulate in a shard-sized buffer (micro-batches reduce one by one). A unit
+//            whose gradient is written again after its reduction started (a pipeline interleaves micro-batches)
+//            gets a fresh buffer once that reduction is done, and each reduction adds into the shard.
 //   stage 3  as 2, and values are stored as slices only: a unit is all-gathered before each use and freed after,
 //            with the next unit prefetched. With hpZ (a group communicator) forward also keeps a secondary copy
 //            sharded over the group, and backward gathers from the group instead of all dp ranks. With qwZ the
@@ -135,10 +137,11 @@ class DataParallel final : public UnitHooks {
   absl::Status poll();            // completes finished operations, in order
   absl::Status drain();           // waits for every operation, then frees reduced unit gradients
   absl::Status post_followups();  // stage 0: waits for started buckets' first phase and posts their all-gathers
-  // The receive buffer of the next reduction: slot k % 2 for the k-th reduction of a micro-batch, after the
-  // reduction holding it finished and its follow-up was posted. Two slots let one reduction run while the next
-  // unit's backward computes.
-  absl::StatusOr<int> take_slot();
+  // Receive buffer `slot` for the next reduction, after the reduction holding it finished and its follow-up was
+  // posted. Bucket b (stage 0) or the k-th unit from the last (stages 1-3) uses slot k % 2, so that two reductions
+  // in a row in backward order use both and one runs while the next unit's backward computes (and each slot is
+  // sized for its parity: receive_buffer_elements), whatever order a pipeline reduces units in.
+  absl::StatusOr<int> take_slot(int slot);
   // Stages 2-3, before a unit's full gradient is allocated: frees those of every reduced unit but the latest.
   absl::Status free_reduced_grads(bool keep_latest);
   void ordered_sum(const float* chunks, int64_t n, float* out, bool accumulate) const;
@@ -167,9 +170,10 @@ class DataParallel final : public UnitHooks {
   // every rank to post collectives on a communicator in the same order.
   std::array<std::function<void()>, 2> slot_followup_;
   std::array<int64_t, 2> slot_launch_{};
-  int64_t launches_ = 0;             // reductions started in this micro-batch
+  int64_t launches_ = 0;             // reductions started in this micro-batch (orders the stage-0 follow-ups)
   std::deque<int> launched_units_;   // stages 2-3: units whose full gradient is reducing or reduced, in order
   std::vector<bool> reduced_;        // stages 2-3: the unit's reduction finished
+  std::vector<bool> in_shard_;       // stages 2-3: a gradient of the unit was reduced into the shard this step
   std::deque<Pending> pending_;
 };
 

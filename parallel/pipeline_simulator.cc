@@ -26,9 +26,10 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
   std::vector<std::set<std::tuple<Done, int, int>>> done(p);
   std::vector<size_t> next(p, 0);
   std::vector<double> clock(p, 0), busy(p, 0);
-  std::vector<int> in_flight(p, 0);
+  std::vector<int> in_flight(p, 0), awaiting_weight(p, 0);
   PipelineTimeline tl;
   tl.peak_in_flight.assign(p, 0);
+  tl.held_at_backward.resize(p);
 
   // Runs rank r's next action if it can; false when it waits for a message. Errors for a wrong list.
   auto step = [&](int r) -> absl::StatusOr<bool> {
@@ -61,11 +62,14 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
         if (!has(Done::kForward, a.chunk)) return absl::InternalError(where() + "before its forward");
         if (!output_grad_ready()) return absl::InternalError(where() + "its output gradient has not arrived");
         MEMTRAIN_RETURN_IF_ERROR(mark(Done::kInput));
+        tl.held_at_backward[r].push_back({in_flight[r] - awaiting_weight[r], awaiting_weight[r]});
         cost = costs.backward_input;
         if (a.op == PipeOp::kBackward) {
           MEMTRAIN_RETURN_IF_ERROR(mark(Done::kWeight));
           cost += costs.backward_weight;
           --in_flight[r];
+        } else {
+          ++awaiting_weight[r];
         }
         break;
       case PipeOp::kBackwardWeight:
@@ -73,6 +77,7 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
         MEMTRAIN_RETURN_IF_ERROR(mark(Done::kWeight));
         cost = costs.backward_weight;
         --in_flight[r];
+        --awaiting_weight[r];
         break;
       case PipeOp::kSendActivation:
       case PipeOp::kSendGrad: {

@@ -34,10 +34,6 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
     return config_error("zero.hpz_partition_size", absl::StrCat(cfg.zero.hpz_partition_size,
                                                                 " does not divide the data-parallel size dp * cp = ",
                                                                 s.dp * s.cp));
-  if (s.pp > 1 && cfg.zero.stage > 1)
-    return config_error("zero.stage", absl::StrCat(cfg.zero.stage, " with parallel.pp = ", s.pp, ": pipelines "
-                                                   "accumulate every micro-batch's gradient before reducing, which "
-                                                   "ZeRO stages 0 and 1 do (ZeRO-2/3 free a unit's gradient early)"));
   return absl::OkStatus();
 }
 

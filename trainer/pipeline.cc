@@ -78,7 +78,7 @@ absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(co
 }
 
 PipelineRunner::PipelineRunner(parallel::Communicator& pp, std::vector<model::Model*> models, int units,
-                               parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied)
+                               parallel::DataParallel& engine, parallel::PipelineSchedule schedule, model::Param* tied)
     : pp_(pp), models_(std::move(models)), engine_(engine), schedule_(std::move(schedule)), tied_(tied),
       grads_ready_calls_(units, 0), outbox_(std::make_unique<Outbox>(pp)) {}
 
@@ -118,7 +118,7 @@ absl::Status PipelineRunner::post_next_receive(size_t from, const std::vector<Te
 absl::StatusOr<std::unique_ptr<PipelineRunner>> PipelineRunner::create(const Config& cfg, parallel::Communicator& pp,
                                                                        std::vector<model::Model*> models,
                                                                        model::ParamSet& params,
-                                                                       parallel::UnitHooks& engine) {
+                                                                       parallel::DataParallel& engine) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule schedule,
                             parallel::make_pipeline_schedule({kind, pp.size(), static_cast<int>(cfg.train.grad_accum),
@@ -132,6 +132,9 @@ absl::StatusOr<std::unique_ptr<PipelineRunner>> PipelineRunner::create(const Con
   }
   std::unique_ptr<PipelineRunner> runner(
       new PipelineRunner(pp, models, params.num_units(), engine, std::move(schedule), tied));
+  for (size_t i = 0; i < params.all().size(); ++i) {  // the engine numbers tensors in registration order
+    if (params.all()[i].get() == tied) runner->tied_entry_ = static_cast<int>(i);
+  }
   for (model::Model* m : models) m->set_unit_hooks(runner.get());
   return runner;
 }
@@ -142,14 +145,14 @@ absl::StatusOr<Tensor> PipelineRunner::activation(const Tensor& tokens) const {
 }
 
 absl::Status PipelineRunner::grads_ready(int unit) {
-  // Only the step's last backward of a unit finishes its gradient (under zero bubble: its last weight gradient,
-  // after which run_step finishes every unit).
-  if (zero_bubble() || ++grads_ready_calls_[unit] < schedule_.shape.micro_batches) return absl::OkStatus();
-  return finish_unit(unit);
+  const bool last = ++grads_ready_calls_[unit] == schedule_.shape.micro_batches;
+  // Under zero bubble a unit's weight gradients come later: run_step finishes every unit at the end.
+  if (zero_bubble() || (engine_.stage() <= 1 && !last)) return absl::OkStatus();
+  return finish_unit(unit, last);
 }
 
-absl::Status PipelineRunner::finish_unit(int unit) {
-  if (tied_ != nullptr && first() && unit == tied_->unit) {
+absl::Status PipelineRunner::finish_unit(int unit, bool last) {
+  if (last && tied_ != nullptr && first() && unit == tied_->unit) {
     // The last stage's part of the tied embedding's gradient (sent after its last forward).
     MEMTRAIN_RETURN_IF_ERROR(tied_transfer_.wait());
     cpu::add_inplace(tied_->grad.f32(), tied_grad_.f32(), tied_grad_.numel(), ThreadPool::global());
@@ -176,10 +179,12 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
   };
   MEMTRAIN_RETURN_IF_ERROR(post_next_receive(0, tokens));
   std::fill(grads_ready_calls_.begin(), grads_ready_calls_.end(), 0);
-  if (tied_ != nullptr && first()) {
-    MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
-    tied_transfer_ = pp_.recv_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, pp_.size() - 1,
-                                    tag(0, 0, stages(), kTiedGrad));
+  if (tied_ != nullptr) {
+    MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::zeros(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
+    if (first()) {
+      tied_transfer_ = pp_.recv_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, pp_.size() - 1,
+                                      tag(0, 0, stages(), kTiedGrad));
+    }
   }
   struct MicroBatch {
     model::ActivationStore store;
@@ -207,13 +212,16 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
                                   model.forward_stage(tokens[k], targets[k], mb.input, grad_scale, mb.store, &loss));
         mb.input = Tensor();
         loss_sum += loss;
-        if (tied_ != nullptr && stage == S - 1 && !first() && k == m - 1) {
-          // Every forward has added the head's part to the copy's gradient: it goes to the first stage.
-          MEMTRAIN_ASSIGN_OR_RETURN(tied_grad_, Tensor::empty(tied_->local_shape, DType::kF32,
-                                                              MemCategory::kCommunication));
-          std::copy_n(tied_->grad.f32(), tied_grad_.numel(), tied_grad_.f32());
-          tied_transfer_ =
-              pp_.send_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, 0, tag(0, 0, S, kTiedGrad));
+        if (tied_ != nullptr && stage == S - 1) {
+          // The head's part of the copy's gradient moves to the sum (at stages 2-3 the copy's gradient buffer is
+          // reduced and replaced between forwards); after the last forward the sum goes to the first stage.
+          float* g = tied_->grad.f32();
+          cpu::add_inplace(tied_grad_.f32(), g, tied_grad_.numel(), ThreadPool::global());
+          std::fill_n(g, tied_grad_.numel(), 0.0f);
+          if (k == m - 1) {
+            tied_transfer_ =
+                pp_.send_async(tied_grad_.f32(), tied_grad_.numel(), DType::kF32, 0, tag(0, 0, S, kTiedGrad));
+          }
         }
         break;
       }
@@ -243,7 +251,7 @@ absl::StatusOr<double> PipelineRunner::run_step(const std::vector<Tensor>& token
   }
   if (zero_bubble()) {
     for (int u = static_cast<int>(grads_ready_calls_.size()) - 1; u >= 0; --u) {
-      MEMTRAIN_RETURN_IF_ERROR(finish_unit(u));
+      MEMTRAIN_RETURN_IF_ERROR(finish_unit(u, /*last=*/true));
     }
   }
   const auto t_drain = Clock::now();
@@ -280,9 +288,20 @@ absl::StatusOr<double> PipelineRunner::forward_only(const Tensor& tokens, const 
 
 absl::Status PipelineRunner::sync_tied_values() {
   if (tied_ == nullptr) return absl::OkStatus();
-  const Tensor& v = tied_->value;
-  if (first()) return pp_.send(v.f32(), v.numel(), DType::kF32, pp_.size() - 1, tag(0, 0, stages(), kTiedValues));
-  return pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, 0, stages(), kTiedValues));
+  const int S = stages();
+  if (first()) {  // the whole tensor (gathered at ZeRO-3)
+    MEMTRAIN_RETURN_IF_ERROR(engine_.acquire(tied_->unit, parallel::UnitUse::kValues));
+    const Tensor& v = tied_->value;
+    MEMTRAIN_RETURN_IF_ERROR(pp_.send(v.f32(), v.numel(), DType::kF32, pp_.size() - 1, tag(0, 0, S, kTiedValues)));
+    return engine_.release(tied_->unit, parallel::UnitUse::kValues);
+  }
+  // Into the pieces of the copy this rank stores (the whole tensor below ZeRO-3).
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
+  MEMTRAIN_RETURN_IF_ERROR(pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, 0, S, kTiedValues)));
+  for (const parallel::LocalSegment& s : engine_.stored_values()) {
+    if (s.seg.entry == tied_entry_) std::copy_n(v.f32() + s.seg.offset, s.seg.n, s.value);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<double> PipelineRunner::sum(double local) {

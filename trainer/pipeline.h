@@ -2,16 +2,22 @@
 // order the schedule (parallel/pipeline_schedule.h) lists, receiving activations from the previous stage and
 // output gradients from the next over the pp communicator; sends are asynchronous and overlap what follows.
 //
-// Gradients of all micro-batches accumulate on each stage, and the data-parallel engine sees one micro-batch per
-// step: each unit's grads_ready reaches it only with the step's last backward of that unit (the runner sits
-// between the model and the engine as its UnitHooks). Under zero bubble, backward-input runs the stage's backward
-// with the projections' weight gradients deferred in the micro-batch's store, backward-weight runs them, and the
-// engine hears of every unit (last first) once the step's last weight gradient is done. MPI moves data only inside MPI calls, so the runner keeps the
-// next receive posted and tests it and the sends in flight at every unit boundary of the model's compute (the
-// hooks), which lets transfers proceed while the stage computes. A tied token embedding has a copy on the first and on the
-// last stage (as Megatron keeps it): after its last forward the last stage sends its copy's gradient (the head's
-// part) to the first stage, which adds it before reducing; after the optimizer step the first stage sends the
-// updated values back. The last stage's copy is not counted in the gradient norm.
+// The runner sits between the model and the data-parallel engine as the model's UnitHooks. ZeRO stages 0 and 1
+// reduce a step's sum of every micro-batch's gradient, so a unit's grads_ready reaches the engine only with the
+// step's last backward of that unit; stages 2 and 3 reduce each micro-batch's gradient as backward finishes it, as
+// without a pipeline, so a unit's full gradient lives only from its first write to its reduction. Under zero
+// bubble, backward-input runs the stage's backward with the projections' weight gradients deferred in the
+// micro-batch's store, backward-weight runs them, and the engine hears of every unit (last first) once the step's
+// last weight gradient is done (at stages 2-3 a unit's full gradient accumulates over the step until then).
+//
+// MPI moves data only inside MPI calls, so the runner keeps the next receive posted and tests it and the sends in
+// flight at every unit boundary of the model's compute (the hooks), which lets transfers proceed while the stage
+// computes.
+//
+// A tied token embedding has a copy on the first and on the last stage (as Megatron keeps it): the last stage moves
+// each forward's gradient of its copy (the head's part) into a sum and sends it after its last forward to the first
+// stage, which adds it before its last reduction of the embedding; after the optimizer step the first stage sends
+// the updated values back. The last stage's copy is not counted in the gradient norm.
 #pragma once
 
 #include <memory>
@@ -20,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "model/model.h"
 #include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/unit_hooks.h"
 #include "trainer/config.h"
@@ -46,7 +53,7 @@ class PipelineRunner final : public parallel::UnitHooks {
   static absl::StatusOr<std::unique_ptr<PipelineRunner>> create(const Config& cfg, parallel::Communicator& pp,
                                                                 std::vector<model::Model*> models,
                                                                 model::ParamSet& params,
-                                                                parallel::UnitHooks& engine);
+                                                                parallel::DataParallel& engine);
   // One step's forwards and backwards of tokens[k], targets[k] (k < micro-batches), each (B, T) as for
   // Model::forward, in schedule order. Returns the sum of token losses on the last stage (0 on the others).
   absl::StatusOr<double> run_step(const std::vector<Tensor>& tokens, const std::vector<Tensor>& targets,
@@ -67,11 +74,12 @@ class PipelineRunner final : public parallel::UnitHooks {
 
  private:
   PipelineRunner(parallel::Communicator& pp, std::vector<model::Model*> models, int units,
-                 parallel::UnitHooks& engine, parallel::PipelineSchedule schedule, model::Param* tied);
+                 parallel::DataParallel& engine, parallel::PipelineSchedule schedule, model::Param* tied);
   // The (rows, C) activation one micro-batch hands between stages.
   absl::StatusOr<Tensor> activation(const Tensor& tokens) const;
-  // The unit's gradient is complete for the step: the tied embedding's other part added, then the engine told.
-  absl::Status finish_unit(int unit);
+  // The unit's gradient is ready for the engine (`last`: complete for the step, so the tied embedding's other part
+  // is added first).
+  absl::Status finish_unit(int unit, bool last);
   bool zero_bubble() const { return schedule_.shape.kind == parallel::ScheduleKind::kZeroBubble; }
   // Tests the transfers in flight (MPI progresses only inside its calls).
   absl::Status progress();
@@ -84,11 +92,12 @@ class PipelineRunner final : public parallel::UnitHooks {
 
   parallel::Communicator& pp_;
   std::vector<model::Model*> models_;  // per chunk
-  parallel::UnitHooks& engine_;
+  parallel::DataParallel& engine_;
   parallel::PipelineSchedule schedule_;
   model::Param* tied_;  // this stage's copy of a tied embedding (first or last stage), or null
+  int tied_entry_ = -1;  // its index in the engine's tensors
   std::vector<int> grads_ready_calls_;  // per unit, this step
-  Tensor tied_grad_;                    // first stage: the last stage's part; last stage: what is being sent
+  Tensor tied_grad_;  // first stage: the last stage's part; last stage: the sum of its forwards' parts, then sent
   parallel::CommHandle tied_transfer_;
   double step_s_ = 0, wait_s_ = 0;
   std::unique_ptr<Outbox> outbox_;  // sends in flight

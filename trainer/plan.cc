@@ -45,22 +45,41 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices).
   int64_t owned = 0;
   for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) owned += s.n;
+  // The sum of the n largest units: what a pipeline, whose micro-batches interleave, may hold at once.
+  auto largest = [&](int n) {
+    std::vector<int64_t> sizes;
+    for (int u = 0; u < U; ++u) sizes.push_back(layout.unit_padded(u));
+    std::sort(sizes.rbegin(), sizes.rend());
+    int64_t sum = 0;
+    for (int k = 0; k < std::min<int>(n, U); ++k) sum += sizes[k];
+    return sum;
+  };
+  const bool pipeline = mesh.pp > 1, zero_bubble = pipeline && cfg.parallel.pp_schedule == "zb-h1";
+  const bool last_stage = pipeline && pp_rank + 1 == mesh.pp;
   if (stage <= 2) {
     at(MemCategory::kParameters) = 4 * layout.full_size();
   } else {
-    // The shard, the hpZ copy, and at most two gathered units (the one in use and the next, prefetched).
+    // The shard, the hpZ copy, and at most two gathered units (the one in use and the next, prefetched); in a
+    // pipeline also a unit prefetched for a use that comes after another chunk's or micro-batch's.
     const int64_t h = cfg.zero.hpz_partition_size;
     const int64_t secondary = cfg.zero.hpz_active(d) ? layout.full_size() / h : 0;
-    at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + largest_pair);
+    at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + (pipeline ? largest(3) : largest_pair));
   }
   if (stage <= 1) {
     // A second buffer accumulates micro-batches (a pipeline accumulates in place).
-    at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 && mesh.pp == 1 ? 2 : 1);
+    at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 && !pipeline ? 2 : 1);
   } else {
     // The reduced shard plus full unit gradients: a unit's lives until the unit after the next one is allocated,
     // so two neighbours at a time, and a tied head's unit 0 (written in the head's forward) all through backward.
+    // In a pipeline: the unit in backward, the last one reduced (any two units, as chunks and micro-batches
+    // interleave) and on the last stage the head's unit, written in every forward; under zero bubble every unit
+    // of the stage until the step's last weight gradient.
     int64_t alive = 0;
-    if (cfg.model.tied()) {
+    if (zero_bubble) {
+      alive = layout.full_size();
+    } else if (pipeline) {
+      alive = largest(2) + (last_stage ? layout.unit_padded(U - 1) : 0);
+    } else if (cfg.model.tied()) {
       alive = layout.unit_padded(U - 1);
       for (int u = 1; u + 1 < U; ++u) alive = std::max(alive, layout.unit_padded(u) + layout.unit_padded(u + 1));
       alive += layout.unit_padded(0);
@@ -83,12 +102,13 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
   int64_t activations = model->predicted_peak_activation_bytes(B, T);
   if (mesh.pp > 1) {
-    // Every micro-batch's tokens, the saved activations of as many micro-batches as the schedule keeps in flight
-    // on this rank (its simulated peak), and (rows, C) tensors at the stage boundaries: the next receive, posted
-    // ahead; before the last stage a received gradient and a forward output whose send is in flight; after the
-    // first an input gradient being sent. (A received activation is saved by the first block: counted above.)
-    // Sends complete when MPI gets to move them, so a stage may hold more outputs than this for a while. Not
-    // counted yet: under zb-h1, the inputs and output gradients the deferred weight gradients keep alive.
+    // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the other
+    // micro-batches hold when one starts (the one in backward is at its peak, counted above): the saved
+    // activations of those whose forward ran here and, under zb-h1, the deferred weight gradients' inputs and
+    // output gradients of those whose backward-input ran; and (rows, C) tensors at the stage boundaries: the next
+    // receive, posted ahead; before the last stage a received gradient and a forward output whose send is in
+    // flight; after the first an input gradient being sent. (A received activation is saved by the first block:
+    // counted above.) Sends complete when MPI gets to move them, so a stage may hold more outputs for a while.
     const int64_t m = cfg.train.grad_accum;
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
@@ -96,10 +116,15 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
                                                                 static_cast<int>(models.size())}));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
     batch_tensors *= m;
+    const int64_t saved = model->predicted_activation_bytes(B, T), deferred = model->predicted_deferred_bytes(B, T);
+    int64_t held = 0;
+    for (const parallel::PipelineTimeline::Held& h : tl.held_at_backward[pp_rank])
+      held = std::max(held, (h.forwarded - 1) * saved + h.awaiting_weight * deferred);
+    // A zero-bubble backward-input reaches a higher mark of its own than a whole backward.
+    if (zero_bubble) activations = model->predicted_deferring_peak_activation_bytes(B, T);
     const Shape boundary = model->activation_shape(B, T);
     const int boundaries = 1 + (pp_rank + 1 < mesh.pp ? 2 : 0) + (pp_rank > 0 ? 1 : 0);
-    activations += (tl.peak_in_flight[pp_rank] - 1) * model->predicted_activation_bytes(B, T) +
-                   boundaries * 4 * boundary[0] * boundary[1];
+    activations += held + boundaries * 4 * boundary[0] * boundary[1];
     // The first stage receives the last stage's part of a tied embedding's gradient, which the last sends.
     if (cfg.model.tied() && (pp_rank == 0 || pp_rank + 1 == mesh.pp)) {
       const int64_t rows = (cfg.model.vocab_size + mesh.tp - 1) / mesh.tp;  // tp rank 0 holds the most

@@ -200,7 +200,13 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 1, 1, 259, false, 2, 2, "1f1b"},
                                            TpCase{"gpt2", 1, 0, 256, false, 1, 2, "zb-h1"},
                                            TpCase{"llama", 1, 1, 259, false, 1, 4, "zb-h1"},
-                                           TpCase{"llama", 4, 0, 259, false, 1, 2, "zb-h1"}),
+                                           TpCase{"llama", 4, 0, 259, false, 1, 2, "zb-h1"},
+                                           TpCase{"gpt2", 1, 2, 256, false, 1, 2, "1f1b"},
+                                           TpCase{"llama", 1, 3, 259, false, 1, 2, "gpipe"},
+                                           TpCase{"gpt2", 1, 3, 256, false, 1, 2, "interleaved", 2},
+                                           TpCase{"gpt2", 1, 3, 256, false, 1, 2, "zb-h1"},
+                                           TpCase{"llama", 1, 2, 259, false, 1, 4, "zb-h1"},
+                                           TpCase{"gpt2", 2, 2, 256, true, 1, 2, "1f1b"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
@@ -242,7 +248,7 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
 }
 
 // A tp that cannot split the model (or, with SP, the sequence or a cp chunk), a cp that cannot split the sequence,
-// and a pipeline that cannot split the layers or runs ZeRO-2/3 are config errors naming the key and the reason,
+// and a pipeline that cannot split the layers are config errors naming the key and the reason,
 // before anything is allocated or written. (The other tp reasons, kv heads and vocabulary, are unit-tested:
 // tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
@@ -263,7 +269,6 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
        "parallel.sequence_parallel",
        four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
             : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
-      {{"parallel.tp=1", "parallel.pp=2", "zero.stage=2"}, "zero.stage", "2 with parallel.pp = 2: pipelines"},
       {{"parallel.tp=1", "parallel.pp=2", "model.n_layer=3"}, "parallel.pp", "2 does not divide model.n_layer (3)"},
   };
   for (const auto& [extra, key, reason] : cases) {

@@ -71,6 +71,29 @@ TEST_P(ModelTest, ActivationBytesMatchThePrediction) {
   }
 }
 
+// A zero-bubble pipeline's backward-input leaves the projections' inputs and output gradients to the deferred
+// weight gradients: exactly what predicted_deferred_bytes says, all freed once they ran; and its high-water mark
+// over forward and backward is predicted_deferring_peak_activation_bytes.
+TEST_P(ModelTest, DeferredWeightGradientBytesMatchThePrediction) {
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {3, 13}, {2, 24}}) {
+    auto r = make_run(tiny_model(GetParam()), B, T);
+    MemoryTracker& mt = MemoryTracker::host();
+    mt.reset_peaks();
+    const int64_t before = mt.current(MemCategory::kActivations);
+    ActivationStore store;
+    ASSERT_TRUE(r->model->forward(r->tokens, r->targets, 1.0f, store).ok());
+    store.defer_weight_grads(true);
+    ASSERT_TRUE(r->model->backward(store).ok());
+    EXPECT_TRUE(store.has_weight_grads());
+    EXPECT_EQ(mt.current(MemCategory::kActivations) - before, r->model->predicted_deferred_bytes(B, T))
+        << "B=" << B << " T=" << T;
+    EXPECT_EQ(mt.peak(MemCategory::kActivations) - before, r->model->predicted_deferring_peak_activation_bytes(B, T))
+        << "B=" << B << " T=" << T;
+    ASSERT_TRUE(store.run_weight_grads().ok());
+    EXPECT_EQ(mt.current(MemCategory::kActivations), before);
+  }
+}
+
 TEST_P(ModelTest, OneAndTwoThreadsGiveBitwiseEqualLossAndGradients) {
   std::vector<std::vector<float>> grads[2];
   double losses[2];

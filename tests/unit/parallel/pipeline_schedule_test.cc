@@ -104,6 +104,44 @@ TEST(PipelineSchedule, ZeroBubbleFillsTheBubbleWithWeightGradients) {
   }
 }
 
+// What each backward finds held on its rank, counted independently of the simulator: walking the rank's own list,
+// forwards not yet backward, and input halves whose weight half has not run. The largest total is the peak in
+// flight; only zero bubble leaves weight halves waiting.
+TEST(PipelineSchedule, HeldAtBackwardCountsWhatTheListHolds) {
+  for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB, ScheduleKind::kInterleaved,
+                            ScheduleKind::kZeroBubble}) {
+    for (int p : {2, 4}) {
+      const int v = kind == ScheduleKind::kInterleaved ? 2 : 1, m = 8;
+      const PipelineSchedule s = make(kind, p, m, v);
+      auto tl = simulate_pipeline(s);
+      ASSERT_TRUE(tl.ok()) << tl.status();
+      for (int r = 0; r < p; ++r) {
+        SCOPED_TRACE(::testing::Message() << schedule_kind_name(kind) << " p=" << p << " rank " << r);
+        std::vector<PipelineTimeline::Held> expect;
+        int forwarded = 0, awaiting = 0, most = 0;
+        for (const PipeAction& a : s.actions[r]) {
+          if (a.op == PipeOp::kForward) ++forwarded;
+          if (a.op == PipeOp::kBackward || a.op == PipeOp::kBackwardInput) {
+            expect.push_back({forwarded, awaiting});
+            most = std::max(most, forwarded + awaiting);
+            --forwarded;
+            if (a.op == PipeOp::kBackwardInput) ++awaiting;
+          }
+          if (a.op == PipeOp::kBackwardWeight) --awaiting;
+        }
+        ASSERT_EQ(tl->held_at_backward[r].size(), expect.size());
+        for (size_t i = 0; i < expect.size(); ++i) {
+          EXPECT_EQ(tl->held_at_backward[r][i].forwarded, expect[i].forwarded) << i;
+          EXPECT_EQ(tl->held_at_backward[r][i].awaiting_weight, expect[i].awaiting_weight) << i;
+          if (kind != ScheduleKind::kZeroBubble) EXPECT_EQ(expect[i].awaiting_weight, 0);
+        }
+        EXPECT_EQ(most, tl->peak_in_flight[r]);
+        EXPECT_EQ(static_cast<int>(expect.size()), m * v);
+      }
+    }
+  }
+}
+
 TEST(PipelineSchedule, ShapesThatDoNotFitAreErrors) {
   auto bad_m = make_pipeline_schedule({ScheduleKind::kInterleaved, 4, 6, 2});
   ASSERT_FALSE(bad_m.ok());
