@@ -20,6 +20,19 @@ absl::Status ParallelConfig::validate() const {
                         absl::StrCat(pp_chunks, " with pp_schedule = \"", pp_schedule, "\": the interleaved schedule "
                                      "takes >= 2 chunks per rank, the others 1"));
   }
+  if (!pp_layers.empty()) {
+    const int64_t stages = pp * pp_chunks;
+    if (static_cast<int64_t>(pp_layers.size()) != stages)
+      return config_error("parallel.pp_layers", absl::StrCat(pp_layers.size(), " entries for ", stages,
+                                                             " stages (parallel.pp * parallel.pp_chunks)"));
+    for (int64_t s = 0; s < stages; ++s) {
+      const int64_t least = s == 0 || s == stages - 1 ? 0 : 1;
+      if (pp_layers[s] < least)
+        return config_error("parallel.pp_layers", absl::StrCat("stage ", s, " has ", pp_layers[s], " layers; ",
+                                                               least == 0 ? "the first and last stage need >= 0"
+                                                                          : "a middle stage needs >= 1"));
+    }
+  }
   // Written as !(x > 0) so that NaN fails too.
   if (!(timeout_s > 0)) return config_error("parallel.timeout_s", absl::StrCat("must be > 0, got ", timeout_s));
   if (!(bucket_mb > 0)) return config_error("parallel.bucket_mb", absl::StrCat("must be > 0, got ", bucket_mb));

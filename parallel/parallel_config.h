@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -19,12 +20,14 @@ struct ParallelConfig {
   bool sequence_parallel = false;
   std::string pp_schedule = "1f1b";
   int64_t pp_chunks = 1;
+  std::vector<int64_t> pp_layers;  // empty: an even split
 
   template <class V> void visit(V& v) {
     v("dp", dp, "data-parallel ranks, >= 1, or -1 = the world size / (tp * pp * cp)");
     v("tp", tp, "tensor-parallel ranks, >= 1 (innermost: neighbouring ranks); divides the heads and the MLP width");
-    v("pp", pp, "pipeline stages, >= 1 (outermost): rank r of pp holds layers [r L/pp, (r+1) L/pp); pp divides "
-      "model.n_layer; train.grad_accum micro-batches flow through the stages per step");
+    v("pp", pp, "pipeline stages, >= 1 (outermost): rank r of pp holds layers [r L/pp, (r+1) L/pp) (pp divides "
+      "model.n_layer) or the share parallel.pp_layers gives it; train.grad_accum micro-batches flow through the "
+      "stages per step");
     v("pp_schedule", pp_schedule,
       "with pp > 1: \"gpipe\" (all forwards, then all backwards) or \"1f1b\" (one forward, one backward: at most "
       "pp - r micro-batches in flight on rank r) or \"interleaved\" (1F1B over parallel.pp_chunks stages per rank, "
@@ -33,6 +36,10 @@ struct ParallelConfig {
     v("pp_chunks", pp_chunks,
       "model chunks (stages) per pp rank, >= 1; > 1 only with pp_schedule = \"interleaved\" (which needs >= 2): "
       "chunk c of rank r is stage c * pp + r of pp * pp_chunks");
+    v("pp_layers", pp_layers,
+      "with pp > 1: the layers of each stage, in stage order (pp * pp_chunks entries, stage c * pp + r being chunk "
+      "c of rank r) summing to model.n_layer; the first and last stage may hold none (only the embeddings, or the "
+      "final norm and head), the others at least one; [] = an even split");
     v("cp", cp,
       "context-parallel ranks, >= 1 (between tp and dp): each holds 2 of the 2 * cp chunks of every sequence (one "
       "early, one late) and attention passes key/value blocks around a ring; 2 * cp divides the sequence length");

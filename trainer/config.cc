@@ -41,6 +41,7 @@ struct Binder {
   void operator()(const char* key, std::vector<std::string>& v, const char* doc) {
     add(key, FieldType::kStringList, doc, &v);
   }
+  void operator()(const char* key, std::vector<int64_t>& v, const char* doc) { add(key, FieldType::kIntList, doc, &v); }
   template <class Section> void operator()(const char* name, Section& s) {
     section = name;
     s.visit(*this);
@@ -158,6 +159,7 @@ std::string expected_name(FieldType type) {
     case FieldType::kBool: return "a boolean (true or false)";
     case FieldType::kString: return "a string";
     case FieldType::kStringList: return "an array of strings";
+    case FieldType::kIntList: return "an array of integers";
   }
   return "?";
 }
@@ -214,6 +216,19 @@ absl::Status assign(const toml::node& n, const FieldRef& f, absl::string_view wh
         out.push_back(e.as_string()->get());
       }
       *static_cast<std::vector<std::string>*>(f.value) = std::move(out);
+      return absl::OkStatus();
+    }
+    case FieldType::kIntList: {
+      const toml::array* a = n.as_array();
+      if (a == nullptr) return wrong_type();
+      std::vector<int64_t> out;
+      for (size_t i = 0; i < a->size(); ++i) {
+        const toml::node& e = *a->get(i);
+        if (!e.is_integer())
+          return fail(absl::StrCat("expected an array of integers, got ", describe(e), " at index ", i));
+        out.push_back(e.as_integer()->get());
+      }
+      *static_cast<std::vector<int64_t>*>(f.value) = std::move(out);
       return absl::OkStatus();
     }
   }
@@ -350,6 +365,10 @@ absl::Status apply_override(absl::string_view text, const std::vector<FieldRef>&
     *static_cast<std::vector<std::string>*>(f.value) = std::move(items);
     return absl::OkStatus();
   }
+  if (f.type == FieldType::kIntList && (value.empty() || value[0] != '[')) {
+    // "3,2,3" or "" (empty): one TOML array, so the items follow the file's integer rules.
+    return apply_override(absl::StrCat(full, "=[", value, "]"), fields);
+  }
   // Everything else is one TOML value; parsing "v = <value>" reuses the file's rules (1_000, 0x10, 1e-3, 'x').
   absl::StatusOr<toml::table> parsed = parse_toml(absl::StrCat("v = ", value), "--set");
   if (!parsed.ok() || parsed->size() != 1 || parsed->get("v") == nullptr) {
@@ -379,6 +398,7 @@ absl::string_view field_type_name(FieldType type) {
     case FieldType::kBool: return "boolean";
     case FieldType::kString: return "string";
     case FieldType::kStringList: return "array of strings";
+    case FieldType::kIntList: return "array of integers";
   }
   return "?";
 }

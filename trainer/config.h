@@ -67,7 +67,7 @@ std::string config_reference_markdown();
 
 // One key of the flat key list, pointing into a Config. The parser, the overrides, the dump and the docs all walk
 // this list, so a key declared in a section's visit() exists everywhere at once.
-enum class FieldType { kInt, kFloat, kBool, kString, kStringList };
+enum class FieldType { kInt, kFloat, kBool, kString, kStringList, kIntList };
 struct FieldRef {
   std::string section;  // "train"
   std::string key;      // "max_steps"

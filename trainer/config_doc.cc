@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "trainer/config.h"
 
@@ -54,6 +55,8 @@ std::string toml_value(const FieldRef& f) {
       for (size_t i = 0; i < items.size(); ++i) absl::StrAppend(&out, i ? ", " : "", toml_string(items[i]));
       return out + "]";
     }
+    case FieldType::kIntList:
+      return absl::StrCat("[", absl::StrJoin(*static_cast<const std::vector<int64_t>*>(f.value), ", "), "]");
   }
   return "";
 }

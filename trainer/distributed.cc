@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -13,11 +14,18 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   const model::ModelConfig& m = cfg.model;
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
-  if (m.n_layer % s.pp != 0)
+  const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
+  if (!layers.empty()) {
+    const int64_t sum = std::accumulate(layers.begin(), layers.end(), int64_t{0});
+    if (sum != m.n_layer)
+      return config_error("parallel.pp_layers", absl::StrCat("the stages hold ", sum, " layers, model.n_layer is ",
+                                                             m.n_layer));
+  } else if (m.n_layer % s.pp != 0) {
     return config_error("parallel.pp", absl::StrCat(s.pp, " does not divide model.n_layer (", m.n_layer, ")"));
-  if (s.pp > 1 && m.n_layer % (s.pp * cfg.parallel.pp_chunks) != 0)
+  } else if (s.pp > 1 && m.n_layer % (s.pp * cfg.parallel.pp_chunks) != 0) {
     return config_error("parallel.pp_chunks", absl::StrCat(s.pp, " ranks x ", cfg.parallel.pp_chunks,
                                                            " chunks do not divide model.n_layer (", m.n_layer, ")"));
+  }
   if (s.pp > 1 && cfg.parallel.pp_schedule == "interleaved" && cfg.train.grad_accum % s.pp != 0)
     return config_error("train.grad_accum", absl::StrCat(cfg.train.grad_accum, " micro-batches are not a multiple "
                                                          "of parallel.pp = ", s.pp, " (the interleaved schedule)"));

@@ -136,7 +136,7 @@ absl::Status run(const std::string& command, const Args& args) {
   if (command == "plan") {
     const parallel::ParallelConfig& p = cfg.parallel;
     const int world = args.world_size > 0 ? args.world_size : p.dp > 0 ? static_cast<int>(p.dp * p.tp * p.pp * p.cp) : 1;
-    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg, world));
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory_of_largest_stage(cfg, world));
     std::fputs(args.json ? (plan_json(plan) + "\n").c_str() : plan_table(cfg, plan).c_str(), stdout);
     return absl::OkStatus();
   }

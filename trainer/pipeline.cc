@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <list>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/elementwise.h"
@@ -58,8 +59,14 @@ class Outbox {
 };
 
 model::PipelineStage pipeline_stage(const Config& cfg, int stage, int stages) {
-  const int64_t per = cfg.model.n_layer / stages;
-  return {stage * per, (stage + 1) * per, stage == 0, stage == stages - 1};
+  const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
+  if (layers.empty()) {
+    const int64_t per = cfg.model.n_layer / stages;
+    return {stage * per, (stage + 1) * per, stage == 0, stage == stages - 1};
+  }
+  MEMTRAIN_CHECK(static_cast<int>(layers.size()) == stages);
+  const int64_t first = std::accumulate(layers.begin(), layers.begin() + stage, int64_t{0});
+  return {first, first + layers[stage], stage == 0, stage == stages - 1};
 }
 
 absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(const Config& cfg,

@@ -33,7 +33,7 @@
 
 namespace memtrain::trainer {
 
-// Stage `stage` of `stages`: an even split of model.n_layer (checked before).
+// Stage `stage` of `stages`: parallel.pp_layers's share, or an even split of model.n_layer (checked before).
 model::PipelineStage pipeline_stage(const Config& cfg, int stage, int stages);
 // The models pp rank `rank` holds, registered into `params` in chunk order: the whole model without a pipeline,
 // else parallel.pp_chunks stages, chunk c being stage c * pp + rank of pp * pp_chunks (Megatron's interleaving).

@@ -19,15 +19,20 @@ namespace memtrain::trainer {
 absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp_rank) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
-  // Shapes only: nothing is allocated. Rank 0: tensor-parallel rank 0 holds the most, pipeline stage 0 the most
-  // micro-batches in flight.
+  // Shapes only: nothing is allocated. Tensor-parallel rank 0 holds the most.
   model::ParamSet params;
   MEMTRAIN_ASSIGN_OR_RETURN(
       std::vector<std::unique_ptr<model::Model>> models,
       create_rank_models(cfg, params, model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
                          model::ContextParallel::shapes_of_rank(0, mesh.cp), pp_rank, mesh.pp));
-  const model::Model* model = models[0].get();  // every chunk's activations are alike (the first has the embeddings)
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
+  const model::Model* model = models[0].get();
+  // A rank's chunks may differ (the embeddings, the head, parallel.pp_layers): each figure is the largest chunk's.
+  auto most = [&](int64_t (model::Model::*figure)(int64_t, int64_t) const) {
+    int64_t m = 0;
+    for (const auto& chunk : models) m = std::max(m, (chunk.get()->*figure)(B, T));
+    return m;
+  };
   const int d = mesh.dp * mesh.cp, stage = static_cast<int>(cfg.zero.stage);  // ZeRO shards over dp x cp
   std::vector<std::vector<int64_t>> units(params.num_units());
   for (const auto& p : params.all()) units[p->unit].push_back(shape_numel(p->local_shape));
@@ -92,7 +97,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   // The reduction receive buffers (none with one rank).
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
-  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + model->predicted_communication_bytes(B, T);
+  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + most(&model::Model::predicted_communication_bytes);
   if (cfg.zero.quantized_weights && d > 1) {
     // qwZ: one unit's packed slice and everyone's at a time (a gather is dequantized before the next starts).
     int64_t packed = 0;
@@ -100,7 +105,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     at(MemCategory::kCommunication) += packed;
   }
   int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
-  int64_t activations = model->predicted_peak_activation_bytes(B, T);
+  int64_t activations = most(&model::Model::predicted_peak_activation_bytes);
   if (mesh.pp > 1) {
     // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the other
     // micro-batches hold when one starts (the one in backward is at its peak, counted above): the saved
@@ -116,12 +121,13 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
                                                                 static_cast<int>(models.size())}));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
     batch_tensors *= m;
-    const int64_t saved = model->predicted_activation_bytes(B, T), deferred = model->predicted_deferred_bytes(B, T);
+    const int64_t saved = most(&model::Model::predicted_activation_bytes);
+    const int64_t deferred = most(&model::Model::predicted_deferred_bytes);
     int64_t held = 0;
     for (const parallel::PipelineTimeline::Held& h : tl.held_at_backward[pp_rank])
       held = std::max(held, (h.forwarded - 1) * saved + h.awaiting_weight * deferred);
     // A zero-bubble backward-input reaches a higher mark of its own than a whole backward.
-    if (zero_bubble) activations = model->predicted_deferring_peak_activation_bytes(B, T);
+    if (zero_bubble) activations = most(&model::Model::predicted_deferring_peak_activation_bytes);
     const Shape boundary = model->activation_shape(B, T);
     const int boundaries = 1 + (pp_rank + 1 < mesh.pp ? 2 : 0) + (pp_rank > 0 ? 1 : 0);
     activations += held + boundaries * 4 * boundary[0] * boundary[1];
@@ -132,10 +138,24 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     }
   }
   at(MemCategory::kActivations) = activations + batch_tensors;
-  at(MemCategory::kWorkspace) = model->predicted_workspace_bytes(B, T);
+  at(MemCategory::kWorkspace) = most(&model::Model::predicted_workspace_bytes);
   for (int64_t b : plan.bytes) plan.total += b;
   plan.budget = cfg.memory.budget_bytes();
+  plan.pp_rank = pp_rank;
   return plan;
+}
+
+absl::StatusOr<MemoryPlan> plan_memory_of_largest_stage(const Config& cfg, int world_size) {
+  MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
+  MemoryPlan largest;
+  std::vector<int64_t> totals;
+  for (int r = 0; r < mesh.pp; ++r) {
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory(cfg, world_size, r));
+    totals.push_back(plan.total);
+    if (r == 0 || plan.total > largest.total) largest = plan;
+  }
+  if (mesh.pp > 1) largest.stage_totals = std::move(totals);
+  return largest;
 }
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
@@ -143,6 +163,12 @@ std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
                                     "(dp x cp) = %d, ZeRO stage %d; bytes per rank\n",
                                     cfg.model.arch, plan.parameters_count, cfg.train.batch_size,
                                     cfg.train.resolved_seq_len(cfg.model.block_size), plan.ranks, cfg.zero.stage);
+  if (!plan.stage_totals.empty()) {
+    absl::StrAppend(&out, "pipeline rank ", plan.pp_rank, " of ", plan.stage_totals.size(),
+                    ", the largest; totals per pipeline rank:");
+    for (int64_t t : plan.stage_totals) absl::StrAppend(&out, " ", format_bytes(t));
+    absl::StrAppend(&out, "\n");
+  }
   absl::StrAppend(&out, absl::StrFormat("%-16s %14s %12s\n", "category", "bytes", ""));
   for (int c = 0; c < kNumMemCategories; ++c) {
     absl::StrAppend(&out, absl::StrFormat("%-16s %14d %12s\n", mem_category_name(static_cast<MemCategory>(c)),
@@ -162,6 +188,8 @@ std::string plan_json(const MemoryPlan& plan) {
   j["total"] = plan.total;
   j["budget"] = plan.budget;
   j["fits"] = plan.fits();
+  j["pp_rank"] = plan.pp_rank;
+  if (!plan.stage_totals.empty()) j["stage_totals"] = plan.stage_totals;
   return j.dump();
 }
 

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/memory.h"
@@ -17,6 +18,8 @@ struct MemoryPlan {
   int64_t parameters_count = 0;
   int ranks = 1;                                    // data-parallel ranks (dp x cp: ZeRO shards over both)
   int64_t budget = 0;                               // memory.budget, 0 = none
+  int pp_rank = 0;                                  // the pipeline rank planned
+  std::vector<int64_t> stage_totals;                // plan_memory_of_largest_stage: every pp rank's total
   bool fits() const { return budget == 0 || total <= budget; }
 };
 
@@ -26,10 +29,14 @@ struct MemoryPlan {
 // stage 2-3's transient unit gradients; communication the reduction receive buffers; activations the model's
 // predicted high-water mark of one micro-batch plus the batch's token tensors; workspace the head's logits chunk.
 // Mesh errors are the ones `memtrain train` gives. With pp > 1 the rank is the one of pipeline rank `pp_rank`
-// (stage 0, the first, holds the most micro-batches in flight).
+// (stage 0, the first, holds the most micro-batches in flight; the last the head).
 absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size = 1, int pp_rank = 0);
+// `memtrain plan`: the plan of the pipeline rank with the largest total (ranks differ in layers, embeddings and
+// head, and micro-batches in flight), with every rank's total in stage_totals; plan_memory's without a pipeline.
+absl::StatusOr<MemoryPlan> plan_memory_of_largest_stage(const Config& cfg, int world_size);
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan);
-std::string plan_json(const MemoryPlan& plan);  // {"parameters": bytes, ..., "total": ..., "budget": ..., "fits": ...}
+// {"parameters": bytes, ..., "total": ..., "budget": ..., "fits": ..., "pp_rank": ...[, "stage_totals": [...]]}
+std::string plan_json(const MemoryPlan& plan);
 
 }  // namespace memtrain::trainer

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <tuple>
 
+#include "absl/strings/str_replace.h"
 #include "checkpoint/safetensors.h"
 #include "core/memory.h"
 #include "tests/mpi/training_fixture.h"
@@ -51,6 +52,7 @@ struct TpCase {
   int pp = 1;         // pipeline ranks (4 layers, 4 micro-batches per step)
   std::string schedule = "1f1b";
   int chunks = 1;     // stages per pp rank (interleaved: 8 layers when pp * chunks = 8)
+  std::string pp_layers = "";  // parallel.pp_layers, comma-separated; "" = an even split
   int ranks() const { return tp * cp * pp; }
   int layers() const { return pp == 1 ? 2 : std::max(4, pp * chunks); }
 };
@@ -58,7 +60,9 @@ struct TpCase {
 std::string case_name(const TpCase& c) {
   return c.arch + "_tp" + std::to_string(c.tp) + (c.sp ? "_sp" : "") + "_cp" + std::to_string(c.cp) +
          (c.pp > 1 ? "_pp" + std::to_string(c.pp) + "_" + (c.schedule == "zb-h1" ? "zbh1" : c.schedule) : "") +
-         (c.chunks > 1 ? "_v" + std::to_string(c.chunks) : "") + "_zero" + std::to_string(c.stage) +
+         (c.chunks > 1 ? "_v" + std::to_string(c.chunks) : "") +
+         (c.pp_layers.empty() ? "" : "_layers" + absl::StrReplaceAll(c.pp_layers, {{",", "_"}})) + "_zero" +
+         std::to_string(c.stage) +
          "_v" + std::to_string(c.vocab);
 }
 
@@ -78,6 +82,7 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
             std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false"),
             "parallel.cp=" + std::to_string(c.cp), "parallel.pp=" + std::to_string(c.pp),
             "parallel.pp_schedule=" + c.schedule, "parallel.pp_chunks=" + std::to_string(c.chunks),
+            "parallel.pp_layers=" + c.pp_layers,
             "model.n_layer=" + std::to_string(c.layers()),
             "train.grad_accum=" + std::to_string(c.pp > 1 ? kPipelineMicroBatches : 1)};
   }
@@ -206,7 +211,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"gpt2", 1, 3, 256, false, 1, 2, "interleaved", 2},
                                            TpCase{"gpt2", 1, 3, 256, false, 1, 2, "zb-h1"},
                                            TpCase{"llama", 1, 2, 259, false, 1, 4, "zb-h1"},
-                                           TpCase{"gpt2", 2, 2, 256, true, 1, 2, "1f1b"}),
+                                           TpCase{"gpt2", 2, 2, 256, true, 1, 2, "1f1b"},
+                                           TpCase{"gpt2", 1, 1, 256, false, 1, 2, "1f1b", 1, "1,3"},
+                                           TpCase{"llama", 1, 2, 259, false, 1, 4, "interleaved", 2,
+                                                  "0,1,1,1,1,1,1,2"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
@@ -248,7 +256,7 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
 }
 
 // A tp that cannot split the model (or, with SP, the sequence or a cp chunk), a cp that cannot split the sequence,
-// and a pipeline that cannot split the layers are config errors naming the key and the reason,
+// and a pipeline that cannot split the layers (evenly, or as parallel.pp_layers says) are config errors naming the key and the reason,
 // before anything is allocated or written. (The other tp reasons, kv heads and vocabulary, are unit-tested:
 // tests/unit/model.)
 TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
@@ -270,6 +278,8 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
        four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
             : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
       {{"parallel.tp=1", "parallel.pp=2", "model.n_layer=3"}, "parallel.pp", "2 does not divide model.n_layer (3)"},
+      {{"parallel.tp=1", "parallel.pp=2", "parallel.pp_layers=2,2"}, "parallel.pp_layers",
+       "the stages hold 4 layers, model.n_layer is 2"},
   };
   for (const auto& [extra, key, reason] : cases) {
     std::vector<std::string> sets = {"parallel.tp=2", "parallel.dp=-1"};

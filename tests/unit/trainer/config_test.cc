@@ -47,6 +47,9 @@ std::string first_difference(Config a, Config b) {
         same = *static_cast<std::vector<std::string>*>(fa[i].value) ==
                *static_cast<std::vector<std::string>*>(fb[i].value);
         break;
+      case FieldType::kIntList:
+        same = *static_cast<std::vector<int64_t>*>(fa[i].value) == *static_cast<std::vector<int64_t>*>(fb[i].value);
+        break;
     }
     if (!same) return fa[i].full_key();
   }
@@ -123,6 +126,8 @@ TEST(ConfigRoundTrip, UnusualValuesSurvive) {
   original.train.seed = std::numeric_limits<int64_t>::max();
   original.output.save_weights = false;
   original.memory.budget = "2GiB";
+  original.parallel.pp = 3;
+  original.parallel.pp_layers = {0, 7, 1};
   ASSERT_TRUE(original.validate().ok()) << original.validate();
   const std::string dumped = trainer::dump_config(original);
   EXPECT_EQ(first_difference(parse_ok(dumped), original), "") << dumped;
@@ -152,6 +157,15 @@ TEST(ConfigOverrides, StringListsTakeArraysOrCommaLists) {
   Config c = parse_ok("[data]\ntext = [\"a\"]\n", {"data.text=", "data.dataset=prepared"});
   EXPECT_TRUE(c.data.text.empty());
   EXPECT_EQ(c.data.dataset, "prepared");
+}
+
+TEST(ConfigOverrides, IntegerListsTakeArraysOrCommaLists) {
+  const std::vector<int64_t> want = {3, 1, 0};
+  const std::string three = std::string("[parallel]\npp = 3\n") + kData;
+  EXPECT_EQ(parse_ok(std::string("[parallel]\npp = 3\npp_layers = [3, 1, 0]\n") + kData).parallel.pp_layers, want);
+  EXPECT_EQ(parse_ok(three, {"parallel.pp_layers= 3, 1 ,0"}).parallel.pp_layers, want);
+  EXPECT_EQ(parse_ok(three, {"parallel.pp_layers=[0x3, 1, 0]"}).parallel.pp_layers, want);
+  EXPECT_TRUE(parse_ok(three, {"parallel.pp_layers=3,1,0", "parallel.pp_layers="}).parallel.pp_layers.empty());
 }
 
 TEST(ConfigOverrides, ApplyAfterTheFileInOrder) {

@@ -106,6 +106,13 @@ inline const std::vector<Malformed>& cases() {
       {"override_unterminated_string", "", {"output.prompt=\"abc"}, "output.prompt: expected a string"},
       {"override_list_empty_item", "", {"data.text=a,,b"}, "data.text: empty item in list 'a,,b'", false},
       {"override_list_of_ints", "", {"data.text=[1, 2]"}, "data.text: expected an array of strings, got integer 1 at index 0", false},
+      {"int_list_of_strings", "[parallel]\npp = 2\npp_layers = [\"a\", 2]", {}, "parallel.pp_layers: expected an array of integers, got string \"a\" at index 0"},
+      {"int_for_int_list", "[parallel]\npp_layers = 3", {}, "parallel.pp_layers: expected an array of integers, got integer 3"},
+      {"override_int_list_word", "", {"parallel.pp=2", "parallel.pp_layers=1,x"}, "parallel.pp_layers: expected an array of integers, got '[1,x]' (--set)"},
+      {"override_int_list_float", "", {"parallel.pp=2", "parallel.pp_layers=1,2.5"}, "parallel.pp_layers: expected an array of integers, got float 2.5 at index 1"},
+      {"pp_layers_count", "[parallel]\npp = 2\npp_layers = [1, 1, 2]", {}, "parallel.pp_layers: 3 entries for 2 stages (parallel.pp * parallel.pp_chunks)"},
+      {"pp_layers_empty_middle", "[parallel]\npp = 3\npp_layers = [1, 0, 1]", {}, "parallel.pp_layers: stage 1 has 0 layers; a middle stage needs >= 1"},
+      {"pp_layers_negative", "[parallel]\npp = 2\npp_layers = [-1, 3]", {}, "parallel.pp_layers: stage 0 has -1 layers; the first and last stage need >= 0"},
       {"override_invalid_utf8", "", {"output.prompt=\xff"}, "output.prompt: value is not valid UTF-8 (--set)"},
       {"override_then_invalid", "[train]\nmax_steps = 10", {"train.max_steps=0"}, "train.max_steps: must be > 0"},
   };
