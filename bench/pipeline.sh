@@ -2,7 +2,8 @@
 # The pipeline figures of docs/benchmarks.md: bench/pipeline under mpirun on the default config's GPT (width 256,
 # byte vocabulary, context 128) with 8 layers, 4 sequences per micro-batch, 8 micro-batches per step, one thread
 # per rank, for each schedule at pp = 2 (one core per stage) and pp = 4 (two stages per core: there the bubble
-# measures time slicing as much as the schedule, and only the memory columns are about the method).
+# measures time slicing as much as the schedule, and only the memory columns are about the method); then ZeRO
+# stages 1-3 on dp 2 x pp 2 (four ranks on two cores: only the memory lines are about the method).
 # Open MPI's shared-memory transport cuts messages into 32 KiB fragments and moves one only inside an MPI call,
 # which a stage makes between layers; 256 KiB fragments let a 512 KiB activation cross in two.
 # Usage: bench/pipeline.sh [BUILD_DIR] [STEPS]
@@ -21,4 +22,9 @@ for pp in 2 4; do
   run $pp --set parallel.pp_schedule=1f1b
   run $pp --set parallel.pp_schedule=interleaved --set parallel.pp_chunks=2
   run $pp --set parallel.pp_schedule=zb-h1
+done
+for schedule in 1f1b zb-h1; do
+  for stage in 1 2 3; do
+    run 4 --set parallel.pp=2 --set parallel.dp=2 --set zero.stage=$stage --set parallel.pp_schedule=$schedule
+  done
 done

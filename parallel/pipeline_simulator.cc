@@ -26,7 +26,9 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
   std::vector<std::set<std::tuple<Done, int, int>>> done(p);
   std::vector<size_t> next(p, 0);
   std::vector<double> clock(p, 0), busy(p, 0);
-  std::vector<int> in_flight(p, 0), awaiting_weight(p, 0);
+  std::vector<int> in_flight(p, 0);
+  // Per rank and chunk: forwards not yet backward, and input halves whose weight half has not run.
+  std::vector<std::vector<int>> forwarded(p, std::vector<int>(s.chunks)), awaiting_weight = forwarded;
   PipelineTimeline tl;
   tl.peak_in_flight.assign(p, 0);
   tl.held_at_backward.resize(p);
@@ -56,20 +58,22 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
         MEMTRAIN_RETURN_IF_ERROR(mark(Done::kForward));
         cost = costs.forward;
         tl.peak_in_flight[r] = std::max(tl.peak_in_flight[r], ++in_flight[r]);
+        ++forwarded[r][a.chunk];
         break;
       case PipeOp::kBackward:
       case PipeOp::kBackwardInput:
         if (!has(Done::kForward, a.chunk)) return absl::InternalError(where() + "before its forward");
         if (!output_grad_ready()) return absl::InternalError(where() + "its output gradient has not arrived");
         MEMTRAIN_RETURN_IF_ERROR(mark(Done::kInput));
-        tl.held_at_backward[r].push_back({in_flight[r] - awaiting_weight[r], awaiting_weight[r]});
+        tl.held_at_backward[r].push_back({a.chunk, forwarded[r], awaiting_weight[r]});
+        --forwarded[r][a.chunk];
         cost = costs.backward_input;
         if (a.op == PipeOp::kBackward) {
           MEMTRAIN_RETURN_IF_ERROR(mark(Done::kWeight));
           cost += costs.backward_weight;
           --in_flight[r];
         } else {
-          ++awaiting_weight[r];
+          ++awaiting_weight[r][a.chunk];
         }
         break;
       case PipeOp::kBackwardWeight:
@@ -77,7 +81,7 @@ absl::StatusOr<PipelineTimeline> simulate_pipeline(const PipelineSchedule& sched
         MEMTRAIN_RETURN_IF_ERROR(mark(Done::kWeight));
         cost = costs.backward_weight;
         --in_flight[r];
-        --awaiting_weight[r];
+        --awaiting_weight[r][a.chunk];
         break;
       case PipeOp::kSendActivation:
       case PipeOp::kSendGrad: {

@@ -23,11 +23,13 @@ struct PipelineTimeline {
   // Per rank, the most (micro-batch, chunk) pairs whose forward ran and whose backward (its weight part under zero
   // bubble) has not: the activations the rank holds at once.
   std::vector<int> peak_in_flight;
-  // Per rank, at the start of each backward (its input part): the pairs whose forward ran and whose backward has
-  // not (this one included), and under zero bubble those whose input part ran and whose weight part has not (they
-  // hold only what the deferred weight gradients need). The memory plan weighs them.
+  // Per rank, at the start of each backward (its input part): its chunk, and per chunk the micro-batches whose
+  // forward ran and whose backward has not (this one included) and, under zero bubble, those whose input part ran
+  // and whose weight part has not (they hold only what the deferred weight gradients need). The memory plan
+  // weighs them with each chunk's bytes.
   struct Held {
-    int forwarded = 0, awaiting_weight = 0;
+    int chunk = 0;
+    std::vector<int> forwarded, awaiting_weight;  // per chunk
   };
   std::vector<std::vector<Held>> held_at_backward;
 };

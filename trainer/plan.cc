@@ -107,13 +107,14 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
   int64_t activations = most(&model::Model::predicted_peak_activation_bytes);
   if (mesh.pp > 1) {
-    // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the other
-    // micro-batches hold when one starts (the one in backward is at its peak, counted above): the saved
-    // activations of those whose forward ran here and, under zb-h1, the deferred weight gradients' inputs and
-    // output gradients of those whose backward-input ran; and (rows, C) tensors at the stage boundaries: the next
-    // receive, posted ahead; before the last stage a received gradient and a forward output whose send is in
-    // flight; after the first an input gradient being sent. (A received activation is saved by the first block:
-    // counted above.) Sends complete when MPI gets to move them, so a stage may hold more outputs for a while.
+    // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the rank
+    // holds when one starts: that backward at its high-water mark (a zero-bubble backward-input at its own), the
+    // saved activations of the other micro-batches whose forward ran here and, under zb-h1, the deferred weight
+    // gradients' inputs and output gradients of those whose backward-input ran, each with its chunk's bytes; and
+    // (rows, C) tensors at the stage boundaries: the next receive, posted ahead; before the last stage a received
+    // gradient and a forward output whose send is in flight; after the first an input gradient being sent. (A
+    // received activation is saved by the first block.) Sends complete when MPI gets to move them,
+    // so a stage may hold more outputs for a while.
     const int64_t m = cfg.train.grad_accum;
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::ScheduleKind kind, parallel::parse_schedule_kind(cfg.parallel.pp_schedule));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineSchedule sched,
@@ -121,16 +122,21 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
                                                                 static_cast<int>(models.size())}));
     MEMTRAIN_ASSIGN_OR_RETURN(parallel::PipelineTimeline tl, parallel::simulate_pipeline(sched));
     batch_tensors *= m;
-    const int64_t saved = most(&model::Model::predicted_activation_bytes);
-    const int64_t deferred = most(&model::Model::predicted_deferred_bytes);
     int64_t held = 0;
-    for (const parallel::PipelineTimeline::Held& h : tl.held_at_backward[pp_rank])
-      held = std::max(held, (h.forwarded - 1) * saved + h.awaiting_weight * deferred);
-    // A zero-bubble backward-input reaches a higher mark of its own than a whole backward.
-    if (zero_bubble) activations = most(&model::Model::predicted_deferring_peak_activation_bytes);
+    for (const parallel::PipelineTimeline::Held& h : tl.held_at_backward[pp_rank]) {
+      const model::Model& running = *models[h.chunk];
+      int64_t bytes = zero_bubble ? running.predicted_deferring_peak_activation_bytes(B, T)
+                                  : running.predicted_peak_activation_bytes(B, T);
+      bytes -= running.predicted_activation_bytes(B, T);  // counted in forwarded below
+      for (size_t c = 0; c < models.size(); ++c) {
+        bytes += h.forwarded[c] * models[c]->predicted_activation_bytes(B, T) +
+                 h.awaiting_weight[c] * models[c]->predicted_deferred_bytes(B, T);
+      }
+      held = std::max(held, bytes);
+    }
     const Shape boundary = model->activation_shape(B, T);
     const int boundaries = 1 + (pp_rank + 1 < mesh.pp ? 2 : 0) + (pp_rank > 0 ? 1 : 0);
-    activations += held + boundaries * 4 * boundary[0] * boundary[1];
+    activations = held + boundaries * 4 * boundary[0] * boundary[1];
     // The first stage receives the last stage's part of a tied embedding's gradient, which the last sends.
     if (cfg.model.tied() && (pp_rank == 0 || pp_rank + 1 == mesh.pp)) {
       const int64_t rows = (cfg.model.vocab_size + mesh.tp - 1) / mesh.tp;  // tp rank 0 holds the most

@@ -105,8 +105,8 @@ TEST(PipelineSchedule, ZeroBubbleFillsTheBubbleWithWeightGradients) {
 }
 
 // What each backward finds held on its rank, counted independently of the simulator: walking the rank's own list,
-// forwards not yet backward, and input halves whose weight half has not run. The largest total is the peak in
-// flight; only zero bubble leaves weight halves waiting.
+// per chunk the forwards not yet backward and the input halves whose weight half has not run. The largest total
+// is the peak in flight; only zero bubble leaves weight halves waiting.
 TEST(PipelineSchedule, HeldAtBackwardCountsWhatTheListHolds) {
   for (ScheduleKind kind : {ScheduleKind::kGPipe, ScheduleKind::kOneFOneB, ScheduleKind::kInterleaved,
                             ScheduleKind::kZeroBubble}) {
@@ -118,22 +118,27 @@ TEST(PipelineSchedule, HeldAtBackwardCountsWhatTheListHolds) {
       for (int r = 0; r < p; ++r) {
         SCOPED_TRACE(::testing::Message() << schedule_kind_name(kind) << " p=" << p << " rank " << r);
         std::vector<PipelineTimeline::Held> expect;
-        int forwarded = 0, awaiting = 0, most = 0;
+        std::vector<int> forwarded(v), awaiting(v);
+        int most = 0;
         for (const PipeAction& a : s.actions[r]) {
-          if (a.op == PipeOp::kForward) ++forwarded;
+          if (a.op == PipeOp::kForward) ++forwarded[a.chunk];
           if (a.op == PipeOp::kBackward || a.op == PipeOp::kBackwardInput) {
-            expect.push_back({forwarded, awaiting});
-            most = std::max(most, forwarded + awaiting);
-            --forwarded;
-            if (a.op == PipeOp::kBackwardInput) ++awaiting;
+            expect.push_back({a.chunk, forwarded, awaiting});
+            int total = 0;
+            for (int c = 0; c < v; ++c) total += forwarded[c] + awaiting[c];
+            most = std::max(most, total);
+            --forwarded[a.chunk];
+            if (a.op == PipeOp::kBackwardInput) ++awaiting[a.chunk];
           }
-          if (a.op == PipeOp::kBackwardWeight) --awaiting;
+          if (a.op == PipeOp::kBackwardWeight) --awaiting[a.chunk];
         }
         ASSERT_EQ(tl->held_at_backward[r].size(), expect.size());
         for (size_t i = 0; i < expect.size(); ++i) {
-          EXPECT_EQ(tl->held_at_backward[r][i].forwarded, expect[i].forwarded) << i;
-          EXPECT_EQ(tl->held_at_backward[r][i].awaiting_weight, expect[i].awaiting_weight) << i;
-          if (kind != ScheduleKind::kZeroBubble) EXPECT_EQ(expect[i].awaiting_weight, 0);
+          const PipelineTimeline::Held& h = tl->held_at_backward[r][i];
+          EXPECT_EQ(h.chunk, expect[i].chunk) << i;
+          EXPECT_EQ(h.forwarded, expect[i].forwarded) << i;
+          EXPECT_EQ(h.awaiting_weight, expect[i].awaiting_weight) << i;
+          if (kind != ScheduleKind::kZeroBubble) EXPECT_EQ(expect[i].awaiting_weight, std::vector<int>(v, 0));
         }
         EXPECT_EQ(most, tl->peak_in_flight[r]);
         EXPECT_EQ(static_cast<int>(expect.size()), m * v);
