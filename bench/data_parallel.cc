@@ -69,7 +69,8 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, world.size()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp(), run.cp()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
-  MEMTRAIN_ASSIGN_OR_RETURN(optim::AdamW opt, trainer::create_sharded_adamw(cfg, *bundle, *engine));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt,
+                            trainer::create_sharded_optimizer(cfg, *bundle, *engine));
 
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
@@ -105,7 +106,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
     MEMTRAIN_ASSIGN_OR_RETURN(double norm, trainer::mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1) engine->scale_grads(static_cast<float>(coef));
-    opt.step(1e-4);
+    opt->step(1e-4);
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     const double s = since(t0);
     if (step < 0) continue;

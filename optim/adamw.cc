@@ -5,9 +5,7 @@
 namespace memtrain::optim {
 
 absl::StatusOr<AdamW> AdamW::create(model::ParamSet& params, const OptimConfig& cfg) {
-  std::vector<OptimTarget> targets;
-  for (const auto& p : params.all()) targets.push_back({p.get(), p->value.f32(), p->grad.f32(), p->value.numel()});
-  return create(std::move(targets), cfg);
+  return create(whole_targets(params), cfg);
 }
 
 absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const OptimConfig& cfg) {
@@ -19,16 +17,6 @@ absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const Opti
     opt.v_.push_back(std::move(v));
   }
   return opt;
-}
-
-bool AdamW::decays(const model::Param& p) const {
-  switch (p.kind) {
-    case model::ParamKind::kWeight: return true;
-    case model::ParamKind::kEmbedding: return cfg_.decay_embeddings;
-    case model::ParamKind::kNorm:
-    case model::ParamKind::kBias: return cfg_.decay_norms_and_biases;
-  }
-  return true;
 }
 
 void AdamW::step(double lr) {

@@ -7,7 +7,8 @@
 namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
-  if (name != "adamw") return config_error("optim.name", absl::StrCat("must be adamw, got '", name, "'"));
+  if (name != "adamw" && name != "adamw8bit")
+    return config_error("optim.name", absl::StrCat("must be adamw or adamw8bit, got '", name, "'"));
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
   if (!(min_lr >= 0)) return config_error("optim.min_lr", absl::StrCat("must be >= 0, got ", min_lr));

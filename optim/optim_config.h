@@ -25,7 +25,9 @@ struct OptimConfig {
   int64_t decay_steps = 0;  // 0: train.max_steps
 
   template <class V> void visit(V& v) {
-    v("name", name, "optimizer: adamw");
+    v("name", name,
+      "optimizer: adamw, or adamw8bit (both moments as 8-bit codes with an fp32 absmax per block of 256: about 2 "
+      "bytes of state per parameter instead of 8; tensors under 4096 elements keep fp32 moments)");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");

@@ -20,7 +20,7 @@ ShardLayout::ShardLayout(std::vector<std::vector<int64_t>> unit_numels, int rank
       entry_unit_.push_back(static_cast<int>(u));
       entry_numel_.push_back(n);
       entry_full_pos_.push_back(pos);
-      pos += n;
+      pos += (n + kShardAlign - 1) / kShardAlign * kShardAlign;  // the next tensor starts on a block boundary
       numel_ += n;
     }
     const int64_t used = pos - full_size_;

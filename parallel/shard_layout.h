@@ -1,7 +1,9 @@
 // Where every parameter element lives when model states are sharded ZeRO-style over `ranks` data-parallel ranks.
-// Parameters are grouped in units (the model's layers). A unit's tensors are packed, in order, into one flat
-// buffer padded with zeros to a multiple of ranks * kShardAlign elements; rank r owns slice r (the r-th of
-// `ranks` equal parts) of every unit. Full buffers concatenate the padded units; a rank's shard buffer
+// Parameters are grouped in units (the model's layers). A unit's tensors are packed, in order, each starting at a
+// multiple of kShardAlign, into one flat buffer padded with zeros to a multiple of ranks * kShardAlign elements;
+// rank r owns slice r (the r-th of `ranks` equal parts) of every unit. So a rank's piece of a tensor starts and
+// ends on the tensor's 256-element blocks (or the tensor's end): blockwise state (8-bit optimizers) is the same
+// whatever the number of ranks. Full buffers concatenate the padded units; a rank's shard buffer
 // concatenates its slices. Slices are multiples of kShardAlign, the block of the gradient norm, so the norm's
 // blocks are the same whatever the number of ranks (padding adds zeros).
 #pragma once

@@ -92,12 +92,13 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   return engine;
 }
 
-absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const ModelBundle& bundle,
-                                                  const parallel::DataParallel& engine) {
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg,
+                                                                          const ModelBundle& bundle,
+                                                                          const parallel::DataParallel& engine) {
   std::vector<optim::OptimTarget> targets;
   for (const parallel::LocalSegment& s : engine.owned())
-    targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n});
-  return optim::AdamW::create(std::move(targets), cfg.optim);
+    targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
+  return optim::create_optimizer(std::move(targets), cfg.optim);
 }
 
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {

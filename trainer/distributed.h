@@ -6,7 +6,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
-#include "optim/adamw.h"
+#include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
 #include "parallel/device_mesh.h"
@@ -43,9 +43,11 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
 absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(const Config& cfg, MeshRun& run,
                                                                             ModelBundle& bundle);
 
-// AdamW over the pieces of parameters this rank updates (engine.owned()): optimizer state for those only.
-absl::StatusOr<optim::AdamW> create_sharded_adamw(const Config& cfg, const ModelBundle& bundle,
-                                                  const parallel::DataParallel& engine);
+// The optimizer optim.name names over the pieces of parameters this rank updates (engine.owned()): optimizer
+// state for those only.
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg,
+                                                                          const ModelBundle& bundle,
+                                                                          const parallel::DataParallel& engine);
 
 // The 2-norm of the whole model's reduced gradient (valid after engine.finish_gradients()), the same on every
 // rank: each piece counted once, on its primary tp rank, summed over tp and pp. Without tp and pp, the engine's

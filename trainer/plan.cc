@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/model.h"
+#include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
 #include "parallel/pipeline_simulator.h"
 #include "parallel/shard_layout.h"
@@ -47,9 +48,13 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   int64_t largest_pair = 0;
   for (int u = 0; u + 1 < U; ++u)
     largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
-  // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices).
-  int64_t owned = 0;
-  for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) owned += s.n;
+  // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices): the optimizer's state for
+  // its pieces.
+  int64_t optimizer_state = 0;
+  for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) {
+    optimizer_state +=
+        optim::optimizer_state_bytes({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset}, cfg.optim);
+  }
   // The sum of the n largest units: what a pipeline, whose micro-batches interleave, may hold at once.
   auto largest = [&](int n) {
     std::vector<int64_t> sizes;
@@ -93,7 +98,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     }
     at(MemCategory::kGradients) = 4 * (layout.shard_size() + alive);
   }
-  at(MemCategory::kOptimizerState) = 8 * owned;  // AdamW: m and v in fp32
+  at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));

@@ -24,8 +24,8 @@ struct MemoryPlan {
 };
 
 // Bytes per rank (rank 0, which owns the most) for the mesh on `world_size` processes and zero.stage, from the
-// shapes and the data-parallel engine's layout (parallel/shard_layout.h): parameters, gradients and AdamW's two
-// moments at 4, 4 and 8 bytes per element, whole or sharded as the stage says, plus stage 3's gathered units and
+// shapes and the data-parallel engine's layout (parallel/shard_layout.h): parameters and gradients at 4 bytes per
+// element and the optimizer's state (optim::optimizer_state_bytes), whole or sharded as the stage says, plus stage 3's gathered units and
 // stage 2-3's transient unit gradients; communication the reduction receive buffers; activations the model's
 // predicted high-water mark of one micro-batch plus the batch's token tensors; workspace the head's logits chunk.
 // Mesh errors are the ones `memtrain train` gives. With pp > 1 the rank is the one of pipeline rank `pp_rank`

@@ -14,17 +14,19 @@
 namespace memtrain {
 namespace {
 
-// (config, zero.stage): one process, where every stage's peaks are deterministic (no reduction in flight).
-class Plan : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+// (config, zero.stage, optim.name): one process, where every stage's peaks are deterministic (no reduction in
+// flight).
+class Plan : public ::testing::TestWithParam<std::tuple<std::string, int, std::string>> {};
 
 TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
   if (!std::filesystem::exists("/usr/share/games/fortunes/fortunes")) GTEST_SKIP() << "fortunes not installed";
   const std::string dir = ::testing::TempDir() + "memtrain_plan_" + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  const auto& [config, stage] = GetParam();
+  const auto& [config, stage, optimizer] = GetParam();
   const std::string sets = " --set model.n_layer=2 --set train.batch_size=5 --set train.seq_len=96"
-                           " --set zero.stage=" + std::to_string(stage) + " --set output.dir=" + dir + "/out";
+                           " --set zero.stage=" + std::to_string(stage) + " --set optim.name=" + optimizer +
+                           " --set output.dir=" + dir + "/out";
   auto p = testing::run_memtrain("plan " + config + sets + " --json", dir);
   ASSERT_EQ(p.exit_code, 0) << p.err;
   const auto plan = nlohmann::json::parse(p.out);
@@ -50,10 +52,10 @@ TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
 
 INSTANTIATE_TEST_SUITE_P(Configs, Plan,
                          ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
-                                            ::testing::Values(0, 1, 2, 3)),
+                                            ::testing::Values(0, 1, 2, 3), ::testing::Values("adamw", "adamw8bit")),
                          [](const auto& info) {
                            return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") +
-                                  "_zero" + std::to_string(std::get<1>(info.param));
+                                  "_zero" + std::to_string(std::get<1>(info.param)) + "_" + std::get<2>(info.param);
                          });
 
 TEST(PlanCli, SaysWhetherItFitsTheBudget) {

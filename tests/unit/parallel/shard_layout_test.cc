@@ -1,5 +1,5 @@
 // ShardLayout: every element of every tensor belongs to exactly one rank's slices, at consistent positions in the
-// full and shard buffers; units are padded to multiples of ranks * kShardAlign.
+// full and shard buffers; units are padded to multiples of ranks * kShardAlign and tensors start on blocks.
 #include "parallel/shard_layout.h"
 
 #include <gtest/gtest.h>
@@ -32,6 +32,10 @@ TEST(ShardLayout, SegmentsOfAllRanksCoverEveryElementOnce) {
         EXPECT_LE(s.full_pos + s.n, slice_begin + layout.unit_slice(u));
         EXPECT_EQ(s.shard_pos - layout.unit_shard_pos(u), s.full_pos - slice_begin);
         EXPECT_EQ(s.full_pos, layout.entry_full_pos(s.entry) + s.offset);
+        // Pieces start on the tensor's blocks and end on one or at the tensor's end.
+        EXPECT_EQ(layout.entry_full_pos(s.entry) % kShardAlign, 0);
+        EXPECT_EQ(s.offset % kShardAlign, 0);
+        EXPECT_TRUE((s.offset + s.n) % kShardAlign == 0 || s.offset + s.n == layout.entry_numel(s.entry));
         for (int64_t i = 0; i < s.n; ++i) {
           EXPECT_EQ(owner[s.full_pos + i], -1);
           owner[s.full_pos + i] = r;

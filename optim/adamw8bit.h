@@ -1,0 +1,45 @@
+// 8-bit AdamW (Dettmers et al., "8-bit Optimizers via Block-wise Quantization"; bitsandbytes' AdamW8bit): both
+// moments stored as 8-bit codes of the dynamic code books (signed for m, unsigned for v) with one fp32 absmax per
+// block of 256 elements of the tensor, about 2 bytes of state per parameter instead of 8. Tensors under 4096
+// elements (norms, biases) keep fp32 moments, as bitsandbytes does. Each step dequantizes a block, runs the fp32
+// AdamW update on it (core/cpu/adamw.h) and requantizes it with the block's new absmax.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "optim/optimizer.h"
+
+namespace memtrain::optim {
+
+class AdamW8bit final : public Optimizer {
+ public:
+  static constexpr int64_t kBlock = 256;
+  static constexpr int64_t kMinQuantized = 4096;  // tensors with fewer elements keep fp32 moments
+
+  static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
+  // Two fp32 moments, or two codes per element and two fp32 absmax per block touched.
+  static int64_t state_bytes(const OptimTarget& t);
+  static bool quantized(const OptimTarget& t) { return shape_numel(t.param->local_shape) >= kMinQuantized; }
+  void step(double lr) override;
+  int64_t steps_taken() const override { return step_; }
+
+  // Target i's moments as fp32 values (tests): dequantized codes, or the fp32 moments of a small tensor.
+  std::vector<float> moment(size_t i, bool second) const;
+
+ private:
+  struct State {
+    bool quantized = false;
+    Tensor m, v;                // fp32 moments (small tensors) or uint8 codes
+    Tensor m_absmax, v_absmax;  // quantized: one fp32 per block touched
+  };
+  AdamW8bit(std::vector<OptimTarget> targets, const OptimConfig& cfg) : targets_(std::move(targets)), cfg_(cfg) {}
+
+  std::vector<OptimTarget> targets_;
+  OptimConfig cfg_;
+  std::vector<State> states_;  // parallel to targets_
+  int64_t step_ = 0;
+};
+
+}  // namespace memtrain::optim

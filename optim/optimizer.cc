@@ -1,0 +1,39 @@
+#include "optim/optimizer.h"
+
+#include "absl/strings/str_cat.h"
+#include "optim/adamw.h"
+#include "optim/adamw8bit.h"
+
+namespace memtrain::optim {
+
+std::vector<OptimTarget> whole_targets(model::ParamSet& params) {
+  std::vector<OptimTarget> targets;
+  for (const auto& p : params.all()) targets.push_back({p.get(), p->value.f32(), p->grad.f32(), p->value.numel()});
+  return targets;
+}
+
+bool decays(const model::Param& p, const OptimConfig& cfg) {
+  switch (p.kind) {
+    case model::ParamKind::kWeight: return true;
+    case model::ParamKind::kEmbedding: return cfg.decay_embeddings;
+    case model::ParamKind::kNorm:
+    case model::ParamKind::kBias: return cfg.decay_norms_and_biases;
+  }
+  return true;
+}
+
+int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
+  if (cfg.name == "adamw8bit") return AdamW8bit::state_bytes(t);
+  return 8 * t.n;  // AdamW: m and v in fp32
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg) {
+  if (cfg.name == "adamw") {
+    MEMTRAIN_ASSIGN_OR_RETURN(AdamW opt, AdamW::create(std::move(targets), cfg));
+    return std::unique_ptr<Optimizer>(std::make_unique<AdamW>(std::move(opt)));
+  }
+  if (cfg.name == "adamw8bit") return AdamW8bit::create(std::move(targets), cfg);
+  return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
+}
+
+}  // namespace memtrain::optim

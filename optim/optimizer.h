@@ -1,0 +1,45 @@
+// The optimizer interface the trainer steps (optim.name picks the implementation) and the pieces it updates.
+// Every optimizer keeps state only for its targets, so under ZeRO a rank holds the states of its shard.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/params.h"
+#include "optim/optim_config.h"
+
+namespace memtrain::optim {
+
+// A piece of one parameter the optimizer updates: elements [offset, offset + n) of the parameter (this rank's
+// tensor-parallel part of it), value and gradient pointing at element `offset`. A ZeRO shard holds pieces.
+struct OptimTarget {
+  const model::Param* param;  // its kind decides weight decay; its shape, what a state may be factored by
+  float* value;
+  const float* grad;
+  int64_t n;
+  int64_t offset = 0;
+};
+
+// Every parameter of `params` whole (a single process without an engine).
+std::vector<OptimTarget> whole_targets(model::ParamSet& params);
+
+// Whether weight decay applies to `p`: matrices always, embeddings, norms and biases as the config says.
+bool decays(const model::Param& p, const OptimConfig& cfg);
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // One update of every target from its gradient, at learning rate `lr`.
+  virtual void step(double lr) = 0;
+  virtual int64_t steps_taken() const = 0;
+};
+
+// Bytes of state the optimizer optim.name names keeps for a target (the memory plan's figure, exact).
+int64_t optimizer_state_bytes(const OptimTarget& target, const OptimConfig& cfg);
+
+// The optimizer optim.name names, with its state (category optimizer_state) for `targets`, whose memory must
+// outlive it.
+absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg);
+
+}  // namespace memtrain::optim
