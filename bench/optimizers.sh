@@ -14,6 +14,6 @@ for name in adamw adamw8bit; do
   out=$(mktemp -d)
   "$build/memtrain" train configs/shakespeare_char.toml --set optim.name=$name --set train.max_steps="$steps" \
     --set optim.decay_steps="$steps" --set train.eval_interval=0 --set output.samples=0 --set output.dir="$out" |
-    grep -E "^step +$steps |val_loss" | tail -2 | sed "s/^/$name: /"
+    grep -E "^step +$steps/|val_loss" | tail -2 | sed "s/^/$name: /"
   rm -rf "$out"
 done

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/status.h"
@@ -40,7 +41,16 @@ CodeBook build(bool is_signed) {
   data.resize(256, 0.0f);  // the reference pads with zeros (none are needed at 8 bits)
   std::sort(data.begin(), data.end());
   CodeBook book;
-  std::copy(data.begin(), data.end(), book.begin());
+  std::copy(data.begin(), data.end(), book.code.begin());
+  for (uint32_t key = 0; key < 65536; ++key) {
+    // The bucket's smallest float: for negatives (sign bit set) the bucket runs toward zero, so its smallest value
+    // has all low mantissa bits set. NaN buckets get 0 (never searched: x is finite).
+    const uint32_t bits = key << 16 | ((key & 0x8000) ? 0xFFFFu : 0u);
+    float lo;
+    std::memcpy(&lo, &bits, 4);
+    const auto it = std::upper_bound(book.code.begin(), book.code.end(), lo);  // first code > lo
+    book.bucket_floor[key] = std::isnan(lo) || it == book.code.begin() ? 0 : static_cast<uint8_t>(it - book.code.begin() - 1);
+  }
   return book;
 }
 
@@ -51,13 +61,22 @@ const CodeBook& dynamic_code_book(bool is_signed) {
   return is_signed ? kSigned : kUnsigned;
 }
 
-uint8_t nearest_code(const CodeBook& book, float x) {
+uint8_t nearest_code_by_search(const CodeBook& book, float x) {
   // The first code >= x, then whichever neighbour is nearer.
   const auto it = std::lower_bound(book.begin(), book.end(), x);
   if (it == book.begin()) return 0;
   if (it == book.end()) return 255;
   const auto hi = static_cast<int>(it - book.begin());
   return static_cast<uint8_t>(x - book[hi - 1] <= book[hi] - x ? hi - 1 : hi);
+}
+
+uint8_t nearest_code(const CodeBook& book, float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  int lo = book.bucket_floor[bits >> 16];  // a code <= x (or 0 when x is below every code)
+  while (lo < 255 && book.code[lo + 1] <= x) ++lo;
+  if (lo == 255 || x <= book.code[lo]) return static_cast<uint8_t>(lo);  // x at or below the first code, or above all
+  return static_cast<uint8_t>(x - book.code[lo] <= book.code[lo + 1] - x ? lo : lo + 1);
 }
 
 void quantize_blocks(const CodeBook& book, const float* x, int64_t n, int64_t block, uint8_t* codes, float* absmax,

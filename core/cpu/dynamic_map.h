@@ -12,7 +12,16 @@
 
 namespace memtrain::cpu {
 
-using CodeBook = std::array<float, 256>;  // sorted ascending
+// 256 codes sorted ascending, and for fast search the index of the last code <= the smallest float of each of the
+// 65536 buckets that the top 16 bits of a float (sign, exponent, 7 mantissa bits) form; codes are at least 0.7%
+// apart and a bucket is 0.8% wide, so the nearest code is at most a couple of steps from that index.
+struct CodeBook {
+  std::array<float, 256> code;
+  std::array<uint8_t, 65536> bucket_floor;
+  float operator[](int i) const { return code[i]; }
+  const float* begin() const { return code.data(); }
+  const float* end() const { return code.data() + 256; }
+};
 
 // The code book as the reference algorithm defines it (linspace midpoints times a power of ten, sorted), each
 // value computed in double and rounded once to fp32. Built once; the reference stays valid.
@@ -20,6 +29,8 @@ const CodeBook& dynamic_code_book(bool is_signed);
 
 // The index of the code nearest to x (the lower one on a tie); x outside the book's range maps to its end.
 uint8_t nearest_code(const CodeBook& book, float x);
+// The same by binary search over the codes (the definition the bucket search is tested against).
+uint8_t nearest_code_by_search(const CodeBook& book, float x);
 
 // Blockwise: x has n values (any n), blocks of `block` values from x[0]; absmax gets one value per block
 // (ceil(n / block)), codes n. An all-zero block gets absmax 0 and the code of 0.

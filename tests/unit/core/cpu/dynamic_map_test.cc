@@ -22,6 +22,7 @@ TEST(DynamicCodeBook, SignedAndUnsignedHaveTheirPublishedShape) {
   EXPECT_EQ(std::set<float>(s.begin(), s.end()).size(), 256u);
   // The smallest magnitude: 1e-6 times the midpoint of the one-interval linspace(0.1, 1, 2).
   EXPECT_FLOAT_EQ(*std::upper_bound(s.begin(), s.end(), 0.0f), 0.55e-6f);
+  EXPECT_EQ(s.code.size(), 256u);
   const CodeBook& u = dynamic_code_book(false);
   EXPECT_EQ(u[0], 0.0f);
   EXPECT_EQ(u[255], 1.0f);
@@ -49,8 +50,19 @@ TEST(DynamicCodeBook, NearestCodeIsTheNearest) {
     for (int k = 0; k < 20000; ++k) {
       const float x = k % 2 ? dist(rng) : dist(rng) * 1e-4f;  // half of them near zero, where codes are dense
       ASSERT_EQ(nearest_code(book, x), brute_force_nearest(book, x)) << x;
+      ASSERT_EQ(nearest_code_by_search(book, x), brute_force_nearest(book, x)) << x;
     }
-    for (int i = 0; i < 256; ++i) EXPECT_EQ(nearest_code(book, book[i]), i);
+    for (int i = 0; i < 256; ++i) {
+      EXPECT_EQ(nearest_code(book, book[i]), i);
+      // Just either side of each code and of each midpoint: where a bucket search would slip.
+      for (float y : {std::nextafter(book[i], -2.0f), std::nextafter(book[i], 2.0f)})
+        EXPECT_EQ(nearest_code(book, y), brute_force_nearest(book, y)) << y;
+      if (i < 255) {
+        const float mid = (book[i] + book[i + 1]) / 2;
+        for (float y : {std::nextafter(mid, -2.0f), mid, std::nextafter(mid, 2.0f)})
+          EXPECT_EQ(nearest_code(book, y), brute_force_nearest(book, y)) << y;
+      }
+    }
   }
 }
 
