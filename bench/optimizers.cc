@@ -17,7 +17,7 @@
 using namespace memtrain;
 
 static absl::Status run(const std::string& path, const std::vector<std::string>& sets, int steps) {
-  for (const char* name : {"adamw", "adamw8bit"}) {
+  for (const char* name : {"adamw", "adamw8bit", "adafactor"}) {
     std::vector<std::string> overrides = sets;
     overrides.push_back(std::string("optim.name=") + name);
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::Config cfg, trainer::load_config(path, overrides));

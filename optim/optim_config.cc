@@ -7,8 +7,8 @@
 namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
-  if (name != "adamw" && name != "adamw8bit")
-    return config_error("optim.name", absl::StrCat("must be adamw or adamw8bit, got '", name, "'"));
+  if (name != "adamw" && name != "adamw8bit" && name != "adafactor")
+    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit or adafactor, got '", name, "'"));
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
   if (!(min_lr >= 0)) return config_error("optim.min_lr", absl::StrCat("must be >= 0, got ", min_lr));
@@ -25,6 +25,10 @@ absl::Status OptimConfig::validate() const {
   if (warmup_steps < 0) return config_error("optim.warmup_steps", absl::StrCat("must be >= 0, got ", warmup_steps));
   if (decay_steps < 0)
     return config_error("optim.decay_steps", absl::StrCat("must be >= 0 (0 = train.max_steps), got ", decay_steps));
+  if (!(adafactor_decay_rate < 0))
+    return config_error("optim.adafactor_decay_rate", absl::StrCat("must be < 0, got ", adafactor_decay_rate));
+  if (!(adafactor_clip > 0))
+    return config_error("optim.adafactor_clip", absl::StrCat("must be > 0, got ", adafactor_clip));
   return absl::OkStatus();
 }
 

@@ -23,11 +23,17 @@ struct OptimConfig {
   std::string schedule = "cosine";
   int64_t warmup_steps = 100;
   int64_t decay_steps = 0;  // 0: train.max_steps
+  double adafactor_decay_rate = -0.8;
+  double adafactor_clip = 1.0;
+  bool adafactor_momentum = false;
+  bool adafactor_scale_parameter = false;
 
   template <class V> void visit(V& v) {
     v("name", name,
       "optimizer: adamw, or adamw8bit (both moments as 8-bit codes with an fp32 absmax per block of 256: about 2 "
-      "bytes of state per parameter instead of 8; tensors under 4096 elements keep fp32 moments)");
+      "bytes of state per parameter instead of 8; tensors under 4096 elements keep fp32 moments), or adafactor "
+      "(a matrix's second moment as row and column means: rows + cols floats; needs zero.stage 0 and parallel.tp "
+      "1 for now)");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");
@@ -40,6 +46,12 @@ struct OptimConfig {
     v("schedule", schedule, "constant | cosine | linear: decay from lr to min_lr after warmup");
     v("warmup_steps", warmup_steps, "linear warmup from 0 to lr over this many steps, >= 0");
     v("decay_steps", decay_steps, "step at which the decay reaches min_lr, >= 0; 0 = train.max_steps");
+    v("adafactor_decay_rate", adafactor_decay_rate,
+      "adafactor: the second moment's decay at step t is 1 - t^rate, rate < 0");
+    v("adafactor_clip", adafactor_clip, "adafactor: the update's RMS is clipped to this, > 0");
+    v("adafactor_momentum", adafactor_momentum, "adafactor: keep a first moment of the update (decay optim.beta1)");
+    v("adafactor_scale_parameter", adafactor_scale_parameter,
+      "adafactor: scale the learning rate by max(1e-3, RMS of the parameter)");
   }
   absl::Status validate() const;
 

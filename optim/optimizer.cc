@@ -1,6 +1,7 @@
 #include "optim/optimizer.h"
 
 #include "absl/strings/str_cat.h"
+#include "optim/adafactor.h"
 #include "optim/adamw.h"
 #include "optim/adamw8bit.h"
 
@@ -24,6 +25,7 @@ bool decays(const model::Param& p, const OptimConfig& cfg) {
 
 int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "adamw8bit") return AdamW8bit::state_bytes(t);
+  if (cfg.name == "adafactor") return Adafactor::state_bytes(t, cfg);
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
@@ -33,6 +35,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTar
     return std::unique_ptr<Optimizer>(std::make_unique<AdamW>(std::move(opt)));
   }
   if (cfg.name == "adamw8bit") return AdamW8bit::create(std::move(targets), cfg);
+  if (cfg.name == "adafactor") return Adafactor::create(std::move(targets), cfg);
   return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
 }
 

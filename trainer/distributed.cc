@@ -14,6 +14,9 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   const model::ModelConfig& m = cfg.model;
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
+  if (cfg.optim.name == "adafactor" && (cfg.zero.stage > 0 || s.tp > 1))
+    return config_error("optim.name", absl::StrCat("adafactor factors whole matrices: it needs zero.stage 0 and "
+                                                   "parallel.tp 1, got ", cfg.zero.stage, " and ", s.tp));
   const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
   if (!layers.empty()) {
     const int64_t sum = std::accumulate(layers.begin(), layers.end(), int64_t{0});
