@@ -17,7 +17,7 @@
 using namespace memtrain;
 
 static absl::Status run(const std::string& path, const std::vector<std::string>& sets, int steps) {
-  for (const char* name : {"adamw", "adamw8bit", "adafactor"}) {
+  for (const char* name : {"adamw", "adamw8bit", "adafactor", "apollo", "apollo_mini"}) {
     std::vector<std::string> overrides = sets;
     overrides.push_back(std::string("optim.name=") + name);
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::Config cfg, trainer::load_config(path, overrides));
@@ -34,7 +34,7 @@ static absl::Status run(const std::string& path, const std::vector<std::string>&
     for (const optim::OptimTarget& t : targets) planned += optim::optimizer_state_bytes(t, cfg.optim);
     MemoryTracker& mt = MemoryTracker::host();
     const int64_t before = mt.current(MemCategory::kOptimizerState);
-    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, optim::create_optimizer(targets, cfg.optim));
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, optim::create_optimizer(targets, cfg.optim, 1));
     const int64_t measured = mt.current(MemCategory::kOptimizerState) - before;
     std::vector<double> ms;
     for (int s = 0; s < steps + 1; ++s) {

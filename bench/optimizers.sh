@@ -10,7 +10,7 @@ steps=${2:-500}
 "$build/bench/optimizers" configs/default.toml --set model.n_layer=6 --set model.n_head=6 --set model.n_embd=384 \
   --set model.block_size=256
 "$build/bench/optimizers" configs/llama_tiny.toml
-for name in adamw adamw8bit adafactor; do
+for name in adamw adamw8bit adafactor apollo apollo_mini; do
   out=$(mktemp -d)
   "$build/memtrain" train configs/shakespeare_char.toml --set optim.name=$name --set train.max_steps="$steps" \
     --set optim.decay_steps="$steps" --set train.eval_interval=0 --set output.samples=0 --set output.dir="$out" |

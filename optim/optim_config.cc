@@ -7,8 +7,10 @@
 namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
-  if (name != "adamw" && name != "adamw8bit" && name != "adafactor")
-    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit or adafactor, got '", name, "'"));
+  if (name != "adamw" && name != "adamw8bit" && name != "adafactor" && name != "apollo" && name != "apollo_mini") {
+    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo or apollo_mini, got '",
+                                                   name, "'"));
+  }
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
   if (!(min_lr >= 0)) return config_error("optim.min_lr", absl::StrCat("must be >= 0, got ", min_lr));
@@ -27,6 +29,12 @@ absl::Status OptimConfig::validate() const {
     return config_error("optim.decay_steps", absl::StrCat("must be >= 0 (0 = train.max_steps), got ", decay_steps));
   if (!(adafactor_decay_rate < 0))
     return config_error("optim.adafactor_decay_rate", absl::StrCat("must be < 0, got ", adafactor_decay_rate));
+  if (rank < 1) return config_error("optim.rank", absl::StrCat("must be >= 1, got ", rank));
+  if (update_proj_gap < 1)
+    return config_error("optim.update_proj_gap", absl::StrCat("must be >= 1, got ", update_proj_gap));
+  if (!(apollo_scale >= 0)) return config_error("optim.apollo_scale", absl::StrCat("must be >= 0, got ", apollo_scale));
+  if (!(apollo_norm_growth >= 1))
+    return config_error("optim.apollo_norm_growth", absl::StrCat("must be >= 1, got ", apollo_norm_growth));
   if (!(adafactor_clip > 0))
     return config_error("optim.adafactor_clip", absl::StrCat("must be > 0, got ", adafactor_clip));
   return absl::OkStatus();

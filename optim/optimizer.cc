@@ -4,6 +4,7 @@
 #include "optim/adafactor.h"
 #include "optim/adamw.h"
 #include "optim/adamw8bit.h"
+#include "optim/apollo.h"
 
 namespace memtrain::optim {
 
@@ -26,16 +27,20 @@ bool decays(const model::Param& p, const OptimConfig& cfg) {
 int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "adamw8bit") return AdamW8bit::state_bytes(t);
   if (cfg.name == "adafactor") return Adafactor::state_bytes(t, cfg);
+  if (cfg.name == "apollo" || cfg.name == "apollo_mini") return Apollo::state_bytes(t, cfg, cfg.name == "apollo_mini");
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
-absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg) {
+absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg,
+                                                            uint64_t seed) {
   if (cfg.name == "adamw") {
     MEMTRAIN_ASSIGN_OR_RETURN(AdamW opt, AdamW::create(std::move(targets), cfg));
     return std::unique_ptr<Optimizer>(std::make_unique<AdamW>(std::move(opt)));
   }
   if (cfg.name == "adamw8bit") return AdamW8bit::create(std::move(targets), cfg);
   if (cfg.name == "adafactor") return Adafactor::create(std::move(targets), cfg);
+  if (cfg.name == "apollo" || cfg.name == "apollo_mini")
+    return Apollo::create(std::move(targets), cfg, cfg.name == "apollo_mini", seed);
   return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
 }
 

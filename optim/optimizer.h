@@ -39,7 +39,8 @@ class Optimizer {
 int64_t optimizer_state_bytes(const OptimTarget& target, const OptimConfig& cfg);
 
 // The optimizer optim.name names, with its state (category optimizer_state) for `targets`, whose memory must
-// outlive it.
-absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg);
+// outlive it. seed: the run's, for optimizers that draw random projections.
+absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg,
+                                                            uint64_t seed = 0);
 
 }  // namespace memtrain::optim

@@ -14,9 +14,11 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   const model::ModelConfig& m = cfg.model;
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
-  if (cfg.optim.name == "adafactor" && (cfg.zero.stage > 0 || s.tp > 1))
-    return config_error("optim.name", absl::StrCat("adafactor factors whole matrices: it needs zero.stage 0 and "
+  const std::string& opt = cfg.optim.name;
+  if ((opt == "adafactor" || opt == "apollo" || opt == "apollo_mini") && (cfg.zero.stage > 0 || s.tp > 1)) {
+    return config_error("optim.name", absl::StrCat(opt, " works on whole matrices: it needs zero.stage 0 and "
                                                    "parallel.tp 1, got ", cfg.zero.stage, " and ", s.tp));
+  }
   const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
   if (!layers.empty()) {
     const int64_t sum = std::accumulate(layers.begin(), layers.end(), int64_t{0});
@@ -101,7 +103,7 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const
   std::vector<optim::OptimTarget> targets;
   for (const parallel::LocalSegment& s : engine.owned())
     targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
-  return optim::create_optimizer(std::move(targets), cfg.optim);
+  return optim::create_optimizer(std::move(targets), cfg.optim, static_cast<uint64_t>(cfg.train.seed));
 }
 
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {

@@ -1,0 +1,57 @@
+// APOLLO and APOLLO-Mini (Zhu et al., "APOLLO: SGD-like Memory, AdamW-level Performance", 2024): for each matrix
+// weight G (m x n), a Gaussian random projection P (r x the smaller side, variance 1/r) regenerated from Philox
+// every optim.update_proj_gap steps and never stored; AdamW moments of the projected gradient R = P G (or G P^T)
+// only (r x the larger side each, not reset when P changes); the full-rank gradient scaled per channel (a column
+// of R, i.e. each of the larger side's vectors) by ||adam(R)|| / ||R|| (APOLLO) or as a whole tensor with r = 1
+// and optim.apollo_scale (APOLLO-Mini); a norm-growth limiter (the scaled gradient's norm grows at most 1.01x per
+// step); then W -= lr * scale * G~ after decoupled weight decay. Other tensors take plain AdamW. A matrix needs its
+// whole gradient, so targets are whole tensors (zero.stage 0, tp 1: checked by the trainer).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/philox.h"
+#include "optim/optimizer.h"
+
+namespace memtrain::optim {
+
+// The projection P (rows x cols, row-major) for `param` in projection period `period`: N(0, 1/rows) from the
+// Philox stream keyed by (train seed, param name and period).
+void apollo_projection(uint64_t seed, const std::string& param, int64_t period, int64_t rows, int64_t cols,
+                       float* out);
+
+class Apollo final : public Optimizer {
+ public:
+  // mini: APOLLO-Mini (tensor-wise, rank 1). seed: the run's seed, for the projections.
+  static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg,
+                                                           bool mini, uint64_t seed);
+  // Projected matrices: two r x max(m, n) moments and the limiter's norm; others AdamW's 8 bytes per element.
+  static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg, bool mini);
+  void step(double lr) override;
+  int64_t steps_taken() const override { return step_; }
+
+ private:
+  struct State {
+    int64_t m = 0, n = 0, r = 0;  // r > 0: projected; P is r x min(m, n)
+    Tensor mom1, mom2;            // r x max(m, n), or the tensor's size for AdamW
+    double last_norm = -1;        // the limiter's previous scaled-gradient norm (< 0: none yet)
+  };
+  Apollo(std::vector<OptimTarget> targets, const OptimConfig& cfg, bool mini, uint64_t seed)
+      : targets_(std::move(targets)), cfg_(cfg), mini_(mini), seed_(seed) {}
+  void step_matrix(const OptimTarget& t, State& s, double lr);
+
+  std::vector<OptimTarget> targets_;
+  OptimConfig cfg_;
+  bool mini_;
+  uint64_t seed_;
+  std::vector<State> states_;
+  int64_t step_ = 0;
+};
+
+// Whether a target is projected: a 2-D weight matrix.
+bool apollo_projects(const OptimTarget& t);
+
+}  // namespace memtrain::optim
