@@ -170,6 +170,24 @@ std::string position(absl::string_view source_name, const toml::node& n) {
   return absl::StrCat(source_name, ":", p.line, ":", p.column);
 }
 
+// A TOML array whose items are all T (std::string or int64_t) into the field's std::vector<T>; `what` names the
+// items in the message about the first one that is not.
+template <class T, class Fail, class WrongType>
+absl::Status assign_array(const toml::node& n, const FieldRef& f, absl::string_view what, const Fail& fail,
+                          const WrongType& wrong_type) {
+  const toml::array* a = n.as_array();
+  if (a == nullptr) return wrong_type();
+  std::vector<T> out;
+  for (size_t i = 0; i < a->size(); ++i) {
+    const auto* item = a->get(i)->template as<T>();
+    if (item == nullptr)
+      return fail(absl::StrCat("expected an array of ", what, ", got ", describe(*a->get(i)), " at index ", i));
+    out.push_back(item->get());
+  }
+  *static_cast<std::vector<T>*>(f.value) = std::move(out);
+  return absl::OkStatus();
+}
+
 // Stores `n` into `f` if its TOML type fits the field's. `where` ("configs/x.toml:3:7" or "--set") ends messages.
 absl::Status assign(const toml::node& n, const FieldRef& f, absl::string_view where) {
   auto fail = [&](absl::string_view why) {
@@ -205,32 +223,8 @@ absl::Status assign(const toml::node& n, const FieldRef& f, absl::string_view wh
         return absl::OkStatus();
       }
       return wrong_type();
-    case FieldType::kStringList: {
-      const toml::array* a = n.as_array();
-      if (a == nullptr) return wrong_type();
-      std::vector<std::string> out;
-      for (size_t i = 0; i < a->size(); ++i) {
-        const toml::node& e = *a->get(i);
-        if (!e.is_string())
-          return fail(absl::StrCat("expected an array of strings, got ", describe(e), " at index ", i));
-        out.push_back(e.as_string()->get());
-      }
-      *static_cast<std::vector<std::string>*>(f.value) = std::move(out);
-      return absl::OkStatus();
-    }
-    case FieldType::kIntList: {
-      const toml::array* a = n.as_array();
-      if (a == nullptr) return wrong_type();
-      std::vector<int64_t> out;
-      for (size_t i = 0; i < a->size(); ++i) {
-        const toml::node& e = *a->get(i);
-        if (!e.is_integer())
-          return fail(absl::StrCat("expected an array of integers, got ", describe(e), " at index ", i));
-        out.push_back(e.as_integer()->get());
-      }
-      *static_cast<std::vector<int64_t>*>(f.value) = std::move(out);
-      return absl::OkStatus();
-    }
+    case FieldType::kStringList: return assign_array<std::string>(n, f, "strings", fail, wrong_type);
+    case FieldType::kIntList: return assign_array<int64_t>(n, f, "integers", fail, wrong_type);
   }
   return fail("unhandled field type");
 }
