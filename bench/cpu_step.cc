@@ -61,7 +61,7 @@ int run_worker(int steps) {
     model::ActivationStore store;
     MEMTRAIN_CHECK_OK((*m)->forward(tokens, targets, 1.0f / (kB * kT), store).status());
     MEMTRAIN_CHECK_OK((*m)->backward(store));
-    opt->step(1e-4);
+    MEMTRAIN_CHECK_OK(opt->step(1e-4));
     const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (s > 0) ms.push_back(t);  // step 0 warms the pools and caches
   }

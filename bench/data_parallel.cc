@@ -106,7 +106,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
     MEMTRAIN_ASSIGN_OR_RETURN(double norm, trainer::mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1) engine->scale_grads(static_cast<float>(coef));
-    opt->step(1e-4);
+    MEMTRAIN_RETURN_IF_ERROR(opt->step(1e-4));
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     const double s = since(t0);
     if (step < 0) continue;

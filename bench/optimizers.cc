@@ -39,7 +39,7 @@ static absl::Status run(const std::string& path, const std::vector<std::string>&
     std::vector<double> ms;
     for (int s = 0; s < steps + 1; ++s) {
       const auto t0 = std::chrono::steady_clock::now();
-      opt->step(1e-4);
+      MEMTRAIN_RETURN_IF_ERROR(opt->step(1e-4));
       const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (s > 0) ms.push_back(dt);  // the first step is a warm-up
     }

@@ -68,7 +68,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
     MEMTRAIN_ASSIGN_OR_RETURN(double norm, trainer::mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1) engine->scale_grads(static_cast<float>(coef));
-    opt->step(1e-4);
+    MEMTRAIN_RETURN_IF_ERROR(opt->step(1e-4));
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     MEMTRAIN_RETURN_IF_ERROR(runner->sync_tied_values());
     if (step < 0) continue;
@@ -102,7 +102,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   for (int r = 0; r < pp.size(); ++r) std::printf("%s%.3f", r ? " " : "", all[kPer * r]);
   std::printf(") simulated %.3f\n", tl.bubble_fraction);
   for (int c = 0; c < kShown; ++c) {
-    std::printf("  peak %s MiB measured/plan per stage:", mem_category_name(shown[c]));
+    std::printf("  peak %s MiB measured/plan per stage:", std::string(mem_category_name(shown[c])).c_str());
     for (int r = 0; r < pp.size(); ++r) {
       std::printf(" %.2f/%.2f", all[kPer * r + 1 + 2 * c] / 1048576.0, all[kPer * r + 2 + 2 * c] / 1048576.0);
       if (c == 0) std::printf(" (in flight %d)", tl.peak_in_flight[r]);

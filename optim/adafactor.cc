@@ -55,9 +55,10 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Adafactor::create(std::vector<OptimTa
   return std::unique_ptr<Optimizer>(std::move(opt));
 }
 
-void Adafactor::step(double lr) {
+absl::Status Adafactor::step(double lr) {
   ++step_;
   for (size_t i = 0; i < targets_.size(); ++i) step_target(targets_[i], states_[i], lr);
+  return absl::OkStatus();
 }
 
 void Adafactor::step_target(const OptimTarget& t, State& s, double lr) {

@@ -20,7 +20,7 @@ class Adafactor final : public Optimizer {
   static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
   // rows + cols floats for a matrix (the last two dimensions factored), numel for others; plus numel with momentum.
   static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg);
-  void step(double lr) override;
+  absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
 
  private:

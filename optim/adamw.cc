@@ -19,7 +19,7 @@ absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const Opti
   return opt;
 }
 
-void AdamW::step(double lr) {
+absl::Status AdamW::step(double lr) {
   ++step_;
   for (size_t i = 0; i < targets_.size(); ++i) {
     const OptimTarget& t = targets_[i];
@@ -28,6 +28,7 @@ void AdamW::step(double lr) {
                     static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
                     step_, ThreadPool::global());
   }
+  return absl::OkStatus();
 }
 
 }  // namespace memtrain::optim

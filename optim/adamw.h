@@ -17,7 +17,7 @@ class AdamW final : public Optimizer {
   // The same for the given pieces only; their memory must outlive this.
   static absl::StatusOr<AdamW> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
 
-  void step(double lr) override;
+  absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
   bool decays(const model::Param& p) const { return optim::decays(p, cfg_); }
 

@@ -34,7 +34,7 @@ int64_t AdamW8bit::state_bytes(const OptimTarget& t) {
   return quantized(t) ? 2 * t.n + 8 * cpu::blocks_touched(t.offset, t.n, kBlock) : 8 * t.n;
 }
 
-void AdamW8bit::step(double lr) {
+absl::Status AdamW8bit::step(double lr) {
   ++step_;
   ThreadPool& pool = ThreadPool::global();
   for (size_t i = 0; i < targets_.size(); ++i) {
@@ -52,6 +52,7 @@ void AdamW8bit::step(double lr) {
     cpu::adamw8bit_step(t.value, t.grad, s.m.data<uint8_t>(), s.m_absmax.f32(), s.v.data<uint8_t>(),
                         s.v_absmax.f32(), t.offset, t.n, sc, pool);
   }
+  return absl::OkStatus();
 }
 
 std::vector<float> AdamW8bit::moment(size_t i, bool second) const {

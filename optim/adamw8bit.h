@@ -22,7 +22,7 @@ class AdamW8bit final : public Optimizer {
   // Two fp32 moments, or two codes per element and two fp32 absmax per block touched.
   static int64_t state_bytes(const OptimTarget& t);
   static bool quantized(const OptimTarget& t) { return shape_numel(t.param->local_shape) >= kMinQuantized; }
-  void step(double lr) override;
+  absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
 
   // Target i's moments as fp32 values (tests): dequantized codes, or the fp32 moments of a small tensor.

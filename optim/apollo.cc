@@ -45,24 +45,26 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Apollo::create(std::vector<OptimTarge
         return config_error("optim.name", absl::StrCat(cfg.name, " projects whole matrices, but this rank updates a "
                                                        "piece of ", t.param->name, " (use zero.stage 0)"));
       }
-      s.m = t.param->local_shape[0];
-      s.n = t.param->local_shape[1];
-      s.r = std::min(rank_of(cfg, mini), std::min(s.m, s.n));
-      size = s.r * std::max(s.m, s.n);
+      const int64_t m = t.param->local_shape[0], n = t.param->local_shape[1];
+      s.mp = MatrixProjection{m, n, std::min(rank_of(cfg, mini), std::min(m, n))};
+      size = s.mp.projected_numel();
+      opt->proj_.resize(std::max<size_t>(opt->proj_.size(), s.mp.r * s.mp.small()));
+      opt->projected_.resize(std::max<size_t>(opt->projected_.size(), size));
     }
     MEMTRAIN_ASSIGN_OR_RETURN(s.mom1, Tensor::zeros({size}, DType::kF32, MemCategory::kOptimizerState));
     MEMTRAIN_ASSIGN_OR_RETURN(s.mom2, Tensor::zeros({size}, DType::kF32, MemCategory::kOptimizerState));
     opt->states_.push_back(std::move(s));
   }
+  opt->adam_.resize(opt->projected_.size());
   return std::unique_ptr<Optimizer>(std::move(opt));
 }
 
-void Apollo::step(double lr) {
+absl::Status Apollo::step(double lr) {
   ++step_;
   for (size_t i = 0; i < targets_.size(); ++i) {
     const OptimTarget& t = targets_[i];
     State& s = states_[i];
-    if (s.r > 0) {
+    if (s.mp.r > 0) {
       step_matrix(t, s, lr);
       continue;
     }
@@ -71,57 +73,66 @@ void Apollo::step(double lr) {
                     static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
                     step_, ThreadPool::global());
   }
+  return absl::OkStatus();
 }
 
 void Apollo::step_matrix(const OptimTarget& t, State& s, double lr) {
-  // Project along the smaller side: rows (R = P G, r x n, channels are G's columns) when m <= n, else columns
-  // (R = G P^T, m x r, channels are G's rows). Index R by (channel c, k < r).
-  const bool by_rows = s.m <= s.n;
-  const int64_t small = by_rows ? s.m : s.n, channels = by_rows ? s.n : s.m, r = s.r;
-  std::vector<float> P(r * small);
-  apollo_projection(seed_, t.param->name, (step_ - 1) / cfg_.update_proj_gap, r, small, P.data());
-  const float* G = t.grad;
-  auto g = [&](int64_t c, int64_t i) {  // G's element at channel c, position i along the small side
-    return static_cast<double>(by_rows ? G[i * s.n + c] : G[c * s.n + i]);
-  };
-  const double b1 = cfg_.beta1, b2 = cfg_.beta2, eps = cfg_.eps;
-  const double bc1 = 1 - std::pow(b1, static_cast<double>(step_)), bc2 = 1 - std::pow(b2, static_cast<double>(step_));
+  const MatrixProjection& mp = s.mp;
+  ThreadPool& pool = ThreadPool::global();
+  float* P = proj_.data();
+  float* R = projected_.data();
+  float* A = adam_.data();
+  apollo_projection(seed_, t.param->name, (step_ - 1) / cfg_.update_proj_gap, mp.r, mp.small(), P);
+  mp.project(P, t.grad, R, pool);
+  // AdamW moments of R, and adam(R) = m^ / (sqrt(v^) + eps).
+  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
+  const float eps = static_cast<float>(cfg_.eps);
+  const double t_steps = static_cast<double>(step_);
+  const float bc1 = static_cast<float>(1 - std::pow(cfg_.beta1, t_steps));
+  const float bc2_root = static_cast<float>(std::sqrt(1 - std::pow(cfg_.beta2, t_steps)));
   float* M = s.mom1.f32();
   float* V = s.mom2.f32();
-  std::vector<double> channel_scale(channels);
-  double adam_sq = 0, proj_sq = 0;  // APOLLO-Mini's tensor-wise norms
-  for (int64_t c = 0; c < channels; ++c) {
-    double a_sq = 0, p_sq = 0;
-    for (int64_t k = 0; k < r; ++k) {
-      double rk = 0;
-      for (int64_t i = 0; i < small; ++i) rk += static_cast<double>(P[k * small + i]) * g(c, i);
-      float& mk = M[c * r + k];
-      float& vk = V[c * r + k];
-      mk = static_cast<float>(b1 * mk + (1 - b1) * rk);
-      vk = static_cast<float>(b2 * vk + (1 - b2) * rk * rk);
-      const double adam = (mk / bc1) / (std::sqrt(vk / bc2) + eps);
-      a_sq += adam * adam;
-      p_sq += rk * rk;
-    }
-    channel_scale[c] = std::sqrt(a_sq) / (std::sqrt(p_sq) + 1e-8);
-    adam_sq += a_sq;
-    proj_sq += p_sq;
+  const int64_t size = mp.projected_numel();
+  for (int64_t i = 0; i < size; ++i) {
+    M[i] = b1 * M[i] + (1 - b1) * R[i];
+    V[i] = b2 * V[i] + (1 - b2) * R[i] * R[i];
+    A[i] = (M[i] / bc1) / (std::sqrt(V[i]) / bc2_root + eps);
   }
-  if (mini_) std::fill(channel_scale.begin(), channel_scale.end(), std::sqrt(adam_sq) / (std::sqrt(proj_sq) + 1e-8));
+  // Per channel ||adam(R)|| / ||R||; APOLLO-Mini takes the ratio of the whole tensor's norms.
+  const int64_t channels = mp.large();
+  std::vector<double> a_sq(channels), p_sq(channels), channel_scale(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t k = 0; k < mp.r; ++k) {
+      const int64_t i = mp.at(c, k);
+      a_sq[c] += static_cast<double>(A[i]) * A[i];
+      p_sq[c] += static_cast<double>(R[i]) * R[i];
+    }
+  }
+  double adam_all = 0, proj_all = 0;
+  for (int64_t c = 0; c < channels; ++c) {
+    channel_scale[c] = std::sqrt(a_sq[c]) / (std::sqrt(p_sq[c]) + 1e-8);
+    adam_all += a_sq[c];
+    proj_all += p_sq[c];
+  }
+  if (mini_) std::fill(channel_scale.begin(), channel_scale.end(), std::sqrt(adam_all) / (std::sqrt(proj_all) + 1e-8));
   // The scaled full-rank gradient's norm, limited to 1.01x the last step's.
+  const float* G = t.grad;
+  // G's element (i, j) belongs to channel j when P acts on the rows, else i.
+  auto scale_at = [&](int64_t i, int64_t j) { return channel_scale[mp.on_rows() ? j : i]; };
   double norm_sq = 0;
-  for (int64_t c = 0; c < channels; ++c)
-    for (int64_t i = 0; i < small; ++i) norm_sq += std::pow(g(c, i) * channel_scale[c], 2);
-  double norm = std::sqrt(norm_sq), limit = 1.0;
+  for (int64_t i = 0; i < mp.m; ++i)
+    for (int64_t j = 0; j < mp.n; ++j) norm_sq += std::pow(G[i * mp.n + j] * scale_at(i, j), 2);
+  const double norm = std::sqrt(norm_sq);
+  double limit = 1.0;
   if (s.last_norm >= 0) limit = std::max(norm / (s.last_norm + 1e-8), cfg_.apollo_norm_growth) / cfg_.apollo_norm_growth;
   s.last_norm = norm / limit;
   const double step = lr * scale_of(cfg_, mini_) / limit;
   const double decay = decays(*t.param, cfg_) ? 1 - lr * cfg_.weight_decay : 1.0;
   float* W = t.value;
-  for (int64_t c = 0; c < channels; ++c) {
-    for (int64_t i = 0; i < small; ++i) {
-      float& w = by_rows ? W[i * s.n + c] : W[c * s.n + i];
-      w = static_cast<float>(w * decay - step * channel_scale[c] * g(c, i));
+  for (int64_t i = 0; i < mp.m; ++i) {
+    for (int64_t j = 0; j < mp.n; ++j) {
+      float& w = W[i * mp.n + j];
+      w = static_cast<float>(w * decay - step * scale_at(i, j) * G[i * mp.n + j]);
     }
   }
 }

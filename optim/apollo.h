@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "core/philox.h"
 #include "optim/optimizer.h"
+#include "optim/projection.h"
 
 namespace memtrain::optim {
 
@@ -30,13 +31,13 @@ class Apollo final : public Optimizer {
                                                            bool mini, uint64_t seed);
   // Projected matrices: two r x max(m, n) moments and the limiter's norm; others AdamW's 8 bytes per element.
   static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg, bool mini);
-  void step(double lr) override;
+  absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
 
  private:
   struct State {
-    int64_t m = 0, n = 0, r = 0;  // r > 0: projected; P is r x min(m, n)
-    Tensor mom1, mom2;            // r x max(m, n), or the tensor's size for AdamW
+    MatrixProjection mp;  // mp.r > 0: projected
+    Tensor mom1, mom2;    // laid out as the projected gradient, or the tensor's size for AdamW
     double last_norm = -1;        // the limiter's previous scaled-gradient norm (< 0: none yet)
   };
   Apollo(std::vector<OptimTarget> targets, const OptimConfig& cfg, bool mini, uint64_t seed)
@@ -48,6 +49,7 @@ class Apollo final : public Optimizer {
   bool mini_;
   uint64_t seed_;
   std::vector<State> states_;
+  std::vector<float> proj_, projected_, adam_;  // scratch: P, R and adam(R) of the largest matrix
   int64_t step_ = 0;
 };
 

@@ -7,9 +7,10 @@
 namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
-  if (name != "adamw" && name != "adamw8bit" && name != "adafactor" && name != "apollo" && name != "apollo_mini") {
-    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo or apollo_mini, got '",
-                                                   name, "'"));
+  if (name != "adamw" && name != "adamw8bit" && name != "adafactor" && name != "apollo" && name != "apollo_mini" &&
+      name != "galore_adamw") {
+    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo, apollo_mini or "
+                                                   "galore_adamw, got '", name, "'"));
   }
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
@@ -35,6 +36,7 @@ absl::Status OptimConfig::validate() const {
   if (!(apollo_scale >= 0)) return config_error("optim.apollo_scale", absl::StrCat("must be >= 0, got ", apollo_scale));
   if (!(apollo_norm_growth >= 1))
     return config_error("optim.apollo_norm_growth", absl::StrCat("must be >= 1, got ", apollo_norm_growth));
+  if (!(galore_scale > 0)) return config_error("optim.galore_scale", absl::StrCat("must be > 0, got ", galore_scale));
   if (!(adafactor_clip > 0))
     return config_error("optim.adafactor_clip", absl::StrCat("must be > 0, got ", adafactor_clip));
   return absl::OkStatus();

@@ -31,6 +31,8 @@ struct OptimConfig {
   int64_t update_proj_gap = 200;
   double apollo_scale = 0;  // 0: 1 for apollo, 128 for apollo_mini
   double apollo_norm_growth = 1.01;
+  double galore_scale = 0.25;
+  bool galore_int8_projection = false;
 
   template <class V> void visit(V& v) {
     v("name", name,
@@ -38,7 +40,9 @@ struct OptimConfig {
       "bytes of state per parameter instead of 8; tensors under 4096 elements keep fp32 moments), or adafactor "
       "(a matrix's second moment as row and column means: rows + cols floats), or apollo / apollo_mini (AdamW "
       "moments of a random rank-optim.rank (mini: 1) projection of each weight matrix's gradient, which scale the "
-      "full gradient per channel or per tensor); adafactor and apollo need zero.stage 0 and parallel.tp 1 for now");
+      "full gradient per channel or per tensor), or galore_adamw (AdamW moments of each weight matrix's gradient "
+      "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps); adafactor, "
+      "apollo and galore_adamw need zero.stage 0 and parallel.tp 1 for now");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");
@@ -57,11 +61,16 @@ struct OptimConfig {
     v("adafactor_momentum", adafactor_momentum, "adafactor: keep a first moment of the update (decay optim.beta1)");
     v("adafactor_scale_parameter", adafactor_scale_parameter,
       "adafactor: scale the learning rate by max(1e-3, RMS of the parameter)");
-    v("rank", rank, "apollo: the projection rank (capped by the matrix's smaller side), >= 1; apollo_mini uses 1");
-    v("update_proj_gap", update_proj_gap, "apollo, apollo_mini: steps between new random projections, >= 1");
+    v("rank", rank,
+      "apollo, galore_adamw: the projection rank (capped by the matrix's smaller side), >= 1; apollo_mini uses 1");
+    v("update_proj_gap", update_proj_gap,
+      "apollo, apollo_mini, galore_adamw: steps between new projections (random, or a new SVD), >= 1");
     v("apollo_scale", apollo_scale, "apollo, apollo_mini: the update's scale, >= 0; 0 = 1 (apollo) or 128 (mini)");
     v("apollo_norm_growth", apollo_norm_growth,
       "apollo, apollo_mini: the scaled gradient's norm grows at most this factor per step, >= 1");
+    v("galore_scale", galore_scale, "galore_adamw: the projected-back update's scale (GaLore's alpha), > 0");
+    v("galore_int8_projection", galore_int8_projection,
+      "galore_adamw: keep each projection as int8 with an fp32 absmax per singular vector (Q-GaLore)");
   }
   absl::Status validate() const;
 

@@ -5,6 +5,7 @@
 #include "optim/adamw.h"
 #include "optim/adamw8bit.h"
 #include "optim/apollo.h"
+#include "optim/galore.h"
 
 namespace memtrain::optim {
 
@@ -24,10 +25,15 @@ bool decays(const model::Param& p, const OptimConfig& cfg) {
   return true;
 }
 
+bool works_on_whole_matrices(const std::string& name) {
+  return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw";
+}
+
 int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "adamw8bit") return AdamW8bit::state_bytes(t);
   if (cfg.name == "adafactor") return Adafactor::state_bytes(t, cfg);
   if (cfg.name == "apollo" || cfg.name == "apollo_mini") return Apollo::state_bytes(t, cfg, cfg.name == "apollo_mini");
+  if (cfg.name == "galore_adamw") return GaLore::state_bytes(t, cfg);
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
@@ -41,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTar
   if (cfg.name == "adafactor") return Adafactor::create(std::move(targets), cfg);
   if (cfg.name == "apollo" || cfg.name == "apollo_mini")
     return Apollo::create(std::move(targets), cfg, cfg.name == "apollo_mini", seed);
+  if (cfg.name == "galore_adamw") return GaLore::create(std::move(targets), cfg);
   return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,9 +32,13 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // One update of every target from its gradient, at learning rate `lr`.
-  virtual void step(double lr) = 0;
+  virtual absl::Status step(double lr) = 0;
   virtual int64_t steps_taken() const = 0;
 };
+
+// Whether optimizer `name` updates a weight matrix from its whole gradient (a projection or a factored moment), so
+// that a rank must hold whole matrices: adafactor, apollo, apollo_mini, galore_adamw.
+bool works_on_whole_matrices(const std::string& name);
 
 // Bytes of state the optimizer optim.name names keeps for a target (the memory plan's figure, exact).
 int64_t optimizer_state_bytes(const OptimTarget& target, const OptimConfig& cfg);

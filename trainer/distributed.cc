@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "optim/optimizer.h"
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
@@ -15,7 +16,7 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
   const std::string& opt = cfg.optim.name;
-  if ((opt == "adafactor" || opt == "apollo" || opt == "apollo_mini") && (cfg.zero.stage > 0 || s.tp > 1)) {
+  if (optim::works_on_whole_matrices(opt) && (cfg.zero.stage > 0 || s.tp > 1)) {
     return config_error("optim.name", absl::StrCat(opt, " works on whole matrices: it needs zero.stage 0 and "
                                                    "parallel.tp 1, got ", cfg.zero.stage, " and ", s.tp));
   }

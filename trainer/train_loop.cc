@@ -246,7 +246,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     MEMTRAIN_ASSIGN_OR_RETURN(const double norm, mesh_grad_norm(run, *bundle, *engine));
     const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
     if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
-    opt->step(lr);
+    MEMTRAIN_RETURN_IF_ERROR(opt->step(lr));
     MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     if (pipeline) MEMTRAIN_RETURN_IF_ERROR(pipeline->sync_tied_values());
     MEMTRAIN_FAULT_POINT("train.step");

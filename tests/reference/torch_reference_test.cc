@@ -217,7 +217,7 @@ void TorchReferenceTest::run_case(const Case& c) {
 
   // AdamW on the same batch: the loss before each step, then after the last.
   for (int s = 0; s < c.steps; ++s) {
-    opt->step(oc.lr);
+    ASSERT_TRUE(opt->step(oc.lr).ok());
     if (s + 1 < c.steps) losses.push_back(train_loss());
   }
   model::ActivationStore eval(/*keep=*/false);

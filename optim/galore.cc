@@ -1,0 +1,160 @@
+#include "optim/galore.h"
+
+#include <lapacke.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/cpu/adamw.h"
+#include "core/status.h"
+
+namespace memtrain::optim {
+
+bool galore_projects(const OptimTarget& t) {
+  return t.param->kind == model::ParamKind::kWeight && t.param->local_shape.size() == 2;
+}
+
+absl::Status top_singular_vectors(const float* G, const MatrixProjection& mp, float* P) {
+  const int64_t m = mp.m, n = mp.n, k = std::min(m, n);
+  std::vector<float> a(G, G + m * n), s(k), u(m * k), vt(k * n);  // sgesdd overwrites its input
+  const lapack_int info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', static_cast<lapack_int>(m),
+                                         static_cast<lapack_int>(n), a.data(), static_cast<lapack_int>(n), s.data(),
+                                         u.data(), static_cast<lapack_int>(k), vt.data(), static_cast<lapack_int>(n));
+  if (info != 0) return absl::InternalError(absl::StrCat("SVD of a ", m, " x ", n, " gradient failed: info ", info));
+  const int64_t len = mp.small();
+  for (int64_t row = 0; row < mp.r; ++row) {
+    float* p = P + row * len;
+    for (int64_t i = 0; i < len; ++i) p[i] = mp.on_rows() ? u[i * k + row] : vt[row * n + i];
+    const float* big = std::max_element(p, p + len, [](float x, float y) { return std::abs(x) < std::abs(y); });
+    if (*big < 0) std::transform(p, p + len, p, [](float x) { return -x; });
+  }
+  return absl::OkStatus();
+}
+
+int64_t GaLore::state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
+  if (!galore_projects(t)) return 8 * t.n;
+  const Shape& s = t.param->local_shape;
+  const MatrixProjection mp{s[0], s[1], std::min(cfg.rank, std::min(s[0], s[1]))};
+  const int64_t proj = cfg.galore_int8_projection ? mp.r * mp.small() + 4 * mp.r : 4 * mp.r * mp.small();
+  return proj + 8 * mp.projected_numel();
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> GaLore::create(std::vector<OptimTarget> targets, const OptimConfig& cfg) {
+  std::unique_ptr<GaLore> opt(new GaLore(std::move(targets), cfg));
+  for (const OptimTarget& t : opt->targets_) {
+    State s;
+    int64_t size = t.n;
+    if (galore_projects(t)) {
+      if (t.offset != 0 || t.n != shape_numel(t.param->local_shape)) {
+        return config_error("optim.name", absl::StrCat("galore_adamw projects whole matrices, but this rank updates "
+                                                       "a piece of ", t.param->name));
+      }
+      const int64_t m = t.param->local_shape[0], n = t.param->local_shape[1];
+      s.mp = MatrixProjection{m, n, std::min(cfg.rank, std::min(m, n))};
+      size = s.mp.projected_numel();
+      const int64_t proj = s.mp.r * s.mp.small();
+      if (cfg.galore_int8_projection) {
+        MEMTRAIN_ASSIGN_OR_RETURN(s.proj, Tensor::zeros({proj}, DType::kI8, MemCategory::kOptimizerState));
+        MEMTRAIN_ASSIGN_OR_RETURN(s.proj_absmax, Tensor::zeros({s.mp.r}, DType::kF32, MemCategory::kOptimizerState));
+      } else {
+        MEMTRAIN_ASSIGN_OR_RETURN(s.proj, Tensor::zeros({proj}, DType::kF32, MemCategory::kOptimizerState));
+      }
+      opt->proj_.resize(std::max<size_t>(opt->proj_.size(), proj));
+      opt->projected_.resize(std::max<size_t>(opt->projected_.size(), size));
+    }
+    MEMTRAIN_ASSIGN_OR_RETURN(s.mom1, Tensor::zeros({size}, DType::kF32, MemCategory::kOptimizerState));
+    MEMTRAIN_ASSIGN_OR_RETURN(s.mom2, Tensor::zeros({size}, DType::kF32, MemCategory::kOptimizerState));
+    opt->states_.push_back(std::move(s));
+  }
+  return std::unique_ptr<Optimizer>(std::move(opt));
+}
+
+absl::Status GaLore::step(double lr) {
+  ++step_;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const OptimTarget& t = targets_[i];
+    State& s = states_[i];
+    if (s.mp.r > 0) {
+      MEMTRAIN_RETURN_IF_ERROR(step_matrix(t, s, lr));
+      continue;
+    }
+    const float wd = decays(*t.param, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    cpu::adamw_step(t.value, t.grad, s.mom1.f32(), s.mom2.f32(), t.n, static_cast<float>(lr),
+                    static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
+                    step_, ThreadPool::global());
+  }
+  return absl::OkStatus();
+}
+
+void GaLore::store_projection(State& s, const float* P) {
+  const int64_t len = s.mp.small();
+  if (!cfg_.galore_int8_projection) {
+    std::copy(P, P + s.mp.r * len, s.proj.f32());
+    return;
+  }
+  int8_t* q = s.proj.data<int8_t>();
+  for (int64_t row = 0; row < s.mp.r; ++row) {
+    const float* p = P + row * len;
+    float absmax = 0;
+    for (int64_t i = 0; i < len; ++i) absmax = std::max(absmax, std::abs(p[i]));
+    s.proj_absmax.f32()[row] = absmax;
+    const float inv = absmax > 0 ? 127.0f / absmax : 0.0f;
+    for (int64_t i = 0; i < len; ++i) q[row * len + i] = static_cast<int8_t>(std::lround(p[i] * inv));
+  }
+}
+
+void GaLore::load_projection(const State& s, float* P) const {
+  const int64_t len = s.mp.small();
+  if (!cfg_.galore_int8_projection) {
+    std::copy(s.proj.f32(), s.proj.f32() + s.mp.r * len, P);
+    return;
+  }
+  const int8_t* q = s.proj.data<int8_t>();
+  for (int64_t row = 0; row < s.mp.r; ++row) {
+    const float scale = s.proj_absmax.f32()[row] / 127.0f;
+    for (int64_t i = 0; i < len; ++i) P[row * len + i] = q[row * len + i] * scale;
+  }
+}
+
+std::vector<float> GaLore::projection(size_t i) const {
+  const State& s = states_[i];
+  if (s.mp.r == 0) return {};
+  std::vector<float> P(s.mp.r * s.mp.small());
+  load_projection(s, P.data());
+  return P;
+}
+
+absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
+  const MatrixProjection& mp = s.mp;
+  ThreadPool& pool = ThreadPool::global();
+  float* P = proj_.data();
+  float* R = projected_.data();
+  if ((step_ - 1) % cfg_.update_proj_gap == 0) {
+    MEMTRAIN_RETURN_IF_ERROR(top_singular_vectors(t.grad, mp, P));
+    store_projection(s, P);
+  }
+  load_projection(s, P);  // the int8 projection is used as stored
+  mp.project(P, t.grad, R, pool);
+  // Adam in the projected space; R becomes N = m / (sqrt(v) + eps), bias corrections folded into the step size.
+  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
+  const float eps = static_cast<float>(cfg_.eps);
+  float* M = s.mom1.f32();
+  float* V = s.mom2.f32();
+  for (int64_t i = 0; i < mp.projected_numel(); ++i) {
+    M[i] = b1 * M[i] + (1 - b1) * R[i];
+    V[i] = b2 * V[i] + (1 - b2) * R[i] * R[i];
+    R[i] = M[i] / (std::sqrt(V[i]) + eps);
+  }
+  const double steps = static_cast<double>(step_);
+  const double step_size = lr * std::sqrt(1 - std::pow(cfg_.beta2, steps)) / (1 - std::pow(cfg_.beta1, steps));
+  // W -= step_size * scale * back(N), then the decay of the updated weight (galore_torch's order).
+  mp.project_back(P, R, static_cast<float>(-step_size * cfg_.galore_scale), 1.0f, t.value, pool);
+  if (decays(*t.param, cfg_) && cfg_.weight_decay > 0) {
+    const float keep = static_cast<float>(1 - lr * cfg_.weight_decay);
+    for (int64_t i = 0; i < mp.m * mp.n; ++i) t.value[i] *= keep;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace memtrain::optim
