@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Adafactor::create(std::vector<OptimTa
     const Shape& shape = t.param->local_shape;
     if (t.offset != 0 || t.n != shape_numel(shape)) {
       return config_error("optim.name", absl::StrCat("adafactor factors whole matrices, but this rank updates a piece "
-                                                     "of ", t.param->name, " (use zero.stage 0)"));
+                                                     "of ", t.param->name, " (optim/matrix_owners gives it whole)"));
     }
     State s;
     if (shape.size() >= 2) {

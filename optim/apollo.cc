@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Apollo::create(std::vector<OptimTarge
     if (apollo_projects(t)) {
       if (t.offset != 0 || t.n != shape_numel(t.param->local_shape)) {
         return config_error("optim.name", absl::StrCat(cfg.name, " projects whole matrices, but this rank updates a "
-                                                       "piece of ", t.param->name, " (use zero.stage 0)"));
+                                                       "piece of ", t.param->name, " (optim/matrix_owners gives it whole)"));
       }
       const int64_t m = t.param->local_shape[0], n = t.param->local_shape[1];
       s.mp = MatrixProjection{m, n, std::min(rank_of(cfg, mini), std::min(m, n))};

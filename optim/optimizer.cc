@@ -29,6 +29,12 @@ bool works_on_whole_matrices(const std::string& name) {
   return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw";
 }
 
+bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg) {
+  if (cfg.name == "adafactor") return true;  // vectors too: the update's RMS clipping spans the tensor
+  if (!works_on_whole_matrices(cfg.name)) return false;
+  return p.kind == model::ParamKind::kWeight && p.local_shape.size() == 2;
+}
+
 int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "adamw8bit") return AdamW8bit::state_bytes(t);
   if (cfg.name == "adafactor") return Adafactor::state_bytes(t, cfg);

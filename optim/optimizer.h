@@ -40,6 +40,10 @@ class Optimizer {
 // that a rank must hold whole matrices: adafactor, apollo, apollo_mini, galore_adamw.
 bool works_on_whole_matrices(const std::string& name);
 
+// Whether optimizer optim.name needs `p` whole: the matrices GaLore and APOLLO project (2-D weights); every tensor
+// for Adafactor (it factors matrices and clips each tensor's update by its RMS).
+bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg);
+
 // Bytes of state the optimizer optim.name names keeps for a target (the memory plan's figure, exact).
 int64_t optimizer_state_bytes(const OptimTarget& target, const OptimConfig& cfg);
 

@@ -72,6 +72,7 @@ class DataParallel final : public UnitHooks {
   ~DataParallel() override;
 
   const ShardLayout& layout() const { return layout_; }
+  Communicator& comm() const { return dp_; }  // the dp ranks
   int stage() const { return options_.stage; }
   // The values this rank stores: every tensor whole below stage 3, its slices at stage 3. Fill them at start.
   const std::vector<LocalSegment>& stored_values() const { return stored_; }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "optim/matrix_owners.h"
 #include "optim/optimizer.h"
 #include "trainer/pipeline.h"
 
@@ -16,8 +17,8 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
   const std::string& opt = cfg.optim.name;
-  if (optim::works_on_whole_matrices(opt) && (cfg.zero.stage > 0 || s.tp > 1)) {
-    return config_error("optim.name", absl::StrCat(opt, " works on whole matrices: it needs zero.stage 0 and "
+  if (optim::works_on_whole_matrices(opt) && (cfg.zero.stage > 2 || s.tp > 1)) {
+    return config_error("optim.name", absl::StrCat(opt, " works on whole matrices: it needs zero.stage <= 2 and "
                                                    "parallel.tp 1, got ", cfg.zero.stage, " and ", s.tp));
   }
   const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
@@ -101,10 +102,17 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
 absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg,
                                                                           const ModelBundle& bundle,
                                                                           const parallel::DataParallel& engine) {
+  const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
+  if (engine.stage() >= 1 && engine.comm().size() > 1 && optim::works_on_whole_matrices(cfg.optim.name)) {
+    std::vector<const model::Param*> params;
+    for (const auto& p : bundle.params.all()) params.push_back(p.get());
+    return optim::MatrixOwners::create(engine.comm(), engine.layout(), params, engine.owned(), engine.stored_values(),
+                                       cfg.optim, seed);
+  }
   std::vector<optim::OptimTarget> targets;
   for (const parallel::LocalSegment& s : engine.owned())
     targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
-  return optim::create_optimizer(std::move(targets), cfg.optim, static_cast<uint64_t>(cfg.train.seed));
+  return optim::create_optimizer(std::move(targets), cfg.optim, seed);
 }
 
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {

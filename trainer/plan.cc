@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/model.h"
+#include "optim/matrix_owners.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
 #include "parallel/pipeline_simulator.h"
@@ -50,10 +51,20 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
   // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices): the optimizer's state for
   // its pieces.
-  int64_t optimizer_state = 0;
-  for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) {
-    optimizer_state +=
-        optim::optimizer_state_bytes({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset}, cfg.optim);
+  int64_t optimizer_state = 0, gradient_copy = 0;
+  if (stage >= 1 && d > 1 && optim::works_on_whole_matrices(cfg.optim.name)) {
+    // Whole matrices on their owners (optim/matrix_owners): the largest rank's state and gradient copy.
+    std::vector<const model::Param*> by_entry;
+    for (const auto& p : params.all()) by_entry.push_back(p.get());
+    for (const optim::RankOptimizerBytes& r : optim::matrix_owner_bytes(layout, by_entry, cfg.optim)) {
+      optimizer_state = std::max(optimizer_state, r.state);
+      gradient_copy = std::max(gradient_copy, r.gradient_copy);
+    }
+  } else {
+    for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) {
+      optimizer_state +=
+          optim::optimizer_state_bytes({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset}, cfg.optim);
+    }
   }
   // The sum of the n largest units: what a pipeline, whose micro-batches interleave, may hold at once.
   auto largest = [&](int n) {
@@ -98,6 +109,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     }
     at(MemCategory::kGradients) = 4 * (layout.shard_size() + alive);
   }
+  at(MemCategory::kGradients) += gradient_copy;
   at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(

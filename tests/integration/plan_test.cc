@@ -50,13 +50,20 @@ TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
   std::filesystem::remove_all(dir);
 }
 
+std::string plan_case_name(const ::testing::TestParamInfo<Plan::ParamType>& info) {
+  return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") + "_zero" +
+         std::to_string(std::get<1>(info.param)) + "_" + std::get<2>(info.param);
+}
+
 INSTANTIATE_TEST_SUITE_P(Configs, Plan,
                          ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
                                             ::testing::Values(0, 1, 2, 3), ::testing::Values("adamw", "adamw8bit")),
-                         [](const auto& info) {
-                           return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") +
-                                  "_zero" + std::to_string(std::get<1>(info.param)) + "_" + std::get<2>(info.param);
-                         });
+                         plan_case_name);
+// Optimizers that need whole matrices: ZeRO-3 is a config error for them.
+INSTANTIATE_TEST_SUITE_P(WholeMatrices, Plan,
+                         ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
+                                            ::testing::Values(0, 2), ::testing::Values("galore_adamw", "apollo")),
+                         plan_case_name);
 
 TEST(PlanCli, SaysWhetherItFitsTheBudget) {
   const std::string dir = ::testing::TempDir() + "memtrain_plan_budget_" + std::to_string(getpid());

@@ -15,6 +15,7 @@
 #include "core/memory.h"
 #include "data/prepare.h"
 #include "optim/adamw.h"
+#include "optim/matrix_owners.h"
 #include "parallel/local_communicator.h"
 #include "tests/mpi/training_fixture.h"
 #include "trainer/config.h"
@@ -53,14 +54,16 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const std::string mesh_out = shared_dir() + "/mesh_" + name;
   auto mesh = trainer::run_training(
       tiny_config(c.arch, mesh_out, {"zero.stage=" + std::to_string(c.stage),
-                                     "zero.hpz_partition_size=" + std::to_string(c.hpz), "optim.name=" + c.optim}),
+                                     "zero.hpz_partition_size=" + std::to_string(c.hpz), "optim.name=" + c.optim,
+                                     "optim.update_proj_gap=20"}),
       world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
 
   // The reference: one process, the same global batch as d micro-batches of the same size, replicated states.
   const std::string single_out = shared_dir() + "/single_" + name + "_rank" + std::to_string(world().rank());
   auto single = trainer::run_training(
-      tiny_config(c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim}),
+      tiny_config(c.arch, single_out,
+                  {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20"}),
       /*quiet=*/true);
   ASSERT_TRUE(single.ok()) << single.status();
 
@@ -80,7 +83,10 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"gpt2", 3, 1}, Case{"gpt2", 3, 2}, Case{"llama", 0, 1},
                                            Case{"llama", 3, 1}, Case{"llama", 3, 2},
                                            Case{"gpt2", 1, 1, "adamw8bit"}, Case{"llama", 2, 1, "adamw8bit"},
-                                           Case{"gpt2", 3, 1, "adamw8bit"}),
+                                           Case{"gpt2", 3, 1, "adamw8bit"},
+                                           // Whole matrices on owner ranks (optim/matrix_owners).
+                                           Case{"gpt2", 1, 1, "galore_adamw"}, Case{"gpt2", 2, 1, "apollo"},
+                                           Case{"llama", 2, 1, "adafactor"}, Case{"llama", 1, 1, "apollo_mini"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Two micro-batches per rank: a rank sums its own micro-batches before the ranks are summed, an order one process
@@ -224,6 +230,51 @@ TEST(ZeroFormulas, ModelStateBytesPerRank) {
                     measured(MemCategory::kParameters), expect_params, measured(MemCategory::kGradients), expect_grads,
                     measured(MemCategory::kOptimizerState), expect_optim);
       }
+    }
+  }
+}
+
+// Optimizers that need whole matrices under ZeRO-1/2: each rank holds the state of what it updates (its pieces of
+// vectors, the matrices it owns) and a copy of its matrices' gradients, as optim::matrix_owner_bytes (the plan's
+// figure) says; over all ranks the state is the single-process state once, not more.
+TEST(MatrixOwners, EachRankHoldsThePlannedShareOfTheState) {
+  const int d = world().size();
+  for (const std::string optim : {"galore_adamw", "adafactor"}) {
+    for (int stage : {1, 2}) {
+      SCOPED_TRACE(optim + " stage " + std::to_string(stage));
+      trainer::Config cfg = tiny_config("gpt2", shared_dir() + "/owners", {"optim.name=" + optim, "optim.rank=8"});
+      cfg.zero.stage = stage;
+      const MemorySnapshot before = MemoryTracker::host().snapshot();
+      EngineSetup s = set_up(cfg);
+      const MemorySnapshot engine_only = MemoryTracker::host().snapshot();
+      auto opt = trainer::create_sharded_optimizer(cfg, *s.bundle, *s.engine);
+      ASSERT_TRUE(opt.ok()) << opt.status();
+      const MemorySnapshot now = MemoryTracker::host().snapshot();
+      auto grown = [](const MemorySnapshot& a, const MemorySnapshot& b, MemCategory c) {
+        return b.current[static_cast<int>(c)] - a.current[static_cast<int>(c)];
+      };
+      std::vector<const model::Param*> params;
+      int64_t single = 0;
+      for (const auto& p : s.bundle->params.all()) {
+        params.push_back(p.get());
+        single += optim::optimizer_state_bytes({p.get(), nullptr, nullptr, p->value.numel()}, cfg.optim);
+      }
+      const std::vector<optim::RankOptimizerBytes> plan =
+          optim::matrix_owner_bytes(s.engine->layout(), params, cfg.optim);
+      EXPECT_EQ(grown(before, now, MemCategory::kOptimizerState), plan[world().rank()].state);
+      EXPECT_EQ(grown(engine_only, now, MemCategory::kGradients), plan[world().rank()].gradient_copy);
+      int64_t total = 0, whole = 0, copies = 0;
+      int owners = 0;
+      for (const auto& r : plan) {
+        total += r.state;
+        copies += r.gradient_copy;
+        owners += r.gradient_copy > 0;
+      }
+      for (const auto& p : s.bundle->params.all())
+        if (optim::needs_whole_tensor(*p, cfg.optim)) whole += 4 * p->value.numel();
+      EXPECT_EQ(total, single);
+      EXPECT_EQ(copies, whole);  // each matrix on one owner
+      EXPECT_GT(owners, 1) << "the matrices should spread over the " << d << " ranks";
     }
   }
 }
