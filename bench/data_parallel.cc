@@ -70,7 +70,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
   MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp(), run.cp()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt,
-                            trainer::create_sharded_optimizer(cfg, *bundle, *engine));
+                            trainer::create_sharded_optimizer(cfg, run, *bundle, *engine));
 
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));

@@ -33,7 +33,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& cfg
                             trainer::build_model(cfg, /*allocate=*/false, run.tp(), run.cp(), pp.rank(), pp.size()));
   MEMTRAIN_ASSIGN_OR_RETURN(auto engine, trainer::create_data_parallel(cfg, run, *bundle));
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt,
-                            trainer::create_sharded_optimizer(cfg, *bundle, *engine));
+                            trainer::create_sharded_optimizer(cfg, run, *bundle, *engine));
   MEMTRAIN_ASSIGN_OR_RETURN(auto runner,
                             trainer::PipelineRunner::create(cfg, pp, bundle->chunks(), bundle->params, *engine));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);

@@ -3,7 +3,7 @@
 // (rows + cols floats instead of rows x cols), the second moment of other tensors whole; decay 1 - t^rate; the
 // update g / sqrt(v) with its RMS clipped to optim.adafactor_clip; optionally a first moment of the update; the
 // learning rate from the schedule, optionally scaled by max(1e-3, RMS(parameter)); decoupled weight decay.
-// A matrix needs its whole gradient, so targets are whole tensors (under ZeRO-1/2 optim/matrix_owners gives each matrix to one rank).
+// A matrix needs its whole gradient, so targets are whole tensors (under ZeRO-1/2 or tp, optim/matrix_owners gives each matrix whole to one rank).
 #pragma once
 
 #include <memory>

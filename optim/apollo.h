@@ -5,7 +5,7 @@
 // of R, i.e. each of the larger side's vectors) by ||adam(R)|| / ||R|| (APOLLO) or as a whole tensor with r = 1
 // and optim.apollo_scale (APOLLO-Mini); a norm-growth limiter (the scaled gradient's norm grows at most 1.01x per
 // step); then W -= lr * scale * G~ after decoupled weight decay. Other tensors take plain AdamW. A matrix needs its
-// whole gradient, so targets are whole tensors (under ZeRO-1/2 optim/matrix_owners gives each matrix to one rank).
+// whole gradient, so targets are whole tensors (under ZeRO-1/2 or tp, optim/matrix_owners gives each matrix whole to one rank).
 #pragma once
 
 #include <memory>

@@ -5,7 +5,8 @@
 // changes; the update N = m / (sqrt(v) + eps) projected back and scaled by optim.galore_scale, W -= lr sqrt(1 -
 // b2^t) / (1 - b1^t) * scale * back(N), then W -= lr * weight_decay * W. Other tensors take plain AdamW.
 // optim.galore_int8_projection keeps P as int8 with an fp32 absmax per singular vector (Q-GaLore's quantized
-// projections). A matrix needs its whole gradient, so matrix targets are whole tensors.
+// projections). A matrix needs its whole gradient, so matrix targets are whole tensors (under ZeRO-1/2 or tp,
+// optim/matrix_owners gives each matrix whole to one rank).
 #pragma once
 
 #include <memory>

@@ -1,12 +1,15 @@
-// ZeRO-1/2 for optimizers that need whole matrices (GaLore, APOLLO, Adafactor: optim::works_on_whole_matrices).
-// A rank's slices of a unit cut its matrices, so every tensor the optimizer needs whole (needs_whole_tensor) gets one
-// owner among the dp ranks: the largest first, each to the rank with the fewest elements to update so far. Before
-// the update every rank holding a reduced piece of a matrix sends it to the owner, which assembles the whole
-// gradient, updates the whole matrix (values are full on every rank below stage 3) and sends each holder its piece
-// of the new values; the all-gather that ends the step then spreads them as usual. Other tensors are updated
-// piecewise, as AdamW is. A rank keeps optimizer state only for what it updates; the owner's copy of its matrices'
-// gradients is the one extra buffer (category gradients). Pieces travel point to point, straight between that copy
-// and the engine's buffers, so a dp run adds the numbers a single process adds and its curve is the same.
+// Sharded training for optimizers that need whole matrices (GaLore, APOLLO, Adafactor: works_on_whole_matrices).
+// Under ZeRO-1/2 a rank's slices cut matrices, and under tensor parallelism a rank holds a part of each: so every
+// tensor the optimizer needs whole (needs_whole_tensor) gets one owner among the ranks that hold pieces of it (the
+// "matrix group": the tp x dp ranks of a pipeline stage, or the tp ranks at ZeRO-0), the largest first, each to
+// the member with the fewest elements to update so far. Before the update the holders of the gradient's pieces
+// (one holder per element: tp parts that replicate another's are not sent) send them to the owner, and with tensor
+// parallelism also the values of the other tp parts; the owner assembles the global matrix, updates it as one
+// process would and sends every holder its piece of the new values (a ZeRO step's all-gather then spreads them as
+// usual). Other tensors are updated piecewise, as AdamW is. A rank keeps optimizer state only for what it updates;
+// the owner keeps copies of its matrices' gradients (category gradients), with tp also of their values
+// (parameters) and a receive area for pieces that land in strided places (communication). Pieces travel point to
+// point, so a dp run adds the numbers one process adds and its curve is the same.
 #pragma once
 
 #include <memory>
@@ -20,31 +23,33 @@
 
 namespace memtrain::optim {
 
-// Entry -> owner rank, or -1 for tensors updated piecewise; whole[e]: entry e is needed whole.
-std::vector<int> assign_matrix_owners(const parallel::ShardLayout& layout, const std::vector<bool>& whole);
+// The ranks that share matrices and what each holds. Member g = q * tp + t: the engine rank q of tp rank t.
+struct MatrixGroup {
+  int tp = 1;
+  std::vector<std::vector<const model::Param*>> params;  // [t][entry]: tp rank t's parameters (shapes and splits)
+  std::vector<parallel::ShardLayout> layouts;            // [t]: the layout of tp rank t's engine
+  bool sharded = true;  // ZeRO-1/2: member (t, q) holds its slices; false (ZeRO-0): whole local tensors, q = 0
 
-// What rank `rank` updates: its pieces of the tensors updated piecewise and the whole tensors it owns.
-struct RankUpdates {
-  std::vector<parallel::ShardSegment> pieces;
-  std::vector<int> whole;      // entries
-  int64_t whole_elements = 0;  // the owner's gradient copy, in floats
+  int members() const { return tp * (sharded ? layouts[0].ranks() : 1); }
+  int tp_of(int member) const { return member % tp; }
+  std::vector<parallel::ShardSegment> pieces(int member) const;
 };
-RankUpdates updates_of_rank(const parallel::ShardLayout& layout, const std::vector<int>& owners, int rank);
 
-// The optimizer state and the gradient copy of each rank under ZeRO-1/2 for `params` (by entry), in bytes.
-struct RankOptimizerBytes {
-  int64_t state = 0, gradient_copy = 0;
+// Entry -> owner member, or -1 for tensors updated piecewise. load[g]: elements member g updates piecewise;
+// whole_numel[e]: the global elements of entry e when it is needed whole, else 0.
+std::vector<int> assign_matrix_owners(std::vector<int64_t> load, const std::vector<int64_t>& whole_numel);
+std::vector<int> assign_matrix_owners(const MatrixGroup& group, const OptimConfig& cfg);
+
+// Bytes each member holds for the optimizer: its state, the owner's gradient and value copies, the receive area.
+struct MemberOptimizerBytes {
+  int64_t state = 0, gradient_copy = 0, value_copy = 0, staging = 0;
 };
-std::vector<RankOptimizerBytes> matrix_owner_bytes(const parallel::ShardLayout& layout,
-                                                   const std::vector<const model::Param*>& params,
-                                                   const OptimConfig& cfg);
+std::vector<MemberOptimizerBytes> matrix_owner_bytes(const MatrixGroup& group, const OptimConfig& cfg);
 
 class MatrixOwners final : public Optimizer {
  public:
-  // params[e]: the parameter of layout entry e. owned / stored: the engine's (stage 1 or 2).
-  static absl::StatusOr<std::unique_ptr<Optimizer>> create(parallel::Communicator& dp,
-                                                           const parallel::ShardLayout& layout,
-                                                           const std::vector<const model::Param*>& params,
+  // comm: the matrix group, comm.rank() == this rank's member index. owned / stored: this rank's engine's.
+  static absl::StatusOr<std::unique_ptr<Optimizer>> create(parallel::Communicator& comm, const MatrixGroup& group,
                                                            const std::vector<parallel::LocalSegment>& owned,
                                                            const std::vector<parallel::LocalSegment>& stored,
                                                            const OptimConfig& cfg, uint64_t seed);
@@ -52,28 +57,31 @@ class MatrixOwners final : public Optimizer {
   int64_t steps_taken() const override { return inner_->steps_taken(); }
 
  private:
-  // One piece of a whole matrix that lives on another rank: its reduced gradient goes to the owner, its new value
-  // comes back. On the holder `grad`/`value` are the engine's piece; on the owner, the piece's place in the
-  // gradient copy and in the full value.
+  // A run of a piece in the global tensor: `n` elements from piece-relative `local` at global offset `global`.
+  struct Run {
+    int64_t local, global, n;
+  };
+  // One message of a piece. On a holder `data` is the engine's piece. On the owner `data` is where the piece
+  // arrives or leaves from: straight in the global copy when it is one run, else in the receive area, scattered
+  // to (or gathered from) `global` + the runs.
   struct Transfer {
-    int peer;
-    int tag;  // the entry: a rank holds at most one piece of each tensor
-    bool owner;
-    float* grad;
-    float* value;
+    int peer, tag;
+    float* data;
     int64_t n;
+    float* global = nullptr;
+    std::vector<Run> runs;
   };
-  struct LocalCopy {  // a piece the owner holds itself
-    const float* from;
-    float* to;
-    int64_t n;
+  struct Phase {  // messages that may be in flight together
+    std::vector<Transfer> recvs, sends;
+    std::vector<Transfer> local;  // the owner's own piece: data is the engine's, copied through the runs
   };
-  MatrixOwners(parallel::Communicator& dp) : dp_(dp) {}
+  explicit MatrixOwners(parallel::Communicator& comm) : comm_(comm) {}
+  absl::Status run_phase(Phase& phase, bool to_global);
 
-  parallel::Communicator& dp_;
-  Tensor gradient_copy_;
-  std::vector<Transfer> transfers_;
-  std::vector<LocalCopy> local_;
+  parallel::Communicator& comm_;
+  std::vector<std::unique_ptr<model::Param>> global_params_;  // owned matrices with their global shape
+  Tensor gradient_copy_, value_copy_, staging_;
+  Phase grads_, values_in_, values_out_;
   std::unique_ptr<Optimizer> inner_;
 };
 

@@ -42,7 +42,7 @@ struct OptimConfig {
       "moments of a random rank-optim.rank (mini: 1) projection of each weight matrix's gradient, which scale the "
       "full gradient per channel or per tensor), or galore_adamw (AdamW moments of each weight matrix's gradient "
       "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps); adafactor, "
-      "apollo and galore_adamw update each matrix on one rank (zero.stage <= 2) and need parallel.tp 1 for now");
+      "apollo and galore_adamw update each (global) matrix whole on one rank: zero.stage <= 2");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");

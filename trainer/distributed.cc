@@ -17,9 +17,9 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
   const std::string& opt = cfg.optim.name;
-  if (optim::works_on_whole_matrices(opt) && (cfg.zero.stage > 2 || s.tp > 1)) {
-    return config_error("optim.name", absl::StrCat(opt, " works on whole matrices: it needs zero.stage <= 2 and "
-                                                   "parallel.tp 1, got ", cfg.zero.stage, " and ", s.tp));
+  if (optim::works_on_whole_matrices(opt) && cfg.zero.stage > 2) {
+    return config_error("optim.name", absl::StrCat(opt, " updates whole matrices, which ZeRO-3 never holds: it "
+                                                   "needs zero.stage <= 2, got ", cfg.zero.stage));
   }
   const std::vector<int64_t>& layers = cfg.parallel.pp_layers;
   if (!layers.empty()) {
@@ -63,6 +63,12 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
     MEMTRAIN_ASSIGN_OR_RETURN(run.dp_cp, world.split(c.pp * shape.tp + c.tp, c.dp * shape.cp + c.cp, "dp_cp"));
     run.dp_cp->set_timeout_s(cfg.parallel.timeout_s);
   }
+  if (shape.tp > 1 && cfg.zero.stage >= 1 && uses_matrix_owners(cfg, shape)) {
+    const parallel::MeshCoord& c = run.mesh.coord();
+    const int q = c.dp * shape.cp + c.cp;  // the engine rank
+    MEMTRAIN_ASSIGN_OR_RETURN(run.matrix_group, world.split(c.pp, q * shape.tp + c.tp, "matrix_group"));
+    run.matrix_group->set_timeout_s(cfg.parallel.timeout_s);
+  }
   const int h = static_cast<int>(cfg.zero.hpz_partition_size);
   if (cfg.zero.hpz_active(run.data_parallel().size())) {
     // Groups of h consecutive data-parallel ranks: with tp innermost, these are neighbouring ranks (one node).
@@ -99,15 +105,51 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   return engine;
 }
 
-absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg,
+bool uses_matrix_owners(const Config& cfg, const parallel::MeshShape& mesh) {
+  if (!optim::works_on_whole_matrices(cfg.optim.name)) return false;
+  return mesh.tp > 1 || (cfg.zero.stage >= 1 && mesh.dp * mesh.cp > 1);
+}
+
+absl::StatusOr<optim::MatrixGroup> matrix_group_shapes(const Config& cfg, const parallel::MeshShape& mesh,
+                                                       int pp_rank, std::vector<model::ParamSet>& parts) {
+  optim::MatrixGroup group;
+  group.tp = mesh.tp;
+  group.sharded = cfg.zero.stage >= 1;
+  parts = std::vector<model::ParamSet>(mesh.tp);
+  for (int t = 0; t < mesh.tp; ++t) {
+    MEMTRAIN_RETURN_IF_ERROR(create_rank_models(cfg, parts[t],
+                                                model::TensorParallel::shapes_of_rank(t, mesh.tp,
+                                                                                      cfg.parallel.sequence_parallel),
+                                                {}, pp_rank, mesh.pp)
+                                 .status());
+    std::vector<const model::Param*> params;
+    std::vector<std::vector<int64_t>> units(parts[t].num_units());
+    for (const auto& p : parts[t].all()) {
+      params.push_back(p.get());
+      units[p->unit].push_back(shape_numel(p->local_shape));  // as the engine numbers them
+    }
+    group.params.push_back(std::move(params));
+    group.layouts.emplace_back(std::move(units), mesh.dp * mesh.cp);
+  }
+  return group;
+}
+
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
                                                                           const ModelBundle& bundle,
                                                                           const parallel::DataParallel& engine) {
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
-  if (engine.stage() >= 1 && engine.comm().size() > 1 && optim::works_on_whole_matrices(cfg.optim.name)) {
-    std::vector<const model::Param*> params;
-    for (const auto& p : bundle.params.all()) params.push_back(p.get());
-    return optim::MatrixOwners::create(engine.comm(), engine.layout(), params, engine.owned(), engine.stored_values(),
-                                       cfg.optim, seed);
+  if (uses_matrix_owners(cfg, run.mesh.shape())) {
+    std::vector<model::ParamSet> parts;
+    MEMTRAIN_ASSIGN_OR_RETURN(optim::MatrixGroup group,
+                              matrix_group_shapes(cfg, run.mesh.shape(), run.pp().rank(), parts));
+    // This rank's own part is its model's (the optimizer keeps pointers to its parameters).
+    const int t = run.mesh.coord().tp;
+    MEMTRAIN_CHECK(group.layouts[t].full_size() == engine.layout().full_size());
+    for (size_t e = 0; e < group.params[t].size(); ++e) group.params[t][e] = bundle.params.all()[e].get();
+    parallel::Communicator& comm = run.matrix_group       ? *run.matrix_group
+                                   : group.sharded        ? engine.comm()
+                                                          : run.mesh.comm(parallel::Axis::kTp);
+    return optim::MatrixOwners::create(comm, group, engine.owned(), engine.stored_values(), cfg.optim, seed);
   }
   std::vector<optim::OptimTarget> targets;
   for (const parallel::LocalSegment& s : engine.owned())

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "optim/matrix_owners.h"
 #include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
@@ -27,6 +28,9 @@ struct MeshRun {
   std::unique_ptr<parallel::Communicator> dp_cp;
   std::unique_ptr<parallel::Communicator> hpz;  // this rank's hpZ group of data-parallel ranks, or null
   bool sequence_parallel = false;  // parallel.sequence_parallel
+  // Optimizers that need whole matrices, with tp > 1 and ZeRO-1/2: the tp x dp x cp ranks of this pipeline stage,
+  // rank q * tp + t for engine rank q of tp rank t (optim::MatrixGroup's members). Null otherwise.
+  std::unique_ptr<parallel::Communicator> matrix_group;
   parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }  // ranks that read different data
   parallel::Communicator& data_parallel() { return dp_cp ? *dp_cp : dp(); }  // the engine's group
   model::TensorParallel tp() {
@@ -44,10 +48,18 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
                                                                             ModelBundle& bundle);
 
 // The optimizer optim.name names over the pieces of parameters this rank updates (engine.owned()): optimizer
-// state for those only.
-absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg,
+// state for those only. Optimizers that need whole matrices get them through optim::MatrixOwners when a rank holds
+// pieces (ZeRO-1/2 over several ranks, or tensor parallelism).
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
                                                                           const ModelBundle& bundle,
                                                                           const parallel::DataParallel& engine);
+
+// Whether this run's optimizer goes through optim::MatrixOwners: it needs whole matrices and a rank holds pieces.
+bool uses_matrix_owners(const Config& cfg, const parallel::MeshShape& mesh);
+// The matrix group of pipeline rank pp_rank from shapes alone: every tp rank's parameters, kept in `parts`, and
+// its engine layout over dp x cp ranks.
+absl::StatusOr<optim::MatrixGroup> matrix_group_shapes(const Config& cfg, const parallel::MeshShape& mesh,
+                                                       int pp_rank, std::vector<model::ParamSet>& parts);
 
 // The 2-norm of the whole model's reduced gradient (valid after engine.finish_gradients()), the same on every
 // rank: each piece counted once, on its primary tp rank, summed over tp and pp. Without tp and pp, the engine's

@@ -51,14 +51,16 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     largest_pair = std::max(largest_pair, layout.unit_padded(u) + layout.unit_padded(u + 1));
   // Rank 0 owns the most (padding sits at the ends of units, in the last ranks' slices): the optimizer's state for
   // its pieces.
-  int64_t optimizer_state = 0, gradient_copy = 0;
-  if (stage >= 1 && d > 1 && optim::works_on_whole_matrices(cfg.optim.name)) {
-    // Whole matrices on their owners (optim/matrix_owners): the largest rank's state and gradient copy.
-    std::vector<const model::Param*> by_entry;
-    for (const auto& p : params.all()) by_entry.push_back(p.get());
-    for (const optim::RankOptimizerBytes& r : optim::matrix_owner_bytes(layout, by_entry, cfg.optim)) {
-      optimizer_state = std::max(optimizer_state, r.state);
-      gradient_copy = std::max(gradient_copy, r.gradient_copy);
+  int64_t optimizer_state = 0;
+  optim::MemberOptimizerBytes owner_extra;  // optim::MatrixOwners' copies and receive area (the largest of each)
+  if (uses_matrix_owners(cfg, mesh)) {
+    std::vector<model::ParamSet> parts;
+    MEMTRAIN_ASSIGN_OR_RETURN(optim::MatrixGroup group, matrix_group_shapes(cfg, mesh, pp_rank, parts));
+    for (const optim::MemberOptimizerBytes& m : optim::matrix_owner_bytes(group, cfg.optim)) {
+      optimizer_state = std::max(optimizer_state, m.state);
+      owner_extra.gradient_copy = std::max(owner_extra.gradient_copy, m.gradient_copy);
+      owner_extra.value_copy = std::max(owner_extra.value_copy, m.value_copy);
+      owner_extra.staging = std::max(owner_extra.staging, m.staging);
     }
   } else {
     for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) {
@@ -109,12 +111,14 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     }
     at(MemCategory::kGradients) = 4 * (layout.shard_size() + alive);
   }
-  at(MemCategory::kGradients) += gradient_copy;
+  at(MemCategory::kParameters) += owner_extra.value_copy;
+  at(MemCategory::kGradients) += owner_extra.gradient_copy;
   at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).
   const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
-  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + most(&model::Model::predicted_communication_bytes);
+  at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + most(&model::Model::predicted_communication_bytes) +
+                                    owner_extra.staging;
   if (cfg.zero.quantized_weights && d > 1) {
     // qwZ: one unit's packed slice and everyone's at a time (a gather is dequantized before the next starts).
     int64_t packed = 0;

@@ -167,7 +167,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     MEMTRAIN_ASSIGN_OR_RETURN(pipeline,
                               PipelineRunner::create(cfg, run.pp(), bundle->chunks(), bundle->params, *engine));
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, *bundle, *engine));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
   std::optional<MetricsLog> metrics;
   if (lead) {
     MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl")));

@@ -211,7 +211,7 @@ TEST(ZeroFormulas, ModelStateBytesPerRank) {
     const MemorySnapshot before = MemoryTracker::host().snapshot();
     {
       EngineSetup s = set_up(cfg);
-      auto opt = trainer::create_sharded_optimizer(cfg, *s.bundle, *s.engine);
+      auto opt = trainer::create_sharded_optimizer(cfg, s.run, *s.bundle, *s.engine);
       ASSERT_TRUE(opt.ok()) << opt.status();
 
       const MemorySnapshot now = MemoryTracker::host().snapshot();
@@ -234,47 +234,59 @@ TEST(ZeroFormulas, ModelStateBytesPerRank) {
   }
 }
 
-// Optimizers that need whole matrices under ZeRO-1/2: each rank holds the state of what it updates (its pieces of
-// vectors, the matrices it owns) and a copy of its matrices' gradients, as optim::matrix_owner_bytes (the plan's
-// figure) says; over all ranks the state is the single-process state once, not more.
+// Optimizers that need whole matrices under ZeRO-1/2, with and without tensor parallelism: each rank holds the state
+// of what it updates (its pieces of other tensors, the matrices it owns), a copy of its matrices' gradients and
+// with tp of their values and a receive area, as optim::matrix_owner_bytes (the plan's figure) says; over all ranks
+// each matrix is owned once, and without tp (or with Adafactor, which owns every tensor) the state adds up to the
+// single-process state exactly.
 TEST(MatrixOwners, EachRankHoldsThePlannedShareOfTheState) {
-  const int d = world().size();
-  for (const std::string optim : {"galore_adamw", "adafactor"}) {
-    for (int stage : {1, 2}) {
-      SCOPED_TRACE(optim + " stage " + std::to_string(stage));
-      trainer::Config cfg = tiny_config("gpt2", shared_dir() + "/owners", {"optim.name=" + optim, "optim.rank=8"});
-      cfg.zero.stage = stage;
-      const MemorySnapshot before = MemoryTracker::host().snapshot();
-      EngineSetup s = set_up(cfg);
-      const MemorySnapshot engine_only = MemoryTracker::host().snapshot();
-      auto opt = trainer::create_sharded_optimizer(cfg, *s.bundle, *s.engine);
-      ASSERT_TRUE(opt.ok()) << opt.status();
-      const MemorySnapshot now = MemoryTracker::host().snapshot();
-      auto grown = [](const MemorySnapshot& a, const MemorySnapshot& b, MemCategory c) {
-        return b.current[static_cast<int>(c)] - a.current[static_cast<int>(c)];
-      };
-      std::vector<const model::Param*> params;
-      int64_t single = 0;
-      for (const auto& p : s.bundle->params.all()) {
-        params.push_back(p.get());
-        single += optim::optimizer_state_bytes({p.get(), nullptr, nullptr, p->value.numel()}, cfg.optim);
+  const int world_size = world().size();
+  for (int tp : {1, 2}) {
+    for (const std::string optim : {"galore_adamw", "adafactor"}) {
+      for (int stage : {1, 2}) {
+        SCOPED_TRACE(optim + " stage " + std::to_string(stage) + " tp " + std::to_string(tp));
+        trainer::Config cfg = tiny_config("gpt2", shared_dir() + "/owners", {"optim.name=" + optim, "optim.rank=8",
+                                                                            "parallel.tp=" + std::to_string(tp),
+                                                                            "parallel.dp=-1"});
+        cfg.zero.stage = stage;
+        const MemorySnapshot before = MemoryTracker::host().snapshot();
+        EngineSetup s = set_up(cfg);
+        const MemorySnapshot engine_only = MemoryTracker::host().snapshot();
+        auto opt = trainer::create_sharded_optimizer(cfg, s.run, *s.bundle, *s.engine);
+        ASSERT_TRUE(opt.ok()) << opt.status();
+        const MemorySnapshot now = MemoryTracker::host().snapshot();
+        auto grown = [](const MemorySnapshot& a, const MemorySnapshot& b, MemCategory c) {
+          return b.current[static_cast<int>(c)] - a.current[static_cast<int>(c)];
+        };
+        std::vector<model::ParamSet> parts;
+        auto group = trainer::matrix_group_shapes(cfg, s.run.mesh.shape(), 0, parts);
+        ASSERT_TRUE(group.ok()) << group.status();
+        const std::vector<optim::MemberOptimizerBytes> plan = optim::matrix_owner_bytes(*group, cfg.optim);
+        ASSERT_EQ(static_cast<int>(plan.size()), world_size);
+        const optim::MemberOptimizerBytes& mine = plan[world().rank()];  // member q * tp + t is world rank here
+        EXPECT_EQ(grown(before, now, MemCategory::kOptimizerState), mine.state);
+        EXPECT_EQ(grown(engine_only, now, MemCategory::kGradients), mine.gradient_copy);
+        EXPECT_EQ(grown(engine_only, now, MemCategory::kParameters), mine.value_copy);
+        EXPECT_EQ(grown(engine_only, now, MemCategory::kCommunication), mine.staging);
+        int64_t single = 0, total = 0, whole = 0, copies = 0, values = 0;
+        int owners = 0;
+        for (const auto& p : parts[0].all()) {  // shapes: the global shape is p->shape
+          const std::unique_ptr<model::Param> g = std::make_unique<model::Param>(model::Param{
+              p->name, p->shape, p->shape, {}, p->kind, p->init, p->unit, {}, {}});
+          single += optim::optimizer_state_bytes({g.get(), nullptr, nullptr, shape_numel(p->shape)}, cfg.optim);
+          if (optim::needs_whole_tensor(*p, cfg.optim)) whole += 4 * shape_numel(p->shape);
+        }
+        for (const auto& r : plan) {
+          total += r.state;
+          copies += r.gradient_copy;
+          values += r.value_copy;
+          owners += r.gradient_copy > 0;
+        }
+        if (tp == 1 || optim == "adafactor") EXPECT_EQ(total, single);
+        EXPECT_EQ(copies, whole);  // each matrix on one owner
+        EXPECT_EQ(values, tp > 1 ? whole : 0);
+        EXPECT_GT(owners, 1) << "the matrices should spread over the " << world_size << " ranks";
       }
-      const std::vector<optim::RankOptimizerBytes> plan =
-          optim::matrix_owner_bytes(s.engine->layout(), params, cfg.optim);
-      EXPECT_EQ(grown(before, now, MemCategory::kOptimizerState), plan[world().rank()].state);
-      EXPECT_EQ(grown(engine_only, now, MemCategory::kGradients), plan[world().rank()].gradient_copy);
-      int64_t total = 0, whole = 0, copies = 0;
-      int owners = 0;
-      for (const auto& r : plan) {
-        total += r.state;
-        copies += r.gradient_copy;
-        owners += r.gradient_copy > 0;
-      }
-      for (const auto& p : s.bundle->params.all())
-        if (optim::needs_whole_tensor(*p, cfg.optim)) whole += 4 * p->value.numel();
-      EXPECT_EQ(total, single);
-      EXPECT_EQ(copies, whole);  // each matrix on one owner
-      EXPECT_GT(owners, 1) << "the matrices should spread over the " << d << " ranks";
     }
   }
 }

@@ -1,8 +1,9 @@
 // Optimizers that need whole matrices under ZeRO: stages 1-2 give each matrix to one owner (optim/matrix_owners),
 // so the plan's state per rank shrinks with dp (a balanced share, never below an even split) and the owner keeps a
-// copy of its matrices' gradients; ZeRO-3 and tensor parallelism are config errors naming optim.name.
+// copy of its matrices' gradients; ZeRO-3 is a config error naming optim.name.
 #include <gtest/gtest.h>
 
+#include "trainer/distributed.h"
 #include "trainer/plan.h"
 
 namespace memtrain::trainer {
@@ -30,18 +31,38 @@ TEST(WholeMatrixPlan, StateIsSharedOverDpRanks) {
   }
 }
 
-TEST(WholeMatrixPlan, ZeroThreeAndTensorParallelismAreConfigErrors) {
+TEST(WholeMatrixPlan, ZeroThreeIsAConfigError) {
   Config cfg;
   cfg.optim.name = "galore_adamw";
   cfg.zero.stage = 3;
   auto staged = plan_memory(cfg, 2);
   ASSERT_FALSE(staged.ok());
   EXPECT_NE(staged.status().message().find("optim.name"), absl::string_view::npos) << staged.status();
-  cfg.zero.stage = 1;
-  cfg.parallel.tp = 2;
-  auto tp = plan_memory(cfg, 2);
-  ASSERT_FALSE(tp.ok());
-  EXPECT_NE(tp.status().message().find("parallel.tp 1"), absl::string_view::npos) << tp.status();
+}
+
+// With tensor parallelism the owner assembles the global matrix: it keeps a copy of the values too, and pieces that
+// land in strided places of the global tensor (column-parallel parts) pass through a receive area; without tp
+// neither exists.
+TEST(WholeMatrixPlan, TensorParallelOwnersCopyValuesAndStagePieces) {
+  for (int tp : {1, 2}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    Config cfg;
+    cfg.model.n_layer = 2;
+    cfg.optim.name = "apollo";
+    cfg.zero.stage = 1;
+    cfg.parallel.tp = tp;
+    const parallel::MeshShape mesh{tp, 1, 2, 1};  // dp 2
+    std::vector<model::ParamSet> parts;
+    auto group = matrix_group_shapes(cfg, mesh, 0, parts);
+    ASSERT_TRUE(group.ok()) << group.status();
+    int64_t values = 0, staging = 0;
+    for (const optim::MemberOptimizerBytes& m : optim::matrix_owner_bytes(*group, cfg.optim)) {
+      values += m.value_copy;
+      staging += m.staging;
+    }
+    EXPECT_EQ(values > 0, tp > 1);
+    EXPECT_EQ(staging > 0, tp > 1);
+  }
 }
 
 }  // namespace
