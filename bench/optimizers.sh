@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The optimizer figures of docs/benchmarks.md: state bytes per parameter (allocator and plan) and optimizer step
 # time on the 10.8M GPT (6 layers, 6 heads, width 384, context 256, byte vocabulary) and configs/llama_tiny.toml;
-# then validation loss after STEPS steps of configs/shakespeare_char.toml for each optimizer, with the mean step
-# time over the last logging window.
+# then validation loss after STEPS steps of configs/shakespeare_char.toml for each optimizer at three learning
+# rates, with the mean step time over the last logging window.
 # Usage: bench/optimizers.sh [BUILD_DIR] [STEPS]
 set -euo pipefail
 build=${1:-build}
@@ -10,10 +10,20 @@ steps=${2:-500}
 "$build/bench/optimizers" configs/default.toml --set model.n_layer=6 --set model.n_head=6 --set model.n_embd=384 \
   --set model.block_size=256
 "$build/bench/optimizers" configs/llama_tiny.toml
-for name in adamw adamw8bit adafactor apollo apollo_mini; do
-  out=$(mktemp -d)
-  "$build/memtrain" train configs/shakespeare_char.toml --set optim.name=$name --set train.max_steps="$steps" \
-    --set optim.decay_steps="$steps" --set train.eval_interval=0 --set output.samples=0 --set output.dir="$out" |
-    grep -E "^step +$steps/|val_loss" | tail -2 | sed "s/^/$name: /"
-  rm -rf "$out"
+# Each optimizer at learning rates 1e-3, 3e-3 and 1e-2 (min_lr = lr / 10): the published low-rank recipes train at
+# 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
+# (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
+for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32; do
+  name=${spec%%:*}
+  extra=()
+  [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")
+  for lr in 1e-3 3e-3 1e-2; do
+    out=$(mktemp -d)
+    min=$(python3 -c "print($lr / 10)")
+    "$build/memtrain" train configs/shakespeare_char.toml --set optim.name="$name" "${extra[@]}" --set optim.lr="$lr" \
+      --set optim.min_lr="$min" --set train.max_steps="$steps" --set optim.decay_steps="$steps" \
+      --set train.eval_interval=0 --set output.samples=0 --set output.dir="$out" |
+      grep -E "^step +$steps/|val_loss" | tail -2 | sed "s/^/$spec lr $lr: /"
+    rm -rf "$out"
+  done
 done

@@ -4,6 +4,12 @@
 
 namespace memtrain::optim {
 
+void adamw_update(const OptimTarget& t, float* m, float* v, const OptimConfig& cfg, double lr, int64_t step) {
+  const float wd = decays(*t.param, cfg) ? static_cast<float>(cfg.weight_decay) : 0.0f;
+  cpu::adamw_step(t.value, t.grad, m, v, t.n, static_cast<float>(lr), static_cast<float>(cfg.beta1),
+                  static_cast<float>(cfg.beta2), static_cast<float>(cfg.eps), wd, step, ThreadPool::global());
+}
+
 absl::StatusOr<AdamW> AdamW::create(model::ParamSet& params, const OptimConfig& cfg) {
   return create(whole_targets(params), cfg);
 }
@@ -22,11 +28,7 @@ absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const Opti
 absl::Status AdamW::step(double lr) {
   ++step_;
   for (size_t i = 0; i < targets_.size(); ++i) {
-    const OptimTarget& t = targets_[i];
-    const float wd = decays(*t.param) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    cpu::adamw_step(t.value, t.grad, m_[i].f32(), v_[i].f32(), t.n, static_cast<float>(lr),
-                    static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
-                    step_, ThreadPool::global());
+    adamw_update(targets_[i], m_[i].f32(), v_[i].f32(), cfg_, lr, step_);
   }
   return absl::OkStatus();
 }

@@ -10,6 +10,10 @@
 
 namespace memtrain::optim {
 
+// One AdamW update of target t with fp32 moments m and v (t.n each) at step `step` (1-based): what AdamW does to
+// every target and the other optimizers to the tensors they do not treat specially.
+void adamw_update(const OptimTarget& t, float* m, float* v, const OptimConfig& cfg, double lr, int64_t step);
+
 class AdamW final : public Optimizer {
  public:
   // Allocates the two moments (category optimizer_state) for every parameter of `params`, which must outlive this.

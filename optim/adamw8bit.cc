@@ -2,6 +2,7 @@
 
 #include "core/cpu/adamw.h"
 #include "core/cpu/dynamic_map.h"
+#include "optim/adamw.h"
 
 namespace memtrain::optim {
 
@@ -44,8 +45,7 @@ absl::Status AdamW8bit::step(double lr) {
     const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
     const float eps = static_cast<float>(cfg_.eps);
     if (!s.quantized) {
-      cpu::adamw_step(t.value, t.grad, s.m.f32(), s.v.f32(), t.n, static_cast<float>(lr), b1, b2, eps, wd, step_,
-                      pool);
+      adamw_update(t, s.m.f32(), s.v.f32(), cfg_, lr, step_);
       continue;
     }
     const cpu::AdamWScalars sc = cpu::adamw_scalars(static_cast<float>(lr), b1, b2, eps, wd, step_);

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "core/cpu/adamw.h"
 #include "core/status.h"
+#include "optim/adamw.h"
 
 namespace memtrain::optim {
 namespace {
@@ -68,10 +68,7 @@ absl::Status Apollo::step(double lr) {
       step_matrix(t, s, lr);
       continue;
     }
-    const float wd = decays(*t.param, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    cpu::adamw_step(t.value, t.grad, s.mom1.f32(), s.mom2.f32(), t.n, static_cast<float>(lr),
-                    static_cast<float>(cfg_.beta1), static_cast<float>(cfg_.beta2), static_cast<float>(cfg_.eps), wd,
-                    step_, ThreadPool::global());
+    adamw_update(t, s.mom1.f32(), s.mom2.f32(), cfg_, lr, step_);
   }
   return absl::OkStatus();
 }

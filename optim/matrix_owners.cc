@@ -36,8 +36,8 @@ std::vector<Route> routes_of(const MatrixGroup& g, const std::vector<int>& owner
         if (member == me && mine) out.push_back({kGrads, kLocal, me, t, seg, true});
         else out.push_back({kGrads, mine ? kRecv : kSend, mine ? member : o, t, seg, mine});
       }
-      // Values of the other tp parts (the owner has its own part whole).
-      if (g.tp > 1 && primary && t != g.tp_of(o))
+      // Values of the other tp parts (the owner has its own part whole, and all of a tensor tp does not split).
+      if (g.tp > 1 && primary && t != g.tp_of(o) && g.params[t][seg.entry]->tp.dim >= 0)
         out.push_back({kValuesIn, mine ? kRecv : kSend, mine ? member : o, t, seg, mine});
       // The new values to every holder.
       if (member == me && mine) {
@@ -207,7 +207,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> MatrixOwners::create(parallel::Commun
   for (const Route& r : routes) {
     const int e = r.seg.entry;
     const int tag = 3 * e + r.phase;
-    Transfer t{r.peer, tag, nullptr, r.seg.n};
+    Transfer t{r.peer, tag, nullptr, r.seg.n, nullptr, {}};
     if (r.owner) {
       t.global = r.phase == kGrads ? grad_global[e] : value_global[e];
       t.runs = runs_of<Run>(*group.params[r.tp][e], r.seg);

@@ -282,7 +282,9 @@ TEST(MatrixOwners, EachRankHoldsThePlannedShareOfTheState) {
           values += r.value_copy;
           owners += r.gradient_copy > 0;
         }
-        if (tp == 1 || optim == "adafactor") EXPECT_EQ(total, single);
+        if (tp == 1 || optim == "adafactor") {
+          EXPECT_EQ(total, single);
+        }
         EXPECT_EQ(copies, whole);  // each matrix on one owner
         EXPECT_EQ(values, tp > 1 ? whole : 0);
         EXPECT_GT(owners, 1) << "the matrices should spread over the " << world_size << " ranks";
