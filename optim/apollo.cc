@@ -81,21 +81,19 @@ void Apollo::step_matrix(const OptimTarget& t, State& s, double lr) {
   float* A = adam_.data();
   apollo_projection(seed_, t.param->name, (step_ - 1) / cfg_.update_proj_gap, mp.r, mp.small(), P);
   mp.project(P, t.grad, R, pool);
-  // AdamW moments of R, and adam(R) = m^ / (sqrt(v^) + eps).
+  // AdamW moments of R and N = m / (sqrt(v) + eps); the bias corrections go into the step size, as in the
+  // reference implementation.
   const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
   const float eps = static_cast<float>(cfg_.eps);
-  const double t_steps = static_cast<double>(step_);
-  const float bc1 = static_cast<float>(1 - std::pow(cfg_.beta1, t_steps));
-  const float bc2_root = static_cast<float>(std::sqrt(1 - std::pow(cfg_.beta2, t_steps)));
   float* M = s.mom1.f32();
   float* V = s.mom2.f32();
   const int64_t size = mp.projected_numel();
   for (int64_t i = 0; i < size; ++i) {
     M[i] = b1 * M[i] + (1 - b1) * R[i];
     V[i] = b2 * V[i] + (1 - b2) * R[i] * R[i];
-    A[i] = (M[i] / bc1) / (std::sqrt(V[i]) / bc2_root + eps);
+    A[i] = M[i] / (std::sqrt(V[i]) + eps);
   }
-  // Per channel ||adam(R)|| / ||R||; APOLLO-Mini takes the ratio of the whole tensor's norms.
+  // Per channel ||N|| / ||R||; APOLLO-Mini takes the ratio of the whole tensor's norms.
   const int64_t channels = mp.large();
   std::vector<double> a_sq(channels), p_sq(channels), channel_scale(channels);
   for (int64_t c = 0; c < channels; ++c) {
@@ -123,13 +121,16 @@ void Apollo::step_matrix(const OptimTarget& t, State& s, double lr) {
   double limit = 1.0;
   if (s.last_norm >= 0) limit = std::max(norm / (s.last_norm + 1e-8), cfg_.apollo_norm_growth) / cfg_.apollo_norm_growth;
   s.last_norm = norm / limit;
-  const double step = lr * scale_of(cfg_, mini_) / limit;
-  const double decay = decays(*t.param, cfg_) ? 1 - lr * cfg_.weight_decay : 1.0;
+  // W -= lr sqrt(1 - b2^t) / (1 - b1^t) * sqrt(scale) * G~, then the decay of the updated weight.
+  const double steps = static_cast<double>(step_);
+  const double step_size = lr * std::sqrt(1 - std::pow(cfg_.beta2, steps)) / (1 - std::pow(cfg_.beta1, steps));
+  const double step = step_size * std::sqrt(scale_of(cfg_, mini_)) / limit;
+  const double keep = decays(*t.param, cfg_) ? 1 - lr * cfg_.weight_decay : 1.0;
   float* W = t.value;
   for (int64_t i = 0; i < mp.m; ++i) {
     for (int64_t j = 0; j < mp.n; ++j) {
       float& w = W[i * mp.n + j];
-      w = static_cast<float>(w * decay - step * scale_at(i, j) * G[i * mp.n + j]);
+      w = static_cast<float>((w - step * scale_at(i, j) * G[i * mp.n + j]) * keep);
     }
   }
 }

@@ -1,11 +1,13 @@
-// APOLLO and APOLLO-Mini (Zhu et al., "APOLLO: SGD-like Memory, AdamW-level Performance", 2024): for each matrix
-// weight G (m x n), a Gaussian random projection P (r x the smaller side, variance 1/r) regenerated from Philox
-// every optim.update_proj_gap steps and never stored; AdamW moments of the projected gradient R = P G (or G P^T)
-// only (r x the larger side each, not reset when P changes); the full-rank gradient scaled per channel (a column
-// of R, i.e. each of the larger side's vectors) by ||adam(R)|| / ||R|| (APOLLO) or as a whole tensor with r = 1
-// and optim.apollo_scale (APOLLO-Mini); a norm-growth limiter (the scaled gradient's norm grows at most 1.01x per
-// step); then W -= lr * scale * G~ after decoupled weight decay. Other tensors take plain AdamW. A matrix needs its
-// whole gradient, so targets are whole tensors (under ZeRO-1/2 or tp, optim/matrix_owners gives each matrix whole to one rank).
+// APOLLO and APOLLO-Mini (Zhu et al., "APOLLO: SGD-like Memory, AdamW-level Performance", 2024), as the reference
+// implementation (apollo_torch's AdamW) computes them: for each matrix weight G (m x n), a Gaussian random
+// projection P (r x the smaller side, variance 1/r) regenerated from Philox every optim.update_proj_gap steps and
+// never stored; AdamW moments of the projected gradient R = P G (or G P^T) only (r x the larger side each, not reset
+// when P changes) and N = m / (sqrt(v) + eps); the full-rank gradient scaled per channel (each of the larger side's
+// vectors) by ||N|| / ||R|| (APOLLO) or as a whole tensor with r = 1 (APOLLO-Mini); a norm-growth limiter (the
+// scaled gradient's norm grows at most optim.apollo_norm_growth per step); then W -= lr sqrt(1 - b2^t) / (1 - b1^t)
+// sqrt(optim.apollo_scale) G~ and the decay W -= lr * weight_decay * W. Other tensors take plain AdamW. A matrix
+// needs its whole gradient, so targets are whole tensors (under ZeRO-1/2 or tp, optim/matrix_owners gives each
+// matrix whole to one rank).
 #pragma once
 
 #include <memory>

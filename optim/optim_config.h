@@ -65,7 +65,9 @@ struct OptimConfig {
       "apollo, galore_adamw: the projection rank (capped by the matrix's smaller side), >= 1; apollo_mini uses 1");
     v("update_proj_gap", update_proj_gap,
       "apollo, apollo_mini, galore_adamw: steps between new projections (random, or a new SVD), >= 1");
-    v("apollo_scale", apollo_scale, "apollo, apollo_mini: the update's scale, >= 0; 0 = 1 (apollo) or 128 (mini)");
+    v("apollo_scale", apollo_scale,
+      "apollo, apollo_mini: the update is multiplied by its square root (as the reference code does), >= 0; 0 = 1 "
+      "(apollo) or 128 (mini)");
     v("apollo_norm_growth", apollo_norm_growth,
       "apollo, apollo_mini: the scaled gradient's norm grows at most this factor per step, >= 1");
     v("galore_scale", galore_scale, "galore_adamw: the projected-back update's scale (GaLore's alpha), > 0");

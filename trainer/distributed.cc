@@ -56,7 +56,7 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape shape, parallel::resolve_mesh_shape(cfg.parallel, world.size()));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, shape));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::DeviceMesh mesh, parallel::DeviceMesh::create(world, cfg.parallel));
-  MeshRun run{std::move(mesh), nullptr, nullptr, cfg.parallel.sequence_parallel};
+  MeshRun run{std::move(mesh), nullptr, nullptr, cfg.parallel.sequence_parallel, nullptr};
   if (shape.cp > 1) {
     // Ranks with the same tp and pp coordinates, ordered cp fastest: consecutive members are neighbours.
     const parallel::MeshCoord& c = run.mesh.coord();

@@ -86,23 +86,19 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
             "parallel.pp_layers=" + c.pp_layers,
             "model.n_layer=" + std::to_string(c.layers()),
             "train.grad_accum=" + std::to_string(c.pp > 1 ? kPipelineMicroBatches : 1), optim_sets()[0],
-            optim_sets()[1], optim_sets()[2], optim_sets()[3]};
+            optim_sets()[1], optim_sets()[2]};
   }
   // The single process: the whole global batch of a step as micro-batches.
   std::vector<std::string> single_sets() const {
     const TpCase& c = GetParam();
     const int micro = (c.pp > 1 ? kPipelineMicroBatches : 1) * dp();
     return {"train.grad_accum=" + std::to_string(micro), "model.vocab_size=" + std::to_string(c.vocab),
-            "model.n_layer=" + std::to_string(c.layers()), optim_sets()[0], optim_sets()[1], optim_sets()[2],
-            optim_sets()[3]};
+            "model.n_layer=" + std::to_string(c.layers()), optim_sets()[0], optim_sets()[1], optim_sets()[2]};
   }
   int dp() const { return world().size() / GetParam().ranks(); }
-  // Both runs' optimizer. APOLLO-Mini's published scale (128) makes this tiny model's training chaotic: rounding
-  // differences of 1e-9 grow to 1e-3 within 20 steps, so no two runs agree; scale 8 keeps it stable.
+  // Both runs' optimizer: small ranks and projections renewed within the 50 steps.
   std::vector<std::string> optim_sets() const {
-    const TpCase& c = GetParam();
-    return {"optim.name=" + c.optim, "optim.rank=8", "optim.update_proj_gap=20",
-            std::string("optim.apollo_scale=") + (c.optim == "apollo_mini" ? "8" : "0")};
+    return {"optim.name=" + GetParam().optim, "optim.rank=8", "optim.update_proj_gap=20"};
   }
 };
 

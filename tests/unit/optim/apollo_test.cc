@@ -1,7 +1,8 @@
-// APOLLO and APOLLO-Mini against a float64 re-implementation of the published update (written out below: project
-// the gradient with P, AdamW moments of the projection, per-channel or tensor-wise scaling ||adam(R)|| / ||R||,
-// the norm-growth limiter, the scale, decoupled weight decay), over steps that cross projection refreshes and
-// engage the limiter, for a wide and a tall matrix; state bytes follow the formula.
+// APOLLO and APOLLO-Mini against a float64 re-implementation of the reference code's update (written out below:
+// project the gradient with P, AdamW moments of the projection, per-channel or tensor-wise scaling ||N|| / ||R||
+// with N = m / (sqrt(v) + eps), the norm-growth limiter, the square root of the scale, the bias-corrected step
+// size, then the decay), over steps that cross projection refreshes and engage the limiter, for a wide and a tall
+// matrix; state bytes follow the formula.
 #include "optim/apollo.h"
 
 #include <gtest/gtest.h>
@@ -40,7 +41,7 @@ void ref_step(Ref& s, const std::vector<double>& G, int t, double lr, const Opti
       double& V = s.V[ch * s.r + k];
       M = c.beta1 * M + (1 - c.beta1) * rk;
       V = c.beta2 * V + (1 - c.beta2) * rk * rk;
-      const double adam = (M / (1 - std::pow(c.beta1, t))) / (std::sqrt(V / (1 - std::pow(c.beta2, t))) + c.eps);
+      const double adam = M / (std::sqrt(V) + c.eps);
       a += adam * adam;
       p += rk * rk;
     }
@@ -57,11 +58,13 @@ void ref_step(Ref& s, const std::vector<double>& G, int t, double lr, const Opti
   if (s.last >= 0) limit = std::max(norm / (s.last + 1e-8), 1.01) / 1.01;
   s.limited += limit > 1;
   s.last = norm / limit;
-  const double alpha = mini ? 128 : 1;
+  const double alpha = std::sqrt(mini ? 128.0 : 1.0);
+  const double step_size = lr * std::sqrt(1 - std::pow(c.beta2, t)) / (1 - std::pow(c.beta1, t));
   for (int64_t ch = 0; ch < channels; ++ch) {
     for (int64_t i = 0; i < small; ++i) {
       double& w = by_rows ? s.w[i * s.n + ch] : s.w[ch * s.n + i];
-      w = w * (1 - lr * c.weight_decay) - lr * alpha * scale[ch] * g(ch, i) / limit;
+      w -= step_size * alpha * scale[ch] * g(ch, i) / limit;
+      w -= lr * c.weight_decay * w;
     }
   }
 }
