@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The optimizer figures of docs/benchmarks.md: state bytes per parameter (allocator and plan) and optimizer step
 # time on the 10.8M GPT (6 layers, 6 heads, width 384, context 256, byte vocabulary) and configs/llama_tiny.toml;
-# then validation loss after STEPS steps of configs/shakespeare_char.toml for each optimizer at three learning
+# then validation loss after STEPS steps of configs/shakespeare_char.toml for each optimizer at four learning
 # rates, with the mean step time over the last logging window.
 # Usage: bench/optimizers.sh [BUILD_DIR] [STEPS]
 set -euo pipefail
@@ -10,14 +10,14 @@ steps=${2:-500}
 "$build/bench/optimizers" configs/default.toml --set model.n_layer=6 --set model.n_head=6 --set model.n_embd=384 \
   --set model.block_size=256
 "$build/bench/optimizers" configs/llama_tiny.toml
-# Each optimizer at learning rates 1e-3, 3e-3 and 1e-2 (min_lr = lr / 10): the published low-rank recipes train at
-# 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
+# Each optimizer at learning rates 1e-3, 3e-3, 1e-2 and 3e-2 (min_lr = lr / 10): the published low-rank recipes
+# train at 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
 # (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
 for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32; do
   name=${spec%%:*}
   extra=()
   [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")
-  for lr in 1e-3 3e-3 1e-2; do
+  for lr in 1e-3 3e-3 1e-2 3e-2; do
     out=$(mktemp -d)
     min=$(python3 -c "print($lr / 10)")
     "$build/memtrain" train configs/shakespeare_char.toml --set optim.name="$name" "${extra[@]}" --set optim.lr="$lr" \
