@@ -292,8 +292,8 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
        four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
             : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
       {{"parallel.tp=1", "parallel.pp=2", "model.n_layer=3"}, "parallel.pp", "2 does not divide model.n_layer (3)"},
-      {{"optim.name=adafactor"}, "optim.name", "adafactor works on whole matrices: it needs zero.stage 0 and "
-       "parallel.tp 1, got 0 and 2"},
+      {{"optim.name=adafactor", "zero.stage=3"}, "optim.name",
+       "adafactor updates whole matrices, which ZeRO-3 never holds: it needs zero.stage <= 2, got 3"},
       {{"parallel.tp=1", "parallel.pp=2", "parallel.pp_layers=2,2"}, "parallel.pp_layers",
        "the stages hold 4 layers, model.n_layer is 2"},
   };
