@@ -66,6 +66,7 @@ void Adafactor::step_target(const OptimTarget& t, State& s, double lr) {
   const float* g = t.grad;
   float* p = t.value;
   float* u = update_.data();
+  if (cfg_.adafactor_relative_step) lr = std::min(1e-2, 1.0 / std::sqrt(static_cast<double>(step_)));
   if (cfg_.adafactor_scale_parameter) lr *= std::max(kEps2, rms(p, n));
   const double beta2t = 1.0 - std::pow(static_cast<double>(step_), cfg_.adafactor_decay_rate);
   if (s.rows > 0) {

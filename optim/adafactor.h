@@ -2,7 +2,8 @@
 // moment of a matrix gradient kept as the exponential averages of its row means and column means of g^2 + 1e-30
 // (rows + cols floats instead of rows x cols), the second moment of other tensors whole; decay 1 - t^rate; the
 // update g / sqrt(v) with its RMS clipped to optim.adafactor_clip; optionally a first moment of the update; the
-// learning rate from the schedule, optionally scaled by max(1e-3, RMS(parameter)); decoupled weight decay.
+// learning rate from the schedule or the relative step size min(1e-2, 1 / sqrt(t)), optionally scaled by
+// max(1e-3, RMS(parameter)); decoupled weight decay.
 // A matrix needs its whole gradient, so targets are whole tensors (under ZeRO-1/2 or tp, optim/matrix_owners gives each matrix whole to one rank).
 #pragma once
 

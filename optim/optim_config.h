@@ -27,6 +27,7 @@ struct OptimConfig {
   double adafactor_clip = 1.0;
   bool adafactor_momentum = false;
   bool adafactor_scale_parameter = false;
+  bool adafactor_relative_step = false;
   int64_t rank = 256;
   int64_t update_proj_gap = 200;
   double apollo_scale = 0;  // 0: 1 for apollo, 128 for apollo_mini
@@ -61,6 +62,9 @@ struct OptimConfig {
     v("adafactor_momentum", adafactor_momentum, "adafactor: keep a first moment of the update (decay optim.beta1)");
     v("adafactor_scale_parameter", adafactor_scale_parameter,
       "adafactor: scale the learning rate by max(1e-3, RMS of the parameter)");
+    v("adafactor_relative_step", adafactor_relative_step,
+      "adafactor: the learning rate is min(1e-2, 1 / sqrt(step)) instead of the schedule's (Adafactor's relative "
+      "step size)");
     v("rank", rank,
       "apollo, galore_adamw: the projection rank (capped by the matrix's smaller side), >= 1; apollo_mini uses 1");
     v("update_proj_gap", update_proj_gap,

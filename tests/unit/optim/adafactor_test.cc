@@ -1,6 +1,6 @@
 // Adafactor against a float64 re-implementation of Hugging Face's Adafactor update (written out below from its
-// formulas: factored row/column second moments, decay 1 - t^rate, RMS clipping, optional momentum and parameter
-// scale, decoupled weight decay): ten steps on a matrix and a vector within 1e-5 relative, with clipping active.
+// formulas: factored row/column second moments, decay 1 - t^rate, RMS clipping, optional momentum, parameter
+// scale and relative step size, decoupled weight decay): ten steps on a matrix and a vector within 1e-5 relative, with clipping active.
 #include "optim/adafactor.h"
 
 #include <gtest/gtest.h>
@@ -27,6 +27,7 @@ double rms(const std::vector<double>& x) {
 
 void reference_step(Reference& r, const std::vector<double>& g, int t, double lr, const OptimConfig& c, bool decay) {
   const size_t n = g.size();
+  if (c.adafactor_relative_step) lr = std::min(1e-2, 1 / std::sqrt(t));
   if (c.adafactor_scale_parameter) lr *= std::max(1e-3, rms(r.p));
   const double b2 = 1 - std::pow(t, c.adafactor_decay_rate);
   std::vector<double> u(n);
@@ -61,15 +62,17 @@ void reference_step(Reference& r, const std::vector<double>& g, int t, double lr
 }
 
 TEST(Adafactor, TenStepsMatchTheFloat64Formulas) {
-  for (bool momentum : {false, true}) {
-    for (bool scale : {false, true}) {
-      SCOPED_TRACE(::testing::Message() << "momentum " << momentum << " scale " << scale);
+  for (int variant = 0; variant < 5; ++variant) {
+    {  // momentum and parameter scale off and on; the last with the relative step size.
+      const bool momentum = variant % 2 == 1, scale = variant / 2 % 2 == 1, relative = variant == 4;
+      SCOPED_TRACE(::testing::Message() << "momentum " << momentum << " scale " << scale << " relative " << relative);
       OptimConfig c;
       c.name = "adafactor";
       c.weight_decay = 0.1;
       c.adafactor_clip = 0.5;  // the first update has RMS 1: clipping is active
       c.adafactor_momentum = momentum;
       c.adafactor_scale_parameter = scale;
+      c.adafactor_relative_step = relative;
       model::ParamSet ps;
       ps.add("w", {6, 10}, model::ParamKind::kWeight, {});
       ps.add("b", {10}, model::ParamKind::kBias, {});
