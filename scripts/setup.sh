@@ -11,6 +11,7 @@ packages=(
   python3 python3-torch python3-numpy   # tests/reference: PyTorch cross-checks
   clang libclang-rt-14-dev        # tests/fuzz: libFuzzer
   openmpi-bin libopenmpi-dev      # parallel/: MPI communicators; tests/mpi run under mpirun
+  libhdf5-openmpi-dev python3-h5py  # checkpoint/: parallel HDF5 checkpoints; tests/reference reads them with h5py
 )
 
 missing=()

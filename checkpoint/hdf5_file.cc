@@ -1,0 +1,262 @@
+#include "checkpoint/hdf5_file.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+
+namespace memtrain::checkpoint {
+namespace {
+
+// Closes an HDF5 handle with its kind's close call when it leaves scope.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  Handle(Handle&& o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// HDF5 prints its error stack to stderr by default; errors here become Status values instead.
+void quiet_errors() {
+  static const bool once = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    return true;
+  }();
+  (void)once;
+}
+
+hid_t file_type(DType dt) {
+  switch (dt) {
+    case DType::kF32: return H5T_IEEE_F32LE;
+    case DType::kI32: return H5T_STD_I32LE;
+    case DType::kU8: return H5T_STD_U8LE;
+    case DType::kI8: return H5T_STD_I8LE;
+    case DType::kU16: return H5T_STD_U16LE;
+    default: return -1;
+  }
+}
+hid_t memory_type(DType dt) {
+  switch (dt) {
+    case DType::kF32: return H5T_NATIVE_FLOAT;
+    case DType::kI32: return H5T_NATIVE_INT32;
+    case DType::kU8: return H5T_NATIVE_UINT8;
+    case DType::kI8: return H5T_NATIVE_INT8;
+    case DType::kU16: return H5T_NATIVE_UINT16;
+    default: return -1;
+  }
+}
+
+// The file-access properties: MPI-IO over comm, or the default (POSIX) driver for one process.
+Handle access_properties(MPI_Comm comm) {
+  Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (comm != MPI_COMM_NULL) H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL);
+  return fapl;
+}
+
+// Collective transfers with MPI-IO (needed to write filtered datasets in parallel), the default otherwise.
+Handle transfer_properties(bool parallel) {
+  Handle dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  if (parallel) H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE);
+  return dxpl;
+}
+
+bool is_parallel(hid_t file) {
+  Handle fapl(H5Fget_access_plist(file), H5Pclose);
+  return H5Pget_driver(fapl.get()) == H5FD_MPIO;
+}
+
+// A dataset's dimensions as a 2-D view: rows of the last dimension (a 1-D tensor is one row).
+std::pair<int64_t, int64_t> rows_and_cols(const Shape& shape) {
+  const int64_t cols = shape.empty() ? 1 : shape.back();
+  return {cols == 0 ? 0 : shape_numel(shape) / cols, cols};
+}
+
+// This rank's runs as a selection of the file space: each run splits into at most three rectangles (a partial
+// row, whole rows, a partial row), and rectangles over consecutive rows with the same columns merge.
+absl::Status select_runs(hid_t space, const Shape& shape, std::span<const GlobalRun> runs) {
+  H5Sselect_none(space);
+  const auto [rows, cols] = rows_and_cols(shape);
+  struct Rect {
+    int64_t row, rows, col, cols;
+  };
+  std::vector<Rect> rects;
+  auto add = [&](int64_t row, int64_t nrows, int64_t col, int64_t ncols) {
+    if (nrows == 0 || ncols == 0) return;
+    if (!rects.empty()) {
+      Rect& last = rects.back();
+      if (last.col == col && last.cols == ncols && last.row + last.rows == row) {
+        last.rows += nrows;
+        return;
+      }
+    }
+    rects.push_back({row, nrows, col, ncols});
+  };
+  int64_t end = 0;
+  for (const GlobalRun& r : runs) {
+    if (r.n <= 0) continue;
+    if (r.global < end || r.global + r.n > rows * cols)
+      return absl::InvalidArgumentError(absl::StrCat("run [", r.global, ", ", r.global + r.n,
+                                                     ") out of order or outside the tensor"));
+    end = r.global + r.n;
+    int64_t at = r.global, left = r.n;
+    const int64_t head = std::min(left, (cols - at % cols) % cols);  // up to the end of a partial first row
+    add(at / cols, 1, at % cols, head);
+    at += head;
+    left -= head;
+    add(at / cols, left / cols, 0, cols);
+    at += left / cols * cols;
+    add(at / cols, 1, 0, left % cols);
+  }
+  for (const Rect& r : rects) {
+    const hsize_t start2[2] = {static_cast<hsize_t>(r.row), static_cast<hsize_t>(r.col)};
+    const hsize_t count2[2] = {static_cast<hsize_t>(r.rows), static_cast<hsize_t>(r.cols)};
+    const hsize_t start1[1] = {static_cast<hsize_t>(r.col)};
+    const hsize_t count1[1] = {static_cast<hsize_t>(r.cols)};
+    const bool two = shape.size() == 2;
+    if (H5Sselect_hyperslab(space, H5S_SELECT_OR, two ? start2 : start1, nullptr, two ? count2 : count1, nullptr) < 0)
+      return absl::InternalError("could not select a hyperslab");
+  }
+  return absl::OkStatus();
+}
+
+int64_t run_elements(std::span<const GlobalRun> runs) {
+  int64_t n = 0;
+  for (const GlobalRun& r : runs) n += std::max<int64_t>(0, r.n);
+  return n;
+}
+
+}  // namespace
+
+absl::Status Hdf5File::error(const std::string& what, const std::string& name) const {
+  return absl::DataLossError(absl::StrCat(path_, ": ", what, name.empty() ? "" : " dataset '" + name + "'"));
+}
+
+absl::StatusOr<std::unique_ptr<Hdf5File>> Hdf5File::create(const std::string& path, MPI_Comm comm) {
+  quiet_errors();
+  Handle fapl = access_properties(comm);
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (file < 0) return absl::UnavailableError(absl::StrCat(path, ": could not create the HDF5 file"));
+  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file));
+}
+
+absl::StatusOr<std::unique_ptr<Hdf5File>> Hdf5File::open(const std::string& path, MPI_Comm comm) {
+  quiet_errors();
+  Handle fapl = access_properties(comm);
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (file < 0) return absl::DataLossError(absl::StrCat(path, ": not a readable HDF5 file"));
+  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file));
+}
+
+Hdf5File::~Hdf5File() {
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+absl::Status Hdf5File::close() {
+  if (file_ < 0) return absl::OkStatus();
+  const herr_t rc = H5Fclose(file_);
+  file_ = -1;
+  if (rc < 0) return absl::UnavailableError(absl::StrCat(path_, ": could not close (flush) the HDF5 file"));
+  return absl::OkStatus();
+}
+
+absl::Status Hdf5File::write(const std::string& name, const Shape& shape, DType dtype,
+                             std::span<const GlobalRun> runs, const void* data) {
+  if (shape.empty() || shape.size() > 2 || shape_numel(shape) == 0)
+    return absl::InvalidArgumentError(absl::StrCat(name, ": only non-empty 1-D and 2-D tensors are stored"));
+  if (file_type(dtype) < 0) return absl::InvalidArgumentError(absl::StrCat(name, ": unsupported dtype"));
+  std::vector<hsize_t> dims(shape.begin(), shape.end()), chunk = dims;
+  // Chunks of about 1M elements (whole rows): HDF5 checksums and writes a chunk at a time.
+  constexpr int64_t kChunk = 1 << 20;
+  if (shape.size() == 2) {
+    chunk[0] = static_cast<hsize_t>(std::clamp<int64_t>(kChunk / std::max<int64_t>(1, shape[1]), 1, shape[0]));
+  } else {
+    chunk[0] = static_cast<hsize_t>(std::min<int64_t>(kChunk, shape[0]));
+  }
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data());
+  H5Pset_fletcher32(dcpl.get());
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  Handle dset(H5Dcreate2(file_, name.c_str(), file_type(dtype), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+              H5Dclose);
+  if (!dset.ok()) return error("could not create", name);
+  MEMTRAIN_RETURN_IF_ERROR(select_runs(space.get(), shape, runs));
+  const hsize_t n = static_cast<hsize_t>(run_elements(runs));
+  Handle mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (n == 0) H5Sselect_none(mem.get());
+  Handle dxpl = transfer_properties(is_parallel(file_));
+  if (H5Dwrite(dset.get(), memory_type(dtype), mem.get(), space.get(), dxpl.get(), data) < 0)
+    return error("could not write", name);
+  return absl::OkStatus();
+}
+
+absl::Status Hdf5File::read(const std::string& name, const Shape& shape, DType dtype,
+                            std::span<const GlobalRun> runs, void* data) {
+  if (!has(name)) return error("missing", name);
+  Handle dset(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), H5Dclose);
+  Handle space(H5Dget_space(dset.get()), H5Sclose);
+  Handle type(H5Dget_type(dset.get()), H5Tclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  std::vector<hsize_t> dims(std::max(rank, 0));
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  if (Shape(dims.begin(), dims.end()) != shape || file_type(dtype) < 0 ||
+      H5Tequal(type.get(), file_type(dtype)) <= 0) {
+    return error(absl::StrCat("shape or dtype differ from the model's (", shape.size(), "-D ",
+                              std::string(dtype_name(dtype)), " expected) in"),
+                 name);
+  }
+  MEMTRAIN_RETURN_IF_ERROR(select_runs(space.get(), shape, runs));
+  const hsize_t n = static_cast<hsize_t>(run_elements(runs));
+  Handle mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (n == 0) H5Sselect_none(mem.get());
+  Handle dxpl = transfer_properties(is_parallel(file_));
+  if (H5Dread(dset.get(), memory_type(dtype), mem.get(), space.get(), dxpl.get(), data) < 0)
+    return error("checksum mismatch or unreadable data in", name);
+  return absl::OkStatus();
+}
+
+bool Hdf5File::has(const std::string& name) const {
+  // Every group on the way must exist before H5Lexists may be asked about the next link.
+  for (size_t slash = name.find('/', 1); ; slash = name.find('/', slash + 1)) {
+    const std::string prefix = name.substr(0, slash);
+    if (H5Lexists(file_, prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (slash == std::string::npos) return true;
+  }
+}
+
+absl::Status Hdf5File::set_attribute(const std::string& key, const std::string& value) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), value.size() + 1);  // with its terminating NUL
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attr(H5Acreate2(file_, key.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attr.ok() || H5Awrite(attr.get(), type.get(), value.c_str()) < 0)
+    return error(absl::StrCat("could not write attribute '", key, "'"), "");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Hdf5File::attribute(const std::string& key) const {
+  if (H5Aexists(file_, key.c_str()) <= 0) return error(absl::StrCat("missing attribute '", key, "'"), "");
+  Handle attr(H5Aopen(file_, key.c_str(), H5P_DEFAULT), H5Aclose);
+  Handle type(H5Aget_type(attr.get()), H5Tclose);
+  std::string value(H5Tget_size(type.get()), '\0');
+  if (H5Aread(attr.get(), type.get(), value.data()) < 0)
+    return error(absl::StrCat("could not read attribute '", key, "'"), "");
+  value.resize(std::min(value.size(), value.find('\0')));
+  return value;
+}
+
+}  // namespace memtrain::checkpoint
