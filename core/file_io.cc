@@ -116,6 +116,20 @@ absl::StatusOr<std::string> read_file(const std::string& path) {
   return data;
 }
 
+namespace {
+// After a rename into `path`: fsyncs its directory (the rename lives in the directory entry; without the fsync a
+// crash can forget it).
+absl::Status sync_directory_of(const std::string& path) {
+  MEMTRAIN_FAULT_POINT("file_io.after_rename");
+  const std::string dir = parent_dir(path);
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0) return errno_error(dir, "cannot open directory to fsync", errno);
+  if (::fsync(dfd.get()) != 0) return errno_error(dir, "cannot fsync directory", errno);
+  MEMTRAIN_FAULT_POINT("file_io.after_dir_fsync");
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::Status write_file_atomically(const std::string& path, absl::Span<const absl::string_view> pieces) {
   const std::string tmp = path + ".tmp";
   // If tmp already exists as something we must not delete (a directory), open() fails and we leave it alone.
@@ -129,14 +143,17 @@ absl::Status write_file_atomically(const std::string& path, absl::Span<const abs
     if (!tmp_existed || S_ISREG(before.st_mode)) ::unlink(tmp.c_str());
     return st;
   }
-  MEMTRAIN_FAULT_POINT("file_io.after_rename");
-  // The rename lives in the directory entry; without this fsync a crash can forget it.
-  const std::string dir = parent_dir(path);
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.get() < 0) return errno_error(dir, "cannot open directory to fsync", errno);
-  if (::fsync(dfd.get()) != 0) return errno_error(dir, "cannot fsync directory", errno);
-  MEMTRAIN_FAULT_POINT("file_io.after_dir_fsync");
-  return absl::OkStatus();
+  return sync_directory_of(path);
+}
+
+absl::Status commit_file(const std::string& tmp, const std::string& path) {
+  {
+    Fd fd(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) return errno_error(tmp, "cannot open to fsync", errno);
+    if (::fsync(fd.get()) != 0) return errno_error(tmp, "cannot fsync", errno);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return errno_error(path, absl::StrCat("cannot rename ", tmp, " to it"), errno);
+  return sync_directory_of(path);
 }
 
 }  // namespace memtrain

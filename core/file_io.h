@@ -21,4 +21,7 @@ absl::StatusOr<std::string> read_file(const std::string& path);
 // failure the temporary file is removed.
 absl::Status write_file_atomically(const std::string& path, absl::Span<const absl::string_view> pieces);
 
+// For a file another library wrote at `tmp` (closed): fsyncs it, renames it over `path`, fsyncs the directory.
+absl::Status commit_file(const std::string& tmp, const std::string& path);
+
 }  // namespace memtrain

@@ -33,4 +33,13 @@ absl::Status AdamW::step(double lr) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Optimizer::CheckpointStates> AdamW::checkpoint_state() {
+  CheckpointStates out{{"m", "v"}, {}};
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    out.arrays.push_back({targets_[i], "m", m_[i].f32()});
+    out.arrays.push_back({targets_[i], "v", v_[i].f32()});
+  }
+  return out;
+}
+
 }  // namespace memtrain::optim

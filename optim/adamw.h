@@ -23,6 +23,8 @@ class AdamW final : public Optimizer {
 
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  void restore_steps_taken(int64_t steps) override { step_ = steps; }
   bool decays(const model::Param& p) const { return optim::decays(p, cfg_); }
 
  private:

@@ -212,9 +212,8 @@ absl::StatusOr<std::unique_ptr<Optimizer>> MatrixOwners::create(parallel::Commun
       t.global = r.phase == kGrads ? grad_global[e] : value_global[e];
       t.runs = runs_of<Run>(*group.params[r.tp][e], r.seg);
     }
-    if (r.side == kLocal) {
-      const parallel::LocalSegment& piece = *piece_of[e];
-      t.data = r.phase == kGrads ? piece.grad : r.phase == kValuesIn ? full_value[e] : piece.value;
+    if (r.side == kLocal) {  // the owner's own piece, or (values in) its whole tp part
+      t.data = r.phase == kValuesIn ? full_value[e] : r.phase == kGrads ? piece_of[e]->grad : piece_of[e]->value;
       phases[r.phase]->local.push_back(std::move(t));
       continue;
     }

@@ -28,12 +28,31 @@ std::vector<OptimTarget> whole_targets(model::ParamSet& params);
 // Whether weight decay applies to `p`: matrices always, embeddings, norms and biases as the config says.
 bool decays(const model::Param& p, const OptimConfig& cfg);
 
+// An array of optimizer state that a checkpoint stores beside the parameter: t.n floats aligned with the target's
+// elements (so it is stored as a global tensor of the parameter's shape, and read back on any mesh).
+struct CheckpointState {
+  OptimTarget target;
+  std::string name;  // "m", "v"
+  float* data;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // One update of every target from its gradient, at learning rate `lr`.
   virtual absl::Status step(double lr) = 0;
   virtual int64_t steps_taken() const = 0;
+  // What a checkpoint stores: arrays named `names` for each target (their contents are read or written in place),
+  // or Unimplemented for the optimizers whose state checkpoints do not cover yet.
+  struct CheckpointStates {
+    std::vector<std::string> names;
+    std::vector<CheckpointState> arrays;
+  };
+  virtual absl::StatusOr<CheckpointStates> checkpoint_state() {
+    return absl::UnimplementedError("checkpoints do not store this optimizer's state yet");
+  }
+  // After a checkpoint's state was read back: the step count it was saved at.
+  virtual void restore_steps_taken(int64_t steps) {}
 };
 
 // Whether optimizer `name` updates a weight matrix from its whole gradient (a projection or a factored moment), so

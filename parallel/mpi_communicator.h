@@ -38,6 +38,7 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  MPI_Comm mpi_comm() const { return comm_; }  // for libraries that take a communicator (parallel HDF5)
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
   int64_t bytes_sent() const override { return bytes_sent_; }

@@ -16,8 +16,8 @@
 
 namespace memtrain::trainer {
 
-absl::StatusOr<MetricsLog> MetricsLog::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+absl::StatusOr<MetricsLog> MetricsLog::open(const std::string& path, bool append) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_CLOEXEC, 0644);
   if (fd < 0) return errno_error(path, "cannot open", errno);
   return MetricsLog(fd, path);
 }

@@ -22,8 +22,8 @@ struct StepMetrics {
 
 class MetricsLog {
  public:
-  // Truncates `path` (a fresh run).
-  static absl::StatusOr<MetricsLog> open(const std::string& path);
+  // append: continue an existing log (a resumed run); otherwise truncate `path` (a fresh run).
+  static absl::StatusOr<MetricsLog> open(const std::string& path, bool append = false);
   MetricsLog(MetricsLog&& o) noexcept : fd_(o.fd_), size_(o.size_), path_(std::move(o.path_)) { o.fd_ = -1; }
   MetricsLog(const MetricsLog&) = delete;
   ~MetricsLog();

@@ -33,6 +33,10 @@ absl::Status TrainConfig::validate() const {
   MEMTRAIN_RETURN_IF_ERROR(positive("train.log_interval", log_interval));
   MEMTRAIN_RETURN_IF_ERROR(non_negative("train.eval_interval", eval_interval, " (0 = only at the end)"));
   MEMTRAIN_RETURN_IF_ERROR(positive("train.eval_batches", eval_batches));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("train.checkpoint_interval", checkpoint_interval, " (0 = none)"));
+  MEMTRAIN_RETURN_IF_ERROR(positive("train.keep_checkpoints", keep_checkpoints));
+  if (!resume.empty() && resume != "auto")
+    return config_error("train.resume", absl::StrCat("must be \"auto\" or \"\", got '", resume, "'"));
   return absl::OkStatus();
 }
 

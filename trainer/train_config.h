@@ -21,6 +21,9 @@ struct TrainConfig {
   int64_t log_interval = 10;
   int64_t eval_interval = 200;  // 0: only at the end
   int64_t eval_batches = 20;
+  int64_t checkpoint_interval = 0;  // 0: none
+  int64_t keep_checkpoints = 3;
+  std::string resume;  // "": start fresh; "auto": from output.dir's latest checkpoint
 
   template <class V> void visit(V& v) {
     v("max_steps", max_steps, "optimizer steps to run, > 0");
@@ -33,6 +36,12 @@ struct TrainConfig {
     v("log_interval", log_interval, "steps between metrics lines, > 0");
     v("eval_interval", eval_interval, "steps between validation runs, >= 0; 0 = only at the end");
     v("eval_batches", eval_batches, "micro-batches per validation run, > 0");
+    v("checkpoint_interval", checkpoint_interval,
+      "steps between checkpoints (output.dir/checkpoints/step_N.h5, and after the last step), >= 0; 0 = none");
+    v("keep_checkpoints", keep_checkpoints, "checkpoints kept, the newest, > 0");
+    v("resume", resume,
+      "\"auto\" continues from output.dir's latest intact checkpoint (or starts fresh when there is none); \"\" "
+      "starts fresh");
   }
   absl::Status validate() const;
 

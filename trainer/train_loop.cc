@@ -15,6 +15,7 @@
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "parallel/local_communicator.h"
+#include "trainer/checkpointing.h"
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
 #include "trainer/metrics.h"
@@ -168,9 +169,12 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
                               PipelineRunner::create(cfg, run.pp(), bundle->chunks(), bundle->params, *engine));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
+  MEMTRAIN_RETURN_IF_ERROR(check_checkpointable(*opt, cfg));
+  const CheckpointScope checkpoints{cfg, world, run, *bundle, *engine, *opt, quiet};
+  MEMTRAIN_ASSIGN_OR_RETURN(const int64_t first_step, resume_from_checkpoint(checkpoints));
   std::optional<MetricsLog> metrics;
-  if (lead) {
-    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl")));
+  if (lead) {  // a resumed run continues the log
+    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl"), first_step > 0));
     metrics.emplace(std::move(log));
   }
   // A pipeline has every micro-batch of a step in flight at once; otherwise they run one after the other.
@@ -221,7 +225,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   const auto t_start = Clock::now();
   double window_s = 0;
   int64_t window_steps = 0;
-  for (int64_t step = 0; step < max_steps; ++step) {
+  for (int64_t step = first_step; step < max_steps; ++step) {
     const auto t0 = Clock::now();
     MemoryTracker::host().reset_peaks();
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
@@ -261,6 +265,10 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     ++window_steps;
 
     const bool last = step + 1 == max_steps;
+    const int64_t every = cfg.train.checkpoint_interval;
+    if (every > 0 && ((step + 1) % every == 0 || last)) {
+      MEMTRAIN_RETURN_IF_ERROR(save_checkpoint(checkpoints, step + 1));
+    }
     if ((step + 1) % cfg.train.log_interval == 0 || last) {
       StepMetrics m;
       m.step = step + 1;

@@ -1,0 +1,107 @@
+// Checkpoints in one process: a run stopped after 10 steps and resumed (train.resume = "auto") continues the
+// uninterrupted 20-step run bit for bit; with the newest checkpoint corrupted (one flipped byte) resume falls back
+// to the one before and still matches; only train.keep_checkpoints files stay; an optimizer whose state is not
+// stored yet is a config error before training.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "trainer/config.h"
+#include "trainer/train_loop.h"
+
+namespace memtrain {
+namespace {
+
+class CheckpointResume : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "memtrain_resume_" + std::to_string(getpid());
+    std::filesystem::create_directories(dir_);
+    std::ofstream f(dir_ + "/text.txt");
+    for (int i = 0; i < 400; ++i) f << "line " << i << ": the quick brown fox " << (i * 7919 % 1000) << " jumps.\n";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // 20 steps' schedule whatever max_steps is (decay_steps fixed), a checkpoint every `every` steps.
+  trainer::Config config(const std::string& out, int64_t max_steps, const std::string& arch = "gpt2",
+                         int64_t every = 5, const std::string& extra = "") {
+    const std::string toml = "[model]\narch = \"" + arch + "\"\nn_layer = 2\nn_head = 4\nn_kv_head = " +
+                             (arch == "llama" ? "2" : "0") + "\nn_embd = 32\nblock_size = 32\n"
+                             "[data]\ntext = [\"" + dir_ + "/text.txt\"]\n"
+                             "[train]\nmax_steps = " + std::to_string(max_steps) +
+                             "\nbatch_size = 4\nlog_interval = 5\neval_interval = 0\neval_batches = 2\n"
+                             "checkpoint_interval = " + std::to_string(every) + "\nkeep_checkpoints = 3\n" + extra +
+                             "[optim]\nwarmup_steps = 3\ndecay_steps = 20\n"
+                             "[output]\ndir = \"" + dir_ + "/" + out + "\"\nsave_weights = false\nsamples = 0\n";
+    auto cfg = trainer::parse_config(toml, "test.toml", {});
+    MEMTRAIN_CHECK_OK(cfg.status());
+    return *cfg;
+  }
+  std::string dir_;
+};
+
+TEST_F(CheckpointResume, StoppedAndResumedRunsContinueTheUninterruptedCurveBitForBit) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    SCOPED_TRACE(arch);
+    auto full = trainer::run_training(config(arch + "_full", 20, arch), /*quiet=*/true);
+    ASSERT_TRUE(full.ok()) << full.status();
+    auto first = trainer::run_training(config(arch + "_part", 10, arch), /*quiet=*/true);
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto rest = trainer::run_training(config(arch + "_part", 20, arch, 5, "resume = \"auto\"\n"), /*quiet=*/true);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    ASSERT_EQ(rest->losses.size(), 10u);
+    for (size_t i = 0; i < 10; ++i) EXPECT_EQ(rest->losses[i], full->losses[10 + i]) << "step " << 11 + i;
+    EXPECT_EQ(rest->final_val_loss, full->final_val_loss);
+  }
+}
+
+TEST_F(CheckpointResume, ACorruptNewestCheckpointFallsBackToThePreviousOne) {
+  auto full = trainer::run_training(config("full", 20), /*quiet=*/true);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE(trainer::run_training(config("part", 10), /*quiet=*/true).ok());
+  // Flip a byte in the middle of step 10's file (its datasets fill most of it).
+  const std::string newest = dir_ + "/part/checkpoints/step_00000010.h5";
+  std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.is_open());
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  f.seekg(size / 2);
+  char c = 0;
+  f.read(&c, 1);
+  c ^= 0x20;
+  f.seekp(size / 2);
+  f.write(&c, 1);
+  f.close();
+  auto rest = trainer::run_training(config("part", 20, "gpt2", 5, "resume = \"auto\"\n"), /*quiet=*/true);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  ASSERT_EQ(rest->losses.size(), 15u) << "resumed from step 5";
+  for (size_t i = 0; i < 15; ++i) EXPECT_EQ(rest->losses[i], full->losses[5 + i]) << "step " << 6 + i;
+}
+
+TEST_F(CheckpointResume, OnlyTheNewestCheckpointsStay) {
+  ASSERT_TRUE(trainer::run_training(config("keep", 12, "gpt2", 2), /*quiet=*/true).ok());
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/keep/checkpoints"))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"latest", "step_00000008.h5", "step_00000010.h5", "step_00000012.h5"}));
+  std::ifstream latest(dir_ + "/keep/checkpoints/latest");
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step_00000012.h5");
+}
+
+TEST_F(CheckpointResume, AnOptimizerWhoseStateIsNotStoredYetIsAConfigError) {
+  trainer::Config cfg = config("adafactor", 4);
+  cfg.optim.name = "adafactor";
+  auto r = trainer::run_training(cfg, /*quiet=*/true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("optim.name"), std::string::npos) << r.status();
+}
+
+}  // namespace
+}  // namespace memtrain

@@ -1,0 +1,245 @@
+#include "trainer/checkpointing.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/hdf5_file.h"
+#include "core/fault_injection.h"
+#include "core/file_io.h"
+#include "core/status.h"
+#include "parallel/mpi_communicator.h"
+#include "trainer/pipeline.h"
+
+namespace memtrain::trainer {
+namespace {
+
+using checkpoint::GlobalRun;
+using checkpoint::Hdf5File;
+namespace fs = std::filesystem;
+
+constexpr int kFormat = 1;
+
+std::string checkpoint_dir(const Config& cfg) { return (fs::path(cfg.output.dir) / "checkpoints").string(); }
+std::string file_name(int64_t step) { return absl::StrFormat("step_%08d.h5", step); }
+
+// The file's communicator: MPI-IO over the world, or none for one process.
+MPI_Comm file_comm(parallel::Communicator& world) {
+  if (world.size() == 1) return MPI_COMM_NULL;
+  auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&world);
+  MEMTRAIN_CHECK_MSG(mpi != nullptr, "a multi-rank world is an MPI communicator");
+  return mpi->mpi_comm();
+}
+
+// Elements [offset, offset + n) of p's local tensor as runs of its global tensor (ascending: a tensor-parallel
+// part keeps the global order of its elements).
+std::vector<GlobalRun> runs_of(const model::Param& p, int64_t offset, int64_t n) {
+  std::vector<GlobalRun> runs;
+  model::for_each_global_run(p, [&](int64_t local, int64_t global, int64_t len) {
+    const int64_t lo = std::max(local, offset), hi = std::min(local + len, offset + n);
+    if (lo < hi) runs.push_back({global + (lo - local), hi - lo});
+  });
+  return runs;
+}
+
+// One array of this rank for one dataset: its runs and where its elements live (packed in run order).
+struct Piece {
+  std::vector<GlobalRun> runs;
+  float* data = nullptr;
+};
+
+// Every dataset of the checkpoint in the order all ranks visit them, with this rank's pieces: those it writes (each
+// element by exactly one rank) and those it reads back (everything it holds).
+struct Dataset {
+  std::string name;
+  Shape shape;
+  Piece write, read;
+};
+
+absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const optim::Optimizer::CheckpointStates& st) {
+  const Config& cfg = s.cfg;
+  model::ParamSet whole;  // shapes only: every parameter's name and global shape, in registration order
+  MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
+  // The first pipeline stage that holds each name writes it (a tied tensor is on the first and the last).
+  std::map<std::string, int> first_stage;
+  const int pp = s.run.pp().size(), pp_rank = s.run.pp().rank();
+  for (int r = pp - 1; r >= 0; --r) {
+    model::ParamSet stage;
+    MEMTRAIN_RETURN_IF_ERROR(create_rank_models(cfg, stage, {}, {}, r, pp).status());
+    for (const auto& p : stage.all()) first_stage[p->name] = r;
+  }
+  std::map<std::string, int> entry_of;
+  const auto& params = s.bundle.params.all();
+  for (size_t e = 0; e < params.size(); ++e) entry_of[params[e]->name] = static_cast<int>(e);
+  std::map<int, const parallel::LocalSegment*> stored;
+  for (const parallel::LocalSegment& seg : s.engine.stored_values()) stored[seg.seg.entry] = &seg;
+  std::map<std::pair<const model::Param*, std::string>, const optim::CheckpointState*> arrays;
+  for (const optim::CheckpointState& a : st.arrays) arrays[{a.target.param, a.name}] = &a;
+  // Below ZeRO-3 every engine rank holds all values, and at ZeRO-0 all the optimizer state too: its first writes.
+  const bool engine_lead = s.engine.comm().rank() == 0;
+  const int stage = s.engine.stage();
+
+  std::vector<Dataset> out;
+  for (const auto& g : whole.all()) {
+    const auto at = entry_of.find(g->name);
+    const model::Param* p = at == entry_of.end() ? nullptr : params[at->second].get();
+    const bool writer = p != nullptr && p->tp.primary && first_stage[g->name] == pp_rank;
+    Dataset values{"params/" + g->name, g->shape, {}, {}};
+    const auto held = p == nullptr ? stored.end() : stored.find(at->second);
+    if (held != stored.end()) {
+      const parallel::LocalSegment& seg = *held->second;
+      values.read = {runs_of(*p, seg.seg.offset, seg.seg.n), seg.value};
+      if (writer && (stage == 3 || engine_lead)) values.write = values.read;
+    }
+    out.push_back(std::move(values));
+    for (const std::string& name : st.names) {
+      Dataset array{absl::StrCat("optim/", g->name, "/", name), g->shape, {}, {}};
+      const auto a = p == nullptr ? arrays.end() : arrays.find({p, name});
+      if (a != arrays.end()) {
+        const optim::OptimTarget& t = a->second->target;
+        array.read = {runs_of(*p, t.offset, t.n), a->second->data};
+        if (writer && (stage >= 1 || engine_lead)) array.write = array.read;
+      }
+      out.push_back(std::move(array));
+    }
+  }
+  return out;
+}
+
+// The steps of the checkpoints in dir (complete files only, no .tmp), newest first.
+std::vector<int64_t> checkpoint_steps(const std::string& dir) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(dir, ec)) {
+    const std::string n = f.path().filename().string();
+    long long step = 0;
+    char tail = 0;
+    if (std::sscanf(n.c_str(), "step_%lld.h%c", &step, &tail) == 2 && n == file_name(step)) steps.push_back(step);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  return steps;
+}
+
+}  // namespace
+
+absl::Status check_checkpointable(optim::Optimizer& opt, const Config& cfg) {
+  if (cfg.train.checkpoint_interval == 0 && cfg.train.resume.empty()) return absl::OkStatus();
+  const auto st = opt.checkpoint_state();
+  if (st.ok()) return absl::OkStatus();
+  return config_error("optim.name", absl::StrCat(cfg.optim.name, ": checkpoints (train.checkpoint_interval, "
+                                                 "train.resume) do not store its state yet; only adamw's"));
+}
+
+absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
+  const bool lead = s.world.rank() == 0;
+  const std::string dir = checkpoint_dir(s.cfg);
+  const std::string path = (fs::path(dir) / file_name(step)).string(), tmp = path + ".tmp";
+  absl::Status ready;
+  if (lead) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) ready = absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  }
+  MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());
+  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
+  absl::Status written;
+  {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, file_comm(s.world)));
+    // Every rank goes through every dataset (the calls are collective), keeping its first error.
+    for (const Dataset& d : all) {
+      const absl::Status w = file->write(d.name, d.shape, DType::kF32, d.write.runs, d.write.data);
+      if (written.ok()) written = w;
+    }
+    const nlohmann::json manifest = {{"format", kFormat},
+                                     {"step", step},
+                                     {"optimizer", s.cfg.optim.name},
+                                     {"optimizer_steps", s.opt.steps_taken()},
+                                     {"config", dump_config(s.cfg)}};
+    const absl::Status m = file->set_attribute("manifest", manifest.dump());
+    if (written.ok()) written = m;
+    const absl::Status c = file->close();
+    if (written.ok()) written = c;
+  }
+  MEMTRAIN_FAULT_POINT("checkpoint.after_write");
+  absl::Status committed = agree(s.world, written);
+  if (lead) {
+    if (committed.ok()) committed = commit_file(tmp, path);
+    if (committed.ok()) committed = write_file_atomically((fs::path(dir) / "latest").string(), {file_name(step) + "\n"});
+    if (!committed.ok()) {
+      std::error_code ec;
+      fs::remove(tmp, ec);  // the previous checkpoints stay as they were
+    } else {
+      const std::vector<int64_t> steps = checkpoint_steps(dir);
+      for (size_t k = static_cast<size_t>(s.cfg.train.keep_checkpoints); k < steps.size(); ++k) {
+        std::error_code ec;
+        fs::remove(fs::path(dir) / file_name(steps[k]), ec);
+      }
+    }
+  }
+  return agree(s.world, committed);
+}
+
+absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
+  if (s.cfg.train.resume != "auto") return 0;
+  const bool lead = s.world.rank() == 0;
+  const std::string dir = checkpoint_dir(s.cfg);
+  // Rank 0 lists the candidates, newest first; everyone tries the same ones.
+  std::vector<int64_t> steps = lead ? checkpoint_steps(dir) : std::vector<int64_t>{};
+  int64_t count = static_cast<int64_t>(steps.size());
+  MEMTRAIN_RETURN_IF_ERROR(s.world.broadcast(&count, 8, DType::kU8, 0));
+  steps.resize(count);
+  if (count > 0) MEMTRAIN_RETURN_IF_ERROR(s.world.broadcast(steps.data(), 8 * count, DType::kU8, 0));
+  MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());
+  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
+  absl::Status newest;
+  for (int64_t step : steps) {
+    const std::string path = (fs::path(dir) / file_name(step)).string();
+    absl::Status loaded;
+    int64_t optimizer_steps = 0;
+    auto file = Hdf5File::open(path, file_comm(s.world));
+    if (!file.ok()) loaded = file.status();
+    if (loaded.ok()) {
+      auto manifest = (*file)->attribute("manifest");
+      if (!manifest.ok()) loaded = manifest.status();
+      if (loaded.ok()) {
+        const nlohmann::json m = nlohmann::json::parse(*manifest, nullptr, /*allow_exceptions=*/false);
+        if (m.is_discarded() || !m.contains("optimizer_steps") || !m.contains("optimizer")) {
+          loaded = absl::DataLossError(absl::StrCat(path, ": unreadable manifest"));
+        } else if (m["optimizer"] != s.cfg.optim.name) {
+          loaded = config_error("optim.name", absl::StrCat("is ", s.cfg.optim.name, " but ", path, " holds ",
+                                                           m["optimizer"].get<std::string>(), " state"));
+        } else {
+          optimizer_steps = m["optimizer_steps"].get<int64_t>();
+        }
+      }
+      for (const Dataset& d : all) {  // every rank reads every dataset (collective), keeping its first error
+        const absl::Status r = (*file)->read(d.name, d.shape, DType::kF32, d.read.runs, d.read.data);
+        if (loaded.ok()) loaded = r;
+      }
+      (void)(*file)->close();
+    }
+    loaded = agree(s.world, loaded);
+    if (loaded.ok()) {
+      s.opt.restore_steps_taken(optimizer_steps);
+      if (lead && !s.quiet) std::printf("memtrain: resumed from %s (step %lld)\n", path.c_str(), static_cast<long long>(step));
+      return step;
+    }
+    if (loaded.code() == absl::StatusCode::kInvalidArgument) return loaded;  // a config mismatch: no fallback
+    if (lead) std::fprintf(stderr, "warning: skipping checkpoint %s: %s\n", path.c_str(), std::string(loaded.message()).c_str());
+    if (newest.ok()) newest = loaded;
+  }
+  if (!steps.empty()) {
+    return absl::DataLossError(absl::StrCat("no intact checkpoint in ", dir, "; the newest: ", newest.message()));
+  }
+  return 0;
+}
+
+}  // namespace memtrain::trainer
