@@ -146,6 +146,9 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) ready = absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+    for (const auto& f : fs::directory_iterator(dir, ec)) {  // saves a kill cut short
+      if (f.path().extension() == ".tmp") fs::remove(f.path(), ec);
+    }
   }
   MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());

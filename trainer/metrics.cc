@@ -11,15 +11,33 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/file_io.h"
 #include "core/fault_injection.h"
+#include "core/status.h"
 
 namespace memtrain::trainer {
 
-absl::StatusOr<MetricsLog> MetricsLog::open(const std::string& path, bool append) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC) | O_CLOEXEC, 0644);
+absl::StatusOr<MetricsLog> MetricsLog::open(const std::string& path, int64_t resumed_step) {
+  if (resumed_step > 0) {
+    // The lines up to the resumed step stay (complete ones only); the resumed run logs the later steps again.
+    std::string kept;
+    if (auto text = read_file(path); text.ok()) {
+      for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+        const auto j = nlohmann::json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+            j["step"].get<int64_t>() <= resumed_step) {
+          absl::StrAppend(&kept, line, "\n");
+        }
+      }
+    }
+    MEMTRAIN_RETURN_IF_ERROR(write_file_atomically(path, {kept}));
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | (resumed_step > 0 ? O_APPEND : O_TRUNC) | O_CLOEXEC, 0644);
   if (fd < 0) return errno_error(path, "cannot open", errno);
-  return MetricsLog(fd, path);
+  MetricsLog log(fd, path);
+  log.size_ = ::lseek(fd, 0, SEEK_END);  // where a failed write cuts back to
+  return log;
 }
 
 MetricsLog::~MetricsLog() {

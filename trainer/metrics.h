@@ -22,8 +22,9 @@ struct StepMetrics {
 
 class MetricsLog {
  public:
-  // append: continue an existing log (a resumed run); otherwise truncate `path` (a fresh run).
-  static absl::StatusOr<MetricsLog> open(const std::string& path, bool append = false);
+  // A fresh run truncates `path`; a run resumed after `resumed_step` steps keeps the lines of the steps up to it and
+  // appends after them.
+  static absl::StatusOr<MetricsLog> open(const std::string& path, int64_t resumed_step = 0);
   MetricsLog(MetricsLog&& o) noexcept : fd_(o.fd_), size_(o.size_), path_(std::move(o.path_)) { o.fd_ = -1; }
   MetricsLog(const MetricsLog&) = delete;
   ~MetricsLog();

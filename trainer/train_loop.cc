@@ -174,7 +174,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(const int64_t first_step, resume_from_checkpoint(checkpoints));
   std::optional<MetricsLog> metrics;
   if (lead) {  // a resumed run continues the log
-    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl"), first_step > 0));
+    MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl"), first_step));
     metrics.emplace(std::move(log));
   }
   // A pipeline has every micro-batch of a step in flight at once; otherwise they run one after the other.
@@ -265,10 +265,6 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     ++window_steps;
 
     const bool last = step + 1 == max_steps;
-    const int64_t every = cfg.train.checkpoint_interval;
-    if (every > 0 && ((step + 1) % every == 0 || last)) {
-      MEMTRAIN_RETURN_IF_ERROR(save_checkpoint(checkpoints, step + 1));
-    }
     if ((step + 1) % cfg.train.log_interval == 0 || last) {
       StepMetrics m;
       m.step = step + 1;
@@ -290,6 +286,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     }
     if (!last && cfg.train.eval_interval > 0 && (step + 1) % cfg.train.eval_interval == 0) {
       MEMTRAIN_RETURN_IF_ERROR(run_eval(step + 1).status());
+    }
+    // Last in the step, so that a run resumed from it has logged (and evaluated) everything up to it.
+    const int64_t every = cfg.train.checkpoint_interval;
+    if (every > 0 && ((step + 1) % every == 0 || last)) {
+      MEMTRAIN_RETURN_IF_ERROR(save_checkpoint(checkpoints, step + 1));
     }
   }
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));

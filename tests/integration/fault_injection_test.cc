@@ -5,14 +5,8 @@
 // exactly the lines logged before the kill, bit for bit — and then restarts the same command in the same directory:
 // it must exit 0 and reproduce the uninterrupted run's loss curve and weights bit for bit.
 //
-// What issue 8 (checkpoints) must add here:
-//   * `--set train.resume=auto` (and checkpoint.interval) in job_args(), so a restart resumes from the newest
-//     complete checkpoint instead of starting over; the check after a restart stays the same (the whole curve and
-//     the final weights equal the uninterrupted run's), plus "it resumed from step S", S = last checkpoint <= kill.
-//   * fault points inside checkpoint saves (each shard, the index/manifest, the "latest" pointer) and inside any
-//     background writer thread; the random choice below already spreads over every point the run passes.
-//   * check_after_kill(): a checkpoint directory under its final name must load; a half-written one must never be
-//     picked by "auto"; metrics.jsonl after resume must hold each step once (truncated back to the resumed step).
+// Kills during checkpoint saves and restarts with train.resume = "auto" are covered by checkpoint_kill_test.cc
+// (this job runs without checkpoints, so a restart here starts over).
 // The snapshot issue extends this with kills while an in-memory snapshot is being taken.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
