@@ -73,10 +73,6 @@ Handle transfer_properties(bool parallel) {
   return dxpl;
 }
 
-bool is_parallel(hid_t file) {
-  Handle fapl(H5Fget_access_plist(file), H5Pclose);
-  return H5Pget_driver(fapl.get()) == H5FD_MPIO;
-}
 
 // A dataset's dimensions as a 2-D view: rows of the last dimension (a 1-D tensor is one row).
 std::pair<int64_t, int64_t> rows_and_cols(const Shape& shape) {
@@ -132,10 +128,19 @@ absl::Status select_runs(hid_t space, const Shape& shape, std::span<const Global
   return absl::OkStatus();
 }
 
-int64_t run_elements(std::span<const GlobalRun> runs) {
-  int64_t n = 0;
-  for (const GlobalRun& r : runs) n += std::max<int64_t>(0, r.n);
-  return n;
+// Moves this rank's runs between `data` (packed in run order) and dataset `dset` whose file space is `space`:
+// false when HDF5 fails the transfer (a write error, or a checksum that does not match on a read).
+absl::StatusOr<bool> transfer(hid_t dset, hid_t space, const Shape& shape, DType dtype,
+                              std::span<const GlobalRun> runs, void* data, bool write, bool parallel) {
+  MEMTRAIN_RETURN_IF_ERROR(select_runs(space, shape, runs));
+  hsize_t n = 0;
+  for (const GlobalRun& r : runs) n += static_cast<hsize_t>(std::max<int64_t>(0, r.n));
+  Handle mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (n == 0) H5Sselect_none(mem.get());
+  Handle dxpl = transfer_properties(parallel);
+  const herr_t rc = write ? H5Dwrite(dset, memory_type(dtype), mem.get(), space, dxpl.get(), data)
+                          : H5Dread(dset, memory_type(dtype), mem.get(), space, dxpl.get(), data);
+  return rc >= 0;
 }
 
 }  // namespace
@@ -149,7 +154,7 @@ absl::StatusOr<std::unique_ptr<Hdf5File>> Hdf5File::create(const std::string& pa
   Handle fapl = access_properties(comm);
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (file < 0) return absl::UnavailableError(absl::StrCat(path, ": could not create the HDF5 file"));
-  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file));
+  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file, comm != MPI_COMM_NULL));
 }
 
 absl::StatusOr<std::unique_ptr<Hdf5File>> Hdf5File::open(const std::string& path, MPI_Comm comm) {
@@ -157,7 +162,7 @@ absl::StatusOr<std::unique_ptr<Hdf5File>> Hdf5File::open(const std::string& path
   Handle fapl = access_properties(comm);
   const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (file < 0) return absl::DataLossError(absl::StrCat(path, ": not a readable HDF5 file"));
-  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file));
+  return std::unique_ptr<Hdf5File>(new Hdf5File(path, file, comm != MPI_COMM_NULL));
 }
 
 Hdf5File::~Hdf5File() {
@@ -194,13 +199,9 @@ absl::Status Hdf5File::write(const std::string& name, const Shape& shape, DType 
   Handle dset(H5Dcreate2(file_, name.c_str(), file_type(dtype), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
               H5Dclose);
   if (!dset.ok()) return error("could not create", name);
-  MEMTRAIN_RETURN_IF_ERROR(select_runs(space.get(), shape, runs));
-  const hsize_t n = static_cast<hsize_t>(run_elements(runs));
-  Handle mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (n == 0) H5Sselect_none(mem.get());
-  Handle dxpl = transfer_properties(is_parallel(file_));
-  if (H5Dwrite(dset.get(), memory_type(dtype), mem.get(), space.get(), dxpl.get(), data) < 0)
-    return error("could not write", name);
+  MEMTRAIN_ASSIGN_OR_RETURN(const bool written, transfer(dset.get(), space.get(), shape, dtype, runs,
+                                                         const_cast<void*>(data), /*write=*/true, parallel_));
+  if (!written) return error("could not write", name);
   return absl::OkStatus();
 }
 
@@ -219,13 +220,9 @@ absl::Status Hdf5File::read(const std::string& name, const Shape& shape, DType d
                               std::string(dtype_name(dtype)), " expected) in"),
                  name);
   }
-  MEMTRAIN_RETURN_IF_ERROR(select_runs(space.get(), shape, runs));
-  const hsize_t n = static_cast<hsize_t>(run_elements(runs));
-  Handle mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  if (n == 0) H5Sselect_none(mem.get());
-  Handle dxpl = transfer_properties(is_parallel(file_));
-  if (H5Dread(dset.get(), memory_type(dtype), mem.get(), space.get(), dxpl.get(), data) < 0)
-    return error("checksum mismatch or unreadable data in", name);
+  MEMTRAIN_ASSIGN_OR_RETURN(const bool read, transfer(dset.get(), space.get(), shape, dtype, runs, data,
+                                                      /*write=*/false, parallel_));
+  if (!read) return error("checksum mismatch or unreadable data in", name);
   return absl::OkStatus();
 }
 

@@ -51,11 +51,13 @@ class Hdf5File {
   const std::string& path() const { return path_; }
 
  private:
-  Hdf5File(std::string path, int64_t file) : path_(std::move(path)), file_(file) {}
+  Hdf5File(std::string path, int64_t file, bool parallel)
+      : path_(std::move(path)), file_(file), parallel_(parallel) {}
   absl::Status error(const std::string& what, const std::string& name) const;
 
   std::string path_;
   int64_t file_ = -1;  // hid_t
+  bool parallel_;      // MPI-IO: transfers are collective
 };
 
 }  // namespace memtrain::checkpoint

@@ -17,10 +17,6 @@ double scale_of(const OptimConfig& cfg, bool mini) {
 
 }  // namespace
 
-bool apollo_projects(const OptimTarget& t) {
-  return t.param->kind == model::ParamKind::kWeight && t.param->local_shape.size() == 2;
-}
-
 void apollo_projection(uint64_t seed, const std::string& param, int64_t period, int64_t rows, int64_t cols,
                        float* out) {
   philox_normal(philox_key(seed, absl::StrCat("apollo/", param, "/", period)), 0, rows * cols, 0.0f,
@@ -28,7 +24,7 @@ void apollo_projection(uint64_t seed, const std::string& param, int64_t period, 
 }
 
 int64_t Apollo::state_bytes(const OptimTarget& t, const OptimConfig& cfg, bool mini) {
-  if (!apollo_projects(t)) return 8 * t.n;
+  if (!projects_matrix(*t.param)) return 8 * t.n;
   const Shape& s = t.param->local_shape;
   const int64_t r = std::min(rank_of(cfg, mini), std::min(s[0], s[1]));
   return 8 * r * std::max(s[0], s[1]);
@@ -40,7 +36,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> Apollo::create(std::vector<OptimTarge
   for (const OptimTarget& t : opt->targets_) {
     State s;
     int64_t size = t.n;
-    if (apollo_projects(t)) {
+    if (projects_matrix(*t.param)) {
       if (t.offset != 0 || t.n != shape_numel(t.param->local_shape)) {
         return config_error("optim.name", absl::StrCat(cfg.name, " projects whole matrices, but this rank updates a "
                                                        "piece of ", t.param->name, " (optim/matrix_owners gives it whole)"));

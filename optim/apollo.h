@@ -55,7 +55,4 @@ class Apollo final : public Optimizer {
   int64_t step_ = 0;
 };
 
-// Whether a target is projected: a 2-D weight matrix.
-bool apollo_projects(const OptimTarget& t);
-
 }  // namespace memtrain::optim

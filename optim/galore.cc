@@ -11,10 +11,6 @@
 
 namespace memtrain::optim {
 
-bool galore_projects(const OptimTarget& t) {
-  return t.param->kind == model::ParamKind::kWeight && t.param->local_shape.size() == 2;
-}
-
 absl::Status top_singular_vectors(const float* G, const MatrixProjection& mp, float* P) {
   const int64_t m = mp.m, n = mp.n, k = std::min(m, n);
   std::vector<float> a(G, G + m * n), s(k), u(m * k), vt(k * n);  // sgesdd overwrites its input
@@ -33,7 +29,7 @@ absl::Status top_singular_vectors(const float* G, const MatrixProjection& mp, fl
 }
 
 int64_t GaLore::state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
-  if (!galore_projects(t)) return 8 * t.n;
+  if (!projects_matrix(*t.param)) return 8 * t.n;
   const Shape& s = t.param->local_shape;
   const MatrixProjection mp{s[0], s[1], std::min(cfg.rank, std::min(s[0], s[1]))};
   const int64_t proj = cfg.galore_int8_projection ? mp.r * mp.small() + 4 * mp.r : 4 * mp.r * mp.small();
@@ -45,7 +41,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> GaLore::create(std::vector<OptimTarge
   for (const OptimTarget& t : opt->targets_) {
     State s;
     int64_t size = t.n;
-    if (galore_projects(t)) {
+    if (projects_matrix(*t.param)) {
       if (t.offset != 0 || t.n != shape_numel(t.param->local_shape)) {
         return config_error("optim.name", absl::StrCat("galore_adamw projects whole matrices, but this rank updates "
                                                        "a piece of ", t.param->name));
@@ -131,8 +127,14 @@ absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
     MEMTRAIN_RETURN_IF_ERROR(top_singular_vectors(t.grad, mp, P));
     store_projection(s, P);
   }
-  load_projection(s, P);  // the int8 projection is used as stored
-  mp.project(P, t.grad, R, pool);
+  // The projection as stored: fp32 in place, int8 dequantized into the scratch.
+  const float* used = P;
+  if (cfg_.galore_int8_projection) {
+    load_projection(s, P);
+  } else {
+    used = s.proj.f32();
+  }
+  mp.project(used, t.grad, R, pool);
   // Adam in the projected space; R becomes N = m / (sqrt(v) + eps), bias corrections folded into the step size.
   const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
   const float eps = static_cast<float>(cfg_.eps);
@@ -146,7 +148,7 @@ absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
   const double steps = static_cast<double>(step_);
   const double step_size = lr * std::sqrt(1 - std::pow(cfg_.beta2, steps)) / (1 - std::pow(cfg_.beta1, steps));
   // W -= step_size * scale * back(N), then the decay of the updated weight (galore_torch's order).
-  mp.project_back(P, R, static_cast<float>(-step_size * cfg_.galore_scale), 1.0f, t.value, pool);
+  mp.project_back(used, R, static_cast<float>(-step_size * cfg_.galore_scale), 1.0f, t.value, pool);
   if (decays(*t.param, cfg_) && cfg_.weight_decay > 0) {
     const float keep = static_cast<float>(1 - lr * cfg_.weight_decay);
     for (int64_t i = 0; i < mp.m * mp.n; ++i) t.value[i] *= keep;

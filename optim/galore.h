@@ -22,9 +22,6 @@ namespace memtrain::optim {
 // its largest-magnitude element positive (an SVD leaves signs free; this fixes them). Fails on LAPACK errors.
 absl::Status top_singular_vectors(const float* G, const MatrixProjection& mp, float* P);
 
-// Whether GaLore projects a target: a 2-D weight matrix.
-bool galore_projects(const OptimTarget& t);
-
 class GaLore final : public Optimizer {
  public:
   static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);

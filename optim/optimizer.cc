@@ -6,6 +6,7 @@
 #include "optim/adamw8bit.h"
 #include "optim/apollo.h"
 #include "optim/galore.h"
+#include "optim/projection.h"
 
 namespace memtrain::optim {
 
@@ -32,7 +33,7 @@ bool works_on_whole_matrices(const std::string& name) {
 bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg) {
   if (cfg.name == "adafactor") return true;  // vectors too: the update's RMS clipping spans the tensor
   if (!works_on_whole_matrices(cfg.name)) return false;
-  return p.kind == model::ParamKind::kWeight && p.local_shape.size() == 2;
+  return projects_matrix(p);
 }
 
 int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {

@@ -7,8 +7,14 @@
 #include <cstdint>
 
 #include "core/thread_pool.h"
+#include "model/params.h"
 
 namespace memtrain::optim {
+
+// Whether GaLore and APOLLO project `p`: a 2-D weight matrix (others take plain AdamW).
+inline bool projects_matrix(const model::Param& p) {
+  return p.kind == model::ParamKind::kWeight && p.local_shape.size() == 2;
+}
 
 struct MatrixProjection {
   int64_t m = 0, n = 0, r = 0;  // r <= min(m, n)
