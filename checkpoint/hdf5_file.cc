@@ -235,6 +235,42 @@ bool Hdf5File::has(const std::string& name) const {
   }
 }
 
+absl::StatusOr<Hdf5File::DatasetInfo> Hdf5File::info(const std::string& name) const {
+  if (!has(name)) return absl::NotFoundError(absl::StrCat(path_, ": no dataset '", name, "'"));
+  Handle dset(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), H5Dclose);
+  Handle space(H5Dget_space(dset.get()), H5Sclose);
+  Handle type(H5Dget_type(dset.get()), H5Tclose);
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  if (!dset.ok() || rank < 0) return error("unreadable", name);
+  std::vector<hsize_t> dims(rank);
+  H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+  for (DType dt : {DType::kF32, DType::kI32, DType::kU8, DType::kI8, DType::kU16}) {
+    if (H5Tequal(type.get(), file_type(dt)) > 0) return DatasetInfo{Shape(dims.begin(), dims.end()), dt};
+  }
+  return error("unsupported element type in", name);
+}
+
+std::vector<std::string> Hdf5File::datasets_in(const std::string& group) const {
+  std::vector<std::string> names;
+  if (!has(group)) return names;
+  Handle g(H5Gopen2(file_, group.c_str(), H5P_DEFAULT), H5Gclose);
+  H5G_info_t gi;
+  if (!g.ok() || H5Gget_info(g.get(), &gi) < 0) return names;
+  for (hsize_t i = 0; i < gi.nlinks; ++i) {
+    const ssize_t n = H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    if (n <= 0) continue;
+    std::string name(static_cast<size_t>(n) + 1, '\0');
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+    name.resize(static_cast<size_t>(n));
+    H5O_info_t oi;
+    const std::string path = group + "/" + name;
+    if (H5Oget_info_by_name2(file_, path.c_str(), &oi, H5O_INFO_BASIC, H5P_DEFAULT) >= 0 && oi.type == H5O_TYPE_DATASET)
+      names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 absl::Status Hdf5File::set_attribute(const std::string& key, const std::string& value) {
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(type.get(), value.size() + 1);  // with its terminating NUL

@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/dtype.h"
@@ -42,6 +43,15 @@ class Hdf5File {
   absl::Status read(const std::string& name, const Shape& shape, DType dtype, std::span<const GlobalRun> runs,
                     void* data);
   bool has(const std::string& name) const;
+  struct DatasetInfo {
+    Shape shape;
+    DType dtype = DType::kF32;
+  };
+  // The stored shape and dtype of dataset `name`; NotFound when it is missing, DataLoss for a type memtrain does
+  // not write.
+  absl::StatusOr<DatasetInfo> info(const std::string& name) const;
+  // The names of the datasets directly inside `group` ("params"), sorted; empty when the group is missing.
+  std::vector<std::string> datasets_in(const std::string& group) const;
   // A string attribute of the file's root group (the manifest and the config live there).
   absl::Status set_attribute(const std::string& key, const std::string& value);
   absl::StatusOr<std::string> attribute(const std::string& key) const;

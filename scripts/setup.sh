@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                      # the default corpus: /usr/share/games/fortunes
   python3 python3-torch python3-numpy   # tests/reference: PyTorch cross-checks
+  python3-venv                    # tests/reference: a venv for the safetensors package (below)
   clang libclang-rt-14-dev        # tests/fuzz: libFuzzer
   openmpi-bin libopenmpi-dev      # parallel/: MPI communicators; tests/mpi run under mpirun
   libhdf5-openmpi-dev python3-h5py  # checkpoint/: parallel HDF5 checkpoints; tests/reference reads them with h5py
@@ -31,4 +32,14 @@ fi
 if command -v update-alternatives >/dev/null; then
   blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/ {print $2}')
   case "$blas" in *openblas*|"") ;; *) echo "setup: warning: libblas.so.3 is $blas, not OpenBLAS";; esac
+fi
+
+# tests/reference: Hugging Face's `safetensors` package, which Debian 12 does not package, in a venv that also sees
+# Debian's torch and numpy. Tests that need it are skipped (saying so) where it could not be installed.
+pyref="${MEMTRAIN_PYREF:-$HOME/.cache/memtrain/pyref}"
+if ! "$pyref/bin/python" -c "import safetensors" 2>/dev/null; then
+  echo "setup: creating $pyref (safetensors for tests/reference)"
+  /usr/bin/python3 -m venv --system-site-packages "$pyref" &&
+    "$pyref/bin/pip" install -q --disable-pip-version-check "safetensors==0.8.0" ||
+    echo "setup: warning: could not install safetensors into $pyref; tests/reference skip what needs it"
 fi

@@ -1,9 +1,11 @@
 #include "trainer/checkpointing.h"
 
 #include <algorithm>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "checkpoint/hdf5_file.h"
 #include "core/fault_injection.h"
 #include "core/file_io.h"
@@ -26,6 +29,8 @@ using checkpoint::Hdf5File;
 namespace fs = std::filesystem;
 
 constexpr int kFormat = 1;
+// The manifest's "optimizer" of a checkpoint that holds weights only.
+constexpr char kNoOptimizer[] = "none";
 
 std::string checkpoint_dir(const Config& cfg) { return (fs::path(cfg.output.dir) / "checkpoints").string(); }
 std::string file_name(int64_t step) { return absl::StrFormat("step_%08d.h5", step); }
@@ -127,6 +132,61 @@ std::vector<int64_t> checkpoint_steps(const std::string& dir) {
   return steps;
 }
 
+// After the step's file was written to its .tmp name with status `written`: on success renames it into place, points
+// `latest` at it and removes all but the newest `keep`; on any failure removes the .tmp and leaves the previous
+// checkpoints as they were.
+absl::Status publish(const std::string& dir, int64_t step, int64_t keep, absl::Status written) {
+  const std::string path = (fs::path(dir) / file_name(step)).string(), tmp = path + ".tmp";
+  if (written.ok()) written = commit_file(tmp, path);
+  if (written.ok()) written = write_file_atomically((fs::path(dir) / "latest").string(), {file_name(step) + "\n"});
+  std::error_code ec;
+  if (!written.ok()) {
+    fs::remove(tmp, ec);
+    return written;
+  }
+  const std::vector<int64_t> steps = checkpoint_steps(dir);
+  for (size_t k = static_cast<size_t>(keep); k < steps.size(); ++k) fs::remove(fs::path(dir) / file_name(steps[k]), ec);
+  return absl::OkStatus();
+}
+
+// The manifest attribute, parsed; DataLoss when it is not a JSON object with the fields every save writes.
+absl::StatusOr<nlohmann::json> read_manifest(const Hdf5File& file) {
+  MEMTRAIN_ASSIGN_OR_RETURN(std::string text, file.attribute("manifest"));
+  nlohmann::json m = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (m.is_discarded() || !m.is_object() || !m.contains("step") || !m["step"].is_number_integer() ||
+      !m.contains("optimizer") || !m["optimizer"].is_string() || !m.contains("optimizer_steps") ||
+      !m["optimizer_steps"].is_number_integer() || !m.contains("config") || !m["config"].is_string()) {
+    return absl::DataLossError(absl::StrCat(file.path(), ": unreadable manifest"));
+  }
+  return m;
+}
+
+// Whether the file holds every dataset a resume reads, with the shapes this model needs, and no parameter the model
+// lacks: InvalidArgument listing every difference when not (a different model, not a damaged file).
+absl::Status check_fit(const Hdf5File& file, const std::vector<Dataset>& all, bool with_optimizer) {
+  std::vector<std::string> problems;
+  std::set<std::string> expected;
+  for (const Dataset& d : all) {
+    if (!with_optimizer && d.name.rfind("params/", 0) != 0) continue;
+    expected.insert(d.name);
+    auto info = file.info(d.name);
+    if (!info.ok()) {
+      problems.push_back(absl::StrCat("missing ", d.name));
+    } else if (info->shape != d.shape || info->dtype != DType::kF32) {
+      problems.push_back(absl::StrCat(d.name, " is ", dtype_name(info->dtype), shape_string(info->shape),
+                                      " in the file, the model needs f32", shape_string(d.shape)));
+    }
+  }
+  for (const std::string& name : file.datasets_in("params")) {
+    if (!expected.count("params/" + name)) problems.push_back(absl::StrCat("params/", name, " is not in this model"));
+  }
+  if (problems.empty()) return absl::OkStatus();
+  const size_t shown = std::min<size_t>(problems.size(), 12);
+  std::string list = absl::StrJoin(problems.begin(), problems.begin() + shown, "; ");
+  if (shown < problems.size()) absl::StrAppend(&list, "; and ", problems.size() - shown, " more");
+  return config_error("model", absl::StrCat(file.path(), " does not fit this model: ", list));
+}
+
 }  // namespace
 
 absl::Status check_checkpointable(optim::Optimizer& opt, const Config& cfg) {
@@ -173,20 +233,7 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
   }
   MEMTRAIN_FAULT_POINT("checkpoint.after_write");
   absl::Status committed = agree(s.world, written);
-  if (lead) {
-    if (committed.ok()) committed = commit_file(tmp, path);
-    if (committed.ok()) committed = write_file_atomically((fs::path(dir) / "latest").string(), {file_name(step) + "\n"});
-    if (!committed.ok()) {
-      std::error_code ec;
-      fs::remove(tmp, ec);  // the previous checkpoints stay as they were
-    } else {
-      const std::vector<int64_t> steps = checkpoint_steps(dir);
-      for (size_t k = static_cast<size_t>(s.cfg.train.keep_checkpoints); k < steps.size(); ++k) {
-        std::error_code ec;
-        fs::remove(fs::path(dir) / file_name(steps[k]), ec);
-      }
-    }
-  }
+  if (lead) committed = publish(dir, step, s.cfg.train.keep_checkpoints, committed);
   return agree(s.world, committed);
 }
 
@@ -210,22 +257,26 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
     auto file = Hdf5File::open(path, file_comm(s.world));
     if (!file.ok()) loaded = file.status();
     if (loaded.ok()) {
-      auto manifest = (*file)->attribute("manifest");
-      if (!manifest.ok()) loaded = manifest.status();
-      if (loaded.ok()) {
-        const nlohmann::json m = nlohmann::json::parse(*manifest, nullptr, /*allow_exceptions=*/false);
-        if (m.is_discarded() || !m.contains("optimizer_steps") || !m.contains("optimizer")) {
-          loaded = absl::DataLossError(absl::StrCat(path, ": unreadable manifest"));
-        } else if (m["optimizer"] != s.cfg.optim.name) {
-          loaded = config_error("optim.name", absl::StrCat("is ", s.cfg.optim.name, " but ", path, " holds ",
-                                                           m["optimizer"].get<std::string>(), " state"));
-        } else {
-          optimizer_steps = m["optimizer_steps"].get<int64_t>();
-        }
+      // A weights-only checkpoint (memtrain convert) starts the optimizer afresh.
+      bool with_optimizer = true;
+      auto manifest = read_manifest(**file);
+      if (!manifest.ok()) {
+        loaded = manifest.status();
+      } else if ((*manifest)["optimizer"] == kNoOptimizer) {
+        with_optimizer = false;
+      } else if ((*manifest)["optimizer"] != s.cfg.optim.name) {
+        loaded = config_error("optim.name", absl::StrCat("is ", s.cfg.optim.name, " but ", path, " holds ",
+                                                         (*manifest)["optimizer"].get<std::string>(), " state"));
+      } else {
+        optimizer_steps = (*manifest)["optimizer_steps"].get<int64_t>();
       }
-      for (const Dataset& d : all) {  // every rank reads every dataset (collective), keeping its first error
-        const absl::Status r = (*file)->read(d.name, d.shape, DType::kF32, d.read.runs, d.read.data);
-        if (loaded.ok()) loaded = r;
+      if (loaded.ok()) loaded = check_fit(**file, all, with_optimizer);
+      if (loaded.ok()) {
+        for (const Dataset& d : all) {  // every rank reads the same datasets (collective), keeping its first error
+          if (!with_optimizer && d.name.rfind("params/", 0) != 0) continue;
+          const absl::Status r = (*file)->read(d.name, d.shape, DType::kF32, d.read.runs, d.read.data);
+          if (loaded.ok()) loaded = r;
+        }
       }
       (void)(*file)->close();
     }
@@ -243,6 +294,84 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
     return absl::DataLossError(absl::StrCat("no intact checkpoint in ", dir, "; the newest: ", newest.message()));
   }
   return 0;
+}
+
+namespace {
+
+// Every parameter of cfg's whole model as a dataset read whole by one process.
+absl::StatusOr<std::vector<Dataset>> whole_params(const Config& cfg) {
+  model::ParamSet whole;
+  MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
+  std::vector<Dataset> all;
+  for (const auto& p : whole.all()) {
+    const std::vector<GlobalRun> runs = {{0, shape_numel(p->shape)}};
+    all.push_back({"params/" + p->name, p->shape, {runs, nullptr}, {runs, nullptr}});
+  }
+  return all;
+}
+
+absl::StatusOr<std::string> resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return path;
+  for (const fs::path& dir : {fs::path(path), fs::path(path) / "checkpoints"}) {
+    if (!fs::exists(dir / "latest", ec)) continue;
+    MEMTRAIN_ASSIGN_OR_RETURN(std::string name, read_file((dir / "latest").string()));
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    if (name.empty() || name.find('/') != std::string::npos)
+      return absl::DataLossError(absl::StrCat((dir / "latest").string(), ": does not name a checkpoint file"));
+    return (dir / name).string();
+  }
+  return absl::NotFoundError(absl::StrCat(path, ": neither a checkpoint file nor a directory with a `latest` one"));
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& path) {
+  CheckpointWeights out;
+  MEMTRAIN_ASSIGN_OR_RETURN(out.path, resolve_checkpoint(path));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::open(out.path, MPI_COMM_NULL));
+  MEMTRAIN_ASSIGN_OR_RETURN(nlohmann::json manifest, read_manifest(*file));
+  out.manifest_json = manifest.dump();
+  MEMTRAIN_ASSIGN_OR_RETURN(out.config, parse_config(manifest["config"].get<std::string>(),
+                                                     out.path + " (manifest config)", {}, /*validate=*/false));
+  MEMTRAIN_RETURN_IF_ERROR(out.config.model.validate());
+  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, whole_params(out.config));
+  MEMTRAIN_RETURN_IF_ERROR(check_fit(*file, all, /*with_optimizer=*/false));
+  for (const Dataset& d : all) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty(d.shape, DType::kF32, MemCategory::kParameters));
+    MEMTRAIN_RETURN_IF_ERROR(file->read(d.name, d.shape, DType::kF32, d.read.runs, t.raw()));
+    out.params.push_back({d.name.substr(std::strlen("params/")), std::move(t)});
+  }
+  MEMTRAIN_RETURN_IF_ERROR(file->close());
+  return out;
+}
+
+absl::Status write_weights_checkpoint(const Config& cfg, const std::vector<checkpoint::NamedTensor>& params,
+                                      const std::string& extra_json) {
+  const std::string dir = checkpoint_dir(cfg);
+  if (!checkpoint_steps(dir).empty())
+    return absl::FailedPreconditionError(absl::StrCat(dir, ": already holds checkpoints; write into a fresh directory"));
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
+  nlohmann::json manifest = {{"format", kFormat}, {"step", 0}, {"optimizer", kNoOptimizer},
+                             {"optimizer_steps", 0}, {"config", dump_config(cfg)}};
+  const nlohmann::json extra = nlohmann::json::parse(extra_json.empty() ? "{}" : extra_json, nullptr, false);
+  MEMTRAIN_CHECK_MSG(extra.is_object(), "write_weights_checkpoint: extra is a JSON object");
+  manifest.update(extra);
+  const std::string tmp = (fs::path(dir) / file_name(0)).string() + ".tmp";
+  absl::Status written;
+  {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, MPI_COMM_NULL));
+    for (const checkpoint::NamedTensor& t : params) {
+      const std::vector<GlobalRun> runs = {{0, t.tensor.numel()}};
+      if (written.ok()) written = file->write("params/" + t.name, t.tensor.shape(), DType::kF32, runs, t.tensor.raw());
+    }
+    if (written.ok()) written = file->set_attribute("manifest", manifest.dump());
+    const absl::Status closed = file->close();
+    if (written.ok()) written = closed;
+  }
+  return publish(dir, 0, cfg.train.keep_checkpoints, written);
 }
 
 }  // namespace memtrain::trainer

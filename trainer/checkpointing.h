@@ -9,8 +9,11 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/safetensors.h"
 #include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
@@ -40,5 +43,22 @@ absl::Status save_checkpoint(const CheckpointScope& scope, int64_t step);
 // Collective: with train.resume = "auto", loads the newest intact checkpoint of output.dir and returns its step;
 // 0 when there is none (a fresh start).
 absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& scope);
+
+// One process's view of a checkpoint file, for memtrain convert and --weights: the config it was saved with and
+// every parameter whole, in the model's registration order.
+struct CheckpointWeights {
+  std::string path;
+  Config config;
+  std::string manifest_json;
+  std::vector<checkpoint::NamedTensor> params;
+};
+// `path`: a checkpoint file, a checkpoints directory (its `latest`) or a run's output.dir. Checks checksums, and
+// that the file holds exactly the parameters its config's model has.
+absl::StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& path);
+
+// One process writes a weights-only checkpoint (step 0, no optimizer state; a resume starts the optimizer afresh)
+// of cfg.model into cfg.output.dir/checkpoints, as a save does. `extra` is merged into the manifest.
+absl::Status write_weights_checkpoint(const Config& cfg, const std::vector<checkpoint::NamedTensor>& params,
+                                      const std::string& extra_json);
 
 }  // namespace memtrain::trainer

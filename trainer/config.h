@@ -54,8 +54,10 @@ absl::StatusOr<Config> load_config(const std::string& path, const std::vector<st
 // An override's value is read as the key's type: integers and floats as TOML numbers (floats also take integers),
 // booleans as true/false, strings as given or TOML-quoted ("'a b'"), string lists as a TOML array (["a","b"]) or
 // a comma-separated list (a,b; "" = empty).
+// With validate = false only the keys and their types are checked (a checkpoint's saved config, of which only some
+// sections matter to the reader).
 absl::StatusOr<Config> parse_config(absl::string_view toml_text, absl::string_view source_name,
-                                    const std::vector<std::string>& overrides);
+                                    const std::vector<std::string>& overrides, bool validate = true);
 
 // The config as TOML text, every key of every section with a comment giving its doc; parse_config reads it back
 // to an equal config (floats are written in their shortest exact form). In config_doc.cc.

@@ -11,6 +11,7 @@
 #include "parallel/local_communicator.h"
 #include "parallel/world.h"
 #include "trainer/config.h"
+#include "trainer/hf_convert.h"
 #include "trainer/plan.h"
 #include "trainer/session.h"
 #include "trainer/train_loop.h"
@@ -27,6 +28,12 @@ constexpr char kUsage[] =
     "                                                 predicted peak bytes per rank by category, and whether they\n"
     "                                                 fit; N processes (default: the parallel.* product, or 1)\n"
     "  prepare --out DIR [--val-fraction F] INPUT...  tokenize text files or directories into DIR/{train,val}.bin\n"
+    "  convert --from-hf HF_DIR --out DIR             a Hugging Face GPT-2 or LLaMA directory (config.json +\n"
+    "                                                 safetensors) into a checkpoint in DIR/checkpoints, which a\n"
+    "                                                 run with output.dir = DIR and train.resume = \"auto\" starts from\n"
+    "  convert --to-hf CHECKPOINT --out HF_DIR [--dtype f32|bf16|f16] [--max-shard-mb N]\n"
+    "                                                 a checkpoint (file, checkpoints dir or output.dir) into a\n"
+    "                                                 Hugging Face directory; shards above N MB (default 5000)\n"
     "  help                                           this text\n";
 
 struct Args {
@@ -37,6 +44,8 @@ struct Args {
   double val_fraction = 0.1;
   bool json = false;
   int world_size = 0;  // plan: 0 = from the config
+  std::string from_hf, to_hf, dtype;  // convert
+  int64_t max_shard_mb = 5000;
   std::vector<std::string> inputs;
 };
 
@@ -61,7 +70,17 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--world-size"));
       if (!absl::SimpleAtoi(v, &a.world_size) || a.world_size < 1)
         return absl::InvalidArgumentError(absl::StrCat("--world-size: not a positive integer: '", v, "'"));
-    } else if (arg == "--out" && command == "prepare") {
+    } else if (arg == "--from-hf" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.from_hf, value("--from-hf"));
+    } else if (arg == "--to-hf" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.to_hf, value("--to-hf"));
+    } else if (arg == "--dtype" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.dtype, value("--dtype"));
+    } else if (arg == "--max-shard-mb" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--max-shard-mb"));
+      if (!absl::SimpleAtoi(v, &a.max_shard_mb) || a.max_shard_mb < 1)
+        return absl::InvalidArgumentError(absl::StrCat("--max-shard-mb: not a positive integer: '", v, "'"));
+    } else if (arg == "--out" && (command == "prepare" || command == "convert")) {
       MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
     } else if (arg == "--val-fraction" && command == "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--val-fraction"));
@@ -77,6 +96,14 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       return absl::InvalidArgumentError(absl::StrCat(arg, ": unexpected argument (one CONFIG only)"));
     }
   }
+  if (command == "convert") {
+    if (!a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(a.config, ": convert takes no CONFIG"));
+    if (a.from_hf.empty() == a.to_hf.empty() || a.out.empty())
+      return absl::InvalidArgumentError("convert: needs --out DIR and one of --from-hf HF_DIR, --to-hf CHECKPOINT");
+    if (!a.from_hf.empty() && (!a.dtype.empty() || a.max_shard_mb != 5000))
+      return absl::InvalidArgumentError("convert --from-hf: --dtype and --max-shard-mb are for --to-hf");
+    return a;
+  }
   if (command != "prepare" && a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(command, ": needs a CONFIG file"));
   if (command == "prepare" && (a.out.empty() || a.inputs.empty()))
     return absl::InvalidArgumentError("prepare: needs --out DIR and at least one INPUT");
@@ -87,6 +114,31 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(const Config& cfg, con
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
   MEMTRAIN_RETURN_IF_ERROR(load_weights(*bundle, args.weights.empty() ? weights_path(cfg) : args.weights));
   return bundle;
+}
+
+absl::Status convert(const Args& args) {
+  if (!args.from_hf.empty()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(ConvertSummary s, import_hf(args.from_hf, args.out));
+    std::printf("converted %lld tensors of %s (%lld buffers or tied copies skipped) into %s/checkpoints\n"
+                "train from it with output.dir = \"%s\", train.resume = \"auto\" and this [model]:\n",
+                static_cast<long long>(s.tensors), args.from_hf.c_str(), static_cast<long long>(s.skipped),
+                args.out.c_str(), args.out.c_str());
+    Config cfg;
+    cfg.model = s.model;
+    const std::string toml = dump_config(cfg);
+    const size_t end = toml.find("\n[", toml.find("[model]"));
+    std::fputs(toml.substr(toml.find("[model]"), end == std::string::npos ? std::string::npos : end + 1 - toml.find("[model]")).c_str(), stdout);
+    return absl::OkStatus();
+  }
+  std::optional<DType> dtype;
+  if (!args.dtype.empty()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(DType dt, dtype_from_name(args.dtype));
+    dtype = dt;
+  }
+  MEMTRAIN_ASSIGN_OR_RETURN(ConvertSummary s, export_hf(args.to_hf, args.out, dtype, args.max_shard_mb << 20));
+  std::printf("exported %lld tensors of %s into %s\n", static_cast<long long>(s.tensors), args.to_hf.c_str(),
+              s.written.c_str());
+  return absl::OkStatus();
 }
 
 int exit_code(const absl::Status& s) {
@@ -108,6 +160,7 @@ absl::Status run(const std::string& command, const Args& args) {
                 static_cast<long long>(s.train_tokens), static_cast<long long>(s.val_tokens), args.out.c_str());
     return absl::OkStatus();
   }
+  if (command == "convert") return convert(args);
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
   if (command == "train") {
@@ -163,7 +216,8 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
-  if (command != "train" && command != "eval" && command != "sample" && command != "plan" && command != "prepare") {
+  if (command != "train" && command != "eval" && command != "sample" && command != "plan" && command != "prepare" &&
+      command != "convert") {
     std::fprintf(stderr, "error: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   }
