@@ -29,6 +29,16 @@ class Handle {
   herr_t (*close_)(hid_t);
 };
 
+// Rows per chunk of a dataset of `shape`: chunks of about 1M elements (whole rows; HDF5 checksums and writes a
+// chunk at a time), the rows split evenly among them, since HDF5 allocates the last chunk whole too.
+int64_t chunk_rows(const Shape& shape) {
+  constexpr int64_t kChunk = 1 << 20;
+  const int64_t rows = shape[0], cols = shape.size() == 2 ? std::max<int64_t>(1, shape[1]) : 1;
+  const int64_t most = std::clamp<int64_t>(kChunk / cols, 1, std::max<int64_t>(rows, 1));
+  const int64_t chunks = (rows + most - 1) / most;
+  return std::max<int64_t>(1, (rows + chunks - 1) / chunks);
+}
+
 // HDF5 prints its error stack to stderr by default; errors here become Status values instead.
 void quiet_errors() {
   static const bool once = [] {
@@ -145,6 +155,19 @@ absl::StatusOr<bool> transfer(hid_t dset, hid_t space, const Shape& shape, DType
 
 }  // namespace
 
+int64_t file_size_bound(std::span<const StoredShape> datasets, int64_t attribute_bytes) {
+  int64_t bytes = 2 * attribute_bytes + (64 << 10);  // superblock, root group, heaps
+  for (const StoredShape& d : datasets) {
+    const int64_t rows = d.shape.empty() ? 0 : d.shape[0], per_chunk = chunk_rows(d.shape);
+    const int64_t chunks = rows == 0 ? 0 : (rows + per_chunk - 1) / per_chunk;
+    // Whole chunks are allocated, each with its checksum and index entry; measured about 3 KiB of object header,
+    // B-tree node and heap entries per small dataset.
+    bytes += chunks * per_chunk * (shape_numel(d.shape) / std::max<int64_t>(rows, 1)) *
+                 static_cast<int64_t>(dtype_size(d.dtype)) + 64 * chunks + 4096;
+  }
+  return bytes;
+}
+
 absl::Status Hdf5File::error(const std::string& what, const std::string& name) const {
   return absl::DataLossError(absl::StrCat(path_, ": ", what, name.empty() ? "" : " dataset '" + name + "'"));
 }
@@ -183,13 +206,7 @@ absl::Status Hdf5File::write(const std::string& name, const Shape& shape, DType 
     return absl::InvalidArgumentError(absl::StrCat(name, ": only non-empty 1-D and 2-D tensors are stored"));
   if (file_type(dtype) < 0) return absl::InvalidArgumentError(absl::StrCat(name, ": unsupported dtype"));
   std::vector<hsize_t> dims(shape.begin(), shape.end()), chunk = dims;
-  // Chunks of about 1M elements (whole rows): HDF5 checksums and writes a chunk at a time.
-  constexpr int64_t kChunk = 1 << 20;
-  if (shape.size() == 2) {
-    chunk[0] = static_cast<hsize_t>(std::clamp<int64_t>(kChunk / std::max<int64_t>(1, shape[1]), 1, shape[0]));
-  } else {
-    chunk[0] = static_cast<hsize_t>(std::min<int64_t>(kChunk, shape[0]));
-  }
+  chunk[0] = static_cast<hsize_t>(chunk_rows(shape));
   Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);

@@ -25,6 +25,15 @@ struct GlobalRun {
   int64_t n = 0;
 };
 
+struct StoredShape {
+  Shape shape;
+  DType dtype = DType::kF32;
+};
+// An upper bound of the size of a file holding `datasets` and root attributes of `attribute_bytes`: the chunks
+// (allocated whole), each dataset's object header and chunk index, each chunk's checksum, the superblock. A save
+// checks that the disk has this much room before it starts (HDF5 cannot recover from a write that fails midway).
+int64_t file_size_bound(std::span<const StoredShape> datasets, int64_t attribute_bytes);
+
 class Hdf5File {
  public:
   // comm: the writers, or MPI_COMM_NULL for one process (no MPI needed). create truncates an existing file.

@@ -1,5 +1,7 @@
 #include "trainer/checkpointing.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 #include <cstring>
 #include <cstdio>
@@ -149,6 +151,30 @@ absl::Status publish(const std::string& dir, int64_t step, int64_t keep, absl::S
   return absl::OkStatus();
 }
 
+// A failed write's status with the free space left where it was writing: HDF5 reports that a write failed, not
+// why, and a full disk is the usual reason.
+absl::Status with_free_space(const absl::Status& s, const std::string& dir) {
+  struct statvfs v;
+  if (::statvfs(dir.c_str(), &v) != 0) return s;
+  const uint64_t free = static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+  const bool full = free < (uint64_t{1} << 20);
+  return absl::Status(full ? absl::StatusCode::kResourceExhausted : s.code(),
+                      absl::StrCat(s.message(), full ? " (the disk is full: " : " (", free, " bytes free in ", dir, ")"));
+}
+
+// ResourceExhausted, before anything is written, when the disk holding `path` (in `dir`) has less room than the file
+// of these datasets may take.
+absl::Status check_room(const std::string& dir, const std::string& path,
+                        const std::vector<checkpoint::StoredShape>& shapes, const std::string& manifest) {
+  const int64_t need = checkpoint::file_size_bound(shapes, static_cast<int64_t>(manifest.size()));
+  struct statvfs v;
+  if (::statvfs(dir.c_str(), &v) != 0) return absl::OkStatus();  // unknown: try
+  const int64_t free = static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
+  if (free >= need) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(path, ": not enough space for the checkpoint: it may take ", need,
+                                                   " bytes, ", free, " are free (No space left on device)"));
+}
+
 // The manifest attribute, parsed; DataLoss when it is not a JSON object with the fields every save writes.
 absl::StatusOr<nlohmann::json> read_manifest(const Hdf5File& file) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::string text, file.attribute("manifest"));
@@ -213,6 +239,18 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
   MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
   MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());
   MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
+  const nlohmann::json manifest = {{"format", kFormat},
+                                   {"step", step},
+                                   {"optimizer", s.cfg.optim.name},
+                                   {"optimizer_steps", s.opt.steps_taken()},
+                                   {"config", dump_config(s.cfg)}};
+  const std::string manifest_text = manifest.dump();
+  if (lead) {
+    std::vector<checkpoint::StoredShape> shapes;
+    for (const Dataset& d : all) shapes.push_back({d.shape, DType::kF32});
+    ready = check_room(dir, path, shapes, manifest_text);
+  }
+  MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
   absl::Status written;
   {
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, file_comm(s.world)));
@@ -221,16 +259,12 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
       const absl::Status w = file->write(d.name, d.shape, DType::kF32, d.write.runs, d.write.data);
       if (written.ok()) written = w;
     }
-    const nlohmann::json manifest = {{"format", kFormat},
-                                     {"step", step},
-                                     {"optimizer", s.cfg.optim.name},
-                                     {"optimizer_steps", s.opt.steps_taken()},
-                                     {"config", dump_config(s.cfg)}};
-    const absl::Status m = file->set_attribute("manifest", manifest.dump());
+    const absl::Status m = file->set_attribute("manifest", manifest_text);
     if (written.ok()) written = m;
     const absl::Status c = file->close();
     if (written.ok()) written = c;
   }
+  if (!written.ok()) written = with_free_space(written, dir);
   MEMTRAIN_FAULT_POINT("checkpoint.after_write");
   absl::Status committed = agree(s.world, written);
   if (lead) committed = publish(dir, step, s.cfg.train.keep_checkpoints, committed);
@@ -360,6 +394,9 @@ absl::Status write_weights_checkpoint(const Config& cfg, const std::vector<check
   MEMTRAIN_CHECK_MSG(extra.is_object(), "write_weights_checkpoint: extra is a JSON object");
   manifest.update(extra);
   const std::string tmp = (fs::path(dir) / file_name(0)).string() + ".tmp";
+  std::vector<checkpoint::StoredShape> shapes;
+  for (const checkpoint::NamedTensor& t : params) shapes.push_back({t.tensor.shape(), DType::kF32});
+  MEMTRAIN_RETURN_IF_ERROR(check_room(dir, (fs::path(dir) / file_name(0)).string(), shapes, manifest.dump()));
   absl::Status written;
   {
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, MPI_COMM_NULL));

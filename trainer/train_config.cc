@@ -35,6 +35,9 @@ absl::Status TrainConfig::validate() const {
   MEMTRAIN_RETURN_IF_ERROR(positive("train.eval_batches", eval_batches));
   MEMTRAIN_RETURN_IF_ERROR(non_negative("train.checkpoint_interval", checkpoint_interval, " (0 = none)"));
   MEMTRAIN_RETURN_IF_ERROR(positive("train.keep_checkpoints", keep_checkpoints));
+  if (checkpoint_failure != "stop" && checkpoint_failure != "continue")
+    return config_error("train.checkpoint_failure",
+                        absl::StrCat("must be \"stop\" or \"continue\", got '", checkpoint_failure, "'"));
   if (!resume.empty() && resume != "auto")
     return config_error("train.resume", absl::StrCat("must be \"auto\" or \"\", got '", resume, "'"));
   return absl::OkStatus();

@@ -290,7 +290,12 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     // Last in the step, so that a run resumed from it has logged (and evaluated) everything up to it.
     const int64_t every = cfg.train.checkpoint_interval;
     if (every > 0 && ((step + 1) % every == 0 || last)) {
-      MEMTRAIN_RETURN_IF_ERROR(save_checkpoint(checkpoints, step + 1));
+      const absl::Status saved = save_checkpoint(checkpoints, step + 1);
+      if (!saved.ok() && cfg.train.checkpoint_failure == "stop") return saved;
+      if (!saved.ok() && world.rank() == 0) {
+        std::fprintf(stderr, "warning: checkpoint of step %lld failed (training goes on, train.checkpoint_failure = "
+                     "\"continue\"): %s\n", static_cast<long long>(step + 1), std::string(saved.message()).c_str());
+      }
     }
   }
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));

@@ -1,4 +1,4 @@
-// Full disk: every output memtrain writes (config.toml, metrics.jsonl, model.safetensors, token shards) on a small
+// Full disk: every output memtrain writes (config.toml, metrics.jsonl, model.safetensors, token shards, checkpoints) on a small
 // tmpfs that the test mounts and fills. Each case checks the failure contract: a non-OK status or exit code 1 (a
 // run-time failure, not bad input), a message naming the file and saying "No space left on device", the previous
 // good output intact byte for byte, no leftover .tmp, and — for metrics.jsonl — no torn last line.
@@ -23,6 +23,7 @@
 #include "core/status.h"
 #include "data/token_shard.h"
 #include "tests/integration/cli.h"
+#include "trainer/checkpointing.h"
 
 namespace memtrain {
 namespace {
@@ -177,10 +178,15 @@ TEST_F(FullDisk, TrainKeepsPreviousWeights) {
 
 // (c) metrics.jsonl fills the disk: one line per step; every line already written stays complete JSON.
 TEST_F(FullDisk, MetricsNeverEndInATornLine) {
-  MOUNT_OR_SKIP(12);  // 3 pages: config.toml (~5 KB) takes two, metrics.jsonl gets one (~12 lines of ~330 bytes)
+  const std::string flags = "--set train.max_steps=40 --set train.log_interval=1 --set train.eval_interval=0"
+                            " --set train.batch_size=2 --set model.block_size=32";
+  // The pages config.toml takes (it grows with the config keys) and one for metrics.jsonl (~12 lines of ~330 bytes).
+  auto r = train(dir_ + "/measure", flags + " --set train.max_steps=1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const uint64_t config_pages = (fs::file_size(dir_ + "/measure/config.toml") + 4095) / 4096;
+  MOUNT_OR_SKIP(static_cast<int>(4 * (config_pages + 1)));
   const std::string out = mnt_ + "/run";
-  auto r = train(out, "--set train.max_steps=40 --set train.log_interval=1 --set train.eval_interval=0"
-                      " --set train.batch_size=2 --set model.block_size=32");
+  r = train(out, flags);
   expect_no_space(r, "metrics.jsonl");
   const std::string metrics = testing::slurp(out + "/metrics.jsonl");
   ASSERT_FALSE(metrics.empty()) << "the disk should fill after some lines, not before the first";
@@ -227,6 +233,37 @@ TEST_F(FullDisk, ConfigIsWrittenAtomically) {
   EXPECT_EQ(testing::slurp(out + "/config.toml"), old_config);
   EXPECT_FALSE(fs::exists(out + "/metrics.jsonl")) << "the run went on after failing to write its config";
   expect_no_tmp();
+}
+
+// (f) A checkpoint save that does not fit: the run stops with the error (train.checkpoint_failure = "stop") or warns
+// and trains on ("continue"); either way `latest` still names the previous checkpoint, which loads.
+TEST_F(FullDisk, ACheckpointThatDoesNotFitKeepsThePreviousOne) {
+  const std::string flags = " --set train.checkpoint_interval=2 --set output.save_weights=false";
+  auto r = train(dir_ + "/measure", flags);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const uint64_t size = fs::file_size(dir_ + "/measure/checkpoints/step_00000002.h5");
+  // Room for one checkpoint, config.toml and metrics.jsonl, not for a second checkpoint beside the first.
+  MOUNT_OR_SKIP(static_cast<int>(size * 3 / 2 / 1024 + 24));
+  for (const std::string policy : {"stop", "continue"}) {
+    SCOPED_TRACE(policy);
+    const std::string out = mnt_ + "/" + policy;
+    r = train(out, flags + " --set train.max_steps=6 --set train.checkpoint_failure=" + policy);
+    if (policy == "stop") {
+      EXPECT_EQ(r.exit_code, 1) << r.err;
+      EXPECT_NE(r.err.find("step_00000004.h5"), std::string::npos) << r.err;
+    } else {
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_NE(r.err.find("warning: checkpoint of step 4 failed"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("warning: checkpoint of step 6 failed"), std::string::npos) << r.err;
+    }
+    EXPECT_NE(r.err.find("not enough space for the checkpoint"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(kNoSpace), std::string::npos) << r.err;
+    EXPECT_EQ(testing::slurp(out + "/checkpoints/latest"), "step_00000002.h5\n");
+    auto kept = trainer::read_checkpoint_weights(out);
+    EXPECT_TRUE(kept.ok()) << kept.status();
+    expect_no_tmp();
+    fs::remove_all(out);
+  }
 }
 
 }  // namespace

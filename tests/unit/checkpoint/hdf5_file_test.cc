@@ -124,5 +124,38 @@ TEST_F(Hdf5FileTest, AFlippedByteFailsTheReadNamingTheDataset) {
   EXPECT_NE(s.message().find("'opt/m'"), std::string::npos) << s;
 }
 
+// file_size_bound is what a save checks the disk for: the files must never be larger, from many tiny datasets (all
+// overhead) to a few large ones of many chunks, in groups, with a large attribute.
+TEST_F(Hdf5FileTest, FilesStayWithinTheirSizeBound) {
+  struct Case {
+    int datasets;
+    Shape shape;
+  };
+  for (const Case& k : {Case{300, {3}}, Case{40, {7, 5}}, Case{3, {1500, 1100}}, Case{2, {3000001}},
+                        Case{1, {5, 2000000}}}) {
+    const std::string path = dir_ + "/bound.h5";
+    const std::string attribute(20000, 'a');
+    std::vector<StoredShape> shapes;
+    {
+      auto f = Hdf5File::create(path, MPI_COMM_NULL);
+      ASSERT_TRUE(f.ok());
+      std::vector<float> values(shape_numel(k.shape), 1.5f);
+      const std::vector<GlobalRun> all = {{0, shape_numel(k.shape)}};
+      for (int d = 0; d < k.datasets; ++d) {
+        const std::string name = "optim/layer." + std::to_string(d) + ".weight/m";
+        ASSERT_TRUE((*f)->write(name, k.shape, DType::kF32, all, values.data()).ok());
+        shapes.push_back({k.shape, DType::kF32});
+      }
+      ASSERT_TRUE((*f)->set_attribute("manifest", attribute).ok());
+      ASSERT_TRUE((*f)->close().ok());
+    }
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(path));
+    const int64_t bound = file_size_bound(shapes, static_cast<int64_t>(attribute.size()));
+    EXPECT_LE(size, bound) << k.datasets << " datasets of " << shape_string(k.shape);
+    std::printf("%d datasets of %s: %lld bytes, bound %lld\n", k.datasets, shape_string(k.shape).c_str(),
+                static_cast<long long>(size), static_cast<long long>(bound));
+  }
+}
+
 }  // namespace
 }  // namespace memtrain::checkpoint
