@@ -112,4 +112,32 @@ void Adafactor::step_target(const OptimTarget& t, State& s, double lr) {
   for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(p[i] - decay * p[i] - u[i]);
 }
 
+std::vector<CheckpointArraySpec> Adafactor::checkpoint_layout(const model::Param& p, const OptimConfig& cfg) {
+  std::vector<CheckpointArraySpec> out;
+  if (p.shape.size() >= 2) {
+    out.push_back({"row", {shape_numel(p.shape) / p.shape.back()}});
+    out.push_back({"col", {p.shape.back()}});
+  } else {
+    out.push_back({"v", p.shape});
+  }
+  if (cfg.adafactor_momentum) out.push_back({"m", p.shape});
+  return out;
+}
+
+absl::StatusOr<Optimizer::CheckpointStates> Adafactor::checkpoint_state() {
+  CheckpointStates out;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const OptimTarget& t = targets_[i];
+    State& s = states_[i];
+    if (s.rows > 0) {
+      out.arrays.push_back({t, "row", true, DType::kF32, s.row.f32()});
+      out.arrays.push_back({t, "col", true, DType::kF32, s.col.f32()});
+    } else {
+      out.arrays.push_back({t, "v", false, DType::kF32, s.v.f32()});
+    }
+    if (cfg_.adafactor_momentum) out.arrays.push_back({t, "m", false, DType::kF32, s.m.f32()});
+  }
+  return out;
+}
+
 }  // namespace memtrain::optim

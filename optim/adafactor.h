@@ -21,8 +21,15 @@ class Adafactor final : public Optimizer {
   static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
   // rows + cols floats for a matrix (the last two dimensions factored), numel for others; plus numel with momentum.
   static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg);
+  // row (rows) and col (cols) for a matrix, else v; m (the parameter's shape) with momentum.
+  static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
+    step_ = steps_taken;
+    return absl::OkStatus();
+  }
 
  private:
   struct State {

@@ -34,10 +34,10 @@ absl::Status AdamW::step(double lr) {
 }
 
 absl::StatusOr<Optimizer::CheckpointStates> AdamW::checkpoint_state() {
-  CheckpointStates out{{"m", "v"}, {}};
+  CheckpointStates out;
   for (size_t i = 0; i < targets_.size(); ++i) {
-    out.arrays.push_back({targets_[i], "m", m_[i].f32()});
-    out.arrays.push_back({targets_[i], "v", v_[i].f32()});
+    out.arrays.push_back({targets_[i], "m", false, DType::kF32, m_[i].f32()});
+    out.arrays.push_back({targets_[i], "v", false, DType::kF32, v_[i].f32()});
   }
   return out;
 }

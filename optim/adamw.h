@@ -24,7 +24,10 @@ class AdamW final : public Optimizer {
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  void restore_steps_taken(int64_t steps) override { step_ = steps; }
+  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
+    step_ = steps_taken;
+    return absl::OkStatus();
+  }
   bool decays(const model::Param& p) const { return optim::decays(p, cfg_); }
 
  private:

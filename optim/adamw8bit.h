@@ -21,9 +21,17 @@ class AdamW8bit final : public Optimizer {
   static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
   // Two fp32 moments, or two codes per element and two fp32 absmax per block touched.
   static int64_t state_bytes(const OptimTarget& t);
-  static bool quantized(const OptimTarget& t) { return shape_numel(t.param->local_shape) >= kMinQuantized; }
+  // By the global tensor's size, so that every piece of it, and every mesh, decides alike.
+  static bool quantized(const model::Param& p) { return shape_numel(p.shape) >= kMinQuantized; }
+  static bool quantized(const OptimTarget& t) { return quantized(*t.param); }
+  // Quantized tensors: m_codes and v_codes (u8) and m_absmax and v_absmax (f32: each element's block's absmax),
+  // all of the parameter's shape, so that any mesh finds each element's exact state (a mesh with other blocks
+  // requantizes it); small tensors: m and v.
+  static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
 
   // Target i's moments as fp32 values (tests): dequantized codes, or the fp32 moments of a small tensor.
   std::vector<float> moment(size_t i, bool second) const;

@@ -131,4 +131,22 @@ void Apollo::step_matrix(const OptimTarget& t, State& s, double lr) {
   }
 }
 
+std::vector<CheckpointArraySpec> Apollo::checkpoint_layout(const model::Param& p, const OptimConfig& cfg, bool mini) {
+  if (!projects_matrix(p)) return {{"mom1", p.shape}, {"mom2", p.shape}};
+  const MatrixProjection mp{p.shape[0], p.shape[1], std::min(rank_of(cfg, mini), std::min(p.shape[0], p.shape[1]))};
+  return {{"mom1", {mp.projected_numel()}}, {"mom2", {mp.projected_numel()}}, {"last_norm", {8}, DType::kU8}};
+}
+
+absl::StatusOr<Optimizer::CheckpointStates> Apollo::checkpoint_state() {
+  CheckpointStates out;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    State& s = states_[i];
+    const bool projected = s.mp.r > 0;
+    out.arrays.push_back({targets_[i], "mom1", projected, DType::kF32, s.mom1.f32()});
+    out.arrays.push_back({targets_[i], "mom2", projected, DType::kF32, s.mom2.f32()});
+    if (projected) out.arrays.push_back({targets_[i], "last_norm", true, DType::kU8, &s.last_norm});
+  }
+  return out;
+}
+
 }  // namespace memtrain::optim

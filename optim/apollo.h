@@ -33,8 +33,16 @@ class Apollo final : public Optimizer {
                                                            bool mini, uint64_t seed);
   // Projected matrices: two r x max(m, n) moments and the limiter's norm; others AdamW's 8 bytes per element.
   static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg, bool mini);
+  // Projected matrices: mom1 and mom2 (r x max(m, n), flat) and last_norm (the limiter's float64 norm as 8 bytes);
+  // others mom1 and mom2 of the parameter's shape. The projections are drawn again from the seed and the step.
+  static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg, bool mini);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
+    step_ = steps_taken;
+    return absl::OkStatus();
+  }
 
  private:
   struct State {

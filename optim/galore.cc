@@ -156,4 +156,31 @@ absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
   return absl::OkStatus();
 }
 
+std::vector<CheckpointArraySpec> GaLore::checkpoint_layout(const model::Param& p, const OptimConfig& cfg) {
+  if (!projects_matrix(p)) return {{"mom1", p.shape}, {"mom2", p.shape}};
+  const MatrixProjection mp{p.shape[0], p.shape[1], std::min(cfg.rank, std::min(p.shape[0], p.shape[1]))};
+  std::vector<CheckpointArraySpec> out = {
+      {"proj", {mp.r, mp.small()}, cfg.galore_int8_projection ? DType::kI8 : DType::kF32}};
+  if (cfg.galore_int8_projection) out.push_back({"proj_absmax", {mp.r}});
+  out.push_back({"mom1", {mp.projected_numel()}});
+  out.push_back({"mom2", {mp.projected_numel()}});
+  return out;
+}
+
+absl::StatusOr<Optimizer::CheckpointStates> GaLore::checkpoint_state() {
+  CheckpointStates out;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    State& s = states_[i];
+    const bool projected = s.mp.r > 0;
+    if (projected) {
+      out.arrays.push_back({targets_[i], "proj", true, s.proj.dtype(), s.proj.raw()});
+      if (cfg_.galore_int8_projection)
+        out.arrays.push_back({targets_[i], "proj_absmax", true, DType::kF32, s.proj_absmax.f32()});
+    }
+    out.arrays.push_back({targets_[i], "mom1", projected, DType::kF32, s.mom1.f32()});
+    out.arrays.push_back({targets_[i], "mom2", projected, DType::kF32, s.mom2.f32()});
+  }
+  return out;
+}
+
 }  // namespace memtrain::optim

@@ -27,8 +27,16 @@ class GaLore final : public Optimizer {
   static absl::StatusOr<std::unique_ptr<Optimizer>> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
   // Projected matrices: P (fp32, or int8 + an fp32 per row) and two r x max(m, n) moments; others AdamW's 8 bytes.
   static int64_t state_bytes(const OptimTarget& t, const OptimConfig& cfg);
+  // Projected matrices: proj (r x min(m, n): fp32, or int8 with proj_absmax, one fp32 per row), mom1 and mom2
+  // (r x max(m, n), flat); others mom1 and mom2 of the parameter's shape.
+  static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
+    step_ = steps_taken;
+    return absl::OkStatus();
+  }
 
   // Target i's current projection as fp32 (dequantized with int8 projections); empty when not projected. Tests.
   std::vector<float> projection(size_t i) const;

@@ -262,4 +262,12 @@ absl::Status MatrixOwners::step(double lr) {
   return run_phase(values_out_, /*to_global=*/false);
 }
 
+absl::StatusOr<Optimizer::CheckpointStates> MatrixOwners::checkpoint_state() {
+  MEMTRAIN_ASSIGN_OR_RETURN(CheckpointStates states, inner_->checkpoint_state());
+  for (CheckpointArray& a : states.arrays) {
+    for (const auto& g : global_params_) a.whole = a.whole || a.target.param == g.get();
+  }
+  return states;
+}
+
 }  // namespace memtrain::optim

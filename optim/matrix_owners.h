@@ -55,6 +55,11 @@ class MatrixOwners final : public Optimizer {
                                                            const OptimConfig& cfg, uint64_t seed);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return inner_->steps_taken(); }
+  // The inner optimizer's arrays; those of the matrices this rank owns are whole arrays.
+  absl::StatusOr<CheckpointStates> checkpoint_state() override;
+  absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override {
+    return inner_->restore(states, steps_taken);
+  }
 
  private:
   // A run of a piece in the global tensor: `n` elements from piece-relative `local` at global offset `global`.

@@ -44,6 +44,15 @@ int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
+std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg) {
+  if (cfg.name == "adafactor") return Adafactor::checkpoint_layout(p, cfg);
+  if (cfg.name == "apollo" || cfg.name == "apollo_mini")
+    return Apollo::checkpoint_layout(p, cfg, cfg.name == "apollo_mini");
+  if (cfg.name == "galore_adamw") return GaLore::checkpoint_layout(p, cfg);
+  if (cfg.name == "adamw8bit") return AdamW8bit::checkpoint_layout(p);
+  return {{"m", p.shape}, {"v", p.shape}};  // AdamW
+}
+
 absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTarget> targets, const OptimConfig& cfg,
                                                             uint64_t seed) {
   if (cfg.name == "adamw") {

@@ -28,13 +28,27 @@ std::vector<OptimTarget> whole_targets(model::ParamSet& params);
 // Whether weight decay applies to `p`: matrices always, embeddings, norms and biases as the config says.
 bool decays(const model::Param& p, const OptimConfig& cfg);
 
-// An array of optimizer state that a checkpoint stores beside the parameter: t.n floats aligned with the target's
-// elements (so it is stored as a global tensor of the parameter's shape, and read back on any mesh).
-struct CheckpointState {
-  OptimTarget target;
-  std::string name;  // "m", "v"
-  float* data;
+// One array of optimizer state that a checkpoint stores as dataset optim/<parameter>/<name>, with the global shape
+// checkpoint_layout gives. `data` is read from (a save) or written into (a resume, before restore()).
+struct CheckpointArray {
+  OptimTarget target;  // whose state it is
+  std::string name;    // "m", "v", "row", "proj", ...
+  // false: target.n values aligned with the target's elements (the layout shape is the parameter's, and each rank
+  // stores and reads its own elements, on any mesh). true: the whole array, which this rank alone holds (it
+  // updates the whole matrix).
+  bool whole = false;
+  DType dtype = DType::kF32;
+  void* data = nullptr;
 };
+
+// What a checkpoint holds for one parameter under an optimizer: the same on every rank, whatever it holds.
+struct CheckpointArraySpec {
+  std::string name;
+  Shape shape;  // global
+  DType dtype = DType::kF32;
+};
+// For `p` (global shapes: local_shape == shape) under optimizer cfg.name.
+std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
 
 class Optimizer {
  public:
@@ -42,17 +56,15 @@ class Optimizer {
   // One update of every target from its gradient, at learning rate `lr`.
   virtual absl::Status step(double lr) = 0;
   virtual int64_t steps_taken() const = 0;
-  // What a checkpoint stores: arrays named `names` for each target (their contents are read or written in place),
-  // or Unimplemented for the optimizers whose state checkpoints do not cover yet.
+  // What a checkpoint stores of this rank's state: its arrays, pointing into the state itself or, for state kept in
+  // another form (8-bit codes), into `staging`, filled with the current values.
   struct CheckpointStates {
-    std::vector<std::string> names;
-    std::vector<CheckpointState> arrays;
+    std::vector<CheckpointArray> arrays;
+    std::vector<Tensor> staging;
   };
-  virtual absl::StatusOr<CheckpointStates> checkpoint_state() {
-    return absl::UnimplementedError("checkpoints do not store this optimizer's state yet");
-  }
-  // After a checkpoint's state was read back: the step count it was saved at.
-  virtual void restore_steps_taken(int64_t steps) {}
+  virtual absl::StatusOr<CheckpointStates> checkpoint_state() = 0;
+  // After a resume read `states` (from checkpoint_state()) back: takes over staged arrays and the step count.
+  virtual absl::Status restore(const CheckpointStates& states, int64_t steps_taken) = 0;
 };
 
 // Whether optimizer `name` updates a weight matrix from its whole gradient (a projection or a factored moment), so

@@ -59,7 +59,7 @@ std::vector<GlobalRun> runs_of(const model::Param& p, int64_t offset, int64_t n)
 // One array of this rank for one dataset: its runs and where its elements live (packed in run order).
 struct Piece {
   std::vector<GlobalRun> runs;
-  float* data = nullptr;
+  void* data = nullptr;
 };
 
 // Every dataset of the checkpoint in the order all ranks visit them, with this rank's pieces: those it writes (each
@@ -67,6 +67,7 @@ struct Piece {
 struct Dataset {
   std::string name;
   Shape shape;
+  DType dtype = DType::kF32;
   Piece write, read;
 };
 
@@ -87,8 +88,8 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
   for (size_t e = 0; e < params.size(); ++e) entry_of[params[e]->name] = static_cast<int>(e);
   std::map<int, const parallel::LocalSegment*> stored;
   for (const parallel::LocalSegment& seg : s.engine.stored_values()) stored[seg.seg.entry] = &seg;
-  std::map<std::pair<const model::Param*, std::string>, const optim::CheckpointState*> arrays;
-  for (const optim::CheckpointState& a : st.arrays) arrays[{a.target.param, a.name}] = &a;
+  std::map<std::pair<std::string, std::string>, const optim::CheckpointArray*> arrays;  // (parameter, array)
+  for (const optim::CheckpointArray& a : st.arrays) arrays[{a.target.param->name, a.name}] = &a;
   // Below ZeRO-3 every engine rank holds all values, and at ZeRO-0 all the optimizer state too: its first writes.
   const bool engine_lead = s.engine.comm().rank() == 0;
   const int stage = s.engine.stage();
@@ -97,8 +98,9 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
   for (const auto& g : whole.all()) {
     const auto at = entry_of.find(g->name);
     const model::Param* p = at == entry_of.end() ? nullptr : params[at->second].get();
-    const bool writer = p != nullptr && p->tp.primary && first_stage[g->name] == pp_rank;
-    Dataset values{"params/" + g->name, g->shape, {}, {}};
+    const bool first = first_stage[g->name] == pp_rank;
+    const bool writer = p != nullptr && p->tp.primary && first;
+    Dataset values{"params/" + g->name, g->shape, DType::kF32, {}, {}};
     const auto held = p == nullptr ? stored.end() : stored.find(at->second);
     if (held != stored.end()) {
       const parallel::LocalSegment& seg = *held->second;
@@ -106,13 +108,19 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
       if (writer && (stage == 3 || engine_lead)) values.write = values.read;
     }
     out.push_back(std::move(values));
-    for (const std::string& name : st.names) {
-      Dataset array{absl::StrCat("optim/", g->name, "/", name), g->shape, {}, {}};
-      const auto a = p == nullptr ? arrays.end() : arrays.find({p, name});
-      if (a != arrays.end()) {
-        const optim::OptimTarget& t = a->second->target;
-        array.read = {runs_of(*p, t.offset, t.n), a->second->data};
-        if (writer && (stage >= 1 || engine_lead)) array.write = array.read;
+    for (const optim::CheckpointArraySpec& spec : optim::checkpoint_layout(*g, cfg.optim)) {
+      Dataset array{absl::StrCat("optim/", g->name, "/", spec.name), spec.shape, spec.dtype, {}, {}};
+      const auto found = arrays.find({g->name, spec.name});
+      if (found != arrays.end()) {
+        const optim::CheckpointArray& a = *found->second;
+        MEMTRAIN_CHECK_MSG(a.dtype == spec.dtype, "optimizer state array differs from its checkpoint layout");
+        if (a.whole) {  // held whole by the rank that updates the whole matrix (one per engine at ZeRO-0)
+          array.read = {{{0, shape_numel(spec.shape)}}, a.data};
+          if (first && (stage >= 1 || engine_lead)) array.write = array.read;
+        } else {
+          array.read = {runs_of(*a.target.param, a.target.offset, a.target.n), a.data};
+          if (writer && (stage >= 1 || engine_lead)) array.write = array.read;
+        }
       }
       out.push_back(std::move(array));
     }
@@ -198,9 +206,9 @@ absl::Status check_fit(const Hdf5File& file, const std::vector<Dataset>& all, bo
     auto info = file.info(d.name);
     if (!info.ok()) {
       problems.push_back(absl::StrCat("missing ", d.name));
-    } else if (info->shape != d.shape || info->dtype != DType::kF32) {
+    } else if (info->shape != d.shape || info->dtype != d.dtype) {
       problems.push_back(absl::StrCat(d.name, " is ", dtype_name(info->dtype), shape_string(info->shape),
-                                      " in the file, the model needs f32", shape_string(d.shape)));
+                                      " in the file, the model needs ", dtype_name(d.dtype), shape_string(d.shape)));
     }
   }
   for (const std::string& name : file.datasets_in("params")) {
@@ -214,14 +222,6 @@ absl::Status check_fit(const Hdf5File& file, const std::vector<Dataset>& all, bo
 }
 
 }  // namespace
-
-absl::Status check_checkpointable(optim::Optimizer& opt, const Config& cfg) {
-  if (cfg.train.checkpoint_interval == 0 && cfg.train.resume.empty()) return absl::OkStatus();
-  const auto st = opt.checkpoint_state();
-  if (st.ok()) return absl::OkStatus();
-  return config_error("optim.name", absl::StrCat(cfg.optim.name, ": checkpoints (train.checkpoint_interval, "
-                                                 "train.resume) do not store its state yet; only adamw's"));
-}
 
 absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
   const bool lead = s.world.rank() == 0;
@@ -247,7 +247,7 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
   const std::string manifest_text = manifest.dump();
   if (lead) {
     std::vector<checkpoint::StoredShape> shapes;
-    for (const Dataset& d : all) shapes.push_back({d.shape, DType::kF32});
+    for (const Dataset& d : all) shapes.push_back({d.shape, d.dtype});
     ready = check_room(dir, path, shapes, manifest_text);
   }
   MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
@@ -256,7 +256,7 @@ absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, file_comm(s.world)));
     // Every rank goes through every dataset (the calls are collective), keeping its first error.
     for (const Dataset& d : all) {
-      const absl::Status w = file->write(d.name, d.shape, DType::kF32, d.write.runs, d.write.data);
+      const absl::Status w = file->write(d.name, d.shape, d.dtype, d.write.runs, d.write.data);
       if (written.ok()) written = w;
     }
     const absl::Status m = file->set_attribute("manifest", manifest_text);
@@ -308,7 +308,7 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
       if (loaded.ok()) {
         for (const Dataset& d : all) {  // every rank reads the same datasets (collective), keeping its first error
           if (!with_optimizer && d.name.rfind("params/", 0) != 0) continue;
-          const absl::Status r = (*file)->read(d.name, d.shape, DType::kF32, d.read.runs, d.read.data);
+          const absl::Status r = (*file)->read(d.name, d.shape, d.dtype, d.read.runs, d.read.data);
           if (loaded.ok()) loaded = r;
         }
       }
@@ -316,7 +316,7 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
     }
     loaded = agree(s.world, loaded);
     if (loaded.ok()) {
-      s.opt.restore_steps_taken(optimizer_steps);
+      MEMTRAIN_RETURN_IF_ERROR(s.opt.restore(st, optimizer_steps));
       if (lead && !s.quiet) std::printf("memtrain: resumed from %s (step %lld)\n", path.c_str(), static_cast<long long>(step));
       return step;
     }
@@ -339,7 +339,7 @@ absl::StatusOr<std::vector<Dataset>> whole_params(const Config& cfg) {
   std::vector<Dataset> all;
   for (const auto& p : whole.all()) {
     const std::vector<GlobalRun> runs = {{0, shape_numel(p->shape)}};
-    all.push_back({"params/" + p->name, p->shape, {runs, nullptr}, {runs, nullptr}});
+    all.push_back({"params/" + p->name, p->shape, DType::kF32, {runs, nullptr}, {runs, nullptr}});
   }
   return all;
 }

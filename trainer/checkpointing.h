@@ -1,11 +1,13 @@
-// Checkpoints of a training run (issue 8, first part): one HDF5 file per save in output.dir/checkpoints, written by
-// every rank together (checkpoint/hdf5_file): each parameter as its global tensor under its Hugging Face name
-// ("params/<name>"), each optimizer state array beside it ("optim/<name>/<array>"), and a JSON manifest attribute
-// (step, optimizer, steps it took, the config). A rank writes only what it alone holds (its ZeRO pieces, its
-// primary tensor-parallel parts, the first pipeline stage's copy of a tied tensor), so each element is written
-// once. A save goes to step_<N>.h5.tmp, is fsynced and renamed, then `latest` names it and only the newest
-// train.keep_checkpoints stay. Resuming reads each rank's own pieces of the global tensors, whatever mesh wrote
-// them; a checkpoint that fails its checksums is skipped for the one before it, with a warning.
+// Checkpoints of a training run: one HDF5 file per save in output.dir/checkpoints, written by every rank together
+// (checkpoint/hdf5_file): each parameter as its global tensor under its Hugging Face name ("params/<name>"), the
+// optimizer's state arrays beside it ("optim/<name>/<array>", as optim::checkpoint_layout lists them: moments
+// aligned with the parameter's elements, or whole factored / low-rank arrays that the rank updating the matrix
+// holds), and a JSON manifest attribute (step, optimizer, steps it took, the config). A rank writes only what it
+// alone holds (its ZeRO pieces, its primary tensor-parallel parts, the first pipeline stage's copy of a tied
+// tensor), so each element is written once. A save checks the disk has room, goes to step_<N>.h5.tmp, is fsynced
+// and renamed, then `latest` names it and only the newest train.keep_checkpoints stay. Resuming reads each rank's
+// own pieces of the global tensors, whatever mesh wrote them; a checkpoint that fails its checksums is skipped for
+// the one before it, with a warning; one that does not fit the model is an error listing the differences.
 #pragma once
 
 #include <cstdint>
@@ -33,9 +35,6 @@ struct CheckpointScope {
   optim::Optimizer& opt;
   bool quiet = false;  // no "resumed from" line
 };
-
-// OK when checkpoints can store this run's optimizer state; else a config error naming optim.name.
-absl::Status check_checkpointable(optim::Optimizer& opt, const Config& cfg);
 
 // Collective: writes the checkpoint of the state after `step` steps.
 absl::Status save_checkpoint(const CheckpointScope& scope, int64_t step);

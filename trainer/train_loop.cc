@@ -169,7 +169,6 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
                               PipelineRunner::create(cfg, run.pp(), bundle->chunks(), bundle->params, *engine));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
-  MEMTRAIN_RETURN_IF_ERROR(check_checkpointable(*opt, cfg));
   const CheckpointScope checkpoints{cfg, world, run, *bundle, *engine, *opt, quiet};
   MEMTRAIN_ASSIGN_OR_RETURN(const int64_t first_step, resume_from_checkpoint(checkpoints));
   std::optional<MetricsLog> metrics;

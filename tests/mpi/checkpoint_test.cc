@@ -1,10 +1,13 @@
 // Checkpoints written by every rank together: a run stopped after 10 steps and resumed on the same mesh continues
 // the uninterrupted run bit for bit (ZeRO-2 over all ranks; tp 2 with ZeRO-1 and sequence parallelism); resumed
 // on another mesh (ZeRO-3 over all ranks -> tp 2 x dp with ZeRO-1 and the same global batch; -> one process) it
-// stays within 1e-5 of it, since each rank reads its own slice of the global tensors.
+// stays within 1e-5 of it, since each rank reads its own slice of the global tensors. The same for GaLore, APOLLO,
+// Adafactor and 8-bit AdamW.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -29,6 +32,11 @@ TEST(Checkpoint, ResumingOnTheSameMeshIsBitExact) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> meshes = {
       {"zero2", {"zero.stage=2"}},
       {"tp2_sp_zero1", {"parallel.tp=2", "parallel.dp=-1", "zero.stage=1", "parallel.sequence_parallel=true"}},
+      // Whole-matrix state held by matrix owners, and 8-bit codes with their block absmax.
+      {"galore_tp2_zero1", {"parallel.tp=2", "parallel.dp=-1", "zero.stage=1", "optim.name=galore_adamw",
+                            "optim.rank=4", "optim.update_proj_gap=4"}},
+      {"adafactor_zero2", {"zero.stage=2", "optim.name=adafactor", "optim.adafactor_momentum=true"}},
+      {"adamw8bit_zero2", {"zero.stage=2", "optim.name=adamw8bit"}},
   };
   for (const auto& [name, sets] : meshes) {
     SCOPED_TRACE(name);
@@ -71,6 +79,47 @@ TEST(Checkpoint, ResumingOnAnotherMeshStaysWithinTheTolerance) {
   ASSERT_EQ(single->losses.size(), 10u);
   for (size_t i = 0; i < 10; ++i) {
     EXPECT_LE(std::fabs(single->losses[i] - full->losses[10 + i]) / full->losses[10 + i], 1e-5) << "step " << 11 + i;
+  }
+}
+
+// The low-memory optimizers' state read back on another mesh: GaLore's and APOLLO's owner-held projections and
+// moments (tp 2 x dp, ZeRO-1 -> ZeRO-2 over all ranks), 8-bit AdamW's codes requantized for other blocks (ZeRO-2 ->
+// tp 2 x dp, ZeRO-1, where each rank's blocks are those of its tensor-parallel part).
+TEST(Checkpoint, LowMemoryOptimizersResumeOnAnotherMesh) {
+  const std::vector<std::string> tp2 = {"parallel.tp=2", "parallel.dp=-1", "zero.stage=1", "train.grad_accum=2"};
+  const std::vector<std::string> zero2 = {"zero.stage=2"};
+  struct Case {
+    std::string name;
+    std::vector<std::string> optim, from, to;
+  };
+  const std::vector<Case> cases = {
+      {"galore", {"optim.name=galore_adamw", "optim.rank=4", "optim.update_proj_gap=4"}, tp2, zero2},
+      {"apollo", {"optim.name=apollo", "optim.rank=4", "optim.update_proj_gap=4"}, tp2, zero2},
+      {"adamw8bit", {"optim.name=adamw8bit"}, zero2, tp2},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.name);
+    auto sets = [&](std::vector<std::string> mesh) {
+      if (mesh != tp2) mesh.push_back("train.grad_accum=1");
+      mesh.insert(mesh.end(), k.optim.begin(), k.optim.end());
+      return mesh;
+    };
+    const std::string out = shared_dir() + "/cross_" + k.name;
+    auto full = trainer::run_training(tiny_config("gpt2", out + "_full", with(sets(k.from), 20, false)), world().comm(),
+                                      1, true);
+    ASSERT_TRUE(full.ok()) << full.status();
+    ASSERT_TRUE(
+        trainer::run_training(tiny_config("gpt2", out, with(sets(k.from), 10, false)), world().comm(), 1, true).ok());
+    auto rest = trainer::run_training(tiny_config("gpt2", out, with(sets(k.to), 20, true)), world().comm(), 1, true);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    ASSERT_EQ(rest->losses.size(), 10u);
+    double worst = 0;
+    for (size_t i = 0; i < 10; ++i) {
+      const double rel = std::fabs(rest->losses[i] - full->losses[10 + i]) / full->losses[10 + i];
+      worst = std::max(worst, rel);
+      EXPECT_LE(rel, 1e-5) << "step " << 11 + i;
+    }
+    if (world().rank() == 0) std::printf("%s: worst relative loss difference %.2e\n", k.name.c_str(), worst);
   }
 }
 
