@@ -15,7 +15,9 @@ namespace memtrain::bench {
 
 using MeshBench = std::function<absl::Status(parallel::World& world, const trainer::Config& cfg, int steps)>;
 
-inline int mesh_bench_main(int argc, char** argv, const char* name, const MeshBench& body) {
+// thread_multiple: MPI_THREAD_MULTIPLE (a benchmark of background checkpoint writes).
+inline int mesh_bench_main(int argc, char** argv, const char* name, const MeshBench& body,
+                           bool thread_multiple = false) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s CONFIG [--steps N] [--set section.key=value ...]\n", name);
     return 2;
@@ -37,7 +39,7 @@ inline int mesh_bench_main(int argc, char** argv, const char* name, const MeshBe
     std::fprintf(stderr, "error: %s\n", std::string(cfg.status().message()).c_str());
     return 2;
   }
-  auto world = parallel::World::init(&argc, &argv, {cfg->parallel.timeout_s});
+  auto world = parallel::World::init(&argc, &argv, {cfg->parallel.timeout_s, thread_multiple});
   if (!world.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(world.status().message()).c_str());
     return 1;

@@ -56,12 +56,12 @@ absl::StatusOr<std::unique_ptr<World>> World::init(int* argc, char*** argv, cons
   if (initialized) return absl::FailedPreconditionError("World::init: MPI is already initialized (call it once)");
   MEMTRAIN_ASSIGN_OR_RETURN(LaunchInfo launch, detect_launch([](const char* n) { return std::getenv(n); }));
   int provided = 0;
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
-    return absl::InternalError("MPI_Init_thread failed");
-  if (provided < MPI_THREAD_SERIALIZED) {
+  const int wanted = options.thread_multiple ? MPI_THREAD_MULTIPLE : MPI_THREAD_SERIALIZED;
+  if (MPI_Init_thread(argc, argv, wanted, &provided) != MPI_SUCCESS) return absl::InternalError("MPI_Init_thread failed");
+  if (provided < wanted) {
     MPI_Finalize();
-    return absl::FailedPreconditionError(
-        absl::StrCat("MPI provides thread level ", provided, ", memtrain needs MPI_THREAD_SERIALIZED"));
+    return absl::FailedPreconditionError(absl::StrCat("MPI provides thread level ", provided, ", memtrain needs ",
+                                                      options.thread_multiple ? "MPI_THREAD_MULTIPLE" : "MPI_THREAD_SERIALIZED"));
   }
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);

@@ -28,12 +28,14 @@ absl::StatusOr<LaunchInfo> detect_launch(const std::function<const char*(const c
 
 struct WorldOptions {
   double timeout_s = 300;  // deadline of the world communicator's calls; parallel.timeout_s in a run
+  bool thread_multiple = false;  // MPI_THREAD_MULTIPLE: a background thread (asynchronous checkpoints) calls MPI too
 };
 
 class World {
  public:
   // MPI_Init_thread with MPI_THREAD_SERIALIZED: overlap comes from non-blocking calls that one thread at a time
-  // drives (the compute thread, or later a communication thread), never from concurrent MPI calls. With no
+  // drives (the compute thread, or later a communication thread), never from concurrent MPI calls; with
+  // options.thread_multiple, MPI_THREAD_MULTIPLE, for the background checkpoint writer. With no
   // launcher MPI starts as a singleton of size 1. Then checks the launcher's rank and size against MPI's. Call once.
   static absl::StatusOr<std::unique_ptr<World>> init(int* argc, char*** argv, const WorldOptions& options = {});
   // Destroys the world communicator, then MPI_Finalize - or MPI_Abort(1) when a collective never completed and

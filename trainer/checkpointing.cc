@@ -3,6 +3,8 @@
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <chrono>
+#include <utility>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +23,7 @@
 #include "core/file_io.h"
 #include "core/status.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/checkpoint_file.h"
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
@@ -29,13 +32,6 @@ namespace {
 using checkpoint::GlobalRun;
 using checkpoint::Hdf5File;
 namespace fs = std::filesystem;
-
-constexpr int kFormat = 1;
-// The manifest's "optimizer" of a checkpoint that holds weights only.
-constexpr char kNoOptimizer[] = "none";
-
-std::string checkpoint_dir(const Config& cfg) { return (fs::path(cfg.output.dir) / "checkpoints").string(); }
-std::string file_name(int64_t step) { return absl::StrFormat("step_%08d.h5", step); }
 
 // The file's communicator: MPI-IO over the world, or none for one process.
 MPI_Comm file_comm(parallel::Communicator& world) {
@@ -55,21 +51,6 @@ std::vector<GlobalRun> runs_of(const model::Param& p, int64_t offset, int64_t n)
   });
   return runs;
 }
-
-// One array of this rank for one dataset: its runs and where its elements live (packed in run order).
-struct Piece {
-  std::vector<GlobalRun> runs;
-  void* data = nullptr;
-};
-
-// Every dataset of the checkpoint in the order all ranks visit them, with this rank's pieces: those it writes (each
-// element by exactly one rank) and those it reads back (everything it holds).
-struct Dataset {
-  std::string name;
-  Shape shape;
-  DType dtype = DType::kF32;
-  Piece write, read;
-};
 
 absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const optim::Optimizer::CheckpointStates& st) {
   const Config& cfg = s.cfg;
@@ -128,147 +109,85 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
   return out;
 }
 
-// The steps of the checkpoints in dir (complete files only, no .tmp), newest first.
-std::vector<int64_t> checkpoint_steps(const std::string& dir) {
-  std::vector<int64_t> steps;
-  std::error_code ec;
-  for (const auto& f : fs::directory_iterator(dir, ec)) {
-    const std::string n = f.path().filename().string();
-    long long step = 0;
-    char tail = 0;
-    if (std::sscanf(n.c_str(), "step_%lld.h%c", &step, &tail) == 2 && n == file_name(step)) steps.push_back(step);
-  }
-  std::sort(steps.rbegin(), steps.rend());
-  return steps;
-}
-
-// After the step's file was written to its .tmp name with status `written`: on success renames it into place, points
-// `latest` at it and removes all but the newest `keep`; on any failure removes the .tmp and leaves the previous
-// checkpoints as they were.
-absl::Status publish(const std::string& dir, int64_t step, int64_t keep, absl::Status written) {
-  const std::string path = (fs::path(dir) / file_name(step)).string(), tmp = path + ".tmp";
-  if (written.ok()) written = commit_file(tmp, path);
-  if (written.ok()) written = write_file_atomically((fs::path(dir) / "latest").string(), {file_name(step) + "\n"});
-  std::error_code ec;
-  if (!written.ok()) {
-    fs::remove(tmp, ec);
-    return written;
-  }
-  const std::vector<int64_t> steps = checkpoint_steps(dir);
-  for (size_t k = static_cast<size_t>(keep); k < steps.size(); ++k) fs::remove(fs::path(dir) / file_name(steps[k]), ec);
-  return absl::OkStatus();
-}
-
-// A failed write's status with the free space left where it was writing: HDF5 reports that a write failed, not
-// why, and a full disk is the usual reason.
-absl::Status with_free_space(const absl::Status& s, const std::string& dir) {
-  struct statvfs v;
-  if (::statvfs(dir.c_str(), &v) != 0) return s;
-  const uint64_t free = static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
-  const bool full = free < (uint64_t{1} << 20);
-  return absl::Status(full ? absl::StatusCode::kResourceExhausted : s.code(),
-                      absl::StrCat(s.message(), full ? " (the disk is full: " : " (", free, " bytes free in ", dir, ")"));
-}
-
-// ResourceExhausted, before anything is written, when the disk holding `path` (in `dir`) has less room than the file
-// of these datasets may take.
-absl::Status check_room(const std::string& dir, const std::string& path,
-                        const std::vector<checkpoint::StoredShape>& shapes, const std::string& manifest) {
-  const int64_t need = checkpoint::file_size_bound(shapes, static_cast<int64_t>(manifest.size()));
-  struct statvfs v;
-  if (::statvfs(dir.c_str(), &v) != 0) return absl::OkStatus();  // unknown: try
-  const int64_t free = static_cast<int64_t>(v.f_bavail) * static_cast<int64_t>(v.f_frsize);
-  if (free >= need) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat(path, ": not enough space for the checkpoint: it may take ", need,
-                                                   " bytes, ", free, " are free (No space left on device)"));
-}
-
-// The manifest attribute, parsed; DataLoss when it is not a JSON object with the fields every save writes.
-absl::StatusOr<nlohmann::json> read_manifest(const Hdf5File& file) {
-  MEMTRAIN_ASSIGN_OR_RETURN(std::string text, file.attribute("manifest"));
-  nlohmann::json m = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (m.is_discarded() || !m.is_object() || !m.contains("step") || !m["step"].is_number_integer() ||
-      !m.contains("optimizer") || !m["optimizer"].is_string() || !m.contains("optimizer_steps") ||
-      !m["optimizer_steps"].is_number_integer() || !m.contains("config") || !m["config"].is_string()) {
-    return absl::DataLossError(absl::StrCat(file.path(), ": unreadable manifest"));
-  }
-  return m;
-}
-
-// Whether the file holds every dataset a resume reads, with the shapes this model needs, and no parameter the model
-// lacks: InvalidArgument listing every difference when not (a different model, not a damaged file).
-absl::Status check_fit(const Hdf5File& file, const std::vector<Dataset>& all, bool with_optimizer) {
-  std::vector<std::string> problems;
-  std::set<std::string> expected;
-  for (const Dataset& d : all) {
-    if (!with_optimizer && d.name.rfind("params/", 0) != 0) continue;
-    expected.insert(d.name);
-    auto info = file.info(d.name);
-    if (!info.ok()) {
-      problems.push_back(absl::StrCat("missing ", d.name));
-    } else if (info->shape != d.shape || info->dtype != d.dtype) {
-      problems.push_back(absl::StrCat(d.name, " is ", dtype_name(info->dtype), shape_string(info->shape),
-                                      " in the file, the model needs ", dtype_name(d.dtype), shape_string(d.shape)));
-    }
-  }
-  for (const std::string& name : file.datasets_in("params")) {
-    if (!expected.count("params/" + name)) problems.push_back(absl::StrCat("params/", name, " is not in this model"));
-  }
-  if (problems.empty()) return absl::OkStatus();
-  const size_t shown = std::min<size_t>(problems.size(), 12);
-  std::string list = absl::StrJoin(problems.begin(), problems.begin() + shown, "; ");
-  if (shown < problems.size()) absl::StrAppend(&list, "; and ", problems.size() - shown, " more");
-  return config_error("model", absl::StrCat(file.path(), " does not fit this model: ", list));
-}
-
 }  // namespace
 
-absl::Status save_checkpoint(const CheckpointScope& s, int64_t step) {
-  const bool lead = s.world.rank() == 0;
-  const std::string dir = checkpoint_dir(s.cfg);
-  const std::string path = (fs::path(dir) / file_name(step)).string(), tmp = path + ".tmp";
-  absl::Status ready;
-  if (lead) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) ready = absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
-    for (const auto& f : fs::directory_iterator(dir, ec)) {  // saves a kill cut short
-      if (f.path().extension() == ".tmp") fs::remove(f.path(), ec);
+absl::StatusOr<std::unique_ptr<CheckpointSaver>> CheckpointSaver::create(const CheckpointScope& scope) {
+  std::unique_ptr<CheckpointSaver> saver(new CheckpointSaver(scope));
+  saver->async_ = scope.cfg.train.checkpoint_async;
+  const MPI_Comm world = file_comm(scope.world);
+  if (saver->async_ && world != MPI_COMM_NULL) {
+    int level = 0;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_MULTIPLE) {
+      return config_error("train.checkpoint_async",
+                          "writes from a background thread, which needs MPI initialized with MPI_THREAD_MULTIPLE");
     }
+    if (MPI_Comm_dup(world, &saver->comm_) != MPI_SUCCESS) return absl::InternalError("MPI_Comm_dup failed");
   }
-  MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
+  return saver;
+}
+
+CheckpointSaver::~CheckpointSaver() {
+  if (writer_.joinable()) writer_.join();
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+absl::Status CheckpointSaver::wait() {
+  if (!writer_.joinable()) return absl::OkStatus();
+  writer_.join();
+  snapshot_ = Tensor();
+  return std::exchange(written_, absl::OkStatus());
+}
+
+absl::Status CheckpointSaver::save(int64_t step) {
+  const auto start = std::chrono::steady_clock::now();
+  auto stall = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const CheckpointScope& s = scope_;
+  const bool lead = s.world.rank() == 0;
+  const absl::Status previous = wait();
   MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());
   MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
-  const nlohmann::json manifest = {{"format", kFormat},
+  const nlohmann::json manifest = {{"format", kCheckpointFormat},
                                    {"step", step},
                                    {"optimizer", s.cfg.optim.name},
                                    {"optimizer_steps", s.opt.steps_taken()},
                                    {"config", dump_config(s.cfg)}};
-  const std::string manifest_text = manifest.dump();
-  if (lead) {
-    std::vector<checkpoint::StoredShape> shapes;
-    for (const Dataset& d : all) shapes.push_back({d.shape, d.dtype});
-    ready = check_room(dir, path, shapes, manifest_text);
+  const std::string dir = checkpoint_dir(s.cfg);
+  const int64_t keep = s.cfg.train.keep_checkpoints;
+  if (!async_) {
+    const absl::Status written = write_checkpoint(dir, step, keep, all, manifest.dump(), file_comm(s.world), lead,
+                                                  [&](absl::Status st) { return agree(s.world, st); });
+    stall_s_ = stall();
+    return written;
   }
-  MEMTRAIN_RETURN_IF_ERROR(agree(s.world, ready));
-  absl::Status written;
-  {
-    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, file_comm(s.world)));
-    // Every rank goes through every dataset (the calls are collective), keeping its first error.
-    for (const Dataset& d : all) {
-      const absl::Status w = file->write(d.name, d.shape, d.dtype, d.write.runs, d.write.data);
-      if (written.ok()) written = w;
-    }
-    const absl::Status m = file->set_attribute("manifest", manifest_text);
-    if (written.ok()) written = m;
-    const absl::Status c = file->close();
-    if (written.ok()) written = c;
+  // This rank's pieces copied out, so that training may change the originals while the writer works.
+  int64_t bytes = 0;
+  for (const Dataset& d : all) {
+    for (const checkpoint::GlobalRun& r : d.write.runs) bytes += r.n * static_cast<int64_t>(dtype_size(d.dtype));
   }
-  if (!written.ok()) written = with_free_space(written, dir);
-  MEMTRAIN_FAULT_POINT("checkpoint.after_write");
-  absl::Status committed = agree(s.world, written);
-  if (lead) committed = publish(dir, step, s.cfg.train.keep_checkpoints, committed);
-  return agree(s.world, committed);
+  MEMTRAIN_ASSIGN_OR_RETURN(snapshot_, Tensor::empty({std::max<int64_t>(bytes, 1)}, DType::kU8, MemCategory::kWorkspace));
+  char* at = static_cast<char*>(snapshot_.raw());
+  for (Dataset& d : all) {
+    d.read = {};
+    int64_t n = 0;
+    for (const checkpoint::GlobalRun& r : d.write.runs) n += r.n;
+    if (n == 0) continue;
+    const int64_t b = n * static_cast<int64_t>(dtype_size(d.dtype));
+    std::memcpy(at, d.write.data, b);
+    d.write.data = at;
+    at += b;
+  }
+  writer_ = std::thread([this, dir, step, keep, lead, all = std::move(all), text = manifest.dump()] {
+    const MPI_Comm comm = comm_;
+    written_ = write_checkpoint(dir, step, keep, all, text, comm, lead, [comm](absl::Status st) {
+      if (comm == MPI_COMM_NULL) return st;
+      int failed = st.ok() ? 0 : 1;
+      MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm);
+      return failed && st.ok() ? absl::InternalError("another rank failed to write the checkpoint") : st;
+    });
+  });
+  stall_s_ = stall();
+  return previous;
 }
 
 absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
@@ -285,7 +204,7 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
   absl::Status newest;
   for (int64_t step : steps) {
-    const std::string path = (fs::path(dir) / file_name(step)).string();
+    const std::string path = (fs::path(dir) / checkpoint_file_name(step)).string();
     absl::Status loaded;
     int64_t optimizer_steps = 0;
     auto file = Hdf5File::open(path, file_comm(s.world));
@@ -328,87 +247,6 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
     return absl::DataLossError(absl::StrCat("no intact checkpoint in ", dir, "; the newest: ", newest.message()));
   }
   return 0;
-}
-
-namespace {
-
-// Every parameter of cfg's whole model as a dataset read whole by one process.
-absl::StatusOr<std::vector<Dataset>> whole_params(const Config& cfg) {
-  model::ParamSet whole;
-  MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
-  std::vector<Dataset> all;
-  for (const auto& p : whole.all()) {
-    const std::vector<GlobalRun> runs = {{0, shape_numel(p->shape)}};
-    all.push_back({"params/" + p->name, p->shape, DType::kF32, {runs, nullptr}, {runs, nullptr}});
-  }
-  return all;
-}
-
-absl::StatusOr<std::string> resolve_checkpoint(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_regular_file(path, ec)) return path;
-  for (const fs::path& dir : {fs::path(path), fs::path(path) / "checkpoints"}) {
-    if (!fs::exists(dir / "latest", ec)) continue;
-    MEMTRAIN_ASSIGN_OR_RETURN(std::string name, read_file((dir / "latest").string()));
-    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-    if (name.empty() || name.find('/') != std::string::npos)
-      return absl::DataLossError(absl::StrCat((dir / "latest").string(), ": does not name a checkpoint file"));
-    return (dir / name).string();
-  }
-  return absl::NotFoundError(absl::StrCat(path, ": neither a checkpoint file nor a directory with a `latest` one"));
-}
-
-}  // namespace
-
-absl::StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& path) {
-  CheckpointWeights out;
-  MEMTRAIN_ASSIGN_OR_RETURN(out.path, resolve_checkpoint(path));
-  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::open(out.path, MPI_COMM_NULL));
-  MEMTRAIN_ASSIGN_OR_RETURN(nlohmann::json manifest, read_manifest(*file));
-  out.manifest_json = manifest.dump();
-  MEMTRAIN_ASSIGN_OR_RETURN(out.config, parse_config(manifest["config"].get<std::string>(),
-                                                     out.path + " (manifest config)", {}, /*validate=*/false));
-  MEMTRAIN_RETURN_IF_ERROR(out.config.model.validate());
-  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, whole_params(out.config));
-  MEMTRAIN_RETURN_IF_ERROR(check_fit(*file, all, /*with_optimizer=*/false));
-  for (const Dataset& d : all) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty(d.shape, DType::kF32, MemCategory::kParameters));
-    MEMTRAIN_RETURN_IF_ERROR(file->read(d.name, d.shape, DType::kF32, d.read.runs, t.raw()));
-    out.params.push_back({d.name.substr(std::strlen("params/")), std::move(t)});
-  }
-  MEMTRAIN_RETURN_IF_ERROR(file->close());
-  return out;
-}
-
-absl::Status write_weights_checkpoint(const Config& cfg, const std::vector<checkpoint::NamedTensor>& params,
-                                      const std::string& extra_json) {
-  const std::string dir = checkpoint_dir(cfg);
-  if (!checkpoint_steps(dir).empty())
-    return absl::FailedPreconditionError(absl::StrCat(dir, ": already holds checkpoints; write into a fresh directory"));
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat(dir, ": cannot create: ", ec.message()));
-  nlohmann::json manifest = {{"format", kFormat}, {"step", 0}, {"optimizer", kNoOptimizer},
-                             {"optimizer_steps", 0}, {"config", dump_config(cfg)}};
-  const nlohmann::json extra = nlohmann::json::parse(extra_json.empty() ? "{}" : extra_json, nullptr, false);
-  MEMTRAIN_CHECK_MSG(extra.is_object(), "write_weights_checkpoint: extra is a JSON object");
-  manifest.update(extra);
-  const std::string tmp = (fs::path(dir) / file_name(0)).string() + ".tmp";
-  std::vector<checkpoint::StoredShape> shapes;
-  for (const checkpoint::NamedTensor& t : params) shapes.push_back({t.tensor.shape(), DType::kF32});
-  MEMTRAIN_RETURN_IF_ERROR(check_room(dir, (fs::path(dir) / file_name(0)).string(), shapes, manifest.dump()));
-  absl::Status written;
-  {
-    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<Hdf5File> file, Hdf5File::create(tmp, MPI_COMM_NULL));
-    for (const checkpoint::NamedTensor& t : params) {
-      const std::vector<GlobalRun> runs = {{0, t.tensor.numel()}};
-      if (written.ok()) written = file->write("params/" + t.name, t.tensor.shape(), DType::kF32, runs, t.tensor.raw());
-    }
-    if (written.ok()) written = file->set_attribute("manifest", manifest.dump());
-    const absl::Status closed = file->close();
-    if (written.ok()) written = closed;
-  }
-  return publish(dir, 0, cfg.train.keep_checkpoints, written);
 }
 
 }  // namespace memtrain::trainer

@@ -10,12 +10,13 @@
 // the one before it, with a warning; one that does not fit the model is an error listing the differences.
 #pragma once
 
+#include <mpi.h>
+
 #include <cstdint>
-#include <string>
-#include <vector>
+#include <memory>
+#include <thread>
 
 #include "absl/status/statusor.h"
-#include "checkpoint/safetensors.h"
 #include "optim/optimizer.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
@@ -36,28 +37,39 @@ struct CheckpointScope {
   bool quiet = false;  // no "resumed from" line
 };
 
-// Collective: writes the checkpoint of the state after `step` steps.
-absl::Status save_checkpoint(const CheckpointScope& scope, int64_t step);
+// Saves a run's checkpoints, synchronously or, with train.checkpoint_async, in the background: a save copies this
+// rank's pieces to host memory at the step boundary (the only stall) and a thread writes them while training goes
+// on; a save that comes due while the previous one is still writing waits for it, never drops it.
+class CheckpointSaver {
+ public:
+  // Collective. In the background under MPI the writes go over a duplicate of the world's communicator, which
+  // needs MPI_THREAD_MULTIPLE (otherwise a config error naming train.checkpoint_async).
+  static absl::StatusOr<std::unique_ptr<CheckpointSaver>> create(const CheckpointScope& scope);
+  ~CheckpointSaver();  // waits for a save in flight
+  CheckpointSaver(const CheckpointSaver&) = delete;
+  CheckpointSaver& operator=(const CheckpointSaver&) = delete;
+
+  // Collective: the checkpoint of the state after `step` steps. Returns this save's outcome when synchronous; in
+  // the background, the previous save's (this one's comes from the next save() or wait()).
+  absl::Status save(int64_t step);
+  // Collective: waits for the save in flight and returns its outcome (OK when there is none).
+  absl::Status wait();
+  double last_stall_s() const { return stall_s_; }  // the time the last save() kept training waiting
+
+ private:
+  explicit CheckpointSaver(const CheckpointScope& scope) : scope_(scope) {}
+
+  CheckpointScope scope_;
+  bool async_ = false;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // the background writer's duplicate of the world (MPI_COMM_NULL: one process)
+  std::thread writer_;
+  Tensor snapshot_;       // this rank's pieces of the save in flight
+  absl::Status written_;  // the outcome of the save in flight, set by the writer before it ends
+  double stall_s_ = 0;
+};
 
 // Collective: with train.resume = "auto", loads the newest intact checkpoint of output.dir and returns its step;
 // 0 when there is none (a fresh start).
 absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& scope);
-
-// One process's view of a checkpoint file, for memtrain convert and --weights: the config it was saved with and
-// every parameter whole, in the model's registration order.
-struct CheckpointWeights {
-  std::string path;
-  Config config;
-  std::string manifest_json;
-  std::vector<checkpoint::NamedTensor> params;
-};
-// `path`: a checkpoint file, a checkpoints directory (its `latest`) or a run's output.dir. Checks checksums, and
-// that the file holds exactly the parameters its config's model has.
-absl::StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& path);
-
-// One process writes a weights-only checkpoint (step 0, no optimizer state; a resume starts the optimizer afresh)
-// of cfg.model into cfg.output.dir/checkpoints, as a save does. `extra` is merged into the manifest.
-absl::Status write_weights_checkpoint(const Config& cfg, const std::vector<checkpoint::NamedTensor>& params,
-                                      const std::string& extra_json);
 
 }  // namespace memtrain::trainer

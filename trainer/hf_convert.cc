@@ -11,7 +11,7 @@
 #include "checkpoint/hf_directory.h"
 #include "core/status.h"
 #include "model/model.h"
-#include "trainer/checkpointing.h"
+#include "trainer/checkpoint_file.h"
 
 namespace memtrain::trainer {
 namespace {

@@ -24,6 +24,7 @@ struct TrainConfig {
   int64_t checkpoint_interval = 0;  // 0: none
   int64_t keep_checkpoints = 3;
   std::string checkpoint_failure = "stop";  // or "continue"
+  bool checkpoint_async = false;
   std::string resume;  // "": start fresh; "auto": from output.dir's latest checkpoint
 
   template <class V> void visit(V& v) {
@@ -40,6 +41,9 @@ struct TrainConfig {
     v("checkpoint_interval", checkpoint_interval,
       "steps between checkpoints (output.dir/checkpoints/step_N.h5, and after the last step), >= 0; 0 = none");
     v("keep_checkpoints", keep_checkpoints, "checkpoints kept, the newest, > 0");
+    v("checkpoint_async", checkpoint_async,
+      "write checkpoints in the background: a save stalls training only to copy this rank's state to host memory "
+      "(needs MPI_THREAD_MULTIPLE, which memtrain asks for when this is set)");
     v("checkpoint_failure", checkpoint_failure,
       "stop | continue: after a failed save (a full disk), stop with the error, or warn and train on; either way "
       "the previous checkpoints stay intact");

@@ -171,6 +171,16 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
   const CheckpointScope checkpoints{cfg, world, run, *bundle, *engine, *opt, quiet};
   MEMTRAIN_ASSIGN_OR_RETURN(const int64_t first_step, resume_from_checkpoint(checkpoints));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSaver> saver, CheckpointSaver::create(checkpoints));
+  // A failed save stops the run, or (train.checkpoint_failure = "continue") is a warning.
+  auto checkpoint_outcome = [&](const absl::Status& saved) {
+    if (saved.ok() || cfg.train.checkpoint_failure == "stop") return saved;
+    if (lead) {
+      std::fprintf(stderr, "warning: checkpoint failed (training goes on, train.checkpoint_failure = \"continue\"): %s\n",
+                   std::string(saved.message()).c_str());
+    }
+    return absl::OkStatus();
+  };
   std::optional<MetricsLog> metrics;
   if (lead) {  // a resumed run continues the log
     MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl"), first_step));
@@ -289,14 +299,10 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     // Last in the step, so that a run resumed from it has logged (and evaluated) everything up to it.
     const int64_t every = cfg.train.checkpoint_interval;
     if (every > 0 && ((step + 1) % every == 0 || last)) {
-      const absl::Status saved = save_checkpoint(checkpoints, step + 1);
-      if (!saved.ok() && cfg.train.checkpoint_failure == "stop") return saved;
-      if (!saved.ok() && world.rank() == 0) {
-        std::fprintf(stderr, "warning: checkpoint of step %lld failed (training goes on, train.checkpoint_failure = "
-                     "\"continue\"): %s\n", static_cast<long long>(step + 1), std::string(saved.message()).c_str());
-      }
+      MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->save(step + 1)));
     }
   }
+  MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->wait()));  // the last save, when in the background
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
   // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble

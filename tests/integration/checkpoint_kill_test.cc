@@ -25,8 +25,8 @@ namespace memtrain {
 namespace {
 namespace fs = std::filesystem;
 
-std::string job_args(const std::string& text, const std::string& dir) {
-  std::string args = "train configs/default.toml";
+std::string job_args(const std::string& text, const std::string& dir, bool async) {
+  std::string args = absl::StrCat("train configs/default.toml --set train.checkpoint_async=", async ? "true" : "false");
   for (const std::string& set :
        {"data.text=" + text, std::string("model.n_layer=1"), std::string("model.n_embd=32"),
         std::string("model.block_size=32"), std::string("train.batch_size=4"), std::string("train.max_steps=12"),
@@ -62,7 +62,12 @@ struct Event {
   int64_t hit;
 };
 
-TEST(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) {
+// Saves written synchronously (12 kills), and in the background (train.checkpoint_async: the save points run on the
+// writer thread while training goes on; 7 kills).
+class CheckpointKill : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) {
+  const bool async = GetParam();
   const std::string scratch = ::testing::TempDir() + "memtrain_ckill_" + std::to_string(getpid());
   fs::remove_all(scratch);
   fs::create_directories(scratch);
@@ -73,7 +78,7 @@ TEST(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) 
   }
   const std::string dir = scratch + "/run";
   // The uninterrupted run, counting the fault points it passes.
-  auto ref = testing::run_memtrain(job_args(text, dir), scratch, "MEMTRAIN_FAULT=count");
+  auto ref = testing::run_memtrain(job_args(text, dir, async), scratch, "MEMTRAIN_FAULT=count");
   ASSERT_EQ(ref.exit_code, 0) << ref.err;
   const std::vector<std::string> want = records(testing::slurp(dir + "/metrics.jsonl"));
   const std::string weights = testing::slurp(dir + "/model.safetensors");
@@ -95,14 +100,14 @@ TEST(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) 
       kills.push_back(e);
   }
   ASSERT_GE(kills.size(), 10u) << ref.err;
-  kills.resize(10);
+  kills.resize(async ? 6 : 10);
   kills.push_back({"train.step", 5});
-  kills.push_back({"train.step", 11});
+  if (!async) kills.push_back({"train.step", 11});
   for (const Event& kill : kills) {
     const std::string where = absl::StrCat(kill.point, ":", kill.hit);
     SCOPED_TRACE(where);
     fs::remove_all(dir);
-    auto killed = testing::run_memtrain(job_args(text, dir), scratch, "MEMTRAIN_FAULT=" + where);
+    auto killed = testing::run_memtrain(job_args(text, dir, async), scratch, "MEMTRAIN_FAULT=" + where);
     ASSERT_EQ(killed.exit_code, 128 + 9) << killed.err;
     // What the kill left: the newest checkpoint under its final name is the step the restart must resume from.
     int64_t newest = 0;
@@ -115,7 +120,7 @@ TEST(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) 
         }
       }
     }
-    auto restart = testing::run_memtrain(job_args(text, dir), scratch);
+    auto restart = testing::run_memtrain(job_args(text, dir, async), scratch);
     ASSERT_EQ(restart.exit_code, 0) << restart.err;
     if (newest > 0) {
       EXPECT_NE(restart.out.find(absl::StrFormat("(step %d)", newest)), std::string::npos) << restart.out;
@@ -125,6 +130,9 @@ TEST(CheckpointKill, EveryRestartResumesFromAnIntactCheckpointAndEndsBitForBit) 
   }
   fs::remove_all(scratch);
 }
+
+INSTANTIATE_TEST_SUITE_P(Saves, CheckpointKill, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "async" : "sync"; });
 
 }  // namespace
 }  // namespace memtrain

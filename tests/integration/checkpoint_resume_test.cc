@@ -1,6 +1,7 @@
 // Checkpoints in one process: a run stopped after 10 steps and resumed (train.resume = "auto") continues the
 // uninterrupted 20-step run bit for bit; with the newest checkpoint corrupted (one flipped byte) resume falls back
-// to the one before and still matches; only train.keep_checkpoints files stay; every optimizer's state round-trips.
+// to the one before and still matches; only train.keep_checkpoints files stay; saves in the background resume alike
+// and none is dropped; every optimizer's state round-trips.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -91,6 +92,29 @@ TEST_F(CheckpointResume, OnlyTheNewestCheckpointsStay) {
   std::string name;
   latest >> name;
   EXPECT_EQ(name, "step_00000012.h5");
+}
+
+// Saves in the background (train.checkpoint_async): a run stopped and resumed from them continues bit for bit, and
+// with a save due every step none is dropped (each waits for the one before).
+TEST_F(CheckpointResume, BackgroundSavesResumeBitForBitAndNoneIsDropped) {
+  const std::string async = "checkpoint_async = true\n";
+  auto full = trainer::run_training(config("full", 20), /*quiet=*/true);
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_TRUE(trainer::run_training(config("part", 10, "gpt2", 5, async), /*quiet=*/true).ok());
+  auto rest = trainer::run_training(config("part", 20, "gpt2", 5, async + "resume = \"auto\"\n"), /*quiet=*/true);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  ASSERT_EQ(rest->losses.size(), 10u);
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(rest->losses[i], full->losses[10 + i]) << "step " << 11 + i;
+
+  trainer::Config every = config("every", 6, "gpt2", 1, async);
+  every.train.keep_checkpoints = 100;
+  ASSERT_TRUE(trainer::run_training(every, /*quiet=*/true).ok());
+  for (int step = 1; step <= 6; ++step) {
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/every/checkpoints/step_0000000" + std::to_string(step) + ".h5"))
+        << step;
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/every/checkpoints"))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path();
 }
 
 // Every optimizer's state round-trips: stopped at step 10 and resumed, each continues its own uninterrupted run bit

@@ -16,7 +16,8 @@
 #include "checkpoint/hf_directory.h"
 #include "core/file_io.h"
 #include "tests/integration/cli.h"
-#include "trainer/checkpointing.h"
+#include "trainer/checkpoint_file.h"
+#include "trainer/session.h"
 #include "trainer/hf_convert.h"
 #include "trainer/train_loop.h"
 

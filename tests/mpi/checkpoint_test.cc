@@ -37,6 +37,8 @@ TEST(Checkpoint, ResumingOnTheSameMeshIsBitExact) {
                             "optim.rank=4", "optim.update_proj_gap=4"}},
       {"adafactor_zero2", {"zero.stage=2", "optim.name=adafactor", "optim.adafactor_momentum=true"}},
       {"adamw8bit_zero2", {"zero.stage=2", "optim.name=adamw8bit"}},
+      // Written in the background over a duplicate of the world (MPI_THREAD_MULTIPLE).
+      {"zero3_async", {"zero.stage=3", "train.checkpoint_async=true"}},
   };
   for (const auto& [name, sets] : meshes) {
     SCOPED_TRACE(name);

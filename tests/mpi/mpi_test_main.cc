@@ -31,7 +31,7 @@ World& world() { return *g_world; }
 int main(int argc, char** argv) {
   using namespace memtrain::parallel;
   ::testing::InitGoogleTest(&argc, argv);
-  auto world = World::init(&argc, &argv, {.timeout_s = 30});
+  auto world = World::init(&argc, &argv, {.timeout_s = 30, .thread_multiple = true});  // async checkpoint tests
   if (!world.ok()) {
     std::fprintf(stderr, "World::init: %s\n", world.status().ToString().c_str());
     return 1;

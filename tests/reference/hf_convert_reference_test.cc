@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/hf_directory.h"
-#include "trainer/checkpointing.h"
+#include "trainer/checkpoint_file.h"
 #include "trainer/hf_convert.h"
 #include "trainer/session.h"
 
