@@ -1,6 +1,7 @@
 // `memtrain train` launched by mpirun, as users run it: two ranks give the loss curve one process gives for the
 // same global batch, rank 0 alone writes output.dir, and a rank killed mid-step brings the job down quickly with
-// a non-zero status instead of leaving the other rank waiting. Suites are named Mpi* (label `mpi`).
+// a non-zero status instead of leaving the other rank waiting; ranks killed inside checkpoint saves restart from
+// an intact checkpoint. Suites are named Mpi* (label `mpi`).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -115,6 +116,41 @@ TEST_F(MpiCli, AKilledRankEndsTheJobWithinTheDeadline) {
 TEST_F(MpiCli, ARankKilledInTheMiddleOfAPipelineScheduleEndsTheJobWithinTheDeadline) {
   // The last stage dies at its 10th schedule action (the second step's); the first stage waits for a gradient.
   expect_killed_rank_ends_job("killed_pp", " --set parallel.pp=2 --set train.grad_accum=4", 1, "pipeline.action:10");
+}
+
+// Two ranks checkpointing every 3 steps, one of them killed inside a save (the file written, not yet committed)
+// or in the middle of a step, synchronously and in the background: the restart (both ranks, train.resume = auto)
+// resumes from the newest committed checkpoint and ends with the uninterrupted run's losses, bit for bit.
+TEST_F(MpiCli, RanksKilledDuringCheckpointSavesResumeFromAnIntactOne) {
+  for (const std::string async : {"false", "true"}) {
+    SCOPED_TRACE("async " + async);
+    const std::string sets = " --set train.checkpoint_interval=3 --set train.keep_checkpoints=2 --set zero.stage=1"
+                             " --set train.resume=auto --set train.checkpoint_async=" + async;
+    auto ref = mpirun("-np 2 " + binary_ + " train" + tiny("ref" + async) + sets);
+    ASSERT_EQ(ref.exit_code, 0) << ref.err;
+    const std::vector<double> want = losses("ref" + async);
+    ASSERT_EQ(want.size(), 12u);
+    struct Kill {
+      int victim;
+      std::string fault;
+      int resumed_from;
+    };
+    for (const Kill& k : {Kill{0, "checkpoint.after_write:2", 3}, Kill{1, "checkpoint.after_write:3", 6},
+                          Kill{1, "train.step:8", 6}}) {
+      SCOPED_TRACE(k.fault);
+      const std::string out = "killed" + async;
+      std::filesystem::remove_all(dir_ + "/" + out);
+      const std::string args = " train" + tiny(out) + sets;
+      const std::string killed = "-np 1 env MEMTRAIN_FAULT=" + k.fault + " " + binary_ + args;
+      const std::string alive = "-np 1 " + binary_ + args;
+      auto r = mpirun(k.victim == 0 ? killed + " : " + alive : alive + " : " + killed);
+      ASSERT_NE(r.exit_code, 0) << r.err;
+      auto restart = mpirun("-np 2 " + binary_ + args);
+      ASSERT_EQ(restart.exit_code, 0) << restart.err;
+      EXPECT_NE(restart.out.find("(step " + std::to_string(k.resumed_from) + ")"), std::string::npos) << restart.out;
+      EXPECT_EQ(losses(out), want);
+    }
+  }
 }
 
 TEST_F(MpiCli, AMeshThatDoesNotMatchTheWorldIsAConfigError) {
