@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/cpu/dynamic_map.h"
+#include "core/cpu/gemm.h"
 #include "core/status.h"
 
 namespace memtrain::cpu {
@@ -82,9 +83,59 @@ void quantize_absmax(const float* absmax, QuantizedAbsmax& q, ThreadPool& pool) 
   quantize_blocks(dynamic_code_book(true), centered.data(), q.n, kNf4AbsmaxBlock, q.codes, q.scales, pool);
 }
 
-void dequantize_absmax(const QuantizedAbsmax& q, float* absmax) {
+void dequantize_absmax(const QuantizedAbsmax& q, int64_t begin, int64_t n, float* absmax) {
   const CodeBook& book = dynamic_code_book(true);
-  for (int64_t i = 0; i < q.n; ++i) absmax[i] = book[q.codes[i]] * q.scales[i / kNf4AbsmaxBlock] + q.offset;
+  for (int64_t i = begin; i < begin + n; ++i)
+    absmax[i - begin] = book[q.codes[i]] * q.scales[i / kNf4AbsmaxBlock] + q.offset;
+}
+
+namespace {
+
+constexpr int64_t kPanelFloats = 64 * 1024;  // 256 KiB of dequantized weight per task
+
+// Elements [begin, begin + n) of w (begin, n even) into out, their absmax dequantized into the `absmax` scratch.
+void dequantize_range(const Nf4Matrix& w, int64_t begin, int64_t n, std::vector<float>& absmax, float* out) {
+  const int64_t b0 = begin / kNf4Block, b1 = (begin + n - 1) / kNf4Block + 1;
+  absmax.resize(b1 - b0);
+  dequantize_absmax(w.absmax, b0, b1 - b0, absmax.data());
+  const std::array<float, 16>& v = nf4_values();
+  for (int64_t i = begin; i < begin + n; i += 2) {
+    const uint8_t byte = w.packed[i / 2];
+    const float m = absmax[i / kNf4Block - b0];
+    out[i - begin] = v[byte >> 4] * m;
+    out[i - begin + 1] = v[byte & 15] * m;
+  }
+}
+
+}  // namespace
+
+void nf4_matmul_xwt(const float* x, int64_t N, const Nf4Matrix& w, float beta, float* y, ThreadPool& pool) {
+  MEMTRAIN_CHECK_MSG(w.cols % 2 == 0, "nf4_matmul_xwt: an even number of columns");
+  const int64_t panel = std::clamp<int64_t>(kPanelFloats / w.cols, 1, w.rows);
+  const int64_t panels = (w.rows + panel - 1) / panel;
+  pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> W(panel * w.cols), absmax;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * panel, r = std::min(panel, w.rows - r0);
+      dequantize_range(w, r0 * w.cols, r * w.cols, absmax, W.data());
+      sgemm_serial(false, true, N, r, w.cols, 1.0f, x, w.cols, W.data(), w.cols, beta, y + r0, w.rows);
+    }
+  });
+}
+
+void nf4_matmul_dyw(const float* dy, int64_t N, const Nf4Matrix& w, float beta, float* dx, ThreadPool& pool) {
+  MEMTRAIN_CHECK_MSG(w.cols % 2 == 0, "nf4_matmul_dyw: an even number of columns");
+  // Panels of an even number of columns, so every row's piece is whole bytes.
+  const int64_t panel = std::min<int64_t>(w.cols, std::max<int64_t>(2, kPanelFloats / w.rows / 2 * 2));
+  const int64_t panels = (w.cols + panel - 1) / panel;
+  pool.parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<float> W(w.rows * panel), absmax;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t c0 = p * panel, c = std::min(panel, w.cols - c0);
+      for (int64_t r = 0; r < w.rows; ++r) dequantize_range(w, r * w.cols + c0, c, absmax, W.data() + r * c);
+      sgemm_serial(false, false, N, c, w.rows, 1.0f, dy, w.rows, W.data(), c, beta, dx + c0, w.cols);
+    }
+  });
 }
 
 }  // namespace memtrain::cpu

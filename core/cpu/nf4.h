@@ -37,7 +37,22 @@ struct QuantizedAbsmax {
   float* scales = nullptr;   // ceil(n / 256)
 };
 void quantize_absmax(const float* absmax, QuantizedAbsmax& q, ThreadPool& pool);
-// absmax[i] = code_book[codes[i]] * scales[i / 256] + offset, for all n.
-void dequantize_absmax(const QuantizedAbsmax& q, float* absmax);
+// absmax[i] = code_book[codes[i]] * scales[i / 256] + offset, for i in [begin, begin + n) into absmax[0, n).
+void dequantize_absmax(const QuantizedAbsmax& q, int64_t begin, int64_t n, float* absmax);
+
+// A frozen weight matrix W (rows x cols, row-major: nn.Linear's (out, in)), cols even, in NF4 with double-quantized
+// absmax (one per 64 consecutive elements of the row-major order).
+struct Nf4Matrix {
+  int64_t rows = 0, cols = 0;
+  const uint8_t* packed = nullptr;  // rows * cols / 2
+  QuantizedAbsmax absmax;           // n = ceil(rows * cols / 64)
+};
+// y (N, rows) = x (N, cols) W^T + beta * y. Each task dequantizes a panel of W's rows (absmax included) into its
+// own scratch of about 256 KiB and multiplies it, so the whole W never exists in fp32. Results depend on the
+// shapes only (not the thread count).
+void nf4_matmul_xwt(const float* x, int64_t N, const Nf4Matrix& w, float beta, float* y, ThreadPool& pool);
+// dx (N, cols) = dy (N, rows) W + beta * dx (the gradient through the frozen weight), a panel of W's columns per
+// task.
+void nf4_matmul_dyw(const float* dy, int64_t N, const Nf4Matrix& w, float beta, float* dx, ThreadPool& pool);
 
 }  // namespace memtrain::cpu

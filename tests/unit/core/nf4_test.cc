@@ -2,7 +2,8 @@
 // by brute force); dequantization error per element within half the widest gap of the table times the block's
 // absmax, and smaller than symmetric int4's on normal weights (what NF4 is designed for); partial dequantization of
 // a range equals the same range of the whole; double-quantized absmax within half the dynamic map's widest gap
-// times its block scale; 4.127 bits per weight with double quantization.
+// times its block scale; 4.127 bits per weight with double quantization; the matmuls through an NF4 weight (a
+// panel dequantized at a time) equal the products with the weight dequantized whole.
 #include "core/cpu/nf4.h"
 
 #include <gtest/gtest.h>
@@ -80,7 +81,7 @@ TEST(Nf4, DoubleQuantizedAbsmaxIsWithinItsBoundAndCosts4Point127Bits) {
   nf4_quantize(w.data(), weights, packed.data(), absmax.data(), ThreadPool::global());
   QuantizedAbsmax q{0, blocks, codes.data(), scales.data()};
   quantize_absmax(absmax.data(), q, ThreadPool::global());
-  dequantize_absmax(q, back.data());
+  dequantize_absmax(q, 0, blocks, back.data());
   const CodeBook& book = dynamic_code_book(true);
   double widest = 0;
   for (int c = 0; c < 255; ++c) widest = std::max<double>(widest, book[c + 1] - book[c]);
@@ -95,6 +96,55 @@ TEST(Nf4, DoubleQuantizedAbsmaxIsWithinItsBoundAndCosts4Point127Bits) {
   const double bits = 8 * bytes / static_cast<double>(weights);
   std::printf("bits per weight with double quantization: %.4f\n", bits);
   EXPECT_NEAR(bits, 4.127, 0.001);
+}
+
+// The matmuls through an NF4 weight against float64 products with the weight dequantized whole: shapes with one
+// panel and with several, rows that do not end on a block boundary, and beta = 1 accumulating.
+TEST(Nf4, MatmulsThroughTheQuantizedWeightMatchTheDequantizedProduct) {
+  struct Shape3 {
+    int64_t N, rows, cols;
+  };
+  for (const Shape3 s : {Shape3{7, 96, 160}, Shape3{5, 700, 200}, Shape3{3, 40, 2000}}) {
+    SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.cols));
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int64_t n = s.rows * s.cols, blocks = (n + kNf4Block - 1) / kNf4Block;
+    std::vector<float> w(n), x(s.N * s.cols), dy(s.N * s.rows);
+    for (float& v : w) v = normal(rng);
+    for (float& v : x) v = normal(rng);
+    for (float& v : dy) v = normal(rng);
+    std::vector<uint8_t> packed(n / 2), codes(blocks);
+    std::vector<float> absmax(blocks), scales((blocks + kNf4AbsmaxBlock - 1) / kNf4AbsmaxBlock);
+    nf4_quantize(w.data(), n, packed.data(), absmax.data(), ThreadPool::global());
+    Nf4Matrix m{s.rows, s.cols, packed.data(), {0, blocks, codes.data(), scales.data()}};
+    quantize_absmax(absmax.data(), m.absmax, ThreadPool::global());
+    // The weight as the kernels see it.
+    std::vector<float> used_absmax(blocks), W(n);
+    dequantize_absmax(m.absmax, 0, blocks, used_absmax.data());
+    nf4_dequantize(packed.data(), used_absmax.data(), 0, n, W.data());
+
+    std::vector<float> y(s.N * s.rows, 1.0f), dx(s.N * s.cols, 1.0f);
+    nf4_matmul_xwt(x.data(), s.N, m, /*beta=*/1.0f, y.data(), ThreadPool::global());
+    nf4_matmul_dyw(dy.data(), s.N, m, /*beta=*/1.0f, dx.data(), ThreadPool::global());
+    for (int64_t i = 0; i < s.N; ++i) {
+      for (int64_t r = 0; r < s.rows; ++r) {
+        double ref = 1.0, mag = 0;
+        for (int64_t c = 0; c < s.cols; ++c) {
+          ref += static_cast<double>(x[i * s.cols + c]) * W[r * s.cols + c];
+          mag += std::fabs(static_cast<double>(x[i * s.cols + c]) * W[r * s.cols + c]);
+        }
+        ASSERT_NEAR(y[i * s.rows + r], ref, 1e-6 * mag + 1e-6) << i << "," << r;
+      }
+      for (int64_t c = 0; c < s.cols; ++c) {
+        double ref = 1.0, mag = 0;
+        for (int64_t r = 0; r < s.rows; ++r) {
+          ref += static_cast<double>(dy[i * s.rows + r]) * W[r * s.cols + c];
+          mag += std::fabs(static_cast<double>(dy[i * s.rows + r]) * W[r * s.cols + c]);
+        }
+        ASSERT_NEAR(dx[i * s.cols + c], ref, 1e-6 * mag + 1e-6) << i << "," << c;
+      }
+    }
+  }
 }
 
 }  // namespace
