@@ -1,0 +1,34 @@
+#include "model/lora.h"
+
+#include "core/cpu/gemm.h"
+
+namespace memtrain::model {
+
+void lora_forward(const LoraAdapter& a, const float* x, int64_t N, float* h, float* y, ThreadPool& pool) {
+  cpu::sgemm(false, true, N, a.r, a.in, 1.0f, x, a.in, a.A, a.in, 0.0f, h, a.r, pool);
+  cpu::sgemm(false, true, N, a.out, a.r, a.scale, h, a.r, a.B, a.r, 1.0f, y, a.out, pool);
+}
+
+void lora_backward(const LoraAdapter& a, const float* x, const float* h, const float* dy, int64_t N, float* dh,
+                   float* dx, ThreadPool& pool) {
+  // dB (out, r) += scale * dy^T h
+  cpu::sgemm(true, false, a.out, a.r, N, a.scale, dy, a.out, h, a.r, 1.0f, a.dB, a.r, pool);
+  // dh (N, r) = scale * dy B
+  cpu::sgemm(false, false, N, a.r, a.out, a.scale, dy, a.out, a.B, a.r, 0.0f, dh, a.r, pool);
+  // dA (r, in) += dh^T x
+  if (a.dA != nullptr) cpu::sgemm(true, false, a.r, a.in, N, 1.0f, dh, a.r, x, a.in, 1.0f, a.dA, a.in, pool);
+  // dx (N, in) += dh A
+  if (dx != nullptr) cpu::sgemm(false, false, N, a.in, a.r, 1.0f, dh, a.r, a.A, a.in, 1.0f, dx, a.in, pool);
+}
+
+void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool) {
+  if (in_out) {
+    // W (in, out) += scale * (B A)^T = scale * A^T B^T
+    cpu::sgemm(true, true, a.in, a.out, a.r, a.scale, a.A, a.in, a.B, a.r, 1.0f, W, a.out, pool);
+  } else {
+    // W (out, in) += scale * B A
+    cpu::sgemm(false, false, a.out, a.in, a.r, a.scale, a.B, a.r, a.A, a.in, 1.0f, W, a.in, pool);
+  }
+}
+
+}  // namespace memtrain::model

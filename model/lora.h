@@ -1,0 +1,33 @@
+// LoRA (Hu et al. 2021; PEFT's layout): a frozen projection y = x W^T gains a trainable low-rank update,
+// y += scale * (dropout(x) A^T) B^T with A (r, in), B (out, r) and scale = alpha / r. PEFT initialises A like
+// nn.Linear (Kaiming-uniform: U(-1/sqrt(in), 1/sqrt(in))) and B to zero, so training starts from the base model.
+// LoRA-FA freezes A after its initialisation and trains B only. The merged weight is W + scale * B A (nn.Linear
+// layout (out, in)), or its transpose added to a Conv1D weight (in, out). These are the kernels; the layers that
+// carry adapters hold the parameters.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+
+namespace memtrain::model {
+
+struct LoraAdapter {
+  int64_t in = 0, out = 0, r = 0;
+  float scale = 1.0f;             // alpha / r
+  const float* A = nullptr;       // (r, in)
+  const float* B = nullptr;       // (out, r)
+  float* dA = nullptr;            // accumulated (+=); nullptr: A is frozen (LoRA-FA)
+  float* dB = nullptr;            // accumulated (+=)
+};
+
+// h (N, r) = x A^T, kept for the backward; y (N, out) += scale * h B^T.
+void lora_forward(const LoraAdapter& a, const float* x, int64_t N, float* h, float* y, ThreadPool& pool);
+// From dy (N, out): dB += scale * dy^T h; dh = scale * dy B (N, r, into `dh` scratch); dA += dh^T x; and
+// dx (N, in) += dh A when dx is not null.
+void lora_backward(const LoraAdapter& a, const float* x, const float* h, const float* dy, int64_t N, float* dh,
+                   float* dx, ThreadPool& pool);
+// W += scale * B A in W's layout: (out, in), or (in, out) when in_out (GPT-2's Conv1D).
+void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool);
+
+}  // namespace memtrain::model
