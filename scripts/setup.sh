@@ -13,6 +13,7 @@ packages=(
   clang libclang-rt-14-dev        # tests/fuzz: libFuzzer
   openmpi-bin libopenmpi-dev      # parallel/: MPI communicators; tests/mpi run under mpirun
   libhdf5-openmpi-dev python3-h5py  # checkpoint/: parallel HDF5 checkpoints; tests/reference reads them with h5py
+  libicu-dev                      # data/: Unicode character classes for BPE pre-tokenization
 )
 
 missing=()
@@ -34,12 +35,13 @@ if command -v update-alternatives >/dev/null; then
   case "$blas" in *openblas*|"") ;; *) echo "setup: warning: libblas.so.3 is $blas, not OpenBLAS";; esac
 fi
 
-# tests/reference: Hugging Face's `safetensors` package, which Debian 12 does not package, in a venv that also sees
-# Debian's torch and numpy. Tests that need it are skipped (saying so) where it could not be installed.
+# tests/reference: Hugging Face's `safetensors` and `tokenizers` packages, which Debian 12 does not package, in a
+# venv that also sees Debian's torch and numpy. Tests that need them are skipped (saying so) where they could not
+# be installed.
 pyref="${MEMTRAIN_PYREF:-$HOME/.cache/memtrain/pyref}"
-if ! "$pyref/bin/python" -c "import safetensors" 2>/dev/null; then
-  echo "setup: creating $pyref (safetensors for tests/reference)"
+if ! "$pyref/bin/python" -c "import safetensors, tokenizers" 2>/dev/null; then
+  echo "setup: creating $pyref (safetensors and tokenizers for tests/reference)"
   /usr/bin/python3 -m venv --system-site-packages "$pyref" &&
-    "$pyref/bin/pip" install -q --disable-pip-version-check "safetensors==0.8.0" ||
-    echo "setup: warning: could not install safetensors into $pyref; tests/reference skip what needs it"
+    "$pyref/bin/pip" install -q --disable-pip-version-check "safetensors==0.8.0" "tokenizers==0.23.3" ||
+    echo "setup: warning: could not install safetensors and tokenizers into $pyref; tests/reference skip what needs them"
 fi
