@@ -19,18 +19,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "data/tokenizer.h"
 
 namespace memtrain::data {
 
-class BpeTokenizer {
+class BpeTokenizer final : public Tokenizer {
  public:
   static absl::StatusOr<BpeTokenizer> from_tokenizer_json(const std::string& path);
   static absl::StatusOr<BpeTokenizer> from_vocab_merges(const std::string& vocab_json, const std::string& merges_txt);
 
-  std::vector<int32_t> encode(std::string_view text) const;
-  std::string decode(std::span<const int32_t> ids) const;
+  std::vector<int32_t> encode(std::string_view text) const override;
+  std::string decode(std::span<const int32_t> ids) const override;
   // One more than the largest id (the vocabulary and the added tokens).
-  int64_t vocab_size() const { return static_cast<int64_t>(id_to_token_.size()); }
+  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
   std::optional<int32_t> token_id(const std::string& token) const;
 
   // The pre-tokens of GPT-2's pattern, as byte ranges of `text` (exposed for tests).

@@ -10,7 +10,7 @@ absl::Status DataConfig::validate() const {
   if (!dataset.empty() && !text.empty()) return config_error("data.text", "set data.dataset or data.text, not both");
   if (!(val_fraction > 0 && val_fraction < 1))
     return config_error("data.val_fraction", absl::StrCat("must be in (0, 1), got ", val_fraction));
-  if (tokenizer != "byte") return config_error("data.tokenizer", absl::StrCat("must be byte, got '", tokenizer, "'"));
+  if (tokenizer.empty()) return config_error("data.tokenizer", "must be byte or the path of a tokenizer");
   return absl::OkStatus();
 }
 

@@ -18,7 +18,9 @@ struct DataConfig {
     v("dataset", dataset, "directory holding train.bin and val.bin from `memtrain prepare`; \"\" to use data.text");
     v("text", text, "text files or directories (all regular files, *.dat skipped) tokenized when dataset is \"\"");
     v("val_fraction", val_fraction, "fraction of each text file (its end) held out for validation, in (0, 1)");
-    v("tokenizer", tokenizer, "byte (vocabulary of 256)");
+    v("tokenizer", tokenizer,
+      "byte (vocabulary of 256), or a Hugging Face byte-level BPE tokenizer: a tokenizer.json, or a directory "
+      "holding tokenizer.json or vocab.json + merges.txt (a model directory)");
   }
   absl::Status validate() const;
 };

@@ -58,21 +58,27 @@ absl::StatusOr<std::vector<std::string>> list_text_files(const std::vector<std::
 }
 
 absl::StatusOr<PrepareStats> prepare_text_dataset(const std::vector<std::string>& inputs, double val_fraction,
-                                                  const std::string& out_dir) {
+                                                  const std::string& out_dir, const Tokenizer* tokenizer) {
   if (!(val_fraction > 0 && val_fraction < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("val_fraction must be in (0, 1), got ", val_fraction));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(const std::vector<std::string> files, list_text_files(inputs));
 
-  const ByteTokenizer tokenizer;
+  const ByteTokenizer bytes;
+  const Tokenizer& tok = tokenizer != nullptr ? *tokenizer : bytes;
   std::vector<int32_t> train, val;
   for (const std::string& file : files) {
     MEMTRAIN_ASSIGN_OR_RETURN(const std::string text, read_file(file));
     // Same arithmetic as nanoGPT's int(n * 0.9): for val_fraction = 0.1, 1 - 0.1 is exactly the double 0.9.
-    const auto n_train = static_cast<size_t>(std::floor(static_cast<double>(text.size()) * (1.0 - val_fraction)));
-    const std::vector<int32_t> ids = tokenizer.encode(text);
-    train.insert(train.end(), ids.begin(), ids.begin() + n_train);
-    val.insert(val.end(), ids.begin() + n_train, ids.end());
+    auto n_train = static_cast<size_t>(std::floor(static_cast<double>(text.size()) * (1.0 - val_fraction)));
+    if (!tok.byte_level_ids()) {  // not inside a UTF-8 character
+      while (n_train < text.size() && (static_cast<unsigned char>(text[n_train]) & 0xC0) == 0x80) ++n_train;
+    }
+    const std::string_view all(text);
+    for (const auto& [part, out] : {std::pair{all.substr(0, n_train), &train}, std::pair{all.substr(n_train), &val}}) {
+      const std::vector<int32_t> ids = tok.encode(part);
+      out->insert(out->end(), ids.begin(), ids.end());
+    }
   }
   if (train.empty() && val.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(files[0], (files.size() > 1 ? " and the other inputs" : ""),
@@ -87,11 +93,9 @@ absl::StatusOr<PrepareStats> prepare_text_dataset(const std::vector<std::string>
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) return absl::InvalidArgumentError(absl::StrCat(out_dir, ": cannot create directory: ", ec.message()));
-  MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "train.bin").string(), train,
-                                             ByteTokenizer::kVocabSize));
+  MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "train.bin").string(), train, tok.vocab_size()));
   MEMTRAIN_FAULT_POINT("prepare.between_shards");
-  MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "val.bin").string(), val,
-                                             ByteTokenizer::kVocabSize));
+  MEMTRAIN_RETURN_IF_ERROR(write_token_shard((fs::path(out_dir) / "val.bin").string(), val, tok.vocab_size()));
   PrepareStats stats;
   stats.files = static_cast<int64_t>(files.size());
   stats.train_tokens = static_cast<int64_t>(train.size());

@@ -1,4 +1,5 @@
-// `memtrain prepare`: tokenizes text files with the byte tokenizer into out_dir/train.bin and out_dir/val.bin.
+// `memtrain prepare`: tokenizes text files (the byte tokenizer or a Hugging Face one) into out_dir/train.bin and
+// out_dir/val.bin.
 #pragma once
 
 #include <cstdint>
@@ -6,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "data/tokenizer.h"
 
 namespace memtrain::data {
 
@@ -19,9 +21,10 @@ struct PrepareStats {
 absl::StatusOr<std::vector<std::string>> list_text_files(const std::vector<std::string>& inputs);
 
 // Each file's first floor(bytes * (1 - val_fraction)) bytes go to train and the rest to val, so one file
-// reproduces nanoGPT's split and many files each lend their tail to val. val_fraction must be in (0, 1).
-// Creates out_dir; the shards are written atomically.
+// reproduces nanoGPT's split and many files each lend their tail to val (with a tokenizer of characters the cut
+// moves to the next character boundary, and each side is tokenized on its own). val_fraction must be in (0, 1).
+// Creates out_dir; the shards are written atomically. tokenizer: nullptr for the byte tokenizer.
 absl::StatusOr<PrepareStats> prepare_text_dataset(const std::vector<std::string>& inputs, double val_fraction,
-                                                  const std::string& out_dir);
+                                                  const std::string& out_dir, const Tokenizer* tokenizer = nullptr);
 
 }  // namespace memtrain::data

@@ -27,7 +27,9 @@ constexpr char kUsage[] =
     "  plan    CONFIG [--set ...] [--json] [--world-size N]\n"
     "                                                 predicted peak bytes per rank by category, and whether they\n"
     "                                                 fit; N processes (default: the parallel.* product, or 1)\n"
-    "  prepare --out DIR [--val-fraction F] INPUT...  tokenize text files or directories into DIR/{train,val}.bin\n"
+    "  prepare --out DIR [--val-fraction F] [--tokenizer T] INPUT...\n"
+    "                                                 tokenize text files or directories into DIR/{train,val}.bin;\n"
+    "                                                 T: byte (default) or a Hugging Face tokenizer (data.tokenizer)\n"
     "  convert --from-hf HF_DIR --out DIR             a Hugging Face GPT-2 or LLaMA directory (config.json +\n"
     "                                                 safetensors) into a checkpoint in DIR/checkpoints, which a\n"
     "                                                 run with output.dir = DIR and train.resume = \"auto\" starts from\n"
@@ -45,6 +47,7 @@ struct Args {
   bool json = false;
   int world_size = 0;  // plan: 0 = from the config
   std::string from_hf, to_hf, dtype;  // convert
+  std::string tokenizer = "byte";     // prepare
   int64_t max_shard_mb = 5000;
   std::vector<std::string> inputs;
 };
@@ -82,6 +85,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
         return absl::InvalidArgumentError(absl::StrCat("--max-shard-mb: not a positive integer: '", v, "'"));
     } else if (arg == "--out" && (command == "prepare" || command == "convert")) {
       MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
+    } else if (arg == "--tokenizer" && command == "prepare") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.tokenizer, value("--tokenizer"));
     } else if (arg == "--val-fraction" && command == "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--val-fraction"));
       if (!absl::SimpleAtod(v, &a.val_fraction))
@@ -155,7 +160,9 @@ int exit_code(const absl::Status& s) {
 
 absl::Status run(const std::string& command, const Args& args) {
   if (command == "prepare") {
-    MEMTRAIN_ASSIGN_OR_RETURN(data::PrepareStats s, data::prepare_text_dataset(args.inputs, args.val_fraction, args.out));
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tok, data::load_tokenizer(args.tokenizer));
+    MEMTRAIN_ASSIGN_OR_RETURN(data::PrepareStats s,
+                              data::prepare_text_dataset(args.inputs, args.val_fraction, args.out, tok.get()));
     std::printf("prepared %lld files: %lld train tokens, %lld val tokens in %s\n", static_cast<long long>(s.files),
                 static_cast<long long>(s.train_tokens), static_cast<long long>(s.val_tokens), args.out.c_str());
     return absl::OkStatus();

@@ -72,7 +72,10 @@ absl::StatusOr<TokenData> open_token_data(const Config& cfg, bool prepare) {
   std::string dir = cfg.data.dataset;
   if (dir.empty()) {
     dir = (std::filesystem::path(cfg.output.dir) / "data").string();
-    if (prepare) MEMTRAIN_RETURN_IF_ERROR(data::prepare_text_dataset(cfg.data.text, cfg.data.val_fraction, dir).status());
+    if (prepare) {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tok, data::load_tokenizer(cfg.data.tokenizer));
+      MEMTRAIN_RETURN_IF_ERROR(data::prepare_text_dataset(cfg.data.text, cfg.data.val_fraction, dir, tok.get()).status());
+    }
   }
   MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard train, data::TokenShard::open((std::filesystem::path(dir) / "train.bin").string()));
   MEMTRAIN_ASSIGN_OR_RETURN(data::TokenShard val, data::TokenShard::open((std::filesystem::path(dir) / "val.bin").string()));

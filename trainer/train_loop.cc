@@ -10,7 +10,7 @@
 #include "core/cpu/gemm.h"
 #include "core/fault_injection.h"
 #include "core/file_io.h"
-#include "data/byte_tokenizer.h"
+#include "data/tokenizer.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
@@ -44,14 +44,14 @@ std::string output_file(const Config& cfg, const char* name) {
 }  // namespace
 
 absl::Status print_samples(const Config& cfg, model::Model& model) {
-  const data::ByteTokenizer tok;
-  std::vector<int32_t> prompt = tok.encode(cfg.output.prompt.empty() ? "\n" : cfg.output.prompt);
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<data::Tokenizer> tok, data::load_tokenizer(cfg.data.tokenizer));
+  std::vector<int32_t> prompt = tok->encode(cfg.output.prompt.empty() ? "\n" : cfg.output.prompt);
   for (int64_t i = 0; i < cfg.output.samples; ++i) {
     SampleOptions opts{cfg.output.sample_tokens, cfg.output.temperature, cfg.output.top_k,
                        static_cast<uint64_t>(cfg.train.seed), i};
     MEMTRAIN_ASSIGN_OR_RETURN(std::vector<int32_t> out, generate(model, prompt, opts));
     std::printf("--- sample %lld ---\n%s\n", static_cast<long long>(i + 1),
-                tok.decode(out.data(), static_cast<int64_t>(out.size())).c_str());
+                tok->decode(out).c_str());
   }
   std::fflush(stdout);
   return absl::OkStatus();

@@ -15,7 +15,7 @@ TEST(ByteTokenizer, AllBytesRoundTrip) {
   const std::vector<int32_t> ids = tok.encode(all);
   ASSERT_EQ(ids.size(), 256u);
   for (int b = 0; b < 256; ++b) EXPECT_EQ(ids[b], b);  // id = unsigned byte value, never negative
-  EXPECT_EQ(tok.decode(ids.data(), static_cast<int64_t>(ids.size())), all);
+  EXPECT_EQ(tok.decode(ids), all);
   EXPECT_EQ(ByteTokenizer::kVocabSize, 256);
 }
 
@@ -26,14 +26,14 @@ TEST(ByteTokenizer, Utf8TextRoundTrip) {
   EXPECT_EQ(ids.size(), text.size());  // one token per byte, multi-byte characters included
   EXPECT_EQ(ids[0], 'T');
   EXPECT_EQ(ids[20], 0xE2);
-  EXPECT_EQ(tok.decode(ids.data(), static_cast<int64_t>(ids.size())), text);
+  EXPECT_EQ(tok.decode(ids), text);
   EXPECT_TRUE(tok.encode("").empty());
 }
 
 TEST(ByteTokenizer, OutOfRangeIdsDecodeAsReplacementCharacter) {
   const ByteTokenizer tok;
   const int32_t ids[] = {'a', 256, -1, 'b', 70000};
-  EXPECT_EQ(tok.decode(ids, 5), "a\xEF\xBF\xBD\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(tok.decode(std::span<const int32_t>(ids, 5)), "a\xEF\xBF\xBD\xEF\xBF\xBD" "b\xEF\xBF\xBD");
 }
 
 }  // namespace

@@ -133,5 +133,30 @@ TEST_F(PrepareTest, OutputDirectoryThatIsAFileIsAnError) {
   EXPECT_NE(stats.status().message().find("not_a_dir"), absl::string_view::npos) << stats.status();
 }
 
+// A BPE tokenizer whose vocabulary knows "é" (bytes C3 A9, byte-level characters "Ã" and "©") as one token: a cut that
+// falls inside a character moves to its end, each side is tokenized on its own, and the shards carry the
+// tokenizer's vocabulary size.
+TEST_F(PrepareTest, ATokenizerOfCharactersCutsBetweenCharacters) {
+  write_bytes(dir_.file("tokenizer.json"),
+              R"({"normalizer": null, "pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": [],
+                  "model": {"type": "BPE", "vocab": {"\u00c3": 0, "\u00a9": 1, "\u00c3\u00a9": 2, "x": 3},
+                            "merges": ["\u00c3 \u00a9"]}})");
+  auto tok = data::load_tokenizer(dir_.file("tokenizer.json"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  std::string text;
+  for (int i = 0; i < 9; ++i) text += "\xC3\xA9";  // 18 bytes; half of them ends inside the fifth character
+  write_bytes(dir_.file("e.txt"), text);
+  auto stats = data::prepare_text_dataset({dir_.file("e.txt")}, 0.5, dir_.file("out"), tok->get());
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->train_tokens, 5);
+  EXPECT_EQ(stats->val_tokens, 4);
+  auto shard = TokenShard::open(dir_.file("out/train.bin"));
+  ASSERT_TRUE(shard.ok());
+  EXPECT_EQ(shard->vocab_size(), 4);
+  std::vector<int32_t> ids(shard->size());
+  shard->copy(0, shard->size(), ids.data());
+  EXPECT_EQ(ids, std::vector<int32_t>(5, 2));
+}
+
 }  // namespace
 }  // namespace memtrain
