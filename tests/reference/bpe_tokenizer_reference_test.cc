@@ -5,6 +5,7 @@
 // cases, special tokens) encodes the whole corpus to the package's ids exactly, from tokenizer.json and from the
 // vocab.json + merges.txt pair; decoding gives the text back.
 #include "data/bpe_tokenizer.h"
+#include "tests/reference/pyref.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -20,11 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string python() {
-  const char* env = std::getenv("MEMTRAIN_PYREF");
-  const std::string dir = env != nullptr ? env : std::string(std::getenv("HOME") ? std::getenv("HOME") : "") + "/.cache/memtrain/pyref";
-  return dir + "/bin/python";
-}
+using testing::reference_python;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -55,9 +52,8 @@ constexpr char kUnicode[] =
 class BpeReference : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!fs::exists(python()) ||
-        std::system((python() + " -c 'import tokenizers' 2>/dev/null").c_str()) != 0) {
-      GTEST_SKIP() << python() << " cannot import tokenizers: run scripts/setup.sh";
+    if (!testing::reference_python_has("tokenizers")) {
+      GTEST_SKIP() << reference_python() << " cannot import tokenizers: run scripts/setup.sh";
     }
     dir_ = ::testing::TempDir() + "memtrain_bpe_" + std::to_string(getpid());
     fs::remove_all(dir_);
@@ -67,7 +63,7 @@ class BpeReference : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
   int script(const std::string& args) const {
-    return std::system((python() + " " + MEMTRAIN_SOURCE_DIR + "/tests/reference/hf_tokenizer.py " + args).c_str());
+    return std::system((reference_python() + " " + MEMTRAIN_SOURCE_DIR + "/tests/reference/hf_tokenizer.py " + args).c_str());
   }
   std::string dir_;
 };

@@ -22,6 +22,7 @@
 #include "checkpoint/hf_directory.h"
 #include "trainer/checkpoint_file.h"
 #include "trainer/hf_convert.h"
+#include "tests/reference/pyref.h"
 #include "trainer/session.h"
 
 namespace memtrain {
@@ -29,25 +30,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string python() {
-  const char* env = std::getenv("MEMTRAIN_PYREF");
-  const std::string dir = env != nullptr ? env : std::string(std::getenv("HOME") ? std::getenv("HOME") : "") + "/.cache/memtrain/pyref";
-  return dir + "/bin/python";
-}
-
-bool have_safetensors() {
-  return fs::exists(python()) && std::system((python() + " -c 'import safetensors, torch' 2>/dev/null").c_str()) == 0;
-}
+using testing::reference_python;
 
 int run_script(const std::string& args) {
   const std::string script = std::string(MEMTRAIN_SOURCE_DIR) + "/tests/reference/hf_model.py";
-  return std::system((python() + " " + script + " " + args).c_str());
+  return std::system((reference_python() + " " + script + " " + args).c_str());
 }
 
 class HfConvertReference : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!have_safetensors()) GTEST_SKIP() << python() << " cannot import safetensors: run scripts/setup.sh";
+    if (!testing::reference_python_has("safetensors, torch"))
+      GTEST_SKIP() << reference_python() << " cannot import safetensors: run scripts/setup.sh";
     dir_ = ::testing::TempDir() + "memtrain_hf_" + GetParam() + "_" + std::to_string(getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
