@@ -63,15 +63,24 @@ void nf4_quantize(const float* x, int64_t n, uint8_t* packed, float* absmax, Thr
   });
 }
 
-void nf4_dequantize(const uint8_t* packed, const float* absmax, int64_t begin, int64_t n, float* out) {
-  MEMTRAIN_CHECK_MSG(begin % 2 == 0 && n % 2 == 0, "nf4_dequantize: whole bytes");
+namespace {
+
+// Elements [begin, begin + n) (begin, n even) into out; absmax[k] is the absmax of block first_block + k.
+void unpack(const uint8_t* packed, const float* absmax, int64_t first_block, int64_t begin, int64_t n, float* out) {
   const std::array<float, 16>& v = nf4_values();
   for (int64_t i = begin; i < begin + n; i += 2) {
     const uint8_t byte = packed[i / 2];
-    const float m = absmax[i / kNf4Block];
+    const float m = absmax[i / kNf4Block - first_block];
     out[i - begin] = v[byte >> 4] * m;
     out[i - begin + 1] = v[byte & 15] * m;
   }
+}
+
+}  // namespace
+
+void nf4_dequantize(const uint8_t* packed, const float* absmax, int64_t begin, int64_t n, float* out) {
+  MEMTRAIN_CHECK_MSG(begin % 2 == 0 && n % 2 == 0, "nf4_dequantize: whole bytes");
+  unpack(packed, absmax, 0, begin, n, out);
 }
 
 void quantize_absmax(const float* absmax, QuantizedAbsmax& q, ThreadPool& pool) {
@@ -98,13 +107,7 @@ void dequantize_range(const Nf4Matrix& w, int64_t begin, int64_t n, std::vector<
   const int64_t b0 = begin / kNf4Block, b1 = (begin + n - 1) / kNf4Block + 1;
   absmax.resize(b1 - b0);
   dequantize_absmax(w.absmax, b0, b1 - b0, absmax.data());
-  const std::array<float, 16>& v = nf4_values();
-  for (int64_t i = begin; i < begin + n; i += 2) {
-    const uint8_t byte = w.packed[i / 2];
-    const float m = absmax[i / kNf4Block - b0];
-    out[i - begin] = v[byte >> 4] * m;
-    out[i - begin + 1] = v[byte & 15] * m;
-  }
+  unpack(w.packed, absmax.data(), b0, begin, n, out);
 }
 
 }  // namespace
