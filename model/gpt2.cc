@@ -64,7 +64,8 @@ absl::StatusOr<Tensor> Gpt2Model::body_backward(const Tensor& dh, ActivationStor
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
-  if (!tp_.sequence_parallel) {
+  if (wpe_->frozen) {  // fine-tuning with adapters: the position table stays as it is
+  } else if (!tp_.sequence_parallel) {
     cpu::embedding_backward(pos.i32(), dx.f32(), N, C, cfg_.block_size, wpe_->grad.f32(), pool);
   } else {  // this rank's rows give a part of the position table's gradient
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor part, Tensor::zeros(wpe_->local_shape, DType::kF32, MemCategory::kWorkspace));

@@ -2,10 +2,14 @@
 
 #include "core/cpu/elementwise.h"
 #include "core/cpu/gemm.h"
+#include "model/lora.h"
 
 namespace memtrain::model {
 namespace {
+
+// y = x W^T, through the NF4 weight when the base is stored 4-bit.
 void matmul(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+  if (w.weight->nf4) return cpu::nf4_matmul_xwt(x, N, w.weight->nf4->matrix, 0.0f, y, pool);
   const float* W = w.weight->value.f32();
   if (w.in_out) {
     cpu::sgemm(false, false, N, w.out, w.in, 1.0f, x, w.in, W, w.out, 0.0f, y, w.out, pool);
@@ -13,6 +17,66 @@ void matmul(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadP
     cpu::sgemm(false, true, N, w.out, w.in, 1.0f, x, w.in, W, w.in, 0.0f, y, w.out, pool);
   }
 }
+
+LoraAdapter adapter_of(const LinearWeights& w) {
+  const LoraWeights& l = w.lora;
+  return {w.in, w.out, l.A->local_shape[0], l.scale, l.A->value.f32(), l.B->value.f32(),
+          l.A->frozen ? nullptr : l.A->grad.f32(), l.B->frozen ? nullptr : l.B->grad.f32()};
+}
+
+absl::StatusOr<Tensor> rank_rows(int64_t N, const LinearWeights& w) {
+  return Tensor::empty({N, w.lora.A->local_shape[0]}, DType::kF32, MemCategory::kActivations);
+}
+
+// y += scale * (x A^T) B^T. On a row-parallel projection x A^T is this rank's part of a sum over tp and B is
+// whole: adding its product to the partial output, which is summed over tp next, adds the whole update once.
+absl::Status add_adapter_output(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+  if (w.lora.A == nullptr) return absl::OkStatus();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, rank_rows(N, w));
+  lora_forward(adapter_of(w), x, N, h.f32(), y, pool);
+  return absl::OkStatus();
+}
+
+void base_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool) {
+  if (!w.weight->frozen) {
+    float* dW = w.weight->grad.f32();
+    if (w.in_out) {
+      cpu::sgemm(true, false, w.in, w.out, N, 1.0f, x, w.in, dy, w.out, 1.0f, dW, w.out, pool);
+    } else {
+      cpu::sgemm(true, false, w.out, w.in, N, 1.0f, dy, w.out, x, w.in, 1.0f, dW, w.in, pool);
+    }
+  }
+  if (w.bias && !w.bias->frozen) cpu::bias_backward(dy, N, w.out, w.bias->grad.f32(), pool);
+}
+
+// The adapter's weight gradients need h = x A^T and dh = scale * dy B whole: a row-parallel rank holds a part of
+// the sum h is, a column-parallel one a part of dh (its output features'). They are summed over tp here, at once,
+// so that a deferred weight gradient does no communication. Ranks that share a kv head hold the same dy and B
+// rows: only the primary one adds its dh. Returns {h, dh} for dB += scale * dy^T h and dA += dh^T x.
+absl::StatusOr<std::pair<Tensor, Tensor>> adapter_grad_inputs(const LinearWeights& w, const float* x,
+                                                              const float* dy, int64_t N, ThreadPool& pool) {
+  const LoraWeights& l = w.lora;
+  const int64_t r = l.A->local_shape[0];
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, rank_rows(N, w));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh, rank_rows(N, w));
+  cpu::sgemm(false, true, N, r, w.in, 1.0f, x, w.in, l.A->value.f32(), w.in, 0.0f, h.f32(), r, pool);
+  cpu::sgemm(false, false, N, r, w.out, l.scale, dy, w.out, l.B->value.f32(), r, 0.0f, dh.f32(), r, pool);
+  if (l.row) {
+    MEMTRAIN_RETURN_IF_ERROR(l.tp.sum(h));
+  } else if (l.tp.size > 1) {
+    if (!w.weight->tp.primary) dh.fill_zero();
+    MEMTRAIN_RETURN_IF_ERROR(l.tp.sum(dh));
+  }
+  return std::pair{std::move(h), std::move(dh)};
+}
+
+void adapter_backward_weight(const LinearWeights& w, const float* x, const float* dy, const float* h,
+                             const float* dh, int64_t N, ThreadPool& pool) {
+  const LoraAdapter a = adapter_of(w);
+  if (a.dB) cpu::sgemm(true, false, a.out, a.r, N, a.scale, dy, a.out, h, a.r, 1.0f, a.dB, a.r, pool);
+  if (a.dA) cpu::sgemm(true, false, a.r, a.in, N, 1.0f, dh, a.r, x, a.in, 1.0f, a.dA, a.in, pool);
+}
+
 }  // namespace
 
 LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t in, int64_t out, bool bias,
@@ -29,22 +93,39 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
   const int dim = (column == in_out) ? 1 : 0;
   w.weight = &params.add(prefix + ".weight", in_out ? Shape{in, out} : Shape{out, in}, ParamKind::kWeight,
                          ParamInit{ParamInit::kNormal, init_std}, TpSplit::along(dim, split.ranges, split.primary));
+  w.weight->projection = true;
+  w.weight->in_out = in_out;
   if (bias) {
     const TpSplit bias_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
     w.bias = &params.add(prefix + ".bias", {out}, ParamKind::kBias, ParamInit{ParamInit::kZeros}, bias_split);
   }
+  const LoraSpec* lora = params.lora();
+  if (lora != nullptr && lora->targets_module(prefix.substr(prefix.rfind('.') + 1))) {
+    // PEFT's initialisation: A as nn.Linear's default (Kaiming-uniform, bound 1 / sqrt(in)), B zero.
+    const ParamInit a_init{ParamInit::kUniform, 1.0f / std::sqrt(static_cast<float>(in))};
+    const TpSplit a_split = column ? TpSplit::whole(tp) : TpSplit::along(1, split.ranges);
+    const TpSplit b_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
+    w.lora.A = &params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, a_init, a_split, !lora->freeze_a);
+    w.lora.B = &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
+                                   /*trainable=*/true);
+    w.lora.scale = lora->scale();
+    w.lora.row = !column;
+    w.lora.tp = tp;
+  }
   return w;
 }
 
-void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
   matmul(w, x, N, y, pool);
   if (w.bias) cpu::add_bias(y, w.bias->value.f32(), N, w.out, pool);
+  return add_adapter_output(w, x, N, y, pool);
 }
 
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
                                             const TensorParallel& tp) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor partial, Tensor::empty({N, w.out}, DType::kF32, MemCategory::kActivations));
   matmul(w, x, N, partial.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(add_adapter_output(w, x, N, partial.f32(), pool));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, tp.sum_rows(partial));
   if (w.bias) cpu::add_bias(y.f32(), w.bias->value.f32(), y.rows(), w.out, pool);
   return y;
@@ -52,33 +133,38 @@ absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float*
 
 absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tensor& dy, int64_t N, float* dx,
                              ActivationStore& store, bool accumulate_dx) {
-  MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N] {
-    linear_backward_weight(w, x.f32(), dy.f32(), N, ThreadPool::global());
+  std::pair<Tensor, Tensor> h_dh;
+  if (w.lora.A != nullptr) {
+    MEMTRAIN_ASSIGN_OR_RETURN(h_dh, adapter_grad_inputs(w, x.f32(), dy.f32(), N, ThreadPool::global()));
+  }
+  MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N, h_dh] {
+    ThreadPool& pool = ThreadPool::global();
+    base_backward_weight(w, x.f32(), dy.f32(), N, pool);
+    if (w.lora.A != nullptr) adapter_backward_weight(w, x.f32(), dy.f32(), h_dh.first.f32(), h_dh.second.f32(), N, pool);
     return absl::OkStatus();
   }));
-  if (dx) linear_backward_input(w, dy.f32(), N, dx, ThreadPool::global(), accumulate_dx);
+  if (dx) return linear_backward_input(w, dy.f32(), N, dx, ThreadPool::global(), accumulate_dx);
   return absl::OkStatus();
 }
 
-void linear_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool) {
-  float* dW = w.weight->grad.f32();
-  if (w.in_out) {
-    cpu::sgemm(true, false, w.in, w.out, N, 1.0f, x, w.in, dy, w.out, 1.0f, dW, w.out, pool);
-  } else {
-    cpu::sgemm(true, false, w.out, w.in, N, 1.0f, dy, w.out, x, w.in, 1.0f, dW, w.in, pool);
-  }
-  if (w.bias) cpu::bias_backward(dy, N, w.out, w.bias->grad.f32(), pool);
-}
-
-void linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                           bool accumulate_dx) {
+absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
+                                   bool accumulate_dx) {
   const float beta = accumulate_dx ? 1.0f : 0.0f;
-  const float* W = w.weight->value.f32();
-  if (w.in_out) {
-    cpu::sgemm(false, true, N, w.in, w.out, 1.0f, dy, w.out, W, w.out, beta, dx, w.in, pool);
+  if (w.weight->nf4) {
+    cpu::nf4_matmul_dyw(dy, N, w.weight->nf4->matrix, beta, dx, pool);
+  } else if (w.in_out) {
+    cpu::sgemm(false, true, N, w.in, w.out, 1.0f, dy, w.out, w.weight->value.f32(), w.out, beta, dx, w.in, pool);
   } else {
-    cpu::sgemm(false, false, N, w.in, w.out, 1.0f, dy, w.out, W, w.in, beta, dx, w.in, pool);
+    cpu::sgemm(false, false, N, w.in, w.out, 1.0f, dy, w.out, w.weight->value.f32(), w.in, beta, dx, w.in, pool);
   }
+  if (w.lora.A == nullptr) return absl::OkStatus();
+  // dx += (scale * dy B) A: this rank's part of a column-parallel dx (the layer sums it over tp), or a row-parallel
+  // rank's columns of it.
+  const LoraAdapter a = adapter_of(w);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh, rank_rows(N, w));
+  cpu::sgemm(false, false, N, a.r, a.out, a.scale, dy, a.out, a.B, a.r, 0.0f, dh.f32(), a.r, pool);
+  cpu::sgemm(false, false, N, a.in, a.r, 1.0f, dh.f32(), a.r, a.A, a.in, 1.0f, dx, a.in, pool);
+  return absl::OkStatus();
 }
 
 }  // namespace memtrain::model

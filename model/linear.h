@@ -24,34 +24,48 @@ struct LinearSplit {
   static LinearSplit row(IndexRange r) { return {kRow, {r}, true}; }
 };
 
+// A LoRA adapter on a projection (model/lora.h): A (r, in) and B (out, r), split as the weight is: a
+// column-parallel projection splits B's rows (A whole), a row-parallel one A's columns (B whole). The (N, r)
+// intermediates are summed over tp where a rank holds part of them.
+struct LoraWeights {
+  Param* A = nullptr;  // null: no adapter
+  Param* B = nullptr;
+  float scale = 0;     // alpha / r
+  bool row = false;    // on a row-parallel projection
+  TensorParallel tp;
+};
+
 struct LinearWeights {
-  Param* weight = nullptr;  // not owned: the ParamSet outlives layers
+  Param* weight = nullptr;  // not owned: the ParamSet outlives layers; frozen under LoRA (maybe NF4)
   Param* bias = nullptr;    // optional
   bool in_out = false;      // true: Conv1D layout (in, out)
   int64_t in = 0, out = 0;  // this rank's sizes
+  LoraWeights lora;
 };
 
 // Registers `prefix.weight` (global (out, in) or (in, out)) and `prefix.bias` (out) in `params`, split as `split`
-// says; a row-parallel bias is whole on every rank.
+// says; a row-parallel bias is whole on every rank. When params fine-tunes (ParamSet::fine_tune) a projection
+// whose last name component is a LoRA target, also `prefix.lora_A.weight` and `prefix.lora_B.weight` (PEFT's
+// names below base_model.model.).
 LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t in, int64_t out, bool bias,
                           bool in_out, float init_std, const TensorParallel& tp, LinearSplit split = {});
 
-// y (N, out) = x (N, in) W^T + b.
-void linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool);
+// y (N, out) = x (N, in) W^T + b (+ the adapter's scale * x A^T B^T).
+absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool);
 // y = sum over tp of x W^T, then + b: the output of a row-parallel projection, the same on every tp rank: (N, out),
 // or with sequence parallelism this rank's rows (N/tp, out) of it. (Its backward: linear_backward with dy gathered
 // to all N rows, which makes the bias gradient whole on every rank.)
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
                                             const TensorParallel& tp);
-// dW += dy^T x (in W's layout) and db += column sums of dy, through store.weight_grad (deferred by a zero-bubble
+// dW += dy^T x (in W's layout) and db += column sums of dy (each unless frozen), an adapter's dA and dB, through
+// store.weight_grad (deferred by a zero-bubble
 // pipeline, with x and dy kept alive until then); dx (N, in) = dy W at once (+= when accumulate_dx), skipped when
 // dx is nullptr. dx may alias x only when the store does not defer. (A column-parallel dx is this rank's part of a
 // sum over tp: the layer sums it once for all its projections.)
 absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tensor& dy, int64_t N, float* dx,
                              ActivationStore& store, bool accumulate_dx = false);
-// The two halves of linear_backward, run at once.
-void linear_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool);
-void linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                           bool accumulate_dx);
+// The input half of linear_backward alone (with an adapter, dx also gets scale * dy B A).
+absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
+                                   bool accumulate_dx);
 
 }  // namespace memtrain::model

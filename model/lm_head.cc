@@ -106,7 +106,7 @@ absl::StatusOr<double> LmHead::forward(const Tensor& h_rows, const Tensor& targe
     if (!training) continue;
     // lg now holds dL/dlogits: dh = dlogits W, dW += dlogits^T h.
     cpu::sgemm(false, false, n, C_, Vl_, 1.0f, lg, Vl_, W, C_, 0.0f, dh.f32() + r0 * C_, C_, pool);
-    cpu::sgemm(true, false, Vl_, C_, n, 1.0f, lg, Vl_, hc, C_, 1.0f, weight_->grad.f32(), C_, pool);
+    if (!weight_->frozen) cpu::sgemm(true, false, Vl_, C_, n, 1.0f, lg, Vl_, hc, C_, 1.0f, weight_->grad.f32(), C_, pool);
   }
   if (training) {
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh_rows, tp_.sum_rows(dh));  // each rank's vocabulary rows contribute to dL/dh

@@ -1,5 +1,9 @@
 #include "model/lora.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
 #include "core/cpu/gemm.h"
 
 namespace memtrain::model {
@@ -29,6 +33,43 @@ void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool) {
     // W (out, in) += scale * B A
     cpu::sgemm(false, false, a.out, a.in, a.r, a.scale, a.B, a.r, a.A, a.in, 1.0f, W, a.in, pool);
   }
+}
+
+absl::Status merge_adapters(const ParamSet& base, const ParamSet& adapters, float scale, ParamSet& whole) {
+  auto find = [&](const std::string& name) -> const Param* {
+    for (const ParamSet* set : {&adapters, &base})
+      for (const auto& p : set->all())
+        if (p->name == name) return p.get();
+    return nullptr;
+  };
+  for (const auto& w : whole.all()) {
+    const Param* b = find(w->name);
+    if (b == nullptr || b->adapter || b->shape != w->shape)
+      return absl::InvalidArgumentError(absl::StrCat("merge: no base tensor '", w->name, "' of that shape"));
+    float* dst = w->value.f32();
+    if (b->nf4) {
+      if (!b->in_out) {
+        b->nf4->dequantize(dst);
+      } else {  // stored as (out, in)
+        const int64_t in = w->shape[0], out = w->shape[1];
+        std::vector<float> rows(in * out);
+        b->nf4->dequantize(rows.data());
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t i = 0; i < in; ++i) dst[i * out + o] = rows[o * in + i];
+      }
+    } else {
+      std::copy_n(b->value.f32(), b->value.numel(), dst);
+    }
+    if (!w->projection) continue;
+    const std::string prefix = w->name.substr(0, w->name.rfind('.'));
+    const Param* A = find(prefix + ".lora_A.weight");
+    const Param* B = find(prefix + ".lora_B.weight");
+    if (A == nullptr || B == nullptr) continue;
+    const int64_t in = A->shape[1], out = B->shape[0], r = A->shape[0];
+    lora_merge({in, out, r, scale, A->value.f32(), B->value.f32(), nullptr, nullptr}, w->in_out, dst,
+               ThreadPool::global());
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace memtrain::model

@@ -8,7 +8,9 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "core/thread_pool.h"
+#include "model/params.h"
 
 namespace memtrain::model {
 
@@ -29,5 +31,10 @@ void lora_backward(const LoraAdapter& a, const float* x, const float* h, const f
                    float* dx, ThreadPool& pool);
 // W += scale * B A in W's layout: (out, in), or (in, out) when in_out (GPT-2's Conv1D).
 void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool);
+
+// A fine-tuned model's weights as a plain model's: every parameter of `whole` (allocated, no tensor parallelism)
+// from `base` (fp32, or dequantized NF4) plus, on a projection with an adapter in `adapters` or `base` (LoRA-FA's
+// A), scale * B A. Names must match; errors name the missing tensor.
+absl::Status merge_adapters(const ParamSet& base, const ParamSet& adapters, float scale, ParamSet& whole);
 
 }  // namespace memtrain::model

@@ -31,16 +31,17 @@ absl::StatusOr<Tensor> LayerNorm::backward(const Tensor& dy, ActivationStore& st
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor mean, store.take(name_ + "/mean"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
-  // With SP the kernel adds this rank's rows' part into zeros, then the parts are summed over tp.
+  // With SP the kernel adds this rank's rows' part into zeros, then the parts are summed over tp. A frozen norm's
+  // gradient goes into the same scratch and is dropped.
   Tensor part;
-  if (tp_.sequence_parallel) {
+  if (tp_.sequence_parallel || weight_->frozen) {
     MEMTRAIN_ASSIGN_OR_RETURN(part, Tensor::zeros({2, C_}, DType::kF32, MemCategory::kWorkspace));
   }
   float* dw = part.defined() ? part.f32() : weight_->grad.f32();
   float* db = !bias_ ? nullptr : part.defined() ? part.f32() + C_ : bias_->grad.f32();
   cpu::layer_norm_backward(dy.f32(), x.f32(), mean.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(), dw,
                            db, ThreadPool::global());
-  if (part.defined()) {
+  if (part.defined() && !weight_->frozen) {
     MEMTRAIN_RETURN_IF_ERROR(
         tp_.add_grad_sums(part, {{weight_->grad.f32(), C_}, {bias_ ? bias_->grad.f32() : nullptr, bias_ ? C_ : 0}}));
   }
@@ -67,13 +68,13 @@ absl::StatusOr<Tensor> RmsNorm::backward(const Tensor& dy, ActivationStore& stor
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor rstd, store.take(name_ + "/rstd"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::empty_like(dy, MemCategory::kActivations));
-  Tensor part;  // with SP, this rank's rows' part of the weight gradient
-  if (tp_.sequence_parallel) {
+  Tensor part;  // with SP, this rank's rows' part of the weight gradient; a frozen norm's, dropped
+  if (tp_.sequence_parallel || weight_->frozen) {
     MEMTRAIN_ASSIGN_OR_RETURN(part, Tensor::zeros({C_}, DType::kF32, MemCategory::kWorkspace));
   }
   cpu::rms_norm_backward(dy.f32(), x.f32(), rstd.f32(), weight_->value.f32(), x.rows(), C_, dx.f32(),
                          part.defined() ? part.f32() : weight_->grad.f32(), ThreadPool::global());
-  if (part.defined()) MEMTRAIN_RETURN_IF_ERROR(tp_.add_grad_sums(part, {{weight_->grad.f32(), C_}}));
+  if (part.defined() && !weight_->frozen) MEMTRAIN_RETURN_IF_ERROR(tp_.add_grad_sums(part, {{weight_->grad.f32(), C_}}));
   return dx;
 }
 

@@ -28,7 +28,33 @@ void for_each_global_run(const Param& p, const std::function<void(int64_t, int64
   }
 }
 
+void ParamSet::fine_tune(ParamSet* base, LoraSpec spec) {
+  MEMTRAIN_CHECK(base != nullptr && base != this);
+  base_ = base;
+  lora_ = std::move(spec);
+  while (base_->current_unit_ < current_unit_) base_->begin_unit();
+}
+
 Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp) {
+  if (base_ != nullptr) {
+    Param& p = base_->add(std::move(name), std::move(shape), kind, init, std::move(tp));
+    p.frozen = true;
+    return p;
+  }
+  return register_param(std::move(name), std::move(shape), kind, init, std::move(tp));
+}
+
+Param& ParamSet::add_adapter(std::string name, Shape shape, ParamInit init, TpSplit tp, bool trainable) {
+  MEMTRAIN_CHECK_MSG(base_ != nullptr, "adapters need fine_tune(): " + name);
+  Param& p = trainable ? register_param(std::move(name), std::move(shape), ParamKind::kWeight, init, std::move(tp))
+                       : base_->register_param(std::move(name), std::move(shape), ParamKind::kWeight, init,
+                                               std::move(tp));
+  p.adapter = true;
+  p.frozen = !trainable;
+  return p;
+}
+
+Param& ParamSet::register_param(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp) {
   MEMTRAIN_CHECK_MSG(find(name) == nullptr, "parameter registered twice: " + name);
   auto p = std::make_unique<Param>();
   p->name = std::move(name);
@@ -54,7 +80,9 @@ Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit in
 absl::Status ParamSet::allocate() {
   for (auto& p : params_) {
     MEMTRAIN_ASSIGN_OR_RETURN(p->value, Tensor::zeros(p->local_shape, DType::kF32, MemCategory::kParameters));
-    MEMTRAIN_ASSIGN_OR_RETURN(p->grad, Tensor::zeros(p->local_shape, DType::kF32, MemCategory::kGradients));
+    if (!p->frozen) {
+      MEMTRAIN_ASSIGN_OR_RETURN(p->grad, Tensor::zeros(p->local_shape, DType::kF32, MemCategory::kGradients));
+    }
   }
   return absl::OkStatus();
 }
@@ -75,11 +103,31 @@ void ParamSet::initialize_slice(const Param& p, uint64_t seed, int64_t begin, in
     case ParamInit::kZeros: std::fill(dst, dst + n, 0.0f); break;
     case ParamInit::kOnes: std::fill(dst, dst + n, 1.0f); break;
     case ParamInit::kNormal: philox_normal(philox_key(seed, p.name), begin, n, 0.0f, p.init.std, dst); break;
+    case ParamInit::kUniform: philox_uniform(philox_key(seed, p.name), begin, n, -p.init.std, p.init.std, dst); break;
   }
 }
 
 void ParamSet::zero_grad() {
-  for (auto& p : params_) p->grad.fill_zero();
+  for (auto& p : params_)
+    if (p->grad.defined()) p->grad.fill_zero();
+}
+
+absl::Status ParamSet::quantize_frozen_projections() {
+  for (auto& p : params_) {
+    if (!p->frozen || !p->projection || p->nf4) continue;
+    const Shape& s = p->local_shape;  // (out, in), or Conv1D's (in, out): quantized as (out, in) either way
+    const int64_t out = p->in_out ? s[1] : s[0], in = p->in_out ? s[0] : s[1];
+    Tensor rows = p->value;
+    if (p->in_out) {
+      MEMTRAIN_ASSIGN_OR_RETURN(rows, Tensor::empty({out, in}, DType::kF32, MemCategory::kWorkspace));
+      const float* w = p->value.f32();
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t o = 0; o < out; ++o) rows.f32()[o * in + i] = w[i * out + o];
+    }
+    MEMTRAIN_ASSIGN_OR_RETURN(p->nf4, Nf4Weight::quantize(rows.f32(), out, in));
+    p->value = Tensor();
+  }
+  return absl::OkStatus();
 }
 
 Param* ParamSet::find(const std::string& name) {

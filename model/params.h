@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "core/tensor.h"
+#include "model/lora_spec.h"
+#include "model/nf4_weight.h"
 #include "model/tensor_parallel.h"
 
 namespace memtrain::model {
@@ -17,8 +19,8 @@ namespace memtrain::model {
 enum class ParamKind : uint8_t { kWeight, kBias, kNorm, kEmbedding };
 
 struct ParamInit {
-  enum Kind : uint8_t { kNormal, kZeros, kOnes } kind = kNormal;
-  float std = 0.02f;
+  enum Kind : uint8_t { kNormal, kZeros, kOnes, kUniform } kind = kNormal;
+  float std = 0.02f;  // kNormal's standard deviation; kUniform draws from [-std, std]
 };
 
 // What part of a parameter this tp rank holds: along `dim`, the global index ranges `ranges`, concatenated in
@@ -45,7 +47,15 @@ struct Param {
   ParamInit init;
   int unit = 0;       // the parameter unit (embeddings, one per block, final): what ZeRO-3 gathers at once
   Tensor value;       // fp32, local_shape, category parameters
-  Tensor grad;        // fp32, local_shape, category gradients; accumulated with +=
+  Tensor grad;        // fp32, local_shape, category gradients; accumulated with +=; undefined when frozen
+  // Fine-tuning: a frozen parameter has no gradient and no optimizer state (the base model under LoRA, and LoRA-FA's
+  // A); an adapter is a LoRA A or B (not in the base model's files).
+  bool frozen = false;
+  bool adapter = false;
+  // make_linear's weights: `in_out` is GPT-2's Conv1D layout (in, out). A frozen projection weight may be stored in
+  // NF4 instead (QLoRA: `value` released, matmuls dequantize panels of `nf4`, which holds (out, in)).
+  bool projection = false, in_out = false;
+  std::shared_ptr<const Nf4Weight> nf4;
 };
 
 // Calls fn(local_offset, global_offset, n) for the runs of contiguous elements that make up p's local tensor
@@ -58,16 +68,29 @@ class ParamSet {
   // that points value and grad into its own buffers). The returned reference stays valid. Without `tp` the
   // parameter is whole on every rank.
   Param& add(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp = {});
+  // Fine-tuning with adapters: from now on add() registers into `base` instead, frozen (the base model's
+  // parameters, outside the data-parallel engine and the optimizer), and add_adapter() the adapters that `spec`
+  // asks for (make_linear reads it). Both sets advance their units together. `base` must outlive this set.
+  void fine_tune(ParamSet* base, LoraSpec spec);
+  const LoraSpec* lora() const { return base_ ? &lora_ : nullptr; }
+  // An adapter tensor: trainable here, or (frozen) in the base set.
+  Param& add_adapter(std::string name, Shape shape, ParamInit init, TpSplit tp, bool trainable);
   // Later parameters go to the next unit. Units are numbered 0, 1, ... in registration (= forward) order.
-  void begin_unit() { ++current_unit_; }
+  void begin_unit() {
+    ++current_unit_;
+    if (base_) base_->begin_unit();
+  }
   int num_units() const { return current_unit_ + 1; }
-  absl::Status allocate();         // values and zeroed gradients, accounted as parameters / gradients
+  // Values and zeroed gradients (none for frozen parameters), accounted as parameters / gradients.
+  absl::Status allocate();
   void initialize(uint64_t seed);  // every value from its ParamInit, layout-independent
   // Elements [begin, begin + n) of p's initial global value (flat, row-major) into dst.
   static void initialize_slice(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst);
   // The same for elements [begin, begin + n) of this rank's local tensor: what any shard of p starts from.
   static void initialize_local(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst);
   void zero_grad();
+  // QLoRA: every frozen projection weight of this (base) set to NF4, its fp32 value released.
+  absl::Status quantize_frozen_projections();
 
   Param* find(const std::string& name);
   const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
@@ -75,8 +98,12 @@ class ParamSet {
   int64_t local_numel() const;  // elements this rank holds
 
  private:
+  Param& register_param(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp);
+
   std::vector<std::unique_ptr<Param>> params_;
   int current_unit_ = 0;
+  ParamSet* base_ = nullptr;  // fine_tune's
+  LoraSpec lora_;
 };
 
 }  // namespace memtrain::model

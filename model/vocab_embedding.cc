@@ -31,6 +31,7 @@ absl::StatusOr<Tensor> VocabEmbedding::forward(const Tensor& tokens) const {
 }
 
 absl::Status VocabEmbedding::backward(const Tensor& tokens, const Tensor& dout) {
+  if (weight_->frozen) return absl::OkStatus();
   const int64_t n = tokens.numel(), C = weight_->local_shape[1], rows = weight_->local_shape[0];
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor ids, local_ids(tokens));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor full, tp_.gather_rows(dout));  // every token's gradient, for this rank's rows

@@ -1,0 +1,24 @@
+// A frozen projection weight stored in NF4 with double-quantized absmax (core/cpu/nf4.h), owning its bytes
+// (accounted as parameters): what QLoRA keeps of the base model's projections instead of fp32 values.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "core/cpu/nf4.h"
+#include "core/tensor.h"
+
+namespace memtrain::model {
+
+struct Nf4Weight {
+  Tensor packed, codes, scales;  // u8 (rows * cols / 2), u8 (one per block of 64), f32 (one per 256 blocks)
+  cpu::Nf4Matrix matrix;         // views of the three
+
+  // w: (rows, cols) row-major fp32; cols must be even.
+  static absl::StatusOr<std::shared_ptr<const Nf4Weight>> quantize(const float* w, int64_t rows, int64_t cols);
+  // The whole (rows, cols) matrix in fp32, as the matmuls see it (for merging and export, not for training).
+  void dequantize(float* out) const;
+  int64_t bytes() const { return static_cast<int64_t>(packed.nbytes() + codes.nbytes() + scales.nbytes()); }
+};
+
+}  // namespace memtrain::model
