@@ -105,7 +105,7 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
     const ParamInit a_init{ParamInit::kUniform, 1.0f / std::sqrt(static_cast<float>(in))};
     const TpSplit a_split = column ? TpSplit::whole(tp) : TpSplit::along(1, split.ranges);
     const TpSplit b_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
-    w.lora.A = &params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, a_init, a_split, !lora->freeze_a);
+    w.lora.A = &params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, a_init, a_split, !lora->fa);
     w.lora.B = &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
                                    /*trainable=*/true);
     w.lora.scale = lora->scale();

@@ -35,9 +35,11 @@ void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool) {
   }
 }
 
-absl::Status merge_adapters(const ParamSet& base, const ParamSet& adapters, float scale, ParamSet& whole) {
+absl::Status merge_adapters(const ParamSet& tuned, ParamSet& whole) {
+  MEMTRAIN_CHECK(tuned.lora() != nullptr);
+  const float scale = tuned.lora()->scale();
   auto find = [&](const std::string& name) -> const Param* {
-    for (const ParamSet* set : {&adapters, &base})
+    for (const ParamSet* set : {&tuned, static_cast<const ParamSet*>(tuned.frozen_set())})
       for (const auto& p : set->all())
         if (p->name == name) return p.get();
     return nullptr;

@@ -33,8 +33,8 @@ void lora_backward(const LoraAdapter& a, const float* x, const float* h, const f
 void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool);
 
 // A fine-tuned model's weights as a plain model's: every parameter of `whole` (allocated, no tensor parallelism)
-// from `base` (fp32, or dequantized NF4) plus, on a projection with an adapter in `adapters` or `base` (LoRA-FA's
-// A), scale * B A. Names must match; errors name the missing tensor.
-absl::Status merge_adapters(const ParamSet& base, const ParamSet& adapters, float scale, ParamSet& whole);
+// from `tuned`'s frozen set (fp32, or dequantized NF4) plus, on a projection with an adapter (trainable, or
+// LoRA-FA's frozen A), scale * B A. Names must match; errors name the missing tensor.
+absl::Status merge_adapters(const ParamSet& tuned, ParamSet& whole);
 
 }  // namespace memtrain::model

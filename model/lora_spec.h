@@ -1,28 +1,45 @@
-// What a LoRA fine-tune attaches and how (the [lora] config section, as PEFT's LoraConfig names it): adapters of
-// rank r on the projections named in `targets` (the last component of a Hugging Face name: "q_proj", "c_attn",
-// ...), scaled by alpha / r; LoRA-FA freezes A after its initialisation; QLoRA stores the frozen projection
-// weights in NF4.
+// The [lora] section: what a LoRA fine-tune attaches and how, as PEFT's LoraConfig names it. Adapters of rank r on
+// the projections named in target_modules (the last component of a Hugging Face name: "q_proj", "c_attn", ...),
+// scaled by alpha / r; LoRA-FA freezes A after its initialisation; QLoRA stores the frozen projection weights in
+// NF4. It knows nothing of TOML; trainer/config walks `visit`.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace memtrain::model {
 
 struct LoraSpec {
-  int64_t r = 8;
+  int64_t r = 0;  // 0: no adapters, every parameter trains
   double alpha = 16;
-  std::vector<std::string> targets;
-  bool freeze_a = false;  // LoRA-FA
-  bool nf4 = false;       // QLoRA: frozen projection weights 4-bit
+  std::vector<std::string> target_modules;  // empty: PEFT's default for the architecture
+  bool fa = false;                          // LoRA-FA
+  std::string quantize_base = "none";       // or "nf4" (QLoRA)
 
-  float scale() const { return static_cast<float>(alpha / static_cast<double>(r)); }
-  bool targets_module(const std::string& module) const {
-    for (const std::string& t : targets)
-      if (t == module) return true;
-    return false;
+  template <class V> void visit(V& v) {
+    v("r", r, "adapter rank, >= 0; 0 = no adapters (every parameter trains)");
+    v("alpha", alpha, "the update is (alpha / r) B A, > 0");
+    v("target_modules", target_modules,
+      "projections that get adapters, by the last part of their Hugging Face name (gpt2: c_attn, c_proj, c_fc; "
+      "llama: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); [] = PEFT's default (gpt2 c_attn, "
+      "llama q_proj and v_proj)");
+    v("fa", fa, "LoRA-FA: A stays as initialised, only B trains");
+    v("quantize_base", quantize_base, "none | nf4: the frozen projection weights in 4-bit NormalFloat (QLoRA)");
   }
+  absl::Status validate() const;
+  // The rules that need the architecture: every target is one of its projections.
+  absl::Status validate_for(const std::string& arch) const;
+
+  bool enabled() const { return r > 0; }
+  bool nf4() const { return quantize_base == "nf4"; }
+  float scale() const { return static_cast<float>(alpha / static_cast<double>(r)); }
+  std::vector<std::string> targets(const std::string& arch) const;
+  bool targets_module(const std::string& module) const;  // after resolve()
+  // target_modules with the default filled in for `arch`.
+  void resolve(const std::string& arch) { target_modules = targets(arch); }
 };
 
 }  // namespace memtrain::model

@@ -22,6 +22,7 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   double rope_theta = 10000.0;
   double init_std = 0.02;
+  std::string from_hf;  // a Hugging Face model directory the architecture and starting weights come from
 
   template <class V> void visit(V& v) {
     v("arch", arch, "gpt2 | llama");
@@ -37,6 +38,9 @@ struct ModelConfig {
     v("norm_eps", norm_eps, "LayerNorm / RMSNorm epsilon, > 0");
     v("rope_theta", rope_theta, "llama: RoPE base, > 0");
     v("init_std", init_std, "std of the normal initialisation, > 0");
+    v("from_hf", from_hf,
+      "a Hugging Face model directory (config.json + safetensors, sharded or not): its config.json replaces the "
+      "other model keys and its weights are where training starts (with [lora], the frozen base); \"\" = none");
   }
   absl::Status validate() const;
 

@@ -28,16 +28,16 @@ void for_each_global_run(const Param& p, const std::function<void(int64_t, int64
   }
 }
 
-void ParamSet::fine_tune(ParamSet* base, LoraSpec spec) {
-  MEMTRAIN_CHECK(base != nullptr && base != this);
-  base_ = base;
+void ParamSet::fine_tune(LoraSpec spec) {
+  MEMTRAIN_CHECK(frozen_ == nullptr);
+  frozen_ = std::make_unique<ParamSet>();
+  frozen_->current_unit_ = current_unit_;
   lora_ = std::move(spec);
-  while (base_->current_unit_ < current_unit_) base_->begin_unit();
 }
 
 Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp) {
-  if (base_ != nullptr) {
-    Param& p = base_->add(std::move(name), std::move(shape), kind, init, std::move(tp));
+  if (frozen_ != nullptr) {
+    Param& p = frozen_->add(std::move(name), std::move(shape), kind, init, std::move(tp));
     p.frozen = true;
     return p;
   }
@@ -45,10 +45,9 @@ Param& ParamSet::add(std::string name, Shape shape, ParamKind kind, ParamInit in
 }
 
 Param& ParamSet::add_adapter(std::string name, Shape shape, ParamInit init, TpSplit tp, bool trainable) {
-  MEMTRAIN_CHECK_MSG(base_ != nullptr, "adapters need fine_tune(): " + name);
-  Param& p = trainable ? register_param(std::move(name), std::move(shape), ParamKind::kWeight, init, std::move(tp))
-                       : base_->register_param(std::move(name), std::move(shape), ParamKind::kWeight, init,
-                                               std::move(tp));
+  MEMTRAIN_CHECK_MSG(frozen_ != nullptr, "adapters need fine_tune(): " + name);
+  ParamSet& set = trainable ? *this : *frozen_;
+  Param& p = set.register_param(std::move(name), std::move(shape), ParamKind::kWeight, init, std::move(tp));
   p.adapter = true;
   p.frozen = !trainable;
   return p;
@@ -91,11 +90,25 @@ void ParamSet::initialize(uint64_t seed) {
   for (auto& p : params_) initialize_local(*p, seed, 0, p->value.numel(), p->value.f32());
 }
 
-void ParamSet::initialize_local(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst) {
+namespace {
+// fill(global_offset, len, dst) for the runs of p's global tensor that make up local elements [begin, begin + n).
+template <class Fill>
+void for_each_local_slice(const Param& p, int64_t begin, int64_t n, float* dst, Fill fill) {
   for_each_global_run(p, [&](int64_t local, int64_t global, int64_t len) {
     const int64_t lo = std::max(local, begin), hi = std::min(local + len, begin + n);
-    if (lo < hi) initialize_slice(p, seed, global + (lo - local), hi - lo, dst + (lo - begin));
+    if (lo < hi) fill(global + (lo - local), hi - lo, dst + (lo - begin));
   });
+}
+}  // namespace
+
+void ParamSet::initialize_local(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst) {
+  for_each_local_slice(p, begin, n, dst, [&](int64_t g, int64_t len, float* out) {
+    initialize_slice(p, seed, g, len, out);
+  });
+}
+
+void ParamSet::copy_local(const Param& p, const float* global, int64_t begin, int64_t n, float* dst) {
+  for_each_local_slice(p, begin, n, dst, [&](int64_t g, int64_t len, float* out) { std::copy_n(global + g, len, out); });
 }
 
 void ParamSet::initialize_slice(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst) {

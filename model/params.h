@@ -68,17 +68,18 @@ class ParamSet {
   // that points value and grad into its own buffers). The returned reference stays valid. Without `tp` the
   // parameter is whole on every rank.
   Param& add(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp = {});
-  // Fine-tuning with adapters: from now on add() registers into `base` instead, frozen (the base model's
-  // parameters, outside the data-parallel engine and the optimizer), and add_adapter() the adapters that `spec`
-  // asks for (make_linear reads it). Both sets advance their units together. `base` must outlive this set.
-  void fine_tune(ParamSet* base, LoraSpec spec);
-  const LoraSpec* lora() const { return base_ ? &lora_ : nullptr; }
-  // An adapter tensor: trainable here, or (frozen) in the base set.
+  // Fine-tuning with adapters: from now on add() registers into a second set this one owns, frozen_set() (the base
+  // model's parameters, frozen: outside the data-parallel engine and the optimizer), and add_adapter() the adapters
+  // that `spec` asks for (make_linear reads it). Both sets advance their units together.
+  void fine_tune(LoraSpec spec);
+  const LoraSpec* lora() const { return frozen_ ? &lora_ : nullptr; }
+  ParamSet* frozen_set() const { return frozen_.get(); }  // null unless fine-tuning
+  // An adapter tensor: trainable here, or (frozen) in frozen_set().
   Param& add_adapter(std::string name, Shape shape, ParamInit init, TpSplit tp, bool trainable);
   // Later parameters go to the next unit. Units are numbered 0, 1, ... in registration (= forward) order.
   void begin_unit() {
     ++current_unit_;
-    if (base_) base_->begin_unit();
+    if (frozen_) frozen_->begin_unit();
   }
   int num_units() const { return current_unit_ + 1; }
   // Values and zeroed gradients (none for frozen parameters), accounted as parameters / gradients.
@@ -88,6 +89,8 @@ class ParamSet {
   static void initialize_slice(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst);
   // The same for elements [begin, begin + n) of this rank's local tensor: what any shard of p starts from.
   static void initialize_local(const Param& p, uint64_t seed, int64_t begin, int64_t n, float* dst);
+  // Elements [begin, begin + n) of this rank's local tensor taken from p's whole tensor `global` (p.shape).
+  static void copy_local(const Param& p, const float* global, int64_t begin, int64_t n, float* dst);
   void zero_grad();
   // QLoRA: every frozen projection weight of this (base) set to NF4, its fp32 value released.
   absl::Status quantize_frozen_projections();
@@ -102,7 +105,7 @@ class ParamSet {
 
   std::vector<std::unique_ptr<Param>> params_;
   int current_unit_ = 0;
-  ParamSet* base_ = nullptr;  // fine_tune's
+  std::unique_ptr<ParamSet> frozen_;  // fine_tune's
   LoraSpec lora_;
 };
 

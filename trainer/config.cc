@@ -2,6 +2,8 @@
 // then validation. Every error names the file (syntax, I/O, encoding) or the key (everything else).
 #include "trainer/config.h"
 
+#include "trainer/hf_convert.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -414,6 +416,12 @@ absl::Status Config::validate() const {
   if (optim.schedule != "constant" && optim.decay_steps > 0 && optim.warmup_steps > optim.decay_steps)
     return config_error("optim.warmup_steps", absl::StrCat(optim.warmup_steps, " exceeds optim.decay_steps (",
                                                            optim.decay_steps, ")"));
+  if (lora.enabled()) {
+    MEMTRAIN_RETURN_IF_ERROR(lora.validate_for(model.arch));
+    if (parallel.pp > 1)
+      return config_error("parallel.pp", absl::StrCat(parallel.pp, " pipeline stages: LoRA fine-tuning runs without "
+                                                      "pipeline parallelism (lora.r > 0)"));
+  }
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));
@@ -428,7 +436,10 @@ absl::StatusOr<Config> parse_config(absl::string_view toml_text, absl::string_vi
   const std::vector<FieldRef> fields = bind_config_fields(config);
   MEMTRAIN_RETURN_IF_ERROR(apply_table(root, fields, source_name));
   for (const std::string& o : overrides) MEMTRAIN_RETURN_IF_ERROR(apply_override(o, fields));
-  if (validate) MEMTRAIN_RETURN_IF_ERROR(config.validate());
+  if (validate) {
+    MEMTRAIN_RETURN_IF_ERROR(read_hf_model_config(config.model));
+    MEMTRAIN_RETURN_IF_ERROR(config.validate());
+  }
   return config;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "data/data_config.h"
+#include "model/lora_spec.h"
 #include "model/model_config.h"
 #include "optim/optim_config.h"
 #include "parallel/parallel_config.h"
@@ -28,6 +29,7 @@ struct Config {
   parallel::ZeroConfig zero;
   OutputConfig output;
   MemoryConfig memory;
+  model::LoraSpec lora;
 
   // v(section_name, section) for every section, in the order files, dumps and docs list them.
   template <class V> void visit_sections(V& v) {
@@ -39,13 +41,14 @@ struct Config {
     v("zero", zero);
     v("output", output);
     v("memory", memory);
+    v("lora", lora);
   }
   // Every section's own checks in visit order, then the rules that tie sections together (each names both keys).
   absl::Status validate() const;
 };
 
-// Reads the TOML file at `path`, applies `overrides` ("section.key=value", from --set, in order, after the file)
-// and validates. Errors name the file ("configs/x.toml:3:7: ...", "configs/x.toml: cannot read: ...") or the key
+// Reads the TOML file at `path`, applies `overrides` ("section.key=value", from --set, in order, after the file),
+// reads model.from_hf's config.json into [model] and validates. Errors name the file ("configs/x.toml:3:7: ...", "configs/x.toml: cannot read: ...") or the key
 // ("train.max_stpes: unknown key; did you mean train.max_steps?"). A missing file is NotFound, all else
 // InvalidArgument.
 absl::StatusOr<Config> load_config(const std::string& path, const std::vector<std::string>& overrides);

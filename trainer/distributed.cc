@@ -97,9 +97,18 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   opts.quantized_weights = cfg.zero.quantized_weights;
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
                             parallel::DataParallel::create(run.data_parallel(), std::move(units), opts));
+  // Full fine-tuning from model.from_hf starts from its weights; adapters and new models from the seed.
+  std::optional<HfModel> hf;
+  if (!cfg.lora.enabled()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(hf, read_starting_weights(cfg));
+  }
   for (const parallel::LocalSegment& s : engine->stored_values()) {
-    model::ParamSet::initialize_local(*params[s.seg.entry], static_cast<uint64_t>(cfg.train.seed), s.seg.offset,
-                                      s.seg.n, s.value);
+    const model::Param& p = *params[s.seg.entry];
+    if (hf) {
+      model::ParamSet::copy_local(p, hf->params.at(p.name).f32(), s.seg.offset, s.seg.n, s.value);
+    } else {
+      model::ParamSet::initialize_local(p, static_cast<uint64_t>(cfg.train.seed), s.seg.offset, s.seg.n, s.value);
+    }
   }
   bundle.model->set_unit_hooks(engine.get());
   return engine;

@@ -1,6 +1,9 @@
 #include "trainer/hf_convert.h"
 
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <set>
 #include <vector>
 
@@ -151,6 +154,20 @@ absl::StatusOr<model::ModelConfig> model_config_from_hf(const std::string& confi
   return m;
 }
 
+absl::Status read_hf_model_config(model::ModelConfig& m) {
+  if (m.from_hf.empty()) return absl::OkStatus();
+  const std::string path = (std::filesystem::path(m.from_hf) / "config.json").string();
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return config_error("model.from_hf", absl::StrCat("cannot read ", path));
+  absl::StatusOr<model::ModelConfig> hf = model_config_from_hf(text.str());
+  if (!hf.ok()) return config_error("model.from_hf", absl::StrCat(m.from_hf, ": ", hf.status().message()));
+  hf->from_hf = m.from_hf;
+  m = *hf;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> hf_config_from_model(const model::ModelConfig& m, DType dtype) {
   json j;
   if (m.is_llama()) {
@@ -175,21 +192,20 @@ absl::StatusOr<std::string> hf_config_from_model(const model::ModelConfig& m, DT
   return j.dump(2);
 }
 
-absl::StatusOr<ConvertSummary> import_hf(const std::string& hf_dir, const std::string& out_dir) {
-  MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::HfDirectory hf, checkpoint::read_hf_directory(hf_dir, MemCategory::kParameters));
-  ConvertSummary summary;
-  MEMTRAIN_ASSIGN_OR_RETURN(summary.model, model_config_from_hf(hf.config_json));
-  const model::ModelConfig& m = summary.model;
+absl::StatusOr<HfModel> read_hf_model(const std::string& hf_dir, MemCategory category) {
+  MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::HfDirectory hf, checkpoint::read_hf_directory(hf_dir, category));
+  HfModel out;
+  MEMTRAIN_ASSIGN_OR_RETURN(out.model, model_config_from_hf(hf.config_json));
+  const model::ModelConfig& m = out.model;
   model::ParamSet whole;  // names and shapes only
   MEMTRAIN_RETURN_IF_ERROR(model::Model::create(m, whole).status());
 
   std::map<std::string, Tensor> found;
-  std::map<std::string, std::string> dtypes;
   std::vector<std::string> problems;
   for (NamedTensor& t : hf.tensors) {
     const std::string name = memtrain_name(t.name, !m.is_llama());
     if (is_buffer(name)) {
-      ++summary.skipped;
+      ++out.skipped;
     } else if (t.tensor.dtype() != DType::kF32 && t.tensor.dtype() != DType::kBF16 && t.tensor.dtype() != DType::kF16) {
       problems.push_back(absl::StrCat(t.name, " is ", dtype_name(t.tensor.dtype()), ", not a float type"));
     } else if (!found.emplace(name, t.tensor).second) {
@@ -203,9 +219,8 @@ absl::StatusOr<ConvertSummary> import_hf(const std::string& hf_dir, const std::s
       problems.push_back("lm_head.weight differs from the tied embedding (tie_word_embeddings is true)");
     }
     found.erase("lm_head.weight");
-    ++summary.skipped;
+    ++out.skipped;
   }
-  std::vector<NamedTensor> params;
   for (const auto& p : whole.all()) {
     auto it = found.find(p->name);
     if (it == found.end()) {
@@ -216,9 +231,8 @@ absl::StatusOr<ConvertSummary> import_hf(const std::string& hf_dir, const std::s
       problems.push_back(absl::StrCat(p->name, " is ", shape_string(it->second.shape()), ", the model needs ",
                                       shape_string(p->shape)));
     } else {
-      dtypes[p->name] = std::string(dtype_name(it->second.dtype()));
-      MEMTRAIN_ASSIGN_OR_RETURN(Tensor f32, converted(it->second, DType::kF32));
-      params.push_back({p->name, std::move(f32)});
+      out.dtypes[p->name] = std::string(dtype_name(it->second.dtype()));
+      MEMTRAIN_ASSIGN_OR_RETURN(out.params[p->name], converted(it->second, DType::kF32));
     }
     found.erase(it);
   }
@@ -227,29 +241,35 @@ absl::StatusOr<ConvertSummary> import_hf(const std::string& hf_dir, const std::s
     return absl::InvalidArgumentError(absl::StrCat(hf_dir, ": the tensors do not match the ", m.arch,
                                                    " model of its config.json: ", absl::StrJoin(problems, "; ")));
   }
-  Config cfg;
-  cfg.model = m;
-  cfg.output.dir = out_dir;
-  const json extra = {{"hf", {{"source", hf_dir}, {"dtypes", dtypes}}}};
-  MEMTRAIN_RETURN_IF_ERROR(write_weights_checkpoint(cfg, params, extra.dump()));
-  summary.written = out_dir;
-  summary.tensors = static_cast<int64_t>(params.size());
-  return summary;
+  return out;
 }
 
-absl::StatusOr<ConvertSummary> export_hf(const std::string& checkpoint, const std::string& out_dir,
-                                         std::optional<DType> dtype, int64_t max_shard_bytes) {
-  MEMTRAIN_ASSIGN_OR_RETURN(CheckpointWeights w, read_checkpoint_weights(checkpoint));
-  const json manifest = json::parse(w.manifest_json);
+absl::StatusOr<ConvertSummary> import_hf(const std::string& hf_dir, const std::string& out_dir) {
+  MEMTRAIN_ASSIGN_OR_RETURN(HfModel hf, read_hf_model(hf_dir, MemCategory::kParameters));
+  model::ParamSet whole;  // the checkpoint lists the parameters in the model's order
+  MEMTRAIN_RETURN_IF_ERROR(model::Model::create(hf.model, whole).status());
+  std::vector<NamedTensor> params;
+  for (const auto& p : whole.all()) params.push_back({p->name, hf.params.at(p->name)});
+  Config cfg;
+  cfg.model = hf.model;
+  cfg.output.dir = out_dir;
+  const json extra = {{"hf", {{"source", hf_dir}, {"dtypes", hf.dtypes}}}};
+  MEMTRAIN_RETURN_IF_ERROR(write_weights_checkpoint(cfg, params, extra.dump()));
+  return ConvertSummary{out_dir, hf.model, static_cast<int64_t>(params.size()), hf.skipped};
+}
+
+absl::StatusOr<ConvertSummary> write_hf_model(const std::string& out_dir, const model::ModelConfig& m,
+                                              const std::vector<NamedTensor>& params,
+                                              const std::map<std::string, std::string>& dtypes,
+                                              std::optional<DType> dtype, int64_t max_shard_bytes) {
   std::map<DType, int64_t> used;
   std::vector<NamedTensor> tensors;
-  for (const NamedTensor& p : w.params) {
+  for (const NamedTensor& p : params) {
     DType to = DType::kF32;
     if (dtype) {
       to = *dtype;
-    } else if (manifest.contains("hf") && manifest["hf"].contains("dtypes") &&
-               manifest["hf"]["dtypes"].contains(p.name) && manifest["hf"]["dtypes"][p.name].is_string()) {
-      MEMTRAIN_ASSIGN_OR_RETURN(to, dtype_from_name(manifest["hf"]["dtypes"][p.name].get<std::string>()));
+    } else if (auto it = dtypes.find(p.name); it != dtypes.end()) {
+      MEMTRAIN_ASSIGN_OR_RETURN(to, dtype_from_name(it->second));
     }
     if (to != DType::kF32 && to != DType::kBF16 && to != DType::kF16)
       return absl::InvalidArgumentError(absl::StrCat(p.name, ": cannot export as ", dtype_name(to)));
@@ -257,13 +277,25 @@ absl::StatusOr<ConvertSummary> export_hf(const std::string& checkpoint, const st
     tensors.push_back({p.name, std::move(t)});
     used[to] += p.tensor.numel();
   }
-  DType main = DType::kF32;
+  DType main = DType::kF32;  // config.json's torch_dtype: the type of most elements
   for (const auto& [dt, n] : used) {
     if (n > used[main]) main = dt;
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(std::string config_json, hf_config_from_model(w.config.model, main));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::string config_json, hf_config_from_model(m, main));
   MEMTRAIN_RETURN_IF_ERROR(checkpoint::write_hf_directory(out_dir, config_json, tensors, max_shard_bytes));
-  return ConvertSummary{out_dir, w.config.model, static_cast<int64_t>(tensors.size()), 0};
+  return ConvertSummary{out_dir, m, static_cast<int64_t>(tensors.size()), 0};
+}
+
+absl::StatusOr<ConvertSummary> export_hf(const std::string& checkpoint, const std::string& out_dir,
+                                         std::optional<DType> dtype, int64_t max_shard_bytes) {
+  MEMTRAIN_ASSIGN_OR_RETURN(CheckpointWeights w, read_checkpoint_weights(checkpoint));
+  const json manifest = json::parse(w.manifest_json);
+  std::map<std::string, std::string> dtypes;  // as imported
+  if (manifest.contains("hf") && manifest["hf"].contains("dtypes") && manifest["hf"]["dtypes"].is_object()) {
+    for (const auto& [name, dt] : manifest["hf"]["dtypes"].items())
+      if (dt.is_string()) dtypes[name] = dt.get<std::string>();
+  }
+  return write_hf_model(out_dir, w.config.model, w.params, dtypes, dtype, max_shard_bytes);
 }
 
 }  // namespace memtrain::trainer

@@ -12,6 +12,7 @@
 #include "parallel/world.h"
 #include "trainer/config.h"
 #include "trainer/hf_convert.h"
+#include "trainer/peft_adapter.h"
 #include "trainer/plan.h"
 #include "trainer/session.h"
 #include "trainer/train_loop.h"
@@ -36,6 +37,10 @@ constexpr char kUsage[] =
     "  convert --to-hf CHECKPOINT --out HF_DIR [--dtype f32|bf16|f16] [--max-shard-mb N]\n"
     "                                                 a checkpoint (file, checkpoints dir or output.dir) into a\n"
     "                                                 Hugging Face directory; shards above N MB (default 5000)\n"
+    "  convert --merge-adapter ADAPTER_DIR [--base HF_DIR] --out HF_DIR [--dtype ...] [--max-shard-mb N]\n"
+    "                                                 a PEFT LoRA adapter (a LoRA run's output.dir/adapter) merged\n"
+    "                                                 into its base (default: the adapter's base_model_name_or_path)\n"
+    "                                                 as a Hugging Face directory\n"
     "  help                                           this text\n";
 
 struct Args {
@@ -46,7 +51,7 @@ struct Args {
   double val_fraction = 0.1;
   bool json = false;
   int world_size = 0;  // plan: 0 = from the config
-  std::string from_hf, to_hf, dtype;  // convert
+  std::string from_hf, to_hf, merge_adapter, base, dtype;  // convert
   std::string tokenizer = "byte";     // prepare
   int64_t max_shard_mb = 5000;
   std::vector<std::string> inputs;
@@ -77,6 +82,10 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(a.from_hf, value("--from-hf"));
     } else if (arg == "--to-hf" && command == "convert") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.to_hf, value("--to-hf"));
+    } else if (arg == "--merge-adapter" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.merge_adapter, value("--merge-adapter"));
+    } else if (arg == "--base" && command == "convert") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.base, value("--base"));
     } else if (arg == "--dtype" && command == "convert") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.dtype, value("--dtype"));
     } else if (arg == "--max-shard-mb" && command == "convert") {
@@ -103,8 +112,12 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
   }
   if (command == "convert") {
     if (!a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(a.config, ": convert takes no CONFIG"));
-    if (a.from_hf.empty() == a.to_hf.empty() || a.out.empty())
-      return absl::InvalidArgumentError("convert: needs --out DIR and one of --from-hf HF_DIR, --to-hf CHECKPOINT");
+    const int modes = !a.from_hf.empty() + !a.to_hf.empty() + !a.merge_adapter.empty();
+    if (modes != 1 || a.out.empty())
+      return absl::InvalidArgumentError("convert: needs --out DIR and one of --from-hf HF_DIR, --to-hf CHECKPOINT, "
+                                        "--merge-adapter ADAPTER_DIR");
+    if (!a.base.empty() && a.merge_adapter.empty())
+      return absl::InvalidArgumentError("convert: --base is for --merge-adapter");
     if (!a.from_hf.empty() && (!a.dtype.empty() || a.max_shard_mb != 5000))
       return absl::InvalidArgumentError("convert --from-hf: --dtype and --max-shard-mb are for --to-hf");
     return a;
@@ -117,6 +130,12 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(const Config& cfg, const Args& args) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
+  if (cfg.lora.enabled()) {  // the base from model.from_hf (or the seed), the adapter from its directory
+    const std::string dir = args.weights.empty() ? adapter_path(cfg) : args.weights;
+    MEMTRAIN_ASSIGN_OR_RETURN(PeftAdapter adapter, read_peft_adapter(dir));
+    MEMTRAIN_RETURN_IF_ERROR(copy_adapter_tensors(adapter, dir, bundle->params));
+    return bundle;
+  }
   MEMTRAIN_RETURN_IF_ERROR(load_weights(*bundle, args.weights.empty() ? weights_path(cfg) : args.weights));
   return bundle;
 }
@@ -139,6 +158,13 @@ absl::Status convert(const Args& args) {
   if (!args.dtype.empty()) {
     MEMTRAIN_ASSIGN_OR_RETURN(DType dt, dtype_from_name(args.dtype));
     dtype = dt;
+  }
+  if (!args.merge_adapter.empty()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(ConvertSummary s, merge_peft_adapter(args.merge_adapter, args.base, args.out, dtype,
+                                                                   args.max_shard_mb << 20));
+    std::printf("merged the adapter %s into %lld tensors of its base model in %s\n", args.merge_adapter.c_str(),
+                static_cast<long long>(s.tensors), s.written.c_str());
+    return absl::OkStatus();
   }
   MEMTRAIN_ASSIGN_OR_RETURN(ConvertSummary s, export_hf(args.to_hf, args.out, dtype, args.max_shard_mb << 20));
   std::printf("exported %lld tensors of %s into %s\n", static_cast<long long>(s.tensors), args.to_hf.c_str(),

@@ -74,6 +74,11 @@ absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(co
                                                                               const model::TensorParallel& tp,
                                                                               const model::ContextParallel& cp,
                                                                               int rank, int pp) {
+  if (cfg.lora.enabled() && params.lora() == nullptr) {  // adapters in `params`, the base frozen beside them
+    model::LoraSpec spec = cfg.lora;
+    spec.resolve(cfg.model.arch);
+    params.fine_tune(std::move(spec));
+  }
   const int v = pp > 1 ? static_cast<int>(cfg.parallel.pp_chunks) : 1;
   std::vector<std::unique_ptr<model::Model>> models;
   for (int c = 0; c < v; ++c) {

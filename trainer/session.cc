@@ -20,6 +20,32 @@ void apply_runtime(const Config& cfg, int local_ranks) {
   MemoryTracker::host().set_budget(cfg.memory.budget_bytes());
 }
 
+absl::StatusOr<std::optional<HfModel>> read_starting_weights(const Config& cfg) {
+  if (cfg.model.from_hf.empty()) return std::optional<HfModel>();
+  MEMTRAIN_ASSIGN_OR_RETURN(HfModel hf, read_hf_model(cfg.model.from_hf, MemCategory::kWorkspace));
+  return std::optional<HfModel>(std::move(hf));
+}
+
+namespace {
+
+// The frozen base of a fine-tune: model.from_hf's weights (this rank's parts) or the seed's, LoRA-FA's frozen A
+// from the seed; with QLoRA the projections quantized.
+absl::Status load_frozen(const Config& cfg, model::ParamSet& frozen) {
+  MEMTRAIN_RETURN_IF_ERROR(frozen.allocate());
+  frozen.initialize(static_cast<uint64_t>(cfg.train.seed));
+  MEMTRAIN_ASSIGN_OR_RETURN(std::optional<HfModel> hf, read_starting_weights(cfg));
+  if (hf) {
+    for (const auto& p : frozen.all()) {
+      if (p->adapter) continue;
+      model::ParamSet::copy_local(*p, hf->params.at(p->name).f32(), 0, p->value.numel(), p->value.f32());
+    }
+  }
+  if (cfg.lora.nf4()) MEMTRAIN_RETURN_IF_ERROR(frozen.quantize_frozen_projections());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate,
                                                          const model::TensorParallel& tp,
                                                          const model::ContextParallel& cp, int pp_rank, int pp) {
@@ -28,9 +54,16 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool
                             create_rank_models(cfg, bundle->params, tp, cp, pp_rank, pp));
   bundle->model = std::move(models[0]);
   for (size_t c = 1; c < models.size(); ++c) bundle->later_chunks.push_back(std::move(models[c]));
+  if (model::ParamSet* frozen = bundle->params.frozen_set()) MEMTRAIN_RETURN_IF_ERROR(load_frozen(cfg, *frozen));
   if (!allocate) return bundle;
   MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());
   bundle->params.initialize(static_cast<uint64_t>(cfg.train.seed));
+  if (cfg.lora.enabled()) return bundle;  // the adapters start from their initialisation
+  MEMTRAIN_ASSIGN_OR_RETURN(std::optional<HfModel> hf, read_starting_weights(cfg));
+  if (hf) {
+    for (const auto& p : bundle->params.all())
+      model::ParamSet::copy_local(*p, hf->params.at(p->name).f32(), 0, p->value.numel(), p->value.f32());
+  }
   return bundle;
 }
 
@@ -39,6 +72,8 @@ std::vector<model::Model*> ModelBundle::chunks() const {
   for (const auto& m : later_chunks) out.push_back(m.get());
   return out;
 }
+
+std::string adapter_path(const Config& cfg) { return (std::filesystem::path(cfg.output.dir) / "adapter").string(); }
 
 std::string weights_path(const Config& cfg) { return (std::filesystem::path(cfg.output.dir) / "model.safetensors").string(); }
 

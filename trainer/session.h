@@ -10,6 +10,7 @@
 #include "data/token_shard.h"
 #include "model/model.h"
 #include "trainer/config.h"
+#include "trainer/hf_convert.h"
 
 namespace memtrain::trainer {
 
@@ -18,14 +19,18 @@ namespace memtrain::trainer {
 void apply_runtime(const Config& cfg, int local_ranks = 1);
 
 struct ModelBundle {
-  model::ParamSet params;
+  model::ParamSet params;  // what trains; with [lora] the adapters, the base in params.frozen_set()
   std::unique_ptr<model::Model> model;  // the whole model, or this pp rank's first pipeline stage
   std::vector<std::unique_ptr<model::Model>> later_chunks;  // an interleaved pipeline's further stages on this rank
   std::vector<model::Model*> chunks() const;  // model, then later_chunks
 };
+// model.from_hf's parameters (fp32, whole, category workspace), or nullopt without it.
+absl::StatusOr<std::optional<HfModel>> read_starting_weights(const Config& cfg);
+
 // Builds the model (this tp rank's part, running this cp rank's chunks of the sequences; with pp > 1 the pipeline
-// stages pp rank `pp_rank` holds), allocates its parameters and initialises them from train.seed.
-// With allocate = false the parameters are only registered (a data-parallel engine allocates and initialises them).
+// stages pp rank `pp_rank` holds), allocates its parameters and initialises them from train.seed, or
+// model.from_hf's weights. With allocate = false the parameters are only registered (a data-parallel engine
+// allocates and initialises them). A LoRA fine-tune's frozen base is loaded either way (QLoRA: quantized).
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate = true,
                                                          const model::TensorParallel& tp = {},
                                                          const model::ContextParallel& cp = {}, int pp_rank = 0,
@@ -33,6 +38,8 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool
 
 // output.dir/model.safetensors, with Hugging Face tensor names.
 std::string weights_path(const Config& cfg);
+// output.dir/adapter: a LoRA run's adapter in PEFT's layout (trainer/peft_adapter.h).
+std::string adapter_path(const Config& cfg);
 absl::Status save_weights(const ModelBundle& bundle, const std::string& path);
 // Every parameter must be present with its shape (extra tensors are an error too); errors name the file.
 absl::Status load_weights(ModelBundle& bundle, const std::string& path);

@@ -19,6 +19,7 @@
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
 #include "trainer/metrics.h"
+#include "trainer/peft_adapter.h"
 #include "trainer/pipeline.h"
 #include "trainer/session.h"
 
@@ -321,10 +322,14 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   if (!lead) return result;
   const ModelBundle& whole = global ? *global : *bundle;
   if (cfg.output.save_weights) {
-    const std::string path = weights_path(cfg);
+    const std::string path = cfg.lora.enabled() ? adapter_path(cfg) : weights_path(cfg);
     MEMTRAIN_FAULT_POINT("train.before_save_weights");
-    MEMTRAIN_RETURN_IF_ERROR(save_weights(whole, path));
-    if (!quiet) std::printf("saved weights to %s\n", path.c_str());
+    if (cfg.lora.enabled()) {
+      MEMTRAIN_RETURN_IF_ERROR(write_peft_adapter(path, whole.params, cfg.model));
+    } else {
+      MEMTRAIN_RETURN_IF_ERROR(save_weights(whole, path));
+    }
+    if (!quiet) std::printf("saved %s to %s\n", cfg.lora.enabled() ? "the adapter" : "weights", path.c_str());
   }
   if (!quiet) MEMTRAIN_RETURN_IF_ERROR(print_samples(cfg, *whole.model));
   return result;

@@ -273,8 +273,12 @@ TEST(MatrixOwners, EachRankHoldsThePlannedShareOfTheState) {
         int64_t single = 0, total = 0, whole = 0, copies = 0, values = 0;
         int owners = 0;
         for (const auto& p : parts[0].all()) {  // shapes: the global shape is p->shape
-          const std::unique_ptr<model::Param> g = std::make_unique<model::Param>(model::Param{
-              p->name, p->shape, p->shape, {}, p->kind, p->init, p->unit, {}, {}});
+          auto g = std::make_unique<model::Param>();
+          g->name = p->name;
+          g->shape = g->local_shape = p->shape;
+          g->kind = p->kind;
+          g->init = p->init;
+          g->unit = p->unit;
           single += optim::optimizer_state_bytes({g.get(), nullptr, nullptr, shape_numel(p->shape)}, cfg.optim);
           if (optim::needs_whole_tensor(*p, cfg.optim)) whole += 4 * shape_numel(p->shape);
         }

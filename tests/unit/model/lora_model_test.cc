@@ -25,11 +25,11 @@ LoraSpec spec_for(const std::string& arch, bool nf4 = false, bool freeze_a = fal
   LoraSpec s;
   s.r = 4;
   s.alpha = 8;
-  s.targets = arch == "gpt2" ? std::vector<std::string>{"c_attn", "c_proj", "c_fc"}
+  s.target_modules = arch == "gpt2" ? std::vector<std::string>{"c_attn", "c_proj", "c_fc"}
                              : std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                         "up_proj", "down_proj"};
-  s.nf4 = nf4;
-  s.freeze_a = freeze_a;
+  s.quantize_base = nf4 ? "nf4" : "none";
+  s.fa = freeze_a;
   return s;
 }
 
@@ -48,26 +48,27 @@ Batch batch(int64_t V) {
 }
 
 struct Tuned {
-  ParamSet base, adapters;
+  ParamSet adapters;
+  ParamSet& base() const { return *adapters.frozen_set(); }
   std::unique_ptr<Model> model;
 };
 // A fine-tuned model with the base from kSeed and B drawn at random (as after some training); with nf4 the base
 // projections are quantized.
 std::unique_ptr<Tuned> make_tuned(const std::string& arch, const LoraSpec& spec) {
   auto t = std::make_unique<Tuned>();
-  t->adapters.fine_tune(&t->base, spec);
+  t->adapters.fine_tune(spec);
   t->model = *Model::create(tiny_model(arch), t->adapters);
-  MEMTRAIN_CHECK_OK(t->base.allocate());
+  MEMTRAIN_CHECK_OK(t->base().allocate());
   MEMTRAIN_CHECK_OK(t->adapters.allocate());
-  t->base.initialize(kSeed);
+  t->base().initialize(kSeed);
   t->adapters.initialize(kSeed);
   std::mt19937 rng(11);
   std::normal_distribution<float> d(0.0f, 0.05f);
-  for (const ParamSet* set : {&t->adapters, &t->base})
+  for (const ParamSet* set : {&t->adapters, &t->base()})
     for (const auto& p : set->all())
       if (p->adapter && p->name.find("lora_B") != std::string::npos)
         for (int64_t i = 0; i < p->value.numel(); ++i) p->value.f32()[i] = d(rng);
-  if (spec.nf4) MEMTRAIN_CHECK_OK(t->base.quantize_frozen_projections());
+  if (spec.nf4()) MEMTRAIN_CHECK_OK(t->base().quantize_frozen_projections());
   return t;
 }
 
@@ -76,11 +77,11 @@ struct Plain {
   std::unique_ptr<Model> model;
 };
 // The plain model holding the tuned one's merged weights.
-std::unique_ptr<Plain> merged(const std::string& arch, const Tuned& t, float scale) {
+std::unique_ptr<Plain> merged(const std::string& arch, const Tuned& t) {
   auto m = std::make_unique<Plain>();
   m->model = *Model::create(tiny_model(arch), m->params);
   MEMTRAIN_CHECK_OK(m->params.allocate());
-  MEMTRAIN_CHECK_OK(merge_adapters(t.base, t.adapters, scale, m->params));
+  MEMTRAIN_CHECK_OK(merge_adapters(t.adapters, m->params));
   return m;
 }
 
@@ -117,7 +118,7 @@ void expect_adapter_grads_match(const Tuned& t, const Plain& m, float s, bool fr
   for (const auto& w : m.params.all()) {
     if (!w->projection) continue;
     const std::string prefix = w->name.substr(0, w->name.rfind('.'));
-    const Param& A = find(freeze_a ? t.base : t.adapters, prefix + ".lora_A.weight");
+    const Param& A = find(freeze_a ? t.base() : t.adapters, prefix + ".lora_A.weight");
     const Param& B = find(t.adapters, prefix + ".lora_B.weight");
     const std::vector<double> dW = weight_grad_out_in(*w);
     const int64_t out = B.shape[0], in = A.shape[1], r = A.shape[0];
@@ -151,12 +152,12 @@ TEST_P(LoraModelTest, BaseIsFrozenAndOnlyAdaptersTrain) {
   auto t = make_tuned(arch, spec_for(arch));
   ParamSet plain;
   ASSERT_TRUE(Model::create(tiny_model(arch), plain).ok());
-  ASSERT_EQ(t->base.all().size(), plain.all().size());  // every base parameter, frozen, in the base set
+  ASSERT_EQ(t->base().all().size(), plain.all().size());  // every base parameter, frozen, in the base set
   for (size_t i = 0; i < plain.all().size(); ++i) {
-    EXPECT_EQ(t->base.all()[i]->name, plain.all()[i]->name);
-    EXPECT_EQ(t->base.all()[i]->unit, plain.all()[i]->unit);
-    EXPECT_TRUE(t->base.all()[i]->frozen);
-    EXPECT_FALSE(t->base.all()[i]->grad.defined());
+    EXPECT_EQ(t->base().all()[i]->name, plain.all()[i]->name);
+    EXPECT_EQ(t->base().all()[i]->unit, plain.all()[i]->unit);
+    EXPECT_TRUE(t->base().all()[i]->frozen);
+    EXPECT_FALSE(t->base().all()[i]->grad.defined());
   }
   const int projections = arch == "gpt2" ? 4 : 7;  // per layer
   EXPECT_EQ(t->adapters.all().size(), 2u * projections * tiny_model(arch).n_layer);
@@ -172,11 +173,11 @@ TEST_P(LoraModelTest, ZeroInitialisedAdaptersLeaveTheBaseModelBitForBit) {
   const std::string arch = GetParam();
   LoraSpec spec = spec_for(arch);
   Tuned t;
-  t.adapters.fine_tune(&t.base, spec);
+  t.adapters.fine_tune(spec);
   t.model = *Model::create(tiny_model(arch), t.adapters);
-  ASSERT_TRUE(t.base.allocate().ok());
+  ASSERT_TRUE(t.base().allocate().ok());
   ASSERT_TRUE(t.adapters.allocate().ok());
-  t.base.initialize(kSeed);
+  t.base().initialize(kSeed);
   t.adapters.initialize(kSeed);  // B = 0
   Plain p;
   p.model = *Model::create(tiny_model(arch), p.params);
@@ -192,7 +193,7 @@ TEST_P(LoraModelTest, LossAndGradientsMatchTheMergedModel) {
     SCOPED_TRACE(freeze_a ? "LoRA-FA" : "LoRA");
     const LoraSpec spec = spec_for(arch, /*nf4=*/false, freeze_a);
     auto t = make_tuned(arch, spec);
-    auto m = merged(arch, *t, spec.scale());
+    auto m = merged(arch, *t);
     const Batch b = batch(tiny_model(arch).vocab_size);
     const double lt = run(*t->model, b), lm = run(*m->model, b);
     EXPECT_NEAR(lt, lm, 1e-5 * std::fabs(lm));
@@ -207,7 +208,7 @@ TEST_P(LoraModelTest, QloraMatchesTheDequantizedBaseAndFiniteDifferences) {
   const LoraSpec spec = spec_for(arch, /*nf4=*/true);
   auto t = make_tuned(arch, spec);
   int quantized = 0;
-  for (const auto& p : t->base.all()) {
+  for (const auto& p : t->base().all()) {
     if (p->projection) {
       EXPECT_TRUE(p->nf4 != nullptr && !p->value.defined()) << p->name;
       ++quantized;
@@ -216,7 +217,7 @@ TEST_P(LoraModelTest, QloraMatchesTheDequantizedBaseAndFiniteDifferences) {
     }
   }
   EXPECT_EQ(quantized, (arch == "gpt2" ? 4 : 7) * 2);
-  auto m = merged(arch, *t, spec.scale());
+  auto m = merged(arch, *t);
   const Batch b = batch(tiny_model(arch).vocab_size);
   const double lt = run(*t->model, b), lm = run(*m->model, b);
   EXPECT_NEAR(lt, lm, 1e-5 * std::fabs(lm));
