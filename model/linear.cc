@@ -18,10 +18,12 @@ void matmul(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadP
   }
 }
 
-LoraAdapter adapter_of(const LinearWeights& w) {
+// The adapter's kernels' view; gradients only in backward (a data-parallel engine points them into its buffers
+// only while a unit's backward runs).
+LoraAdapter adapter_of(const LinearWeights& w, bool grads = false) {
   const LoraWeights& l = w.lora;
   return {w.in, w.out, l.A->local_shape[0], l.scale, l.A->value.f32(), l.B->value.f32(),
-          l.A->frozen ? nullptr : l.A->grad.f32(), l.B->frozen ? nullptr : l.B->grad.f32()};
+          grads && !l.A->frozen ? l.A->grad.f32() : nullptr, grads && !l.B->frozen ? l.B->grad.f32() : nullptr};
 }
 
 absl::StatusOr<Tensor> rank_rows(int64_t N, const LinearWeights& w) {
@@ -72,7 +74,7 @@ absl::StatusOr<std::pair<Tensor, Tensor>> adapter_grad_inputs(const LinearWeight
 
 void adapter_backward_weight(const LinearWeights& w, const float* x, const float* dy, const float* h,
                              const float* dh, int64_t N, ThreadPool& pool) {
-  const LoraAdapter a = adapter_of(w);
+  const LoraAdapter a = adapter_of(w, /*grads=*/true);
   if (a.dB) cpu::sgemm(true, false, a.out, a.r, N, a.scale, dy, a.out, h, a.r, 1.0f, a.dB, a.r, pool);
   if (a.dA) cpu::sgemm(true, false, a.r, a.in, N, 1.0f, dh, a.r, x, a.in, 1.0f, a.dA, a.in, pool);
 }

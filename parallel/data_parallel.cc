@@ -137,6 +137,7 @@ absl::Status DataParallel::allocate() {
 }
 
 void DataParallel::point(int unit, const Tensor& unit_buffer, bool grads) {
+  if (units_[unit].empty()) return;  // a unit without trainable tensors (a fine-tune's embeddings)
   const int64_t base = layout_.unit_full_pos(unit);
   int e = 0;
   while (layout_.entry_unit(e) != unit) ++e;
