@@ -7,6 +7,10 @@ Usage (run with the python of the venv scripts/setup.sh makes, which has safeten
       loads config.json and the weights (model.safetensors, or the shards model.safetensors.index.json lists) with
       safetensors.torch, runs the model in float32 on TOKENS (a JSON list of equal-length token lists) and writes
       the last position's logits of each sequence as a JSON list of lists.
+  hf_model.py peft_logits HF_DIR ADAPTER_DIR TOKENS.json OUT.json
+      the same with a PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors, tensors named
+      base_model.model.<module>.lora_A.weight / lora_B.weight) applied the way peft's LoraLayer does, unmerged;
+      checks the config as peft reads it.
   hf_model.py make ARCH HF_DIR SEED
       writes a small random GPT-2 or LLaMA the way Hugging Face files hold them: bfloat16, sharded with an index,
       GPT-2 under the original release's names (no "transformer." prefix) with its attention-mask buffers, a tied
@@ -50,7 +54,25 @@ def reference_config(hf):
             "rope_theta": hf["rope_theta"]}
 
 
-def logits(hf_dir, tokens_path, out_path):
+def read_adapter(adapter_dir, arch):
+    """The adapter's tensors under memtrain's (= the base model's) names, and its scale lora_alpha / r."""
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        ac = json.load(f)
+    assert ac["peft_type"] == "LORA" and ac["task_type"] == "CAUSAL_LM", ac
+    assert ac["bias"] == "none" and not ac.get("use_rslora") and not ac.get("use_dora"), ac
+    assert ac["fan_in_fan_out"] == (arch == "gpt2"), "GPT-2's Conv1D needs fan_in_fan_out"
+    prefix = "base_model.model."
+    P = {}
+    with safe_open(os.path.join(adapter_dir, "adapter_model.safetensors"), framework="pt") as f:
+        for key in f.keys():
+            assert key.startswith(prefix) and key.endswith((".lora_A.weight", ".lora_B.weight")), key
+            module = key[len(prefix):].rsplit(".", 2)[0]
+            assert module.rsplit(".", 1)[-1] in ac["target_modules"], key
+            P[key[len(prefix):]] = f.get_tensor(key).float()
+    return P, ac["lora_alpha"] / ac["r"]
+
+
+def logits(hf_dir, tokens_path, out_path, adapter_dir=None):
     with open(os.path.join(hf_dir, "config.json")) as f:
         cfg = reference_config(json.load(f))
     P = {}
@@ -62,6 +84,15 @@ def logits(hf_dir, tokens_path, out_path):
     missing = sorted(set(names) - set(P))
     if missing:
         sys.exit(f"missing tensors: {missing}")
+    cfg["lora_scale"] = 0.0
+    if adapter_dir is not None:
+        adapter, cfg["lora_scale"] = read_adapter(adapter_dir, cfg["arch"])
+        for name, t in adapter.items():
+            weight = P.get(name.rsplit(".", 2)[0] + ".weight")
+            assert weight is not None, f"{name} adapts no weight of the model"
+            if name.endswith("lora_A.weight"):  # (r, in); Conv1D weights are (in, out)
+                assert t.shape[1] == weight.shape[0 if cfg["arch"] == "gpt2" else 1], name
+        P.update(adapter)
     with open(tokens_path) as f:
         tokens = torch.tensor(json.load(f), dtype=torch.long)
     forward = ref.gpt2_forward if cfg["arch"] == "gpt2" else ref.llama_forward
@@ -125,6 +156,8 @@ def make(arch, hf_dir, seed):
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "logits":
         logits(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 6 and sys.argv[1] == "peft_logits":
+        logits(sys.argv[2], sys.argv[4], sys.argv[5], adapter_dir=sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:

@@ -113,6 +113,15 @@ def causal_attention(q, k, v):
     return torch.softmax(scores, dim=-1) @ v
 
 
+def lora_delta(P, cfg, x, name):
+    """A LoRA adapter's output as PEFT's LoraLayer computes it, unmerged: (x A^T) B^T * lora_alpha / r, with A
+    (r, in) and B (out, r) under NAME.lora_A.weight / NAME.lora_B.weight; 0 where NAME has none."""
+    A, B = P.get(name + ".lora_A.weight"), P.get(name + ".lora_B.weight")
+    if A is None:
+        return 0.0
+    return (x @ A.t()) @ B.t() * cfg["lora_scale"]
+
+
 def gpt2_forward(P, cfg, tokens):
     B, T = tokens.shape
     C, H = cfg["n_embd"], cfg["n_head"]
@@ -123,7 +132,7 @@ def gpt2_forward(P, cfg, tokens):
         return F.layer_norm(x, (C,), P[name + ".weight"], P[name + ".bias"] if bias else None, cfg["norm_eps"])
 
     def conv1d(x, name):  # Hugging Face Conv1D: weight (in, out), y = x W + b
-        y = x @ P[name + ".weight"]
+        y = x @ P[name + ".weight"] + lora_delta(P, cfg, x, name)
         return y + P[name + ".bias"] if bias else y
 
     def heads(t):  # (B, T, C) -> (B, H, T, D)
@@ -165,7 +174,7 @@ def llama_forward(P, cfg, tokens):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * P[name + ".weight"]
 
     def linear(x, name):  # nn.Linear without bias: weight (out, in)
-        return x @ P[name + ".weight"].t()
+        return x @ P[name + ".weight"].t() + lora_delta(P, cfg, x, name)
 
     cos, sin = rope_cos_sin(T, D, cfg["rope_theta"])
     x = P["model.embed_tokens.weight"][tokens]
