@@ -16,6 +16,11 @@ struct Nf4Weight {
 
   // w: (rows, cols) row-major fp32; cols must be even.
   static absl::StatusOr<std::shared_ptr<const Nf4Weight>> quantize(const float* w, int64_t rows, int64_t cols);
+  // What quantize() allocates for n elements: codes, absmax codes and scales.
+  static int64_t bytes_for(int64_t n) {
+    const int64_t blocks = (n + cpu::kNf4Block - 1) / cpu::kNf4Block;
+    return n / 2 + blocks + 4 * ((blocks + cpu::kNf4AbsmaxBlock - 1) / cpu::kNf4AbsmaxBlock);
+  }
   // The whole (rows, cols) matrix in fp32, as the matmuls see it (for merging and export, not for training).
   void dequantize(float* out) const;
   int64_t bytes() const { return static_cast<int64_t>(packed.nbytes() + codes.nbytes() + scales.nbytes()); }

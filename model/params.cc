@@ -155,6 +155,15 @@ int64_t ParamSet::numel() const {
   return n;
 }
 
+int64_t ParamSet::local_value_bytes(bool nf4) const {
+  int64_t bytes = 0;
+  for (const auto& p : params_) {
+    const int64_t n = shape_numel(p->local_shape);
+    bytes += nf4 && p->frozen && p->projection ? Nf4Weight::bytes_for(n) : 4 * n;
+  }
+  return bytes;
+}
+
 int64_t ParamSet::local_numel() const {
   int64_t n = 0;
   for (const auto& p : params_) n += shape_numel(p->local_shape);

@@ -99,6 +99,8 @@ class ParamSet {
   const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
   int64_t numel() const;        // global elements
   int64_t local_numel() const;  // elements this rank holds
+  // Bytes of this rank's values as allocate() and quantize_frozen_projections() (when nf4) leave them.
+  int64_t local_value_bytes(bool nf4) const;
 
  private:
   Param& register_param(std::string name, Shape shape, ParamKind kind, ParamInit init, TpSplit tp);

@@ -188,6 +188,9 @@ absl::StatusOr<CheckpointWeights> read_checkpoint_weights(const std::string& pat
   MEMTRAIN_ASSIGN_OR_RETURN(out.config, parse_config(manifest["config"].get<std::string>(),
                                                      out.path + " (manifest config)", {}, /*validate=*/false));
   MEMTRAIN_RETURN_IF_ERROR(out.config.model.validate());
+  if (out.config.lora.enabled())
+    return absl::InvalidArgumentError(absl::StrCat(out.path, ": a LoRA run's checkpoint holds adapters, not a model; "
+                                                   "merge its output.dir/adapter with convert --merge-adapter"));
   MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, whole_params(out.config));
   MEMTRAIN_RETURN_IF_ERROR(check_fit(*file, all, /*with_optimizer=*/false));
   for (const Dataset& d : all) {

@@ -54,8 +54,9 @@ std::vector<GlobalRun> runs_of(const model::Param& p, int64_t offset, int64_t n)
 
 absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const optim::Optimizer::CheckpointStates& st) {
   const Config& cfg = s.cfg;
-  model::ParamSet whole;  // shapes only: every parameter's name and global shape, in registration order
-  MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
+  // Shapes only: every trained parameter's name and global shape (a fine-tune's adapters), in registration order.
+  model::ParamSet whole;
+  MEMTRAIN_RETURN_IF_ERROR(create_rank_models(cfg, whole, {}, {}, 0, 1).status());
   // The first pipeline stage that holds each name writes it (a tied tensor is on the first and the last).
   std::map<std::string, int> first_stage;
   const int pp = s.run.pp().size(), pp_rank = s.run.pp().rank();

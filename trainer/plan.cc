@@ -112,6 +112,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     at(MemCategory::kGradients) = 4 * (layout.shard_size() + alive);
   }
   at(MemCategory::kParameters) += owner_extra.value_copy;
+  // A fine-tune's frozen base: this rank's tp part on every data-parallel rank, fp32 or (QLoRA) NF4.
+  if (const model::ParamSet* frozen = params.frozen_set())
+    at(MemCategory::kParameters) += frozen->local_value_bytes(cfg.lora.nf4());
   at(MemCategory::kGradients) += owner_extra.gradient_copy;
   at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).

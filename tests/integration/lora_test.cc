@@ -1,0 +1,152 @@
+// Fine-tuning runs end to end, in one process and through the memtrain binary, over a Hugging Face base directory
+// written from a seed-initialised model:
+// - full fine-tuning from model.from_hf starts exactly where the seed's weights would (the same losses bit for
+//   bit as a fresh run of that seed);
+// - a LoRA run from it trains only the adapters (they move, the loss falls), saves output.dir/adapter in PEFT's
+//   layout and no model.safetensors, and resumes from its checkpoint bit for bit (the checkpoint holds the
+//   adapters and their optimizer state; the base comes from model.from_hf again);
+// - QLoRA (nf4 base) trains and its loss stays near LoRA's over the fp32 base;
+// - `memtrain train`, `sample` (base + adapter) and `convert --merge-adapter` work from the command line;
+// - bad [lora] keys and a missing model.from_hf are config errors naming the key.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tests/integration/cli.h"
+#include "trainer/hf_convert.h"
+#include "trainer/peft_adapter.h"
+#include "trainer/session.h"
+#include "trainer/train_loop.h"
+
+namespace memtrain {
+namespace {
+
+namespace fs = std::filesystem;
+
+class Lora : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "memtrain_lora_" + std::to_string(getpid());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::ofstream f(dir_ + "/text.txt");
+    for (int i = 0; i < 300; ++i) f << "line " << i << ": pack my box with " << (i * 7919 % 1000) << " jugs.\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string toml(const std::string& out, const std::string& model, const std::string& extra = "") const {
+    return "[model]\n" + model + "[data]\ntext = [\"" + dir_ + "/text.txt\"]\n"
+           "[train]\nmax_steps = 6\nbatch_size = 4\nlog_interval = 1\neval_interval = 0\neval_batches = 2\n"
+           "[optim]\nlr = 1e-2\nwarmup_steps = 0\nschedule = \"constant\"\n" + extra +
+           "[output]\ndir = \"" + dir_ + "/" + out + "\"\nsamples = 0\n";
+  }
+  static std::string tiny_llama() {
+    return "arch = \"llama\"\nn_layer = 2\nn_head = 4\nn_kv_head = 2\nn_embd = 64\nblock_size = 32\ninit_std = 0.1\n";
+  }
+  trainer::Config config(const std::string& text, const std::vector<std::string>& sets = {}) {
+    auto cfg = trainer::parse_config(text, "test.toml", sets);
+    MEMTRAIN_CHECK_OK(cfg.status());
+    return *cfg;
+  }
+  // The base: the seed's model written as a Hugging Face directory (f32, as initialised).
+  std::string write_base(const trainer::Config& cfg) {
+    auto bundle = trainer::build_model(cfg);
+    MEMTRAIN_CHECK_OK(bundle.status());
+    std::vector<checkpoint::NamedTensor> params;
+    for (const auto& p : (*bundle)->params.all()) params.push_back({p->name, p->value});
+    const std::string hf = dir_ + "/base";
+    MEMTRAIN_CHECK_OK(trainer::write_hf_model(hf, cfg.model, params, {}, DType::kF32, 1 << 20).status());
+    return hf;
+  }
+  std::string dir_;
+};
+
+TEST_F(Lora, FullFineTuningFromHfStartsWhereTheSeedsWeightsWould) {
+  const trainer::Config fresh = config(toml("fresh", tiny_llama()));
+  const std::string hf = write_base(fresh);
+  auto expected = trainer::run_training(fresh, /*quiet=*/true);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  // Another initialisation, replaced by the directory's weights.
+  auto tuned = trainer::run_training(config(toml("full", "from_hf = \"" + hf + "\"\ninit_std = 0.5\n")), true);
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  EXPECT_EQ(tuned->losses, expected->losses);
+}
+
+TEST_F(Lora, AdaptersTrainSaveInPeftLayoutAndResumeBitForBit) {
+  const std::string hf = write_base(config(toml("x", tiny_llama())));
+  const std::string model = "from_hf = \"" + hf + "\"\n";
+  const std::string lora = "[lora]\nr = 8\nalpha = 16\ntarget_modules = [\"q_proj\", \"v_proj\", \"down_proj\"]\n";
+  auto whole = trainer::run_training(config(toml("whole", model, lora), {"train.max_steps=12"}), true);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_LT(whole->losses.back(), whole->losses.front() - 0.2);
+  EXPECT_FALSE(fs::exists(dir_ + "/whole/model.safetensors"));
+  auto adapter = trainer::read_peft_adapter(dir_ + "/whole/adapter");
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  EXPECT_EQ(adapter->tensors.size(), 3u * 2 * 2);  // 3 modules, A and B, 2 layers
+  EXPECT_EQ(adapter->spec.r, 8);
+  EXPECT_EQ(adapter->base_model, hf);
+
+  // Stopped after 6 steps (a checkpoint at 6), then resumed to 12: the same losses.
+  const std::vector<std::string> ckpt = {"train.checkpoint_interval=6", "train.resume=auto"};
+  auto first = trainer::run_training(config(toml("resumed", model, lora), {ckpt[0], ckpt[1], "train.max_steps=6"}), true);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto second = trainer::run_training(config(toml("resumed", model, lora), {ckpt[0], ckpt[1], "train.max_steps=12"}), true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(second->losses[i], whole->losses[6 + i]) << "step " << 7 + i;
+
+  // QLoRA over the same base: trains, and its losses stay near LoRA's (the base is 4-bit).
+  auto qlora = trainer::run_training(
+      config(toml("qlora", model, lora + "quantize_base = \"nf4\"\n"), {"train.max_steps=12"}), true);
+  ASSERT_TRUE(qlora.ok()) << qlora.status();
+  EXPECT_LT(qlora->losses.back(), qlora->losses.front() - 0.2);
+  EXPECT_NEAR(qlora->losses.front(), whole->losses.front(), 0.05 * whole->losses.front());
+}
+
+TEST_F(Lora, CommandLineTrainSampleAndMerge) {
+  const std::string hf = write_base(config(toml("x", tiny_llama())));
+  const std::string path = dir_ + "/run.toml";
+  std::ofstream(path) << toml("cli", "from_hf = \"" + hf + "\"\n", "[lora]\nr = 4\n");
+  auto train = testing::run_memtrain("train " + path, dir_);
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  EXPECT_NE(train.out.find("saved the adapter to " + dir_ + "/cli/adapter"), std::string::npos) << train.out;
+  auto sample = testing::run_memtrain("sample " + path + " --set output.samples=1 --set output.sample_tokens=8", dir_);
+  ASSERT_EQ(sample.exit_code, 0) << sample.err;
+  EXPECT_NE(sample.out.find("--- sample 1 ---"), std::string::npos) << sample.out;
+  auto merge = testing::run_memtrain("convert --merge-adapter " + dir_ + "/cli/adapter --out " + dir_ + "/merged", dir_);
+  ASSERT_EQ(merge.exit_code, 0) << merge.err;
+  EXPECT_TRUE(fs::exists(dir_ + "/merged/config.json") && fs::exists(dir_ + "/merged/model.safetensors"));
+  // A base of another shape: the adapter's tensors do not fit, and the error says which.
+  trainer::Config other = config(toml("y", tiny_llama()), {"model.n_embd=32"});
+  const std::string small = write_base(other);
+  auto wrong = testing::run_memtrain("convert --merge-adapter " + dir_ + "/cli/adapter --base " + small + " --out " +
+                                         dir_ + "/bad", dir_);
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("lora_A.weight is "), std::string::npos) << wrong.err;
+}
+
+TEST_F(Lora, BadKeysAreConfigErrorsNamingTheKey) {
+  struct Case {
+    std::vector<std::string> sets;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"lora.r=4", "lora.target_modules=qproj"}, "lora.target_modules: 'qproj' is not a projection of llama"},
+      {{"lora.quantize_base=nf4"}, "lora.quantize_base: nf4 needs lora.r > 0"},
+      {{"lora.quantize_base=int4", "lora.r=4"}, "lora.quantize_base: must be none or nf4"},
+      {{"lora.r=-1"}, "lora.r: must be >= 0"},
+      {{"lora.r=4", "lora.alpha=0"}, "lora.alpha: must be > 0"},
+      {{"lora.r=4", "parallel.pp=2"}, "parallel.pp: 2 pipeline stages"},
+      {{"model.from_hf=" + dir_ + "/nowhere"}, "model.from_hf: cannot read " + dir_ + "/nowhere/config.json"},
+  };
+  for (const Case& c : cases) {
+    auto cfg = trainer::parse_config(toml("bad", tiny_llama()), "test.toml", c.sets);
+    ASSERT_FALSE(cfg.ok()) << c.message;
+    EXPECT_NE(cfg.status().message().find(c.message), std::string::npos) << cfg.status();
+  }
+}
+
+}  // namespace
+}  // namespace memtrain
