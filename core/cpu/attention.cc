@@ -61,10 +61,16 @@ float exp_shift_row(float* s, int64_t n, int64_t width, float shift) {
   return vec::hsum(acc);
 }
 
+// Packed examples: scores of keys before the query's first one (row[0, lo)) become -inf, so exp gives exact zeros.
+void mask_before(float* row, int64_t lo) {
+  std::fill(row, row + lo, -std::numeric_limits<float>::infinity());
+}
+
 void check_dims(const AttentionDims& s) {
   MEMTRAIN_CHECK(s.B >= 0 && s.Tq >= 0 && s.Tk >= 0 && s.H >= 1 && s.Hkv >= 1 && s.D >= 1);
   MEMTRAIN_CHECK_MSG(s.H % s.Hkv == 0, "attention: H must be a multiple of Hkv");
   MEMTRAIN_CHECK_MSG(s.mask == AttentionMask::kFull || s.Tq == s.Tk, "attention: a causal block is square");
+  MEMTRAIN_CHECK_MSG(s.first == nullptr || s.mask == AttentionMask::kCausal, "attention: packing needs a causal block");
 }
 
 // The forward both entry points share. merge = false writes out and lse; merge = true folds this key block's
@@ -99,8 +105,11 @@ void forward_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, cons
     std::fill(l, l + mq, 0.0f);
 
     const float* qp = q + (b * Tq + q0) * ldq + h * D;
+    const int32_t* first = s.first ? s.first + b * Tq + q0 : nullptr;
     const int64_t k_end = causal ? q0 + mq : Tk;  // causal: key blocks above the diagonal are never touched
-    for (int64_t k0 = 0; k0 < k_end; k0 += kBlock) {
+    int64_t k_begin = 0;                          // packed: nor blocks before every query's example
+    if (first) k_begin = *std::min_element(first, first + mq) / kBlock * kBlock;
+    for (int64_t k0 = k_begin; k0 < k_end; k0 += kBlock) {
       const int64_t nk = std::min(kBlock, Tk - k0);
       const float* kp = k + (b * Tk + k0) * ldk + g * D;
       const float* vp = v + (b * Tk + k0) * ldv + g * D;
@@ -108,6 +117,12 @@ void forward_impl(const float* q, int64_t ldq, const float* k, int64_t ldk, cons
       for (int64_t i = 0; i < mq; ++i) {
         const int64_t n = causal ? std::min(nk, q0 + i - k0 + 1) : nk;  // keys the query sees
         float* row = sc + i * kBlock;
+        const int64_t lo = first ? std::max<int64_t>(0, first[i] - k0) : 0;
+        if (lo >= n) {  // none of this block's keys: it adds nothing to the row
+          std::fill(row, row + nk, 0.0f);
+          continue;
+        }
+        mask_before(row, lo);
         const float m_new = std::max(m[i], row_max(row, n));
         const float alpha = m[i] == neg_inf ? 0.0f : std::exp(m[i] - m_new);
         l[i] = l[i] * alpha + exp_shift_row(row, n, nk, m_new);
@@ -202,7 +217,11 @@ void backward_impl(const float* dout, int64_t lddo, const float* q, int64_t ldq,
           // P = exp(scale * Q K^T - lse), masked entries exactly 0.
           sgemm_serial(false, true, mq, nk, D, scale, qp, ldq, kp, ldk, 0.0f, p, kBlock);
           for (int64_t i = 0; i < mq; ++i) {
-            exp_shift_row(p + i * kBlock, causal ? std::min(nk, q0 + i - k0 + 1) : nk, nk, lse_h[q0 + i]);
+            int64_t n = causal ? std::min(nk, q0 + i - k0 + 1) : nk;
+            const int64_t lo = s.first ? std::max<int64_t>(0, s.first[b * Tq + q0 + i] - k0) : 0;
+            if (lo >= n) n = 0;  // a query of a later example: the whole row is 0
+            mask_before(p + i * kBlock, std::min(lo, n));
+            exp_shift_row(p + i * kBlock, n, nk, lse_h[q0 + i]);
           }
           sgemm_serial(true, false, nk, D, mq, 1.0f, p, kBlock, dop, lddo, 1.0f, dv_acc, D);  // dV += P^T dO
           sgemm_serial(false, true, mq, nk, D, 1.0f, dop, lddo, vp, ldv, 0.0f, ds, kBlock);  // dP = dO V^T
@@ -235,17 +254,19 @@ void backward_impl(const float* dout, int64_t lddo, const float* q, int64_t ldq,
 
 void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                        int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, float* out, int64_t ldo,
-                       float* lse, ThreadPool& pool) {
-  forward_impl(q, ldq, k, ldk, v, ldv, {B, T, T, H, Hkv, D, AttentionMask::kCausal}, out, ldo, lse, false, pool);
+                       float* lse, ThreadPool& pool, const int32_t* first) {
+  forward_impl(q, ldq, k, ldk, v, ldv, {B, T, T, H, Hkv, D, AttentionMask::kCausal, first}, out, ldo, lse, false,
+               pool);
 }
 
 void attention_backward(const float* dout, int64_t lddo, const float* q, int64_t ldq, const float* k, int64_t ldk,
                         const float* v, int64_t ldv, const float* out, int64_t ldo, const float* lse,
                         int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D,
-                        float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, ThreadPool& pool) {
+                        float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, ThreadPool& pool,
+                        const int32_t* first) {
   MEMTRAIN_CHECK(ldo >= H * D);
   backward_impl(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, nullptr,
-                {B, T, T, H, Hkv, D, AttentionMask::kCausal}, dq, lddq, dk, lddk, dv, lddv, false, pool);
+                {B, T, T, H, Hkv, D, AttentionMask::kCausal, first}, dq, lddq, dk, lddk, dv, lddv, false, pool);
 }
 
 void attention_forward_merge(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
