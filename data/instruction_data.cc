@@ -90,6 +90,7 @@ InstructionRows layout_examples(const std::vector<Example>& examples, int64_t T,
     r.targets.insert(r.targets.end(), T, -1);
     r.segments.insert(r.segments.end(), T, -1);
     r.positions.insert(r.positions.end(), T, 0);
+    for (int64_t t = 0; t < T; ++t) r.first.push_back(static_cast<int32_t>(t));  // padding sees only itself
     ++r.rows;
     used = 0;
     segment = 0;
@@ -107,6 +108,7 @@ InstructionRows layout_examples(const std::vector<Example>& examples, int64_t T,
       r.targets[base + i] = e.trained[i + 1] ? e.tokens[i + 1] : -1;
       r.segments[base + i] = segment;
       r.positions[base + i] = static_cast<int32_t>(i);
+      r.first[base + i] = static_cast<int32_t>(used);
     }
     used += n;
     ++segment;

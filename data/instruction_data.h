@@ -38,11 +38,12 @@ absl::StatusOr<std::vector<Example>> read_instructions(const std::string& path, 
                                                        const InstructionTemplate& tmpl);
 
 // Rows of T positions: inputs, targets (-1 where the loss does not look: prompt tokens, padding, the last position
-// of an example), segments (the example's index within its row, -1 for padding) and positions (from 0 in each
-// example). An example of n tokens fills n - 1 positions; one longer than T + 1 tokens is cut to its first T + 1.
+// of an example), segments (the example's index within its row, -1 for padding), positions (from 0 in each
+// example) and first (the column of the example's first token: what attention may look back to; a padding
+// position's own column). An example of n tokens fills n - 1 positions; one longer than T + 1 tokens is cut to its first T + 1.
 struct InstructionRows {
   int64_t rows = 0, T = 0;
-  std::vector<int32_t> inputs, targets, segments, positions;  // rows * T each
+  std::vector<int32_t> inputs, targets, segments, positions, first;  // rows * T each
   int64_t truncated = 0;                                      // examples cut to fit a row
 };
 // packing: examples follow each other in a row while they fit (in file order; one that does not fit starts the

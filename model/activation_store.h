@@ -17,6 +17,13 @@
 
 namespace memtrain::model {
 
+// Rows packed from several examples (fine-tuning data): each token's position within its example and the row
+// index of its example's first token, (B, T) int32 each. Attention keeps examples apart by it; learned and rotary
+// positions restart at each example.
+struct PackedRows {
+  Tensor positions, first;
+};
+
 class ActivationStore {
  public:
   explicit ActivationStore(bool keep = true) : keep_(keep) {}
@@ -34,6 +41,10 @@ class ActivationStore {
   std::vector<std::string> keys() const;
   void clear() { saved_.clear(); }
 
+  // The layout of the batch this store's forward and backward run on; none (nullptr) for plain sequences.
+  void set_packed(PackedRows rows) { packed_ = std::move(rows); }
+  const PackedRows* packed() const { return packed_.positions.defined() ? &packed_ : nullptr; }
+
   void defer_weight_grads(bool on) { defer_ = on; }
   bool deferring_weight_grads() const { return defer_; }
   absl::Status weight_grad(std::function<absl::Status()> fn);
@@ -44,6 +55,7 @@ class ActivationStore {
   bool keep_;
   bool defer_ = false;
   std::map<std::string, Tensor> saved_;
+  PackedRows packed_;
   std::vector<std::function<absl::Status()>> weight_grads_;
 };
 

@@ -52,7 +52,7 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool));
   const float* q = qkv.f32();
   MEMTRAIN_RETURN_IF_ERROR(
-      ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, {B, T, H_, H_, D}, out.f32(), Cl_, lse.f32()));
+      ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, {B, T, H_, H_, D, true, ContextParallel::first_keys(store)}, out.f32(), Cl_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
@@ -74,7 +74,7 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(),
-                                                   Cl_, lse.f32(), {B, T, H_, H_, D}, dq, W, dq + Cl_, W, dq + 2 * Cl_,
+                                                   Cl_, lse.f32(), {B, T, H_, H_, D, true, ContextParallel::first_keys(store)}, dq, W, dq + Cl_, W, dq + 2 * Cl_,
                                                    W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
@@ -148,7 +148,7 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   MEMTRAIN_RETURN_IF_ERROR(linear_forward(q_, xf.f32(), N, q.f32(), pool));
   MEMTRAIN_RETURN_IF_ERROR(linear_forward(k_, xf.f32(), N, k.f32(), pool));
@@ -156,7 +156,7 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   cpu::rope_forward(q.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
-                                                  {B, T, H_, Hkv_, D_}, out.f32(), H_ * D_, lse.f32()));
+                                                  {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)}, out.f32(), H_ * D_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
@@ -184,9 +184,9 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), H_ * D_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_,
                                                    v.f32(), Hkv_ * D_, out.f32(), H_ * D_, lse.f32(),
-                                                   {B, T, H_, Hkv_, D_}, dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_,
+                                                   {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)}, dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_,
                                                    dv.f32(), Hkv_ * D_));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T, store));
   cpu::rope_backward(dq.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/tensor.h"
+#include "model/activation_store.h"
 #include "parallel/communicator.h"
 
 namespace memtrain::model {
@@ -37,6 +38,18 @@ struct ContextParallel {
   absl::StatusOr<Tensor> local_tokens(const Tensor& whole) const;
   // Position in the sequence of each token of a (B, T) local batch (B = slots * sequences), int32, workspace.
   absl::StatusOr<Tensor> positions(int64_t B, int64_t T) const;
+  // The positions of the tokens a layer runs on: packed rows' own (store.packed(), only without cp), else the above.
+  absl::StatusOr<Tensor> positions(int64_t B, int64_t T, const ActivationStore& store) const {
+    if (const PackedRows* packed = store.packed()) {
+      MEMTRAIN_CHECK_MSG(size == 1, "packed rows run without context parallelism");
+      return packed->positions;
+    }
+    return positions(B, T);
+  }
+  // Each query's first visible key for attention over packed rows; null for plain sequences.
+  static const int32_t* first_keys(const ActivationStore& store) {
+    return store.packed() ? store.packed()->first.i32() : nullptr;
+  }
   absl::Status sum(double& value) const;  // over the cp group
 };
 

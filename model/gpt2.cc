@@ -43,7 +43,7 @@ absl::StatusOr<Tensor> Gpt2Model::body_forward(const Tensor& tokens, const Tenso
   LayerNorm* norm = ln_f_ ? &*ln_f_ : nullptr;
   if (!stage_.first) return blocks_and_norm_forward(blocks_, norm, x_in, B_, T_, store);
   const int64_t N = B_ * T_, C = cfg_.n_embd;
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_, store));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kValues));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, wte_->forward(tokens));
   // This rank's rows (all of them without SP) get their positions.
@@ -61,7 +61,7 @@ absl::StatusOr<Tensor> Gpt2Model::body_backward(const Tensor& dh, ActivationStor
                             norm_and_blocks_backward(blocks_, ln_f_ ? &*ln_f_ : nullptr, dh, B_, T_, store));
   if (!stage_.first) return dx;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor tokens, store.take("transformer.wte/tokens"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B_, T_, store));
   MEMTRAIN_RETURN_IF_ERROR(acquire(0, parallel::UnitUse::kGrads));
   MEMTRAIN_RETURN_IF_ERROR(wte_->backward(tokens, dx));
   if (wpe_->frozen) {  // fine-tuning with adapters: the position table stays as it is

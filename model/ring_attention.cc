@@ -67,9 +67,10 @@ absl::Status ring_attention_forward(const ContextParallel& cp, const float* q, i
                                     float* out, int64_t ldo, float* lse) {
   ThreadPool& pool = ThreadPool::global();
   if (cp.size == 1 && s.causal) {
-    cpu::attention_forward(q, ldq, k, ldk, v, ldv, s.B, s.T, s.H, s.Hkv, s.D, out, ldo, lse, pool);
+    cpu::attention_forward(q, ldq, k, ldk, v, ldv, s.B, s.T, s.H, s.Hkv, s.D, out, ldo, lse, pool, s.first);
     return absl::OkStatus();
   }
+  MEMTRAIN_CHECK_MSG(s.first == nullptr, "packed rows run without context parallelism");
   const Ring ring(cp, s);
   std::fill(lse, lse + s.B * s.H * s.T, -std::numeric_limits<float>::infinity());
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor cur, ring.buffer());
@@ -107,7 +108,7 @@ absl::Status ring_attention_backward(const ContextParallel& cp, const float* dou
   ThreadPool& pool = ThreadPool::global();
   if (cp.size == 1 && s.causal) {
     cpu::attention_backward(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, s.B, s.T, s.H, s.Hkv, s.D, dq, lddq,
-                            dk, lddk, dv, lddv, pool);
+                            dk, lddk, dv, lddv, pool, s.first);
     return absl::OkStatus();
   }
   const Ring ring(cp, s);

@@ -20,6 +20,7 @@ namespace memtrain::model {
 struct RingAttentionDims {
   int64_t B, T, H, Hkv, D;
   bool causal = true;
+  const int32_t* first = nullptr;  // packed rows (ContextParallel::first_keys), with one cp rank only
 };
 
 absl::Status ring_attention_forward(const ContextParallel& cp, const float* q, int64_t ldq, const float* k,

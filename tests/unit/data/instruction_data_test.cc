@@ -46,6 +46,7 @@ TEST(InstructionData, PaddedRowsHoldOneExampleWithTargetsOnlyWhereTrained) {
   EXPECT_EQ(r.targets, (std::vector<int32_t>{-1, -1, -1, -1, -1, -1, 'y', 'o', '$', -1, -1, -1}));
   EXPECT_EQ(r.segments, (std::vector<int32_t>{0, 0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1}));
   EXPECT_EQ(r.positions, (std::vector<int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0}));
+  EXPECT_EQ(r.first, (std::vector<int32_t>{0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 10, 11}));
 }
 
 TEST(InstructionData, PackedRowsKeepExamplesApartAndTruncateTheLongOnes) {
@@ -58,6 +59,7 @@ TEST(InstructionData, PackedRowsKeepExamplesApartAndTruncateTheLongOnes) {
   EXPECT_EQ(r.targets, (std::vector<int32_t>{-1, 3, 4, 5, 7, 8, 9, -1, -1, -1, -1, -1, -1, -1, -1, -1}));
   EXPECT_EQ(r.segments, (std::vector<int32_t>{0, 0, 0, 0, 1, 1, 1, -1, 0, 0, 0, 0, 0, 0, 0, 0}));
   EXPECT_EQ(r.positions, (std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 0, 0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(r.first, (std::vector<int32_t>{0, 0, 0, 0, 4, 4, 4, 7, 0, 0, 0, 0, 0, 0, 0, 0}));
 }
 
 TEST(InstructionData, BadRecordsNameTheFileAndLine) {
