@@ -416,6 +416,9 @@ absl::Status Config::validate() const {
   if (optim.schedule != "constant" && optim.decay_steps > 0 && optim.warmup_steps > optim.decay_steps)
     return config_error("optim.warmup_steps", absl::StrCat(optim.warmup_steps, " exceeds optim.decay_steps (",
                                                            optim.decay_steps, ")"));
+  if (!data.instructions.empty() && data.packing && (parallel.pp > 1 || parallel.cp > 1))
+    return config_error("data.packing", "packed rows run without pipeline and context parallelism (parallel.pp and "
+                                        "parallel.cp = 1); set data.packing = false to pad instead");
   if (lora.enabled()) {
     MEMTRAIN_RETURN_IF_ERROR(lora.validate_for(model.arch));
     if (parallel.pp > 1)

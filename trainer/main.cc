@@ -230,9 +230,8 @@ absl::Status run(const std::string& command, const Args& args) {
   apply_runtime(cfg);
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, load_trained(cfg, args));
   if (command == "eval") {
-    MEMTRAIN_ASSIGN_OR_RETURN(TokenData data, open_token_data(cfg));
-    MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val, validation_sampler(cfg, data.val));
-    MEMTRAIN_ASSIGN_OR_RETURN(double loss, evaluate_loss(*bundle->model, val, cfg.train.eval_batches));
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<RunData> data, RunData::open(cfg, cfg.train.batch_size));
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, evaluate_loss(*bundle->model, *data, cfg.train.eval_batches));
     std::printf("val_loss %.6f\n", loss);
     return absl::OkStatus();
   }

@@ -28,16 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-struct Batch {
-  Tensor inputs, targets;  // (B, T) int32
-};
-absl::StatusOr<Batch> make_batch(int64_t B, int64_t T) {
-  Batch b;
-  MEMTRAIN_ASSIGN_OR_RETURN(b.inputs, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
-  MEMTRAIN_ASSIGN_OR_RETURN(b.targets, Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations));
-  return b;
-}
-
 std::string output_file(const Config& cfg, const char* name) {
   return (std::filesystem::path(cfg.output.dir) / name).string();
 }
@@ -58,29 +48,22 @@ absl::Status print_samples(const Config& cfg, model::Model& model) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const data::TokenShard& val) {
-  data::BatchSampler sampler(val, cfg.train.batch_size, cfg.train.resolved_seq_len(cfg.model.block_size),
-                             static_cast<uint64_t>(cfg.train.seed), "val");
-  MEMTRAIN_RETURN_IF_ERROR(sampler.check());
-  return sampler;
-}
-
 namespace {
 // A batch's loss sum on the whole mesh (every cp rank's chunks, every pp stage), the same on every rank.
-using BatchLoss = std::function<absl::StatusOr<double>(const Tensor& tokens, const Tensor& targets)>;
+using BatchLoss = std::function<absl::StatusOr<double>(const Batch& batch)>;
 
-absl::StatusOr<double> evaluate_batches(const BatchLoss& batch_loss, const data::BatchSampler& sampler,
-                                        int64_t batches, parallel::Communicator* dp) {
-  batches = std::min(batches, sampler.eval_batches());
+absl::StatusOr<double> evaluate_batches(const BatchLoss& batch_loss, const RunData& data, int64_t batches,
+                                        parallel::Communicator* dp) {
+  batches = std::min(batches, data.eval_batches());
   const int d = dp != nullptr ? dp->size() : 1, r = dp != nullptr ? dp->rank() : 0;
-  MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, make_batch(sampler.batch(), sampler.seq_len()));
+  MEMTRAIN_ASSIGN_OR_RETURN(Batch batch, data.make_batch(data.eval_batch_size()));
   // Batch b runs on dp rank b % d. Every rank runs the same number of forwards (a rank past the end repeats
   // batch 0 and drops it), since ZeRO-3 gathers parameters collectively inside forward.
   std::vector<double> losses(batches, 0.0);
   for (int64_t round = 0; round * d < batches; ++round) {
     const int64_t b = round * d + r;
-    sampler.fill_eval(b < batches ? b : 0, batch.inputs.i32(), batch.targets.i32());
-    MEMTRAIN_ASSIGN_OR_RETURN(double loss, batch_loss(batch.inputs, batch.targets));
+    data.fill_eval(b < batches ? b : 0, batch);
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, batch_loss(batch));
     if (b < batches) losses[b] = loss;
   }
   std::vector<double> all(losses);
@@ -90,20 +73,25 @@ absl::StatusOr<double> evaluate_batches(const BatchLoss& batch_loss, const data:
     MEMTRAIN_RETURN_IF_ERROR(dp->all_gather_v(losses.data(), all.data(), counts, DType::kU8));
   }
   double sum = 0;  // in batch order, as one process adds them
-  for (int64_t b = 0; b < batches; ++b) sum += all[(b % d) * batches + b];
-  return sum / static_cast<double>(batches * batch.targets.numel());
+  int64_t normalizer = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    sum += all[(b % d) * batches + b];
+    normalizer += data.eval_normalizer(b);
+  }
+  return sum / static_cast<double>(normalizer);
 }
 }  // namespace
 
-absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
+absl::StatusOr<double> evaluate_loss(model::Model& model, const RunData& data, int64_t batches,
                                      parallel::Communicator* dp) {
-  auto batch_loss = [&](const Tensor& tokens, const Tensor& targets) -> absl::StatusOr<double> {
+  auto batch_loss = [&](const Batch& batch) -> absl::StatusOr<double> {
     model::ActivationStore discard(/*keep=*/false);
-    MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(tokens, targets, 0.0f, discard));
+    batch.apply(discard);
+    MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
     MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
     return loss;
   };
-  return evaluate_batches(batch_loss, sampler, batches, dp);
+  return evaluate_batches(batch_loss, data, batches, dp);
 }
 
 absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
@@ -124,20 +112,13 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
 
   // The global batch of a step is B * accum * d rows; dp rank r's micro-batch m holds rows
   // [(r * accum + m) * B, ... + B), so one process with accum * d micro-batches sees the same rows in the same order.
-  auto train_sampler_of = [&](const data::TokenShard& train) {
-    return data::BatchSampler(train, B * accum * d, T, static_cast<uint64_t>(cfg.train.seed), "train");
-  };
   // The data is checked before output.dir is created, so a rejected run leaves no trace. Rank 0 prepares text
   // data and creates output.dir; the others open the shards once it succeeded.
-  absl::StatusOr<TokenData> data = absl::UnknownError("unset");
+  absl::StatusOr<std::unique_ptr<RunData>> data = absl::UnknownError("unset");
   absl::Status ready;
   if (lead) {
-    data = open_token_data(cfg);
+    data = RunData::open(cfg, B * accum * d);
     ready = data.status();
-    if (ready.ok()) {
-      ready = train_sampler_of(data->train).check();
-    }
-    if (ready.ok()) ready = validation_sampler(cfg, data->val).status();
     if (ready.ok()) {
       std::error_code ec;
       std::filesystem::create_directories(cfg.output.dir, ec);
@@ -151,11 +132,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     }
   }
   MEMTRAIN_RETURN_IF_ERROR(agree(world, ready));
-  if (!lead) data = open_token_data(cfg, /*prepare=*/false);
+  if (!lead) data = RunData::open(cfg, B * accum * d, /*prepare=*/false);
   MEMTRAIN_RETURN_IF_ERROR(data.status());
-  data::BatchSampler train_sampler = train_sampler_of(data->train);
-  MEMTRAIN_RETURN_IF_ERROR(train_sampler.check());
-  MEMTRAIN_ASSIGN_OR_RETURN(data::BatchSampler val_sampler, validation_sampler(cfg, data->val));
+  const RunData& batches = **data;
 
   const model::TensorParallel tp = run.tp();
   const model::ContextParallel cp = run.cp();
@@ -188,11 +167,13 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     metrics.emplace(std::move(log));
   }
   // A pipeline has every micro-batch of a step in flight at once; otherwise they run one after the other.
-  std::vector<Tensor> inputs, targets;
+  std::vector<Batch> micro_batches;
+  std::vector<Tensor> inputs, targets;  // the pipeline's view of them
   for (int64_t k = 0; k < (pp > 1 ? accum : 1); ++k) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Batch b, make_batch(B, T));
+    MEMTRAIN_ASSIGN_OR_RETURN(Batch b, batches.make_batch(B));
     inputs.push_back(b.inputs);
     targets.push_back(b.targets);
+    micro_batches.push_back(std::move(b));
   }
   const double peak_gflops = cpu::measure_sgemm_gflops(ThreadPool::global());
   // Per rank: tensor parallelism splits every matmul (the small unsplit parts are ignored), context parallelism the
@@ -206,24 +187,25 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, %d threads, "
                 "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(whole.numel()),
-                static_cast<long long>(data->train.size()), static_cast<long long>(data->val.size()),
+                static_cast<long long>(batches.train_tokens()), static_cast<long long>(batches.val_tokens()),
                 static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
-    auto batch_loss = [&](const Tensor& tokens, const Tensor& targets) -> absl::StatusOr<double> {
+    auto batch_loss = [&](const Batch& batch) -> absl::StatusOr<double> {
       double loss = 0;
       if (pipeline) {
-        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->forward_only(tokens, targets));
+        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->forward_only(batch.inputs, batch.targets));
         MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->sum(loss));  // the last stage's
       } else {
         model::ActivationStore discard(/*keep=*/false);
-        MEMTRAIN_ASSIGN_OR_RETURN(loss, model.forward(tokens, targets, 0.0f, discard));
+        batch.apply(discard);
+        MEMTRAIN_ASSIGN_OR_RETURN(loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
       }
       MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
       return loss;
     };
-    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(batch_loss, val_sampler, cfg.train.eval_batches, &run.dp()));
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(batch_loss, batches, cfg.train.eval_batches, &run.dp()));
     engine->release_idle();
     if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_eval(step, val));
     if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
@@ -231,7 +213,6 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   };
 
   TrainResult result;
-  const float grad_scale = 1.0f / static_cast<float>(B * T * accum * d);
   const auto t_start = Clock::now();
   double window_s = 0;
   int64_t window_steps = 0;
@@ -239,14 +220,17 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     const auto t0 = Clock::now();
     MemoryTracker::host().reset_peaks();
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
+    // The loss is the mean over the step's positions (token windows) or trained targets (instructions).
+    const float grad_scale = 1.0f / static_cast<float>(batches.train_normalizer(step));
     double loss_sum = 0;
     for (int64_t micro = 0; micro < accum; ++micro) {
       const size_t k = pipeline ? micro : 0;
       const int64_t row = (dp_rank * accum + micro) * B;
-      train_sampler.fill(step, row, row + B, inputs[k].i32(), targets[k].i32());
+      batches.fill_train(step, row, row + B, micro_batches[k]);
       if (pipeline) continue;  // all micro-batches go in at once, below
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
       model::ActivationStore store;
+      micro_batches[0].apply(store);
       MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(inputs[0], targets[0], grad_scale, store));
       MEMTRAIN_RETURN_IF_ERROR(model.backward(store));
       MEMTRAIN_CHECK_MSG(store.empty(), "activations left after backward");

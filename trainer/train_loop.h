@@ -5,19 +5,17 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "data/batch_sampler.h"
 #include "model/model.h"
 #include "parallel/communicator.h"
 #include "trainer/config.h"
+#include "trainer/run_data.h"
 
 namespace memtrain::trainer {
 
-// The fixed evaluation windows of `val` for cfg's batch and sequence length, checked against the shard's size.
-absl::StatusOr<data::BatchSampler> validation_sampler(const Config& cfg, const data::TokenShard& val);
-// Mean token loss over the first `batches` fixed evaluation batches of `sampler` (at most all of its windows; no
-// gradients, nothing kept). With `dp`, collective over it: the batches are spread over its ranks and the result,
-// summed in batch order, is the same number one process gets.
-absl::StatusOr<double> evaluate_loss(model::Model& model, const data::BatchSampler& sampler, int64_t batches,
+// Mean loss per normalised position (run_data.h) over the first `batches` evaluation batches of `data` (at most
+// all of them; no gradients, nothing kept). With `dp`, collective over it: the batches are spread over its ranks
+// and the result, summed in batch order, is the same number one process gets.
+absl::StatusOr<double> evaluate_loss(model::Model& model, const RunData& data, int64_t batches,
                                      parallel::Communicator* dp = nullptr);
 
 // Prints output.samples texts generated from output.prompt ("\n" when empty).

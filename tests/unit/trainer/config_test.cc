@@ -224,7 +224,7 @@ TEST(ConfigValidate, CrossSectionRulesNameBothKeys) {
 TEST(ConfigValidate, SectionErrorsComeInSectionOrder) {
   Config c;  // data is missing and train.max_steps is bad: model, data, train, ... so data comes first
   c.train.max_steps = 0;
-  EXPECT_EQ(c.validate().message(), "data.dataset: set data.dataset or data.text");
+  EXPECT_EQ(c.validate().message(), "data.dataset: set data.dataset, data.text or data.instructions");
 }
 
 TEST(ParseBytes, AcceptsIntegersAndUnits) {

@@ -74,13 +74,13 @@ inline const std::vector<Malformed>& cases() {
       {"negative_budget", "[memory]\nbudget = \"-1GiB\"", {}, "memory.budget: '-1GiB' is not a byte size (negative)"},
       {"integer_budget", "[memory]\nbudget = 1024", {}, "memory.budget: expected a string, got integer"},
       {"bad_val_fraction", "[data]\ntext = [\"a\"]\nval_fraction = 1.5", {}, "data.val_fraction", false},
-      {"dataset_and_text", "[data]\ndataset = \"d\"\ntext = [\"a\"]", {}, "data.text: set data.dataset or data.text, not both", false},
+      {"dataset_and_text", "[data]\ndataset = \"d\"\ntext = [\"a\"]", {}, "data.text: set one of data.dataset, data.text and data.instructions", false},
       // Rules across sections.
       {"seq_len_over_block", "[model]\nblock_size = 256\n[train]\nseq_len = 512", {}, "train.seq_len: 512 exceeds model.block_size (256)"},
       {"vocab_below_tokenizer", "[model]\nvocab_size = 100", {}, "model.vocab_size: 100 is smaller than the byte tokenizer's 256 (data.tokenizer)"},
       {"warmup_over_decay", "[optim]\nwarmup_steps = 200\ndecay_steps = 100", {}, "optim.warmup_steps: 200 exceeds optim.decay_steps (100)"},
       // The file itself.
-      {"empty_file_needs_data", "", {}, "data.dataset: set data.dataset or data.text", false},
+      {"empty_file_needs_data", "", {}, "data.dataset: set data.dataset, data.text or data.instructions", false},
       {"syntax_error_line", "[train]\nmax_steps = 5\nseed = = 3", {}, "configs/x.toml:3:"},
       {"unterminated_string", "[output]\ndir = \"runs", {}, "configs/x.toml:2:"},
       {"duplicate_key", "[train]\nmax_steps = 5\nmax_steps = 6", {}, "configs/x.toml:3:"},
