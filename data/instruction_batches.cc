@@ -19,6 +19,12 @@ InstructionBatches::InstructionBatches(InstructionRows rows, int64_t batch, uint
 absl::Status InstructionBatches::check() const {
   if (batch_ < 1) return absl::InvalidArgumentError(absl::StrCat(stream_, " batches: batch must be >= 1"));
   if (rows_.rows < 1) return absl::InvalidArgumentError(absl::StrCat("the ", stream_, " split holds no examples"));
+  int64_t trained = 0;
+  for (int64_t n : trained_) trained += n;
+  if (trained == 0)
+    return absl::InvalidArgumentError(absl::StrCat("no ", stream_, " example keeps a trained token within the ",
+                                                   rows_.T, " positions of a row (", rows_.truncated,
+                                                   " were cut to fit): raise train.seq_len or shorten the templates"));
   return absl::OkStatus();
 }
 

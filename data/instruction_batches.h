@@ -27,7 +27,8 @@ class InstructionBatches {
  public:
   InstructionBatches(InstructionRows rows, int64_t batch, uint64_t seed, absl::string_view stream);
 
-  // At least one row, and rows no longer than the sequence (their T).
+  // At least one row, and at least one target the loss covers (examples cut to the sequence length may lose
+  // every trained token).
   absl::Status check() const;
   int64_t batch() const { return batch_; }
   int64_t seq_len() const { return rows_.T; }

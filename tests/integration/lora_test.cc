@@ -7,11 +7,13 @@
 //   adapters and their optimizer state; the base comes from model.from_hf again);
 // - QLoRA (nf4 base) trains and its loss stays near LoRA's over the fp32 base;
 // - `memtrain train`, `sample` (base + adapter) and `convert --merge-adapter` work from the command line;
+// - instruction data (JSONL), packed and padded, fine-tunes from the command line and `eval` scores it;
 // - bad [lora] keys and a missing model.from_hf are config errors naming the key.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
 
 #include "tests/integration/cli.h"
@@ -125,6 +127,45 @@ TEST_F(Lora, CommandLineTrainSampleAndMerge) {
                                          dir_ + "/bad", dir_);
   EXPECT_NE(wrong.exit_code, 0);
   EXPECT_NE(wrong.err.find("lora_A.weight is "), std::string::npos) << wrong.err;
+}
+
+// Instruction data: a LoRA run on JSONL examples, packed and padded, learns the responses (the loss counts only
+// trained targets, so it starts near ln(256) and falls); eval reads the adapter and the held-out examples; a bad
+// record stops the run before anything is written, naming the file and line.
+TEST_F(Lora, InstructionFineTuningFromTheCommandLine) {
+  const std::string hf = write_base(config(toml("x", tiny_llama())));
+  {
+    std::ofstream f(dir_ + "/sft.jsonl");
+    for (int i = 0; i < 120; ++i)
+      f << "{\"prompt\": \"echo " << i % 10 << "\", \"response\": \"" << i % 10 << i % 10 << i % 10 << "\"}\n";
+  }
+  const std::string data = "[data]\ninstructions = \"" + dir_ + "/sft.jsonl\"\nprompt_template = \"{prompt}:\"\neos = \"$\"\n";
+  for (const std::string packing : {"true", "false"}) {
+    SCOPED_TRACE("packing = " + packing);
+    std::string text = toml("sft_" + packing, "from_hf = \"" + hf + "\"\n", "[lora]\nr = 8\n");
+    text = text.substr(0, text.find("[data]")) + data + "packing = " + packing + "\n" +
+           text.substr(text.find("[train]"));
+    const std::string path = dir_ + "/sft_" + packing + ".toml";
+    std::ofstream(path) << text;
+    auto train = testing::run_memtrain("train " + path + " --set train.max_steps=30", dir_);
+    ASSERT_EQ(train.exit_code, 0) << train.err;
+    auto eval = testing::run_memtrain("eval " + path, dir_);
+    ASSERT_EQ(eval.exit_code, 0) << eval.err;
+    double val = 0;
+    ASSERT_EQ(std::sscanf(eval.out.c_str(), "val_loss %lf", &val), 1) << eval.out;
+    // From ln(256) = 5.5 at the start; measured 2.4 packed and 2.9 padded (fewer examples per step) after 30 steps.
+    EXPECT_LT(val, 3.5) << "the responses repeat the prompt's digit";
+  }
+  std::ofstream(dir_ + "/bad.jsonl") << "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": 3}\n";
+  const std::string path = dir_ + "/bad.toml";
+  std::string text = toml("bad", tiny_llama());
+  text = text.substr(0, text.find("[data]")) + "[data]\ninstructions = \"" + dir_ + "/bad.jsonl\"\n" +
+         text.substr(text.find("[train]"));
+  std::ofstream(path) << text;
+  auto bad = testing::run_memtrain("train " + path, dir_);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find(dir_ + "/bad.jsonl:2"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir_ + "/bad")) << "nothing written";
 }
 
 TEST_F(Lora, BadKeysAreConfigErrorsNamingTheKey) {

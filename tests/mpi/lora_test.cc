@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 
 #include "checkpoint/safetensors.h"
 #include "tests/mpi/training_fixture.h"
@@ -28,11 +30,26 @@ struct LoraCase {
   bool sp = false;
   bool fa = false;
   bool nf4 = false;
+  std::string instructions = "";  // "packed" or "padded": train on JSONL examples instead of token windows
   std::string name() const {
     return arch + "_tp" + std::to_string(tp) + (sp ? "_sp" : "") + "_zero" + std::to_string(stage) +
-           (fa ? "_fa" : "") + (nf4 ? "_nf4" : "");
+           (fa ? "_fa" : "") + (nf4 ? "_nf4" : "") + (instructions.empty() ? "" : "_" + instructions);
   }
 };
+
+// Question/answer pairs of varied lengths for the instruction cases, written once by rank 0.
+std::string instructions_file() {
+  const std::string path = shared_dir() + "/sft.jsonl";
+  if (world().rank() == 0 && !std::filesystem::exists(path)) {
+    std::ofstream f(path);
+    for (int i = 0; i < 200; ++i) {
+      f << "{\"prompt\": \"" << i << "+" << (i * 7) % 13 << "\", \"response\": \"" << i + (i * 7) % 13
+        << (i % 3 == 0 ? ", yes" : "") << "\"}\n";
+    }
+  }
+  MEMTRAIN_CHECK_OK(world().comm().barrier());
+  return path;
+}
 
 class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
  protected:
@@ -49,12 +66,23 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
             "model.n_embd=" + std::string(c.nf4 ? "64" : "32"), "train.max_steps=30", "optim.lr=1e-2", "model.init_std=0.1",
             "train.eval_interval=0"};
   }
+  std::vector<std::string> data_sets() const {
+    const LoraCase& c = GetParam();
+    if (c.instructions.empty()) return {};
+    // Short templates: every example fits the 32 positions.
+    return {"data.dataset=", "data.instructions=" + instructions_file(), "data.eos=$", "data.prompt_template=Q:{prompt}\nA:",
+            std::string("data.packing=") + (c.instructions == "packed" ? "true" : "false")};
+  }
 };
 
 TEST_P(LoraVsSingleProcess, LossCurveAndSavedAdapter) {
   const LoraCase c = GetParam();
   const int dp = world().size() / c.tp;
   std::vector<std::string> mesh_sets = common(), single_sets = common();
+  for (const std::string& s : data_sets()) {
+    mesh_sets.push_back(s);
+    single_sets.push_back(s);
+  }
   for (const std::string& s : {"parallel.tp=" + std::to_string(c.tp), std::string("parallel.dp=-1"),
                                "zero.stage=" + std::to_string(c.stage),
                                std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false")})
@@ -100,7 +128,9 @@ INSTANTIATE_TEST_SUITE_P(Meshes, LoraVsSingleProcess,
                          ::testing::Values(LoraCase{"gpt2", 1, 0}, LoraCase{"llama", 1, 2}, LoraCase{"gpt2", 1, 3},
                                            LoraCase{"gpt2", 2, 0}, LoraCase{"llama", 2, 1, true},
                                            LoraCase{"llama", 4, 0}, LoraCase{"gpt2", 2, 2, false, true},
-                                           LoraCase{"llama", 1, 1, false, false, true}),
+                                           LoraCase{"llama", 1, 1, false, false, true},
+                                           LoraCase{"gpt2", 1, 2, false, false, false, "packed"},
+                                           LoraCase{"llama", 2, 0, false, false, false, "padded"}),
                          [](const auto& info) { return info.param.name(); });
 
 }  // namespace
