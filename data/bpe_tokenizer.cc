@@ -4,11 +4,15 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <functional>
+#include <queue>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/file_io.h"
 #include "core/status.h"
 
@@ -174,6 +178,45 @@ absl::Status set_vocab(const json& v, const std::string& where, std::unordered_m
 
 }  // namespace
 
+namespace {
+constexpr char kMeta[] = "\xE2\x96\x81";  // U+2581, SentencePiece's visible space
+}  // namespace
+
+absl::Status BpeTokenizer::read_metaspace(const json& j, const std::string& path) {
+  auto bad = [&](const std::string& key, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, ": ", why));
+  };
+  metaspace_ = true;
+  const json& norm = j.value("normalizer", json());
+  const json& pre = j.value("pre_tokenizer", json());
+  if (!norm.is_null()) {
+    // LLaMA-2 as transformers converted it: Sequence[Prepend("▁"), Replace(" ", "▁")], no pre-tokenizer.
+    const json steps = norm.value("type", "") == "Sequence" ? norm.value("normalizers", json::array()) : json::array({norm});
+    const bool ok = steps.size() == 2 && steps[0].value("type", "") == "Prepend" &&
+                    steps[0].value("prepend", "") == kMeta && steps[1].value("type", "") == "Replace" &&
+                    steps[1].value("pattern", json()).value("String", "") == " " && steps[1].value("content", "") == kMeta;
+    if (!ok) return bad("normalizer", absl::StrCat(norm.dump(), " is not supported (only Prepend(▁) + Replace(' ', ▁))"));
+    if (!pre.is_null()) return bad("pre_tokenizer", "must be null after a Prepend + Replace normalizer");
+    prepend_ = Prepend::kAlways;
+    return absl::OkStatus();
+  }
+  if (!pre.is_object() || pre.value("type", "") != "Metaspace")
+    return bad("pre_tokenizer", absl::StrCat(pre.dump(), " is not supported (ByteLevel, or Metaspace)"));
+  if (pre.value("replacement", kMeta) != kMeta) return bad("pre_tokenizer.replacement", "only ▁ is supported");
+  const std::string scheme = pre.value("prepend_scheme", pre.value("add_prefix_space", true) ? "always" : "never");
+  if (scheme == "first") {
+    prepend_ = Prepend::kFirst;
+  } else if (scheme == "always") {
+    prepend_ = Prepend::kIfMissing;
+  } else if (scheme == "never") {
+    prepend_ = Prepend::kNever;
+  } else {
+    return bad("pre_tokenizer.prepend_scheme", absl::StrCat("'", scheme, "' is not first, always or never"));
+  }
+  split_ = pre.value("split", true);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string& path) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::string text, read_file(path));
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -181,23 +224,33 @@ absl::StatusOr<BpeTokenizer> BpeTokenizer::from_tokenizer_json(const std::string
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, ": ", why));
   };
   if (j.is_discarded() || !j.is_object()) return bad("(file)", "not a JSON object");
-  if (j.contains("normalizer") && !j["normalizer"].is_null())
-    return bad("normalizer", "not supported (only byte-level BPE without a normalizer)");
+  BpeTokenizer t;
   const json& pre = j.value("pre_tokenizer", json());
-  if (!pre.is_object() || pre.value("type", "") != "ByteLevel")
-    return bad("pre_tokenizer", absl::StrCat(pre.dump(), " is not supported (only ByteLevel)"));
-  if (!pre.value("use_regex", true)) return bad("pre_tokenizer.use_regex", "false is not supported");
+  const bool byte_level = pre.is_object() && pre.value("type", "") == "ByteLevel";
+  if (byte_level) {
+    if (j.contains("normalizer") && !j["normalizer"].is_null())
+      return bad("normalizer", "not supported with a ByteLevel pre-tokenizer");
+    if (!pre.value("use_regex", true)) return bad("pre_tokenizer.use_regex", "false is not supported");
+    t.add_prefix_space_ = pre.value("add_prefix_space", false);
+  } else {
+    MEMTRAIN_RETURN_IF_ERROR(t.read_metaspace(j, path));
+  }
   if (!j.contains("model") || !j["model"].is_object()) return bad("model", "missing");
   const json& m = j["model"];
   if (m.value("type", "BPE") != "BPE") return bad("model.type", "only BPE is supported");
-  if (m.value("byte_fallback", false)) return bad("model.byte_fallback", "true is not supported");
+  t.byte_fallback_ = m.value("byte_fallback", false);
+  if (t.byte_fallback_ && byte_level) return bad("model.byte_fallback", "true needs a SentencePiece-style tokenizer");
   for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
     if (m.contains(key) && !m[key].is_null()) return bad(absl::StrCat("model.", key), "not supported");
   }
-  BpeTokenizer t;
-  t.add_prefix_space_ = pre.value("add_prefix_space", false);
   t.ignore_merges_ = m.value("ignore_merges", false);
+  t.fuse_unk_ = m.value("fuse_unk", false);
   MEMTRAIN_RETURN_IF_ERROR(set_vocab(m.value("vocab", json()), path + ": model.vocab", t.vocab_, t.id_to_token_));
+  if (m.contains("unk_token") && m["unk_token"].is_string()) {
+    const auto unk = t.vocab_.find(m["unk_token"].get<std::string>());
+    if (unk == t.vocab_.end()) return bad("model.unk_token", "not in the vocabulary");
+    t.unk_ = unk->second;
+  }
   if (!m.contains("merges") || !m["merges"].is_array()) return bad("model.merges", "missing");
   int rank = 0;
   for (const json& e : m["merges"]) {
@@ -268,51 +321,116 @@ std::optional<int32_t> BpeTokenizer::token_id(const std::string& token) const {
   return it->second;
 }
 
-void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+std::vector<std::string> BpeTokenizer::initial_symbols(std::string_view piece) const {
   std::vector<std::string> symbols;
-  std::string whole;
-  for (unsigned char b : piece) {
-    symbols.push_back(byte_char_[b]);
-    whole += byte_char_[b];
+  if (!metaspace_) {
+    for (unsigned char b : piece) symbols.push_back(byte_char_[b]);
+    return symbols;
   }
+  const std::vector<CodePoint> cp = code_points(piece);
+  bool last_unk = false;
+  for (size_t i = 0; i + 1 < cp.size(); ++i) {
+    const std::string c(piece.substr(cp[i].begin, cp[i + 1].begin - cp[i].begin));
+    if (vocab_.count(c)) {
+      symbols.push_back(c);
+      last_unk = false;
+      continue;
+    }
+    if (byte_fallback_) {  // each UTF-8 byte as <0xXX>, when the vocabulary has them all
+      std::vector<std::string> bytes;
+      for (unsigned char b : c) bytes.push_back(absl::StrFormat("<0x%02X>", b));
+      if (std::all_of(bytes.begin(), bytes.end(), [&](const std::string& x) { return vocab_.count(x) > 0; })) {
+        symbols.insert(symbols.end(), bytes.begin(), bytes.end());
+        last_unk = false;
+        continue;
+      }
+    }
+    if (unk_ && !(fuse_unk_ && last_unk)) symbols.push_back(id_to_token_[*unk_]);
+    last_unk = unk_.has_value();
+  }
+  return symbols;
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   if (ignore_merges_) {
+    std::string whole;
+    if (metaspace_) {
+      whole = std::string(piece);
+    } else {
+      for (unsigned char b : piece) whole += byte_char_[b];
+    }
     const auto it = vocab_.find(whole);
     if (it != vocab_.end()) {
       out.push_back(it->second);
       return;
     }
   }
-  // The adjacent pair of the lowest rank merges first (the leftmost of equal ranks), until no pair has a rank.
-  while (symbols.size() > 1) {
-    int best = INT_MAX;
-    size_t at = 0;
-    for (size_t k = 0; k + 1 < symbols.size(); ++k) {
-      const auto it = merge_rank_.find(merge_key(symbols[k], symbols[k + 1]));
-      if (it != merge_rank_.end() && it->second < best) best = it->second, at = k;
-    }
-    if (best == INT_MAX) break;
-    symbols[at] += symbols[at + 1];
-    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(at) + 1);
+  std::vector<std::string> sym = initial_symbols(piece);
+  // Symbols in a linked list; candidate merges in a heap by (rank, left position). A popped candidate is stale
+  // when either side has merged since (versions) or they are no longer neighbours.
+  const int n = static_cast<int>(sym.size());
+  std::vector<int> prev(n), next(n), version(n, 0);
+  for (int i = 0; i < n; ++i) prev[i] = i - 1, next[i] = i + 1 < n ? i + 1 : -1;
+  struct Candidate {
+    int rank, left, right, left_version, right_version;
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto consider = [&](int l, int r) {
+    if (l < 0 || r < 0) return;
+    const auto it = merge_rank_.find(merge_key(sym[l], sym[r]));
+    if (it != merge_rank_.end()) heap.push({it->second, l, r, version[l], version[r]});
+  };
+  for (int i = 0; i + 1 < n; ++i) consider(i, i + 1);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    if (version[c.left] != c.left_version || version[c.right] != c.right_version || next[c.left] != c.right) continue;
+    sym[c.left] += sym[c.right];
+    ++version[c.left];
+    version[c.right] = -1;  // gone
+    next[c.left] = next[c.right];
+    if (next[c.left] >= 0) prev[next[c.left]] = c.left;
+    consider(prev[c.left], c.left);
+    consider(c.left, next[c.left]);
   }
-  for (const std::string& s : symbols) {
-    const auto it = vocab_.find(s);
+  for (int i = n > 0 ? 0 : -1; i >= 0; i = next[i]) {
+    const auto it = vocab_.find(sym[i]);
     if (it != vocab_.end()) out.push_back(it->second);  // as tokenizers does without an unk token: dropped
   }
 }
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
-  std::vector<int32_t> out;
-  auto encode_plain = [&](std::string_view s) {
-    if (s.empty()) return;
+void BpeTokenizer::encode_segment(std::string_view s, bool at_start, std::vector<int32_t>& out) const {
+  if (s.empty()) return;
+  if (!metaspace_) {
     std::string prefixed;
     if (add_prefix_space_ && s.front() != ' ') {
-      prefixed.reserve(s.size() + 1);
-      prefixed.push_back(' ');
-      prefixed.append(s);
+      prefixed = " " + std::string(s);
       s = prefixed;
     }
     for (std::string_view piece : pre_tokenize(s)) encode_piece(piece, out);
-  };
+    return;
+  }
+  std::string text;
+  for (char c : s) text += c == ' ' ? std::string(kMeta) : std::string(1, c);
+  const bool starts_meta = text.rfind(kMeta, 0) == 0;
+  if (prepend_ == Prepend::kAlways || (prepend_ == Prepend::kIfMissing && !starts_meta) ||
+      (prepend_ == Prepend::kFirst && !starts_meta && at_start))
+    text = kMeta + text;
+  if (!split_) return encode_piece(text, out);
+  // Metaspace split: a piece starts at every ▁ (the ▁ goes with what follows it).
+  const std::string_view all = text;
+  size_t from = 0;
+  for (size_t at = all.find(kMeta, 1); at != std::string_view::npos; at = all.find(kMeta, at + 1)) {
+    if (at > from) encode_piece(all.substr(from, at - from), out);
+    from = at;
+  }
+  encode_piece(all.substr(from), out);
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
+  std::vector<int32_t> out;
+  auto encode_plain = [&](std::string_view s) { encode_segment(s, s.data() == text.data(), out); };
   size_t from = 0;
   for (size_t i = 0; i < text.size();) {
     bool matched = false;
@@ -337,8 +455,21 @@ std::string BpeTokenizer::decode(std::span<const int32_t> ids) const {
   for (int32_t id : ids) {
     if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size()) continue;
     const std::string& token = id_to_token_[id];
+    unsigned byte = 0;  // a byte-fallback token (even where a trainer listed the 256 among the added tokens)
+    if (byte_fallback_ && token.size() == 6 && std::sscanf(token.c_str(), "<0x%2X>", &byte) == 1) {
+      out += static_cast<char>(byte);
+      continue;
+    }
     if (std::any_of(added_.begin(), added_.end(), [&](const auto& a) { return a.second == id; })) {
       out += token;
+      continue;
+    }
+    if (metaspace_) {  // ▁ is a space; the prepended ▁ of the text's first token goes
+      for (size_t i = 0; i < token.size();) {
+        const bool meta = token.compare(i, 3, kMeta) == 0;
+        if (!(meta && out.empty() && prepend_ != Prepend::kNever)) out += meta ? std::string(" ") : token.substr(i, 1);
+        i += meta ? 3 : 1;
+      }
       continue;
     }
     // Each UTF-8 character of a byte-level token stands for one byte.

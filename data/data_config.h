@@ -25,8 +25,9 @@ struct DataConfig {
     v("text", text, "text files or directories (all regular files, *.dat skipped) tokenized when dataset is \"\"");
     v("val_fraction", val_fraction, "fraction of each text file (its end) held out for validation, in (0, 1)");
     v("tokenizer", tokenizer,
-      "byte (vocabulary of 256), or a Hugging Face byte-level BPE tokenizer: a tokenizer.json, or a directory "
-      "holding tokenizer.json or vocab.json + merges.txt (a model directory)");
+      "byte (vocabulary of 256), or a Hugging Face BPE tokenizer (byte-level as GPT-2's and LLaMA-3's, or "
+      "SentencePiece-style with byte fallback as LLaMA-2's): a tokenizer.json, or a directory holding "
+      "tokenizer.json or vocab.json + merges.txt (a model directory)");
     v("instructions", instructions,
       "a JSONL file of fine-tuning examples, {\"prompt\", \"response\"} or {\"messages\": [{\"role\", "
       "\"content\"}, ...]}, trained on the response (the assistant turns) only, instead of dataset / text; the "

@@ -3,7 +3,8 @@
 // package on the shared Shakespeare text (or, where that is absent, the fortunes corpus) plus a Unicode sample
 // (accents, Cyrillic, CJK, emoji, other digits and numerals, non-ASCII spaces, tabs, CRLF, contractions in both
 // cases, special tokens) encodes the whole corpus to the package's ids exactly, from tokenizer.json and from the
-// vocab.json + merges.txt pair; decoding gives the text back.
+// vocab.json + merges.txt pair; decoding gives the text back. The same for a SentencePiece-style tokenizer with
+// byte fallback (LLaMA-2's scheme) in its three tokenizer.json forms.
 #include "data/bpe_tokenizer.h"
 #include "tests/reference/pyref.h"
 
@@ -95,6 +96,44 @@ TEST_F(BpeReference, EncodingsEqualTheTokenizersPackage) {
   auto from_files = BpeTokenizer::from_vocab_merges(dir_ + "/vocab.json", dir_ + "/merges.txt");
   ASSERT_TRUE(from_files.ok()) << from_files.status();
   EXPECT_TRUE(from_files->encode(text) == want) << "vocab.json + merges.txt encode differently";
+}
+
+// SentencePiece-style BPE (LLaMA-2's scheme) with byte fallback, trained by the package on the same corpus with a
+// 70-character alphabet (so the Unicode sample's rarer characters become <0xXX> bytes), in the three forms its
+// tokenizer.json takes: Metaspace splitting at every ▁, Metaspace over the whole text, and LLaMA-2's normalizer
+// with no pre-tokenizer (the whole text is one word: the merges run over 1.1M symbols).
+TEST_F(BpeReference, SentencePieceStyleEncodingsEqualTheTokenizersPackage) {
+  const std::string text = corpus_text() + kUnicode;
+  {
+    std::ofstream f(dir_ + "/corpus.txt", std::ios::binary);
+    f << text;
+  }
+  ASSERT_EQ(script("train_sp " + dir_ + "/corpus.txt " + dir_ + " 1200"), 0);
+  for (const std::string form : {"sp_split", "sp_whole", "sp_normalizer"}) {
+    SCOPED_TRACE(form);
+    const std::string json = dir_ + "/" + form + ".json";
+    ASSERT_EQ(script("encode " + json + " " + dir_ + "/corpus.txt " + dir_ + "/ids.bin"), 0);
+    const std::string raw = slurp(dir_ + "/ids.bin");
+    std::vector<int32_t> want(raw.size() / 4);
+    std::memcpy(want.data(), raw.data(), raw.size());
+    auto tok = BpeTokenizer::from_tokenizer_json(json);
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    const std::vector<int32_t> got = tok->encode(text);
+    ASSERT_EQ(got.size(), want.size());
+    size_t first_difference = 0;
+    while (first_difference < got.size() && got[first_difference] == want[first_difference]) ++first_difference;
+    EXPECT_EQ(first_difference, got.size()) << "first difference at token " << first_difference;
+    int64_t fallback = 0;
+    for (int32_t id : got) fallback += id >= 3 && id < 3 + 256;
+    std::printf("%s: %zu bytes -> %zu tokens (%lld byte-fallback tokens), equal to tokenizers'\n", form.c_str(),
+                text.size(), got.size(), static_cast<long long>(fallback));
+    EXPECT_GT(fallback, 0) << "the sample should exercise byte fallback";
+    const std::string back = tok->decode(got);
+    size_t at = 0;
+    while (at < back.size() && at < text.size() && back[at] == text[at]) ++at;
+    EXPECT_EQ(at, text.size()) << "decoding differs from byte " << at << ": '" << back.substr(at, 20) << "' vs '"
+                               << text.substr(at, 20) << "'";
+  }
 }
 
 }  // namespace

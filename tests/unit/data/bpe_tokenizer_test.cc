@@ -1,6 +1,7 @@
 // The BPE tokenizer without Python: GPT-2's pre-tokenization on the cases its pattern decides subtly (the space
 // before a word, runs of spaces and newlines, contractions only in lower case, digits and punctuation runs); merges
-// by rank on a hand-made vocabulary; added tokens matched before everything; and clear errors for the
+// by rank on a hand-made vocabulary; added tokens matched before everything; the SentencePiece-style scheme with
+// byte fallback; and clear errors for the
 // tokenizer.json pipelines it does not implement. (tests/reference compares whole corpora with `tokenizers`.)
 #include "data/bpe_tokenizer.h"
 
@@ -63,13 +64,41 @@ TEST_F(BpeTokenizerTest, MergesByRankAndMatchesAddedTokensFirst) {
   EXPECT_EQ(t->token_id("<eos>"), 9);
 }
 
+// SentencePiece-style (LLaMA-2): spaces as ▁ with one prepended, merges across the whole segment, characters
+// outside the vocabulary as their UTF-8 bytes (byte fallback) or the unknown token, and decoding back. The same
+// with LLaMA-2's normalizer form and with a splitting Metaspace pre-tokenizer.
+TEST_F(BpeTokenizerTest, SentencePieceStyleWithByteFallback) {
+  const std::string model = R"("model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "fuse_unk": true,
+      "vocab": {"<unk>": 0, "<0xC3>": 1, "<0xA9>": 2, "▁": 3, "a": 4, "b": 5, "▁a": 6, "ab": 7, "▁ab": 8},
+      "merges": ["▁ a", "a b", "▁a b"]})";
+  const std::string normalizer = R"({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+      {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]})";
+  for (const std::string& pipeline :
+       {R"("normalizer": )" + normalizer + R"(, "pre_tokenizer": null)",
+        std::string(R"("normalizer": null, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁",
+                    "prepend_scheme": "first", "split": false})"),
+        std::string(R"("normalizer": null, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁",
+                    "prepend_scheme": "always", "split": true})")}) {
+    SCOPED_TRACE(pipeline);
+    auto t = BpeTokenizer::from_tokenizer_json(write("{" + pipeline + ", " + model + "}"));
+    ASSERT_TRUE(t.ok()) << t.status();
+    // ▁ a b ▁ a b: "▁ a" (rank 0) at both places, leftmost first, then "▁a b" (rank 2); "a b" never gets a chance.
+    EXPECT_EQ(t->encode("ab ab"), (std::vector<int32_t>{8, 8}));
+    EXPECT_EQ(t->encode("é"), (std::vector<int32_t>{3, 1, 2}));  // é = C3 A9, not in the vocabulary
+    EXPECT_EQ(t->encode("xyb"), (std::vector<int32_t>{3, 0, 5}));  // x and y: one fused <unk>
+    EXPECT_EQ(t->decode(std::vector<int32_t>{8, 8}), "ab ab");
+    EXPECT_EQ(t->decode(std::vector<int32_t>{3, 1, 2, 6}), "é a");
+  }
+}
+
 TEST_F(BpeTokenizerTest, UnsupportedPipelinesAreErrorsNamingThePart) {
   const std::string byte_level = R"({"type": "ByteLevel"})";
   struct Case {
     std::string path, part;
   };
   for (const Case& c : {Case{with(R"({"type": "NFC"})", byte_level, "[]"), "normalizer"},
-                        Case{with("null", R"({"type": "Metaspace"})", "[]"), "pre_tokenizer"},
+                        Case{with("null", R"({"type": "Whitespace"})", "[]"), "pre_tokenizer"},
+                        Case{with(R"({"type": "NFC"})", "null", "[]"), "normalizer"},
                         Case{with("null", byte_level, R"(["a c"])"), "merge 'a c'"},
                         Case{with("null", byte_level, R"([3])"), "model.merges"},
                         Case{write("{not json"), "not a JSON object"}}) {
