@@ -45,6 +45,16 @@ class ActivationStore {
   void set_packed(PackedRows rows) { packed_ = std::move(rows); }
   const PackedRows* packed() const { return packed_.positions.defined() ? &packed_ : nullptr; }
 
+  // Training randomness (LoRA dropout): which micro-batch of the run this store's forward is, counted over the
+  // global batch (step * micro-batches per step + the micro-batch's index among all data-parallel ranks'), so any
+  // mesh draws the masks one process would. Unset: no dropout (evaluation, sampling).
+  void set_dropout(uint64_t seed, int64_t micro_batch) { dropout_ = {seed, micro_batch}; }
+  struct DropoutStream {
+    uint64_t seed = 0;
+    int64_t micro_batch = -1;
+  };
+  const DropoutStream* dropout() const { return dropout_.micro_batch >= 0 ? &dropout_ : nullptr; }
+
   void defer_weight_grads(bool on) { defer_ = on; }
   bool deferring_weight_grads() const { return defer_; }
   absl::Status weight_grad(std::function<absl::Status()> fn);
@@ -56,6 +66,7 @@ class ActivationStore {
   bool defer_ = false;
   std::map<std::string, Tensor> saved_;
   PackedRows packed_;
+  DropoutStream dropout_;
   std::vector<std::function<absl::Status()>> weight_grads_;
 };
 

@@ -49,11 +49,11 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, act({N, Cl_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool, store));
   const float* q = qkv.f32();
   MEMTRAIN_RETURN_IF_ERROR(
       ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, {B, T, H_, H_, D, true, ContextParallel::first_keys(store)}, out.f32(), Cl_, lse.f32()));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
@@ -150,14 +150,14 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, act({B, H_, T}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(q_, xf.f32(), N, q.f32(), pool));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(k_, xf.f32(), N, k.f32(), pool));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(v_, xf.f32(), N, v.f32(), pool));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(q_, xf.f32(), N, q.f32(), pool, store));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(k_, xf.f32(), N, k.f32(), pool, store));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(v_, xf.f32(), N, v.f32(), pool, store));
   cpu::rope_forward(q.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
                                                   {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)}, out.f32(), H_ * D_, lse.f32()));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/k", k));
@@ -201,7 +201,7 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
     for (auto [w, d] : {std::pair{&k_, &dk}, std::pair{&v_, &dv}}) {
       MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, sum_over_kv_sharers(*d));
       MEMTRAIN_RETURN_IF_ERROR(linear_backward(*w, xf, summed, N, nullptr, store));
-      MEMTRAIN_RETURN_IF_ERROR(linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true));
+      MEMTRAIN_RETURN_IF_ERROR(linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true, store));
     }
   }
   return tp_.sum_rows(dx);

@@ -1,7 +1,11 @@
 #include "model/linear.h"
 
+#include <vector>
+
 #include "core/cpu/elementwise.h"
+#include "absl/strings/str_cat.h"
 #include "core/cpu/gemm.h"
+#include "core/philox.h"
 #include "model/lora.h"
 
 namespace memtrain::model {
@@ -30,12 +34,48 @@ absl::StatusOr<Tensor> rank_rows(int64_t N, const LinearWeights& w) {
   return Tensor::empty({N, w.lora.A->local_shape[0]}, DType::kF32, MemCategory::kActivations);
 }
 
+// LoRA dropout: data (N, in: this rank's input features) *= mask / (1 - p), the mask drawn from Philox keyed by
+// the store's micro-batch and the adapter, at counter n * in_global + global feature, so any mesh (tp splits of
+// the features, data-parallel ranks holding other micro-batches) draws what one process does.
+void apply_dropout(const LinearWeights& w, const ActivationStore::DropoutStream& d, float* data, int64_t N,
+                   ThreadPool& pool) {
+  const LoraWeights& l = w.lora;
+  const PhiloxKey key = philox_key(d.seed, absl::StrCat(l.A->name, "#", d.micro_batch));
+  const float keep = 1.0f / (1.0f - l.dropout);
+  pool.parallel_for(N, 8, [&](int64_t n0, int64_t n1) {
+    std::vector<float> u(w.in);
+    for (int64_t n = n0; n < n1; ++n) {
+      philox_uniform(key, n * l.in_global + l.in_offset, w.in, 0.0f, 1.0f, u.data());
+      float* row = data + n * w.in;
+      for (int64_t i = 0; i < w.in; ++i) row[i] = u[i] < l.dropout ? 0.0f : row[i] * keep;
+    }
+  });
+}
+
+const ActivationStore::DropoutStream* dropout_of(const LinearWeights& w, const ActivationStore& store) {
+  return w.lora.dropout > 0 ? store.dropout() : nullptr;
+}
+
+// The adapter's input: x, or with dropout in training a new (N, in) tensor (`kept` holds it).
+absl::StatusOr<const float*> adapter_input(const LinearWeights& w, const float* x, int64_t N,
+                                           const ActivationStore& store, Tensor& kept) {
+  const ActivationStore::DropoutStream* d = dropout_of(w, store);
+  if (d == nullptr) return x;
+  MEMTRAIN_ASSIGN_OR_RETURN(kept, Tensor::empty({N, w.in}, DType::kF32, MemCategory::kActivations));
+  std::copy_n(x, N * w.in, kept.f32());
+  apply_dropout(w, *d, kept.f32(), N, ThreadPool::global());
+  return static_cast<const float*>(kept.f32());
+}
+
 // y += scale * (x A^T) B^T. On a row-parallel projection x A^T is this rank's part of a sum over tp and B is
 // whole: adding its product to the partial output, which is summed over tp next, adds the whole update once.
-absl::Status add_adapter_output(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+absl::Status add_adapter_output(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
+                                const ActivationStore& store) {
   if (w.lora.A == nullptr) return absl::OkStatus();
+  Tensor dropped;
+  MEMTRAIN_ASSIGN_OR_RETURN(const float* in, adapter_input(w, x, N, store, dropped));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, rank_rows(N, w));
-  lora_forward(adapter_of(w), x, N, h.f32(), y, pool);
+  lora_forward(adapter_of(w), in, N, h.f32(), y, pool);
   return absl::OkStatus();
 }
 
@@ -57,6 +97,7 @@ void base_backward_weight(const LinearWeights& w, const float* x, const float* d
 // rows: only the primary one adds its dh. Returns {h, dh} for dB += scale * dy^T h and dA += dh^T x.
 absl::StatusOr<std::pair<Tensor, Tensor>> adapter_grad_inputs(const LinearWeights& w, const float* x,
                                                               const float* dy, int64_t N, ThreadPool& pool) {
+  // (x is the adapter's input: with dropout, the dropped one.)
   const LoraWeights& l = w.lora;
   const int64_t r = l.A->local_shape[0];
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, rank_rows(N, w));
@@ -113,21 +154,25 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
     w.lora.scale = lora->scale();
     w.lora.row = !column;
     w.lora.tp = tp;
+    w.lora.dropout = static_cast<float>(lora->dropout);
+    w.lora.in_global = in;
+    w.lora.in_offset = column ? 0 : split.ranges.front().first;
   }
   return w;
 }
 
-absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
+                            const ActivationStore& store) {
   matmul(w, x, N, y, pool);
   if (w.bias) cpu::add_bias(y, w.bias->value.f32(), N, w.out, pool);
-  return add_adapter_output(w, x, N, y, pool);
+  return add_adapter_output(w, x, N, y, pool, store);
 }
 
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
-                                            const TensorParallel& tp) {
+                                            const TensorParallel& tp, const ActivationStore& store) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor partial, Tensor::empty({N, w.out}, DType::kF32, MemCategory::kActivations));
   matmul(w, x, N, partial.f32(), pool);
-  MEMTRAIN_RETURN_IF_ERROR(add_adapter_output(w, x, N, partial.f32(), pool));
+  MEMTRAIN_RETURN_IF_ERROR(add_adapter_output(w, x, N, partial.f32(), pool, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, tp.sum_rows(partial));
   if (w.bias) cpu::add_bias(y.f32(), w.bias->value.f32(), y.rows(), w.out, pool);
   return y;
@@ -136,21 +181,26 @@ absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float*
 absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tensor& dy, int64_t N, float* dx,
                              ActivationStore& store, bool accumulate_dx) {
   std::pair<Tensor, Tensor> h_dh;
+  Tensor dropped;  // the adapter's input with dropout, when it runs
   if (w.lora.A != nullptr) {
-    MEMTRAIN_ASSIGN_OR_RETURN(h_dh, adapter_grad_inputs(w, x.f32(), dy.f32(), N, ThreadPool::global()));
+    MEMTRAIN_ASSIGN_OR_RETURN(const float* in, adapter_input(w, x.f32(), N, store, dropped));
+    MEMTRAIN_ASSIGN_OR_RETURN(h_dh, adapter_grad_inputs(w, in, dy.f32(), N, ThreadPool::global()));
   }
-  MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N, h_dh] {
+  MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N, h_dh, dropped] {
     ThreadPool& pool = ThreadPool::global();
     base_backward_weight(w, x.f32(), dy.f32(), N, pool);
-    if (w.lora.A != nullptr) adapter_backward_weight(w, x.f32(), dy.f32(), h_dh.first.f32(), h_dh.second.f32(), N, pool);
+    if (w.lora.A != nullptr) {
+      const float* in = dropped.defined() ? dropped.f32() : x.f32();
+      adapter_backward_weight(w, in, dy.f32(), h_dh.first.f32(), h_dh.second.f32(), N, pool);
+    }
     return absl::OkStatus();
   }));
-  if (dx) return linear_backward_input(w, dy.f32(), N, dx, ThreadPool::global(), accumulate_dx);
+  if (dx) return linear_backward_input(w, dy.f32(), N, dx, ThreadPool::global(), accumulate_dx, store);
   return absl::OkStatus();
 }
 
 absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                                   bool accumulate_dx) {
+                                   bool accumulate_dx, const ActivationStore& store) {
   const float beta = accumulate_dx ? 1.0f : 0.0f;
   if (w.weight->nf4) {
     cpu::nf4_matmul_dyw(dy, N, w.weight->nf4->matrix, beta, dx, pool);
@@ -165,7 +215,16 @@ absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int6
   const LoraAdapter a = adapter_of(w);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dh, rank_rows(N, w));
   cpu::sgemm(false, false, N, a.r, a.out, a.scale, dy, a.out, a.B, a.r, 0.0f, dh.f32(), a.r, pool);
-  cpu::sgemm(false, false, N, a.in, a.r, 1.0f, dh.f32(), a.r, a.A, a.in, 1.0f, dx, a.in, pool);
+  const ActivationStore::DropoutStream* d = dropout_of(w, store);
+  if (d == nullptr) {
+    cpu::sgemm(false, false, N, a.in, a.r, 1.0f, dh.f32(), a.r, a.A, a.in, 1.0f, dx, a.in, pool);
+    return absl::OkStatus();
+  }
+  // Through the dropout: the same mask and scale on the gradient.
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, Tensor::empty({N, a.in}, DType::kF32, MemCategory::kActivations));
+  cpu::sgemm(false, false, N, a.in, a.r, 1.0f, dh.f32(), a.r, a.A, a.in, 0.0f, g.f32(), a.in, pool);
+  apply_dropout(w, *d, g.f32(), N, pool);
+  cpu::add_inplace(dx, g.f32(), N * a.in, pool);
   return absl::OkStatus();
 }
 

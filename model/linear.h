@@ -33,6 +33,8 @@ struct LoraWeights {
   float scale = 0;     // alpha / r
   bool row = false;    // on a row-parallel projection
   TensorParallel tp;
+  float dropout = 0;   // on the adapter's input, in training (ActivationStore::dropout)
+  int64_t in_global = 0, in_offset = 0;  // the input features this rank's x holds: [in_offset, + in) of in_global
 };
 
 struct LinearWeights {
@@ -51,12 +53,14 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
                           bool in_out, float init_std, const TensorParallel& tp, LinearSplit split = {});
 
 // y (N, out) = x (N, in) W^T + b (+ the adapter's scale * x A^T B^T).
-absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool);
+// `store` gives the adapter's dropout stream (training only).
+absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
+                            const ActivationStore& store);
 // y = sum over tp of x W^T, then + b: the output of a row-parallel projection, the same on every tp rank: (N, out),
 // or with sequence parallelism this rank's rows (N/tp, out) of it. (Its backward: linear_backward with dy gathered
 // to all N rows, which makes the bias gradient whole on every rank.)
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
-                                            const TensorParallel& tp);
+                                            const TensorParallel& tp, const ActivationStore& store);
 // dW += dy^T x (in W's layout) and db += column sums of dy (each unless frozen), an adapter's dA and dB, through
 // store.weight_grad (deferred by a zero-bubble
 // pipeline, with x and dy kept alive until then); dx (N, in) = dy W at once (+= when accumulate_dx), skipped when
@@ -66,6 +70,6 @@ absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tens
                              ActivationStore& store, bool accumulate_dx = false);
 // The input half of linear_backward alone (with an adapter, dx also gets scale * dy B A).
 absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
-                                   bool accumulate_dx);
+                                   bool accumulate_dx, const ActivationStore& store);
 
 }  // namespace memtrain::model

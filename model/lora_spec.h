@@ -16,6 +16,7 @@ struct LoraSpec {
   int64_t r = 0;  // 0: no adapters, every parameter trains
   double alpha = 16;
   std::vector<std::string> target_modules;  // empty: PEFT's default for the architecture
+  double dropout = 0.0;                     // PEFT's lora_dropout
   bool fa = false;                          // LoRA-FA
   std::string quantize_base = "none";       // or "nf4" (QLoRA)
 
@@ -26,6 +27,8 @@ struct LoraSpec {
       "projections that get adapters, by the last part of their Hugging Face name (gpt2: c_attn, c_proj, c_fc; "
       "llama: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj); [] = PEFT's default (gpt2 c_attn, "
       "llama q_proj and v_proj)");
+    v("dropout", dropout,
+      "probability of zeroing each input element of the adapters in training (PEFT's lora_dropout), in [0, 1)");
     v("fa", fa, "LoRA-FA: A stays as initialised, only B trains");
     v("quantize_base", quantize_base, "none | nf4: the frozen projection weights in 4-bit NormalFloat (QLoRA)");
   }

@@ -26,10 +26,10 @@ absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store)
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   const int64_t N = xf.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, act({N, F_}));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_fc_, xf.f32(), N, h.f32(), pool));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_fc_, xf.f32(), N, h.f32(), pool, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, g.f32(), N, pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, g.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/h", h));
   return y;
@@ -72,11 +72,11 @@ absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store
   const int64_t N = xf.rows();
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor gate, act({N, F_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor up, act({N, F_}));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(gate_, xf.f32(), N, gate.f32(), pool));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(up_, xf.f32(), N, up.f32(), pool));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(gate_, xf.f32(), N, gate.f32(), pool, store));
+  MEMTRAIN_RETURN_IF_ERROR(linear_forward(up_, xf.f32(), N, up.f32(), pool, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(down_, a.f32(), N, pool, tp_));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(down_, a.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/gate", gate));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/up", up));

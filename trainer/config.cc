@@ -424,6 +424,8 @@ absl::Status Config::validate() const {
     if (parallel.pp > 1)
       return config_error("parallel.pp", absl::StrCat(parallel.pp, " pipeline stages: LoRA fine-tuning runs without "
                                                       "pipeline parallelism (lora.r > 0)"));
+    if (lora.dropout > 0 && parallel.cp > 1)
+      return config_error("lora.dropout", "runs without context parallelism (parallel.cp = 1)");
   }
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,

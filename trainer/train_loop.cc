@@ -231,6 +231,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
       model::ActivationStore store;
       micro_batches[0].apply(store);
+      // LoRA dropout's masks: this micro-batch's index in the run, counted over every rank's.
+      store.set_dropout(static_cast<uint64_t>(cfg.train.seed), (step * d + dp_rank) * accum + micro);
       MEMTRAIN_ASSIGN_OR_RETURN(double loss, model.forward(inputs[0], targets[0], grad_scale, store));
       MEMTRAIN_RETURN_IF_ERROR(model.backward(store));
       MEMTRAIN_CHECK_MSG(store.empty(), "activations left after backward");

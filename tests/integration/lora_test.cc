@@ -99,6 +99,14 @@ TEST_F(Lora, AdaptersTrainSaveInPeftLayoutAndResumeBitForBit) {
   ASSERT_EQ(second->losses.size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(second->losses[i], whole->losses[6 + i]) << "step " << 7 + i;
 
+  // LoRA dropout reaches the training steps: B starts at 0, so the first loss is the base's either way; the
+  // first update, made through the masks, differs.
+  auto dropped = trainer::run_training(
+      config(toml("dropout", model, lora + "dropout = 0.2\n"), {"train.max_steps=2"}), true);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_EQ(dropped->losses[0], whole->losses[0]);
+  EXPECT_NE(dropped->losses[1], whole->losses[1]);
+
   // QLoRA over the same base: trains, and its losses stay near LoRA's (the base is 4-bit).
   auto qlora = trainer::run_training(
       config(toml("qlora", model, lora + "quantize_base = \"nf4\"\n"), {"train.max_steps=12"}), true);

@@ -1,7 +1,9 @@
 // LoRA fine-tuning on a mesh against one process training the same global batch: data parallelism with each ZeRO
 // stage (only the adapters are in the engine), tensor parallelism with A and B split as their base projection
 // (column-parallel: B's rows; row-parallel: A's columns), with sequence parallelism, with key/value heads shared
-// by two tp ranks (LLaMA, 2 kv heads, tp = 4), LoRA-FA, and QLoRA's NF4 base under data parallelism. The bounds
+// by two tp ranks (LLaMA, 2 kv heads, tp = 4), LoRA-FA, QLoRA's NF4 base under data parallelism, LoRA dropout
+// (each rank draws the masks of its micro-batches and features that one process draws), and instruction data,
+// packed and padded. The bounds
 // are tensor_parallel_test's: every step's loss within 1e-5 relative of the single process over 30 steps, and the
 // saved adapters within 1e-4 relative per tensor (Adam magnifies rounding differences of small gradients; a
 // wrongly split or summed adapter is off by O(1)). The base must come out untouched: the adapters are all that
@@ -31,9 +33,11 @@ struct LoraCase {
   bool fa = false;
   bool nf4 = false;
   std::string instructions = "";  // "packed" or "padded": train on JSONL examples instead of token windows
+  bool dropout = false;           // lora.dropout = 0.1
   std::string name() const {
     return arch + "_tp" + std::to_string(tp) + (sp ? "_sp" : "") + "_zero" + std::to_string(stage) +
-           (fa ? "_fa" : "") + (nf4 ? "_nf4" : "") + (instructions.empty() ? "" : "_" + instructions);
+           (fa ? "_fa" : "") + (nf4 ? "_nf4" : "") + (instructions.empty() ? "" : "_" + instructions) +
+           (dropout ? "_dropout" : "");
   }
 };
 
@@ -63,6 +67,7 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
                                                  : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
     return {"lora.r=4", "lora.alpha=8", "lora.target_modules=" + targets, std::string("lora.fa=") + (c.fa ? "true" : "false"),
             std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"), "model.vocab_size=256",
+            std::string("lora.dropout=") + (c.dropout ? "0.1" : "0"),
             "model.n_embd=" + std::string(c.nf4 ? "64" : "32"), "train.max_steps=30", "optim.lr=1e-2", "model.init_std=0.1",
             "train.eval_interval=0"};
   }
@@ -130,7 +135,9 @@ INSTANTIATE_TEST_SUITE_P(Meshes, LoraVsSingleProcess,
                                            LoraCase{"llama", 4, 0}, LoraCase{"gpt2", 2, 2, false, true},
                                            LoraCase{"llama", 1, 1, false, false, true},
                                            LoraCase{"gpt2", 1, 2, false, false, false, "packed"},
-                                           LoraCase{"llama", 2, 0, false, false, false, "padded"}),
+                                           LoraCase{"llama", 2, 0, false, false, false, "padded"},
+                                           LoraCase{"gpt2", 1, 1, false, false, false, "", true},
+                                           LoraCase{"llama", 2, 2, true, false, false, "packed", true}),
                          [](const auto& info) { return info.param.name(); });
 
 }  // namespace

@@ -244,6 +244,49 @@ TEST_P(LoraModelTest, QloraMatchesTheDequantizedBaseAndFiniteDifferences) {
   }
 }
 
+// LoRA dropout: the masks follow the store's micro-batch (the same one twice gives the same loss, another one
+// another loss, none the loss without dropout), and the gradients through the masks match central differences of
+// the loss under the same masks.
+TEST_P(LoraModelTest, DropoutIsDeterministicPerMicroBatchAndDifferentiable) {
+  const std::string arch = GetParam();
+  LoraSpec spec = spec_for(arch);
+  spec.dropout = 0.3;
+  auto t = make_tuned(arch, spec);
+  const Batch b = batch(tiny_model(arch).vocab_size);
+  auto loss_with = [&](int64_t micro, bool backward) {
+    ActivationStore store(/*keep=*/true);
+    if (micro >= 0) store.set_dropout(kSeed, micro);
+    const double loss = *t->model->forward(b.tokens, b.targets, 1.0f / (kB * kT), store) / (kB * kT);
+    if (backward) {
+      MEMTRAIN_CHECK_OK(t->model->backward(store));
+    } else {
+      store.clear();
+    }
+    return loss;
+  };
+  const double l5 = loss_with(5, false);
+  EXPECT_EQ(loss_with(5, false), l5);
+  EXPECT_NE(loss_with(6, false), l5);
+  EXPECT_NE(loss_with(-1, false), l5);
+
+  t->adapters.zero_grad();
+  loss_with(5, true);
+  for (const auto& p : t->adapters.all()) {
+    if (p->unit != 1) continue;
+    for (int64_t i : {int64_t{0}, p->value.numel() / 2 + 1, p->value.numel() - 1}) {
+      float& v = p->value.f32()[i];
+      const float keep = v, eps = 1e-2f;
+      v = keep + eps;
+      const double up = loss_with(5, false);
+      v = keep - eps;
+      const double down = loss_with(5, false);
+      v = keep;
+      const double fd = (up - down) / (2 * eps);
+      EXPECT_NEAR(p->grad.f32()[i], fd, 2e-3 * std::fabs(fd) + 2e-5) << p->name << "[" << i << "]";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Archs, LoraModelTest, ::testing::Values("gpt2", "llama"));
 
 }  // namespace
