@@ -48,7 +48,7 @@ absl::Status write_peft_adapter(const std::string& dir, const model::ParamSet& t
       {"base_model_name_or_path", m.from_hf.empty() ? json(nullptr) : json(m.from_hf)},
       {"r", spec->r},
       {"lora_alpha", alpha == std::floor(alpha) ? json(static_cast<int64_t>(alpha)) : json(alpha)},
-      {"lora_dropout", 0.0},
+      {"lora_dropout", spec->dropout},
       {"target_modules", spec->target_modules},
       {"fan_in_fan_out", !m.is_llama()},  // GPT-2's Conv1D stores (in, out)
       {"bias", "none"},
@@ -82,6 +82,7 @@ absl::StatusOr<PeftAdapter> read_peft_adapter(const std::string& dir) {
     return bad("r", "missing or not a positive integer");
   a.spec.r = j["r"].get<int64_t>();
   a.spec.alpha = j.contains("lora_alpha") && j["lora_alpha"].is_number() ? j["lora_alpha"].get<double>() : 8.0;
+  if (j.contains("lora_dropout") && j["lora_dropout"].is_number()) a.spec.dropout = j["lora_dropout"].get<double>();
   if (!j.contains("target_modules") || !j["target_modules"].is_array())
     return bad("target_modules", "must be a list of module names (a regular expression is not supported)");
   for (const json& t : j["target_modules"]) {
