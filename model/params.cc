@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "core/philox.h"
 
 namespace memtrain::model {
@@ -125,19 +126,34 @@ void ParamSet::zero_grad() {
     if (p->grad.defined()) p->grad.fill_zero();
 }
 
-absl::Status ParamSet::quantize_frozen_projections() {
+absl::Status ParamSet::quantize_frozen_projections(const WholeValue& whole) {
   for (auto& p : params_) {
     if (!p->frozen || !p->projection || p->nf4) continue;
-    const Shape& s = p->local_shape;  // (out, in), or Conv1D's (in, out): quantized as (out, in) either way
-    const int64_t out = p->in_out ? s[1] : s[0], in = p->in_out ? s[0] : s[1];
-    Tensor rows = p->value;
+    // As (out, in), whatever the layout: Conv1D's (in, out) is transposed.
+    const int64_t out = p->in_out ? p->shape[1] : p->shape[0], in = p->in_out ? p->shape[0] : p->shape[1];
+    Tensor global = p->value;
+    if (p->tp.dim >= 0) {
+      MEMTRAIN_CHECK_MSG(whole != nullptr, "quantizing a tensor-parallel part needs the whole weight: " + p->name);
+      MEMTRAIN_ASSIGN_OR_RETURN(global, whole(*p));
+    }
+    Tensor rows = global;
     if (p->in_out) {
       MEMTRAIN_ASSIGN_OR_RETURN(rows, Tensor::empty({out, in}, DType::kF32, MemCategory::kWorkspace));
-      const float* w = p->value.f32();
+      const float* w = global.f32();
       for (int64_t i = 0; i < in; ++i)
         for (int64_t o = 0; o < out; ++o) rows.f32()[o * in + i] = w[i * out + o];
     }
-    MEMTRAIN_ASSIGN_OR_RETURN(p->nf4, Nf4Weight::quantize(rows.f32(), out, in));
+    // This rank's rows (output features) and columns (input features) of the (out, in) matrix.
+    std::vector<int64_t> part_rows;
+    int64_t c0 = 0, c1 = in;
+    const bool split_outputs = p->tp.dim >= 0 && p->tp.dim == (p->in_out ? 1 : 0);
+    for (const IndexRange& r : split_outputs ? p->tp.ranges : std::vector<IndexRange>{{0, out}})
+      for (int64_t o = r.first; o < r.second; ++o) part_rows.push_back(o);
+    if (p->tp.dim >= 0 && !split_outputs) c0 = p->tp.ranges.front().first, c1 = p->tp.ranges.front().second;
+    absl::StatusOr<std::shared_ptr<const Nf4Weight>> q =
+        Nf4Weight::quantize_part(rows.f32(), out, in, std::move(part_rows), c0, c1);
+    if (!q.ok()) return absl::InvalidArgumentError(absl::StrCat(p->name, ": ", q.status().message()));
+    p->nf4 = *std::move(q);
     p->value = Tensor();
   }
   return absl::OkStatus();
@@ -159,7 +175,7 @@ int64_t ParamSet::local_value_bytes(bool nf4) const {
   int64_t bytes = 0;
   for (const auto& p : params_) {
     const int64_t n = shape_numel(p->local_shape);
-    bytes += nf4 && p->frozen && p->projection ? Nf4Weight::bytes_for(n) : 4 * n;
+    bytes += nf4 && p->frozen && p->projection ? Nf4Weight::part_bytes(n, shape_numel(p->shape)) : 4 * n;
   }
   return bytes;
 }

@@ -92,8 +92,11 @@ class ParamSet {
   // Elements [begin, begin + n) of this rank's local tensor taken from p's whole tensor `global` (p.shape).
   static void copy_local(const Param& p, const float* global, int64_t begin, int64_t n, float* dst);
   void zero_grad();
-  // QLoRA: every frozen projection weight of this (base) set to NF4, its fp32 value released.
-  absl::Status quantize_frozen_projections();
+  // QLoRA: every frozen projection weight of this (base) set to NF4, its fp32 value released. A tensor-parallel
+  // part is cut from the whole weight quantized (Nf4Weight::quantize_part), which `whole` gives (the global
+  // tensor, p.shape); without it the values must be whole already.
+  using WholeValue = std::function<absl::StatusOr<Tensor>(const Param&)>;
+  absl::Status quantize_frozen_projections(const WholeValue& whole = nullptr);
 
   Param* find(const std::string& name);
   const std::vector<std::unique_ptr<Param>>& all() const { return params_; }

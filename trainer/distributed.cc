@@ -16,9 +16,15 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
   const model::ModelConfig& m = cfg.model;
   if (std::string why = model::Model::tensor_parallel_mismatch(m, s.tp); !why.empty())
     return config_error("parallel.tp", absl::StrCat(s.tp, " ", why));
-  if (cfg.lora.nf4() && s.tp > 1)
-    return config_error("lora.quantize_base", absl::StrCat("nf4 runs with parallel.tp = 1 (got ", s.tp,
-                                                           "): its blocks are laid out over the whole matrix"));
+  if (cfg.lora.nf4() && s.tp > 1) {
+    // A rank's part of a row-parallel projection must be whole NF4 blocks of the whole matrix's rows.
+    for (int64_t width : {m.n_embd, m.ffn()}) {
+      if (width % (64 * s.tp) != 0)
+        return config_error("lora.quantize_base",
+                            absl::StrCat("nf4 with parallel.tp = ", s.tp, " needs the model width and the MLP width "
+                                         "to be multiples of 64 * tp (whole blocks per rank); ", width, " is not"));
+    }
+  }
   const std::string& opt = cfg.optim.name;
   if (optim::works_on_whole_matrices(opt) && cfg.zero.stage > 2) {
     return config_error("optim.name", absl::StrCat(opt, " updates whole matrices, which ZeRO-3 never holds: it "

@@ -40,8 +40,15 @@ absl::Status load_frozen(const Config& cfg, model::ParamSet& frozen) {
       model::ParamSet::copy_local(*p, hf->params.at(p->name).f32(), 0, p->value.numel(), p->value.f32());
     }
   }
-  if (cfg.lora.nf4()) MEMTRAIN_RETURN_IF_ERROR(frozen.quantize_frozen_projections());
-  return absl::OkStatus();
+  if (!cfg.lora.nf4()) return absl::OkStatus();
+  // A tensor-parallel part is cut from the whole weight quantized, which comes from the file or the seed again.
+  auto whole = [&](const model::Param& p) -> absl::StatusOr<Tensor> {
+    if (hf) return hf->params.at(p.name);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty(p.shape, DType::kF32, MemCategory::kWorkspace));
+    model::ParamSet::initialize_slice(p, static_cast<uint64_t>(cfg.train.seed), 0, t.numel(), t.f32());
+    return t;
+  };
+  return frozen.quantize_frozen_projections(whole);
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ void quantize_absmax(const float* absmax, QuantizedAbsmax& q, ThreadPool& pool) 
 void dequantize_absmax(const QuantizedAbsmax& q, int64_t begin, int64_t n, float* absmax) {
   const CodeBook& book = dynamic_code_book(true);
   for (int64_t i = begin; i < begin + n; ++i)
-    absmax[i - begin] = book[q.codes[i]] * q.scales[i / kNf4AbsmaxBlock] + q.offset;
+    absmax[i - begin] = book[q.codes[i]] * q.scales[q.global_block(i) / kNf4AbsmaxBlock] + q.offset;
 }
 
 namespace {

@@ -35,9 +35,20 @@ struct QuantizedAbsmax {
   int64_t n = 0;
   uint8_t* codes = nullptr;  // n
   float* scales = nullptr;   // ceil(n / 256)
+  // A tensor-parallel part of a matrix quantized whole, so that its blocks, offset and scales are the whole
+  // matrix's: local block j lies in global row global_rows[j / row_blocks], at global block
+  // global_rows[j / row_blocks] * global_row_blocks + first_col_block + j % row_blocks, whose scale is
+  // scales[global block / 256] (scales then holds the whole matrix's). Null: the blocks are the whole matrix's.
+  const int64_t* global_rows = nullptr;
+  int64_t row_blocks = 0, global_row_blocks = 0, first_col_block = 0;
+  int64_t global_block(int64_t j) const {
+    return global_rows == nullptr ? j
+                                  : global_rows[j / row_blocks] * global_row_blocks + first_col_block + j % row_blocks;
+  }
 };
 void quantize_absmax(const float* absmax, QuantizedAbsmax& q, ThreadPool& pool);
-// absmax[i] = code_book[codes[i]] * scales[i / 256] + offset, for i in [begin, begin + n) into absmax[0, n).
+// absmax[i] = code_book[codes[i]] * scales[global_block(i) / 256] + offset, for i in [begin, begin + n) into
+// absmax[0, n).
 void dequantize_absmax(const QuantizedAbsmax& q, int64_t begin, int64_t n, float* absmax);
 
 // A frozen weight matrix W (rows x cols, row-major: nn.Linear's (out, in)), cols even, in NF4 with double-quantized

@@ -1,7 +1,8 @@
 // LoRA fine-tuning on a mesh against one process training the same global batch: data parallelism with each ZeRO
 // stage (only the adapters are in the engine), tensor parallelism with A and B split as their base projection
 // (column-parallel: B's rows; row-parallel: A's columns), with sequence parallelism, with key/value heads shared
-// by two tp ranks (LLaMA, 2 kv heads, tp = 4), LoRA-FA, QLoRA's NF4 base under data parallelism, LoRA dropout
+// by two tp ranks (LLaMA, 2 kv heads, tp = 4), LoRA-FA, QLoRA's NF4 base under data and tensor parallelism (each
+// rank's blocks cut from the whole matrix quantized, so it dequantizes to the single process's weights), LoRA dropout
 // (each rank draws the masks of its micro-batches and features that one process draws), and instruction data,
 // packed and padded. The bounds
 // are tensor_parallel_test's: every step's loss within 1e-5 relative of the single process over 30 steps, and the
@@ -60,7 +61,8 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
   void SetUp() override {
     if (world().size() % GetParam().tp != 0) GTEST_SKIP() << "tp does not divide the world";
   }
-  // Both runs: adapters on every projection, a learning rate that moves them in 30 steps; NF4 needs rows of 64s.
+  // Both runs: adapters on every projection, a learning rate that moves them in 30 steps; NF4 under tp needs
+  // widths of whole 64-blocks per rank.
   std::vector<std::string> common() const {
     const LoraCase& c = GetParam();
     const std::string targets = c.arch == "gpt2" ? "c_attn,c_proj,c_fc"
@@ -68,7 +70,7 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
     return {"lora.r=4", "lora.alpha=8", "lora.target_modules=" + targets, std::string("lora.fa=") + (c.fa ? "true" : "false"),
             std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"), "model.vocab_size=256",
             std::string("lora.dropout=") + (c.dropout ? "0.1" : "0"),
-            "model.n_embd=" + std::string(c.nf4 ? "64" : "32"), "train.max_steps=30", "optim.lr=1e-2", "model.init_std=0.1",
+            "model.n_embd=" + std::string(c.nf4 ? "128" : "32"), "model.ffn_hidden=" + std::string(c.nf4 ? "256" : "0"), "train.max_steps=30", "optim.lr=1e-2", "model.init_std=0.1",
             "train.eval_interval=0"};
   }
   std::vector<std::string> data_sets() const {
@@ -134,6 +136,8 @@ INSTANTIATE_TEST_SUITE_P(Meshes, LoraVsSingleProcess,
                                            LoraCase{"gpt2", 2, 0}, LoraCase{"llama", 2, 1, true},
                                            LoraCase{"llama", 4, 0}, LoraCase{"gpt2", 2, 2, false, true},
                                            LoraCase{"llama", 1, 1, false, false, true},
+                                           LoraCase{"llama", 2, 0, true, false, true},
+                                           LoraCase{"gpt2", 2, 2, false, false, true},
                                            LoraCase{"gpt2", 1, 2, false, false, false, "packed"},
                                            LoraCase{"llama", 2, 0, false, false, false, "padded"},
                                            LoraCase{"gpt2", 1, 1, false, false, false, "", true},
