@@ -132,7 +132,7 @@ absl::Status ParamSet::quantize_frozen_projections(const WholeValue& whole) {
     // As (out, in), whatever the layout: Conv1D's (in, out) is transposed.
     const int64_t out = p->in_out ? p->shape[1] : p->shape[0], in = p->in_out ? p->shape[0] : p->shape[1];
     Tensor global = p->value;
-    if (p->tp.dim >= 0) {
+    if (p->local_shape != p->shape) {
       MEMTRAIN_CHECK_MSG(whole != nullptr, "quantizing a tensor-parallel part needs the whole weight: " + p->name);
       MEMTRAIN_ASSIGN_OR_RETURN(global, whole(*p));
     }
