@@ -191,11 +191,14 @@ absl::Status BpeTokenizer::read_metaspace(const json& j, const std::string& path
   const json& pre = j.value("pre_tokenizer", json());
   if (!norm.is_null()) {
     // LLaMA-2 as transformers converted it: Sequence[Prepend("▁"), Replace(" ", "▁")], no pre-tokenizer.
-    const json steps = norm.value("type", "") == "Sequence" ? norm.value("normalizers", json::array()) : json::array({norm});
+    const json steps =
+        norm.value("type", "") == "Sequence" ? norm.value("normalizers", json::array()) : json::array({norm});
     const bool ok = steps.size() == 2 && steps[0].value("type", "") == "Prepend" &&
                     steps[0].value("prepend", "") == kMeta && steps[1].value("type", "") == "Replace" &&
-                    steps[1].value("pattern", json()).value("String", "") == " " && steps[1].value("content", "") == kMeta;
-    if (!ok) return bad("normalizer", absl::StrCat(norm.dump(), " is not supported (only Prepend(▁) + Replace(' ', ▁))"));
+                    steps[1].value("pattern", json()).value("String", "") == " " &&
+                    steps[1].value("content", "") == kMeta;
+    if (!ok)
+      return bad("normalizer", absl::StrCat(norm.dump(), " is not supported (only Prepend(▁) + Replace(' ', ▁))"));
     if (!pre.is_null()) return bad("pre_tokenizer", "must be null after a Prepend + Replace normalizer");
     prepend_ = Prepend::kAlways;
     return absl::OkStatus();
@@ -405,7 +408,9 @@ void BpeTokenizer::encode_segment(std::string_view s, bool at_start, std::vector
   if (!metaspace_) {
     std::string prefixed;
     if (add_prefix_space_ && s.front() != ' ') {
-      prefixed = " " + std::string(s);
+      prefixed.reserve(s.size() + 1);
+      prefixed.push_back(' ');
+      prefixed.append(s);
       s = prefixed;
     }
     for (std::string_view piece : pre_tokenize(s)) encode_piece(piece, out);
@@ -416,7 +421,7 @@ void BpeTokenizer::encode_segment(std::string_view s, bool at_start, std::vector
   const bool starts_meta = text.rfind(kMeta, 0) == 0;
   if (prepend_ == Prepend::kAlways || (prepend_ == Prepend::kIfMissing && !starts_meta) ||
       (prepend_ == Prepend::kFirst && !starts_meta && at_start))
-    text = kMeta + text;
+    text.insert(0, kMeta);
   if (!split_) return encode_piece(text, out);
   // Metaspace split: a piece starts at every ▁ (the ▁ goes with what follows it).
   const std::string_view all = text;

@@ -51,8 +51,9 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_attn_, xf.f32(), N, qkv.f32(), pool, store));
   const float* q = qkv.f32();
+  const RingAttentionDims dims{B, T, H_, H_, D, true, ContextParallel::first_keys(store)};
   MEMTRAIN_RETURN_IF_ERROR(
-      ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, {B, T, H_, H_, D, true, ContextParallel::first_keys(store)}, out.f32(), Cl_, lse.f32()));
+      ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, dims, out.f32(), Cl_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
@@ -73,9 +74,9 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   const float* q = qkv.f32();
   float* dq = dqkv.f32();
+  const RingAttentionDims dims{B, T, H_, H_, D, true, ContextParallel::first_keys(store)};
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(),
-                                                   Cl_, lse.f32(), {B, T, H_, H_, D, true, ContextParallel::first_keys(store)}, dq, W, dq + Cl_, W, dq + 2 * Cl_,
-                                                   W));
+                                                   Cl_, lse.f32(), dims, dq, W, dq + Cl_, W, dq + 2 * Cl_, W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_attn_, xf, dqkv, N, dx.f32(), store));
@@ -155,8 +156,9 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_RETURN_IF_ERROR(linear_forward(v_, xf.f32(), N, v.f32(), pool, store));
   cpu::rope_forward(q.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_forward(k.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);
+  const RingAttentionDims dims{B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)};
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
-                                                  {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)}, out.f32(), H_ * D_, lse.f32()));
+                                                  dims, out.f32(), H_ * D_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
@@ -184,8 +186,8 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), H_ * D_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_,
                                                    v.f32(), Hkv_ * D_, out.f32(), H_ * D_, lse.f32(),
-                                                   {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)}, dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_,
-                                                   dv.f32(), Hkv_ * D_));
+                                                   {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)},
+                                                   dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_, dv.f32(), Hkv_ * D_));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T, store));
   cpu::rope_backward(dq.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);
   cpu::rope_backward(dk.f32(), N, Hkv_, D_, Hkv_ * D_, pos.i32(), theta_, pool);

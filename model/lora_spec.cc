@@ -19,7 +19,8 @@ std::vector<std::string> projections(const std::string& arch) {
 absl::Status LoraSpec::validate() const {
   if (r < 0) return config_error("lora.r", absl::StrCat("must be >= 0, got ", r));
   if (!(alpha > 0)) return config_error("lora.alpha", absl::StrCat("must be > 0, got ", alpha));
-  if (!(dropout >= 0 && dropout < 1)) return config_error("lora.dropout", absl::StrCat("must be in [0, 1), got ", dropout));
+  if (!(dropout >= 0 && dropout < 1))
+    return config_error("lora.dropout", absl::StrCat("must be in [0, 1), got ", dropout));
   if (quantize_base != "none" && quantize_base != "nf4")
     return config_error("lora.quantize_base", absl::StrCat("must be none or nf4, got '", quantize_base, "'"));
   if (nf4() && r == 0)

@@ -1,9 +1,7 @@
 #include "trainer/hf_convert.h"
 
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <set>
 #include <vector>
 
@@ -12,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "checkpoint/hf_directory.h"
+#include "core/file_io.h"
 #include "core/status.h"
 #include "model/model.h"
 #include "trainer/checkpoint_file.h"
@@ -157,11 +156,10 @@ absl::StatusOr<model::ModelConfig> model_config_from_hf(const std::string& confi
 absl::Status read_hf_model_config(model::ModelConfig& m) {
   if (m.from_hf.empty()) return absl::OkStatus();
   const std::string path = (std::filesystem::path(m.from_hf) / "config.json").string();
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in) return config_error("model.from_hf", absl::StrCat("cannot read ", path));
-  absl::StatusOr<model::ModelConfig> hf = model_config_from_hf(text.str());
+  absl::StatusOr<std::string> text = read_file(path);
+  if (!text.ok())
+    return config_error("model.from_hf", absl::StrCat("cannot read ", path, " (", text.status().message(), ")"));
+  absl::StatusOr<model::ModelConfig> hf = model_config_from_hf(*text);
   if (!hf.ok()) return config_error("model.from_hf", absl::StrCat(m.from_hf, ": ", hf.status().message()));
   hf->from_hf = m.from_hf;
   m = *hf;

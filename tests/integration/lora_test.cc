@@ -91,10 +91,11 @@ TEST_F(Lora, AdaptersTrainSaveInPeftLayoutAndResumeBitForBit) {
   EXPECT_EQ(adapter->base_model, hf);
 
   // Stopped after 6 steps (a checkpoint at 6), then resumed to 12: the same losses.
+  const std::string resumed = toml("resumed", model, lora);
   const std::vector<std::string> ckpt = {"train.checkpoint_interval=6", "train.resume=auto"};
-  auto first = trainer::run_training(config(toml("resumed", model, lora), {ckpt[0], ckpt[1], "train.max_steps=6"}), true);
+  auto first = trainer::run_training(config(resumed, {ckpt[0], ckpt[1], "train.max_steps=6"}), true);
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = trainer::run_training(config(toml("resumed", model, lora), {ckpt[0], ckpt[1], "train.max_steps=12"}), true);
+  auto second = trainer::run_training(config(resumed, {ckpt[0], ckpt[1], "train.max_steps=12"}), true);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_EQ(second->losses.size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(second->losses[i], whole->losses[6 + i]) << "step " << 7 + i;
@@ -125,7 +126,8 @@ TEST_F(Lora, CommandLineTrainSampleAndMerge) {
   auto sample = testing::run_memtrain("sample " + path + " --set output.samples=1 --set output.sample_tokens=8", dir_);
   ASSERT_EQ(sample.exit_code, 0) << sample.err;
   EXPECT_NE(sample.out.find("--- sample 1 ---"), std::string::npos) << sample.out;
-  auto merge = testing::run_memtrain("convert --merge-adapter " + dir_ + "/cli/adapter --out " + dir_ + "/merged", dir_);
+  const std::string merge_args = "convert --merge-adapter " + dir_ + "/cli/adapter --out " + dir_ + "/merged";
+  auto merge = testing::run_memtrain(merge_args, dir_);
   ASSERT_EQ(merge.exit_code, 0) << merge.err;
   EXPECT_TRUE(fs::exists(dir_ + "/merged/config.json") && fs::exists(dir_ + "/merged/model.safetensors"));
   // A base of another shape: the adapter's tensors do not fit, and the error says which.
@@ -147,7 +149,8 @@ TEST_F(Lora, InstructionFineTuningFromTheCommandLine) {
     for (int i = 0; i < 120; ++i)
       f << "{\"prompt\": \"echo " << i % 10 << "\", \"response\": \"" << i % 10 << i % 10 << i % 10 << "\"}\n";
   }
-  const std::string data = "[data]\ninstructions = \"" + dir_ + "/sft.jsonl\"\nprompt_template = \"{prompt}:\"\neos = \"$\"\n";
+  const std::string data =
+      "[data]\ninstructions = \"" + dir_ + "/sft.jsonl\"\nprompt_template = \"{prompt}:\"\neos = \"$\"\n";
   for (const std::string packing : {"true", "false"}) {
     SCOPED_TRACE("packing = " + packing);
     std::string text = toml("sft_" + packing, "from_hf = \"" + hf + "\"\n", "[lora]\nr = 8\n");

@@ -67,17 +67,26 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
     const LoraCase& c = GetParam();
     const std::string targets = c.arch == "gpt2" ? "c_attn,c_proj,c_fc"
                                                  : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
-    return {"lora.r=4", "lora.alpha=8", "lora.target_modules=" + targets, std::string("lora.fa=") + (c.fa ? "true" : "false"),
-            std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"), "model.vocab_size=256",
+    return {"lora.r=4",
+            "lora.alpha=8",
+            "lora.target_modules=" + targets,
+            std::string("lora.fa=") + (c.fa ? "true" : "false"),
+            std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"),
             std::string("lora.dropout=") + (c.dropout ? "0.1" : "0"),
-            "model.n_embd=" + std::string(c.nf4 ? "128" : "32"), "model.ffn_hidden=" + std::string(c.nf4 ? "256" : "0"), "train.max_steps=30", "optim.lr=1e-2", "model.init_std=0.1",
+            "model.vocab_size=256",
+            "model.n_embd=" + std::string(c.nf4 ? "128" : "32"),
+            "model.ffn_hidden=" + std::string(c.nf4 ? "256" : "0"),
+            "model.init_std=0.1",
+            "train.max_steps=30",
+            "optim.lr=1e-2",
             "train.eval_interval=0"};
   }
   std::vector<std::string> data_sets() const {
     const LoraCase& c = GetParam();
     if (c.instructions.empty()) return {};
     // Short templates: every example fits the 32 positions.
-    return {"data.dataset=", "data.instructions=" + instructions_file(), "data.eos=$", "data.prompt_template=Q:{prompt}\nA:",
+    return {"data.dataset=", "data.instructions=" + instructions_file(), "data.eos=$",
+            "data.prompt_template=Q:{prompt}\nA:",
             std::string("data.packing=") + (c.instructions == "packed" ? "true" : "false")};
   }
 };

@@ -145,6 +145,26 @@ void expect_adapter_grads_match(const Tuned& t, const Plain& m, float s, bool fr
   EXPECT_GT(checked, 0);
 }
 
+// The adapters' gradients of the first layer (a few elements of each matrix) against central differences of
+// `loss` (the mean token loss; fp32, so eps = 1e-2 and a 2e-3 relative bound).
+template <class Loss>
+void expect_finite_differences(const Tuned& t, Loss loss) {
+  for (const auto& p : t.adapters.all()) {
+    if (p->unit != 1) continue;
+    for (int64_t i : {int64_t{0}, p->value.numel() / 2 + 1, p->value.numel() - 1}) {
+      float& v = p->value.f32()[i];
+      const float keep = v, eps = 1e-2f;
+      v = keep + eps;
+      const double up = loss();
+      v = keep - eps;
+      const double down = loss();
+      v = keep;
+      const double fd = (up - down) / (2 * eps);
+      EXPECT_NEAR(p->grad.f32()[i], fd, 2e-3 * std::fabs(fd) + 2e-5) << p->name << "[" << i << "]";
+    }
+  }
+}
+
 class LoraModelTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LoraModelTest, BaseIsFrozenAndOnlyAdaptersTrain) {
@@ -228,20 +248,7 @@ TEST_P(LoraModelTest, QloraMatchesTheDequantizedBaseAndFiniteDifferences) {
     ActivationStore discard(/*keep=*/false);
     return *t->model->forward(b.tokens, b.targets, 1.0f / (kB * kT), discard) / (kB * kT);
   };
-  for (const auto& p : t->adapters.all()) {
-    if (p->unit != 1) continue;
-    for (int64_t i : {int64_t{0}, p->value.numel() / 2 + 1, p->value.numel() - 1}) {
-      float& v = p->value.f32()[i];
-      const float keep = v, eps = 1e-2f;
-      v = keep + eps;
-      const double up = loss_only();
-      v = keep - eps;
-      const double down = loss_only();
-      v = keep;
-      const double fd = (up - down) / (2 * eps);
-      EXPECT_NEAR(p->grad.f32()[i], fd, 2e-3 * std::fabs(fd) + 2e-5) << p->name << "[" << i << "]";
-    }
-  }
+  expect_finite_differences(*t, loss_only);
 }
 
 // LoRA dropout: the masks follow the store's micro-batch (the same one twice gives the same loss, another one
@@ -271,20 +278,7 @@ TEST_P(LoraModelTest, DropoutIsDeterministicPerMicroBatchAndDifferentiable) {
 
   t->adapters.zero_grad();
   loss_with(5, true);
-  for (const auto& p : t->adapters.all()) {
-    if (p->unit != 1) continue;
-    for (int64_t i : {int64_t{0}, p->value.numel() / 2 + 1, p->value.numel() - 1}) {
-      float& v = p->value.f32()[i];
-      const float keep = v, eps = 1e-2f;
-      v = keep + eps;
-      const double up = loss_with(5, false);
-      v = keep - eps;
-      const double down = loss_with(5, false);
-      v = keep;
-      const double fd = (up - down) / (2 * eps);
-      EXPECT_NEAR(p->grad.f32()[i], fd, 2e-3 * std::fabs(fd) + 2e-5) << p->name << "[" << i << "]";
-    }
-  }
+  expect_finite_differences(*t, [&] { return loss_with(5, false); });
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, LoraModelTest, ::testing::Values("gpt2", "llama"));
