@@ -43,6 +43,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
 
   MemoryPlan plan;
   plan.parameters_count = params.numel();
+  if (params.frozen_set()) plan.frozen_count = params.frozen_set()->numel();
   plan.ranks = d;
   auto at = [&](MemCategory c) -> int64_t& { return plan.bytes[static_cast<int>(c)]; };
   // Sizes in the order backward finishes units (the last first); a pair is two units next to each other.
@@ -189,9 +190,13 @@ absl::StatusOr<MemoryPlan> plan_memory_of_largest_stage(const Config& cfg, int w
 }
 
 std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
-  std::string out = absl::StrFormat("memtrain plan: %s, %d parameters, micro-batch %d x %d, data-parallel ranks "
+  const std::string count =
+      plan.frozen_count == 0 ? absl::StrCat(plan.parameters_count, " parameters")
+                             : absl::StrCat(plan.frozen_count, " frozen parameters (",
+                                            cfg.lora.nf4() ? "NF4" : "fp32", ") + ", plan.parameters_count, " trained");
+  std::string out = absl::StrFormat("memtrain plan: %s, %s, micro-batch %d x %d, data-parallel ranks "
                                     "(dp x cp) = %d, ZeRO stage %d; bytes per rank\n",
-                                    cfg.model.arch, plan.parameters_count, cfg.train.batch_size,
+                                    cfg.model.arch, count, cfg.train.batch_size,
                                     cfg.train.resolved_seq_len(cfg.model.block_size), plan.ranks, cfg.zero.stage);
   if (!plan.stage_totals.empty()) {
     absl::StrAppend(&out, "pipeline rank ", plan.pp_rank, " of ", plan.stage_totals.size(),

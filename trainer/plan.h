@@ -15,7 +15,8 @@ namespace memtrain::trainer {
 struct MemoryPlan {
   std::array<int64_t, kNumMemCategories> bytes{};  // peak per category, indexed by MemCategory
   int64_t total = 0;                                // sum of the category peaks (an upper bound of the peak total)
-  int64_t parameters_count = 0;
+  int64_t parameters_count = 0;                     // trained (a fine-tune's adapters)
+  int64_t frozen_count = 0;                         // a fine-tune's frozen base
   int ranks = 1;                                    // data-parallel ranks (dp x cp: ZeRO shards over both)
   int64_t budget = 0;                               // memory.budget, 0 = none
   int pp_rank = 0;                                  // the pipeline rank planned

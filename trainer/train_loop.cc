@@ -184,9 +184,16 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   if (!quiet) {
     model::ParamSet whole;  // shapes only: the count of the whole model, whichever stages this rank holds
     MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
-    std::printf("memtrain: %s, %lld parameters, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, %d threads, "
-                "sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
-                cfg.model.arch.c_str(), static_cast<long long>(whole.numel()),
+    std::string trained;  // a fine-tune's adapters
+    if (cfg.lora.enabled()) {
+      model::ParamSet adapters;
+      MEMTRAIN_RETURN_IF_ERROR(create_rank_models(cfg, adapters, {}, {}, 0, 1).status());
+      trained = absl::StrCat(" (", adapters.numel(), " trained in LoRA adapters", cfg.lora.nf4() ? ", NF4 base" : "",
+                             ")");
+    }
+    std::printf("memtrain: %s, %lld parameters%s, %lld train / %lld val tokens, dp=%lld tp=%d cp=%d pp=%d ZeRO-%lld, "
+                "%d threads, sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
+                cfg.model.arch.c_str(), static_cast<long long>(whole.numel()), trained.c_str(),
                 static_cast<long long>(batches.train_tokens()), static_cast<long long>(batches.val_tokens()),
                 static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
