@@ -63,9 +63,7 @@ class BpeReference : public ::testing::Test {
   void TearDown() override {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
-  int script(const std::string& args) const {
-    return std::system((reference_python() + " " + MEMTRAIN_SOURCE_DIR + "/tests/reference/hf_tokenizer.py " + args).c_str());
-  }
+  int script(const std::string& args) const { return testing::run_reference_script("hf_tokenizer.py", args); }
   std::string dir_;
 };
 

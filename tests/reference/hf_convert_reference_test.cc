@@ -32,10 +32,7 @@ namespace fs = std::filesystem;
 
 using testing::reference_python;
 
-int run_script(const std::string& args) {
-  const std::string script = std::string(MEMTRAIN_SOURCE_DIR) + "/tests/reference/hf_model.py";
-  return std::system((reference_python() + " " + script + " " + args).c_str());
-}
+int run_script(const std::string& args) { return testing::run_reference_script("hf_model.py", args); }
 
 class HfConvertReference : public ::testing::TestWithParam<std::string> {
  protected:

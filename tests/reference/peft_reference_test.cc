@@ -29,10 +29,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::reference_python;
 
-int run_script(const std::string& args) {
-  const std::string script = std::string(MEMTRAIN_SOURCE_DIR) + "/tests/reference/hf_model.py";
-  return std::system((reference_python() + " " + script + " " + args).c_str());
-}
+int run_script(const std::string& args) { return testing::run_reference_script("hf_model.py", args); }
 
 const std::vector<std::vector<int>> kTokens = {{3, 14, 15, 9, 26, 5, 35, 8}, {79, 0, 2, 71, 8, 28, 18, 28}};
 

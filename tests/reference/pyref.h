@@ -21,4 +21,10 @@ inline bool reference_python_has(const std::string& modules) {
          std::system((reference_python() + " -c 'import " + modules + "' 2>/dev/null").c_str()) == 0;
 }
 
+// Runs tests/reference/<script> (e.g. "hf_model.py") with that python and the given shell words; its exit status.
+inline int run_reference_script(const std::string& script, const std::string& args) {
+  const std::string path = std::string(MEMTRAIN_SOURCE_DIR) + "/tests/reference/" + script;
+  return std::system((reference_python() + " " + path + " " + args).c_str());
+}
+
 }  // namespace memtrain::testing
