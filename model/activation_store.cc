@@ -5,7 +5,7 @@
 namespace memtrain::model {
 
 absl::Status ActivationStore::save(const std::string& key, const Tensor& t) {
-  if (!keep_) return absl::OkStatus();
+  if (!keep_ || discarding_) return absl::OkStatus();
   MEMTRAIN_CHECK(t.defined());
   const bool inserted = saved_.emplace(key, t).second;
   MEMTRAIN_CHECK_MSG(inserted, "activation saved twice: " + key);

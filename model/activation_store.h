@@ -1,6 +1,7 @@
 // ActivationStore: the one seam through which every layer keeps what its backward needs. Layers never hold
-// activations in members; the store's policy decides how saved tensors are kept (issue 10 adds recompute, host and
-// SSD swapping). A store that does not keep (evaluation, sampling) drops everything it is given.
+// activations in members; the store's policy decides how saved tensors are kept. A store that does not keep
+// (evaluation, sampling) drops everything it is given; a keeping one drops what it is given while discarding (the
+// first forward of a recompute segment, whose backward runs the forward again; activation_policy.h).
 //
 // It also holds the weight-gradient products a zero-bubble pipeline defers: layers hand them to weight_grad(),
 // which runs them at once unless deferring is on; then run_weight_grads() runs them later, in the same order,
@@ -31,6 +32,7 @@ class ActivationStore {
   ActivationStore& operator=(const ActivationStore&) = delete;
 
   bool keeping() const { return keep_; }
+  void set_discarding(bool on) { discarding_ = on; }
   // Keys are scoped by the layer's global name ("transformer.h.3.attn/qkv"); saving a key twice is a bug.
   absl::Status save(const std::string& key, const Tensor& t);
   // Fetches and releases. NotFound names the key.
@@ -63,6 +65,7 @@ class ActivationStore {
 
  private:
   bool keep_;
+  bool discarding_ = false;
   bool defer_ = false;
   std::map<std::string, Tensor> saved_;
   PackedRows packed_;

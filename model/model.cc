@@ -139,7 +139,23 @@ int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   const int64_t chunk_tokens = chunk_tokens_bytes(b, t);
   const int64_t head = stage_.last ? LmHead::saved_bytes(tp_.local_rows(b * t), cfg_.n_embd) : 0;
-  return body_saved_bytes(b, t) + head + chunk_tokens;
+  const BlockBytes blk = block_bytes(b, t);
+  return body_saved_bytes(b, t) - num_blocks() * blk.saved + blocks_stored_bytes(num_blocks(), b, t) + head +
+         chunk_tokens;
+}
+
+int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
+  const int64_t saved = block_bytes(b, t).saved, input = 4 * tp_.local_rows(b * t) * cfg_.n_embd;
+  int64_t sum = 0;
+  for (size_t j = 0; j < end; ++j) sum += !recomputes(j) ? saved : segment_of(j).first == j ? input : 0;
+  return sum;
+}
+
+int64_t Model::blocks_held_bytes(size_t l, int64_t b, int64_t t) const {
+  const int64_t saved = block_bytes(b, t).saved;
+  if (!recomputes(l)) return blocks_stored_bytes(l + 1, b, t);
+  const size_t s = segment_of(l).first;
+  return blocks_stored_bytes(s, b, t) + static_cast<int64_t>(l - s + 1) * saved;
 }
 
 int64_t Model::predicted_deferred_bytes(int64_t B, int64_t T) const {
@@ -150,21 +166,32 @@ int64_t Model::predicted_deferred_bytes(int64_t B, int64_t T) const {
 int64_t Model::predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   const BlockBytes blk = block_bytes(b, t);
-  const int64_t done = num_blocks() - 1;  // blocks whose backward finished when the last one runs
-  // In its MLP: the ordinary high-water mark (reached in the first block's MLP) with the finished blocks' saved
-  // tensors traded for their deferred ones, and the MLP's separate activation gradient.
-  const int64_t in_mlp = predicted_peak_activation_bytes(B, T) +
-                         done * std::max<int64_t>(0, blk.deferred - blk.saved) + blk.deferring_mlp_extra;
-  // In its attention: what the finished blocks defer, the block's own peak, and what lives outside the blocks all
-  // through their backward: the cp chunk tokens (first stage) and the head's dL/dh (last stage).
+  // In a block's MLP: what the blocks below it hold, its own saved tensors, the finished blocks' deferred ones,
+  // what lives outside the blocks and the MLP backward's scratch (the ordinary high-water mark with the finished
+  // blocks' saved tensors traded for their deferred ones), and the MLP's separate activation gradient.
+  // In its attention: what the blocks below it hold, what the finished blocks defer, the block's own peak, and
+  // what lives outside the blocks all through their backward: the cp chunk tokens (first stage) and the head's
+  // dL/dh (last stage).
+  const int64_t outside_mlp = predicted_activation_bytes(B, T) - blocks_stored_bytes(num_blocks(), b, t) +
+                              backward_peak_extra_bytes(b, t) + blk.deferring_mlp_extra;
   const int64_t outside = chunk_tokens_bytes(b, t) + (stage_.last ? 4 * tp_.local_rows(b * t) * cfg_.n_embd : 0);
-  const int64_t in_attention = done * blk.deferred + blk.deferring_attention_peak + outside;
-  return std::max(in_mlp, in_attention);
+  int64_t peak = 0;
+  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
+    const int64_t done = (num_blocks() - 1 - static_cast<int64_t>(l)) * blk.deferred;
+    const int64_t held = blocks_held_bytes(l, b, t);
+    peak = std::max({peak, held + done + outside_mlp, held - blk.saved + done + blk.deferring_attention_peak + outside});
+  }
+  return peak;
 }
 
 int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
-  return predicted_activation_bytes(B, T) + backward_peak_extra_bytes(b, t);
+  // Reached in some block's MLP backward: what the blocks below hold and its own saved tensors (recomputed, with
+  // those of its segment below it, under recompute), besides what lives outside the blocks.
+  int64_t blocks = 0;
+  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) blocks = std::max(blocks, blocks_held_bytes(l, b, t));
+  return predicted_activation_bytes(B, T) - blocks_stored_bytes(num_blocks(), b, t) + blocks +
+         backward_peak_extra_bytes(b, t);
 }
 
 int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {

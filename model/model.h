@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "model/activation_policy.h"
 #include "model/activation_store.h"
 #include "model/context_parallel.h"
 #include "model/lm_head.h"
@@ -94,6 +96,10 @@ class Model {
   // On a pipeline stage: the embeddings if first, its blocks, the final unit if last.
   int num_units() const { return (stage_.first ? 1 : 0) + num_blocks() + (stage_.last ? 1 : 0); }
   int num_blocks() const { return static_cast<int>(stage_.end_layer - stage_.first_layer); }
+  // How each block keeps its activations (memory.activations); keep everywhere unless set.
+  void set_activation_policy(ActivationPolicy policy) { policy_ = std::move(policy); }
+  const ActivationPolicy& activation_policy() const { return policy_; }
+
   // The engine told about every use of a unit (see parallel/unit_hooks.h); nullptr = none. Not owned.
   void set_unit_hooks(parallel::UnitHooks* hooks) { hooks_ = hooks; }
 
@@ -122,7 +128,12 @@ class Model {
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
   int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.size > 1 && stage_.first ? 4 * b * t : 0; }
-  // predicted_peak_activation_bytes - predicted_activation_bytes.
+  // What blocks [0, end) of this stage keep through forward: saved tensors, or a recompute segment's input.
+  int64_t blocks_stored_bytes(size_t end, int64_t b, int64_t t) const;
+  // What blocks [0, l] hold when block l's backward runs: the stored bytes below, and its own saved tensors (with
+  // those of the blocks of its recompute segment below it, recomputed).
+  int64_t blocks_held_bytes(size_t l, int64_t b, int64_t t) const;
+  // The high-water mark's excess over what forward leaves: the MLP backward's scratch.
   virtual int64_t backward_peak_extra_bytes(int64_t B, int64_t T) const = 0;
   // What the last block's MLP backward holds besides its scratch under SP: dy and the input gathered to all N
   // rows, and dx reduce-scattered to this rank's rows.
@@ -141,6 +152,15 @@ class Model {
   absl::Status release(int unit, parallel::UnitUse use) { return hooks_ ? hooks_->release(unit, use) : absl::OkStatus(); }
   absl::Status grads_ready(int unit) { return hooks_ ? hooks_->grads_ready(unit) : absl::OkStatus(); }
   int block_unit(size_t l) const { return unit_base_ + (stage_.first ? 1 : 0) + static_cast<int>(l); }
+  // This stage's block l under the activation policy: whether it is recomputed, and its segment [s, e) in the
+  // stage's block indices.
+  bool recomputes(size_t l) const { return policy_.recomputes(stage_.first_layer + static_cast<int64_t>(l)); }
+  std::pair<size_t, size_t> segment_of(size_t l) const {
+    const auto [s, e] = policy_.segment_of(stage_.first_layer + static_cast<int64_t>(l), stage_.first_layer,
+                                           stage_.end_layer);
+    return {static_cast<size_t>(s - stage_.first_layer), static_cast<size_t>(e - stage_.first_layer)};
+  }
+  std::string segment_input_key(size_t l) const { return absl::StrCat("block.", stage_.first_layer + l, "/input"); }
   int final_unit() const { return block_unit(num_blocks()); }
   // What both architectures run after their embeddings: the stage's blocks and, on the last stage, the final norm
   // (the final unit; norm is null on other stages), each between acquire and release; backward goes the other way
@@ -171,6 +191,7 @@ class Model {
   int groups_ = 0;       // parameter groups registered so far (start_unit)
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
+  ActivationPolicy policy_;
 };
 
 template <class Block, class Norm>
@@ -179,9 +200,14 @@ absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks
   constexpr parallel::UnitUse kUse = parallel::UnitUse::kValues;
   for (size_t l = 0; l < blocks.size(); ++l) {
     const int unit = block_unit(l);
+    // A recompute segment keeps only its input; its blocks save nothing now (their backward runs them again).
+    const bool recompute = recomputes(l);
+    if (recompute && segment_of(l).first == l) MEMTRAIN_RETURN_IF_ERROR(store.save(segment_input_key(l), x));
+    store.set_discarding(recompute);
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
+    store.set_discarding(false);
   }
   if (!stage_.last) return x;
   MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
@@ -203,6 +229,16 @@ absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& block
   }
   for (size_t l = blocks.size(); l-- > 0;) {
     const int unit = block_unit(l);
+    if (recomputes(l) && segment_of(l).second == l + 1) {
+      // Entering a recompute segment from its top: its forward again, saving this time, from its input.
+      const auto [s, e] = segment_of(l);
+      MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(segment_input_key(s)));
+      for (size_t j = s; j < e; ++j) {
+        MEMTRAIN_RETURN_IF_ERROR(acquire(block_unit(j), parallel::UnitUse::kRecompute));
+        MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[j].forward(x, B, T, store));
+        MEMTRAIN_RETURN_IF_ERROR(release(block_unit(j), parallel::UnitUse::kRecompute));
+      }
+    }
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));

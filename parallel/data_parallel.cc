@@ -177,14 +177,14 @@ absl::Status DataParallel::acquire(int unit, UnitUse use) {
     // Prefetch the unit used next: forward walks up, backward (the only use with gradients and values besides
     // the head) walks down; unit 0's backward reads no values, so it is never prefetched going down.
     const int next = use == UnitUse::kValues ? unit + 1 : unit - 1;
-    if (next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
+    if (use != UnitUse::kRecompute && next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
   }
-  if (options_.stage >= 2 && use != UnitUse::kValues &&
+  if (options_.stage >= 2 && uses_grads(use) &&
       std::find(launched_units_.begin(), launched_units_.end(), unit) != launched_units_.end()) {
     // Written again while its last gradient is reducing (or reduced but kept): that buffer goes first.
     MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/false));
   }
-  if (options_.stage >= 2 && use != UnitUse::kValues && !st.grad_full.defined()) {
+  if (options_.stage >= 2 && uses_grads(use) && !st.grad_full.defined()) {
     MEMTRAIN_RETURN_IF_ERROR(free_reduced_grads(/*keep_latest=*/true));
     MEMTRAIN_ASSIGN_OR_RETURN(st.grad_full,
                               Tensor::zeros({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kGradients));

@@ -13,7 +13,9 @@ enum class UnitUse {
   kValues,           // forward without gradients (evaluation, sampling)
   kValuesAndGrads,   // training forward/backward of the unit: values are read and gradients accumulated
   kGrads,            // gradients accumulated without reading values (embedding backward)
+  kRecompute,        // a recompute segment's forward run again during backward: values only, nothing prefetched
 };
+inline bool uses_grads(UnitUse u) { return u == UnitUse::kValuesAndGrads || u == UnitUse::kGrads; }
 
 class UnitHooks {
  public:

@@ -427,6 +427,7 @@ absl::Status Config::validate() const {
     if (lora.dropout > 0 && parallel.cp > 1)
       return config_error("lora.dropout", "runs without context parallelism (parallel.cp = 1)");
   }
+  MEMTRAIN_RETURN_IF_ERROR(memory.activation_policy(model.n_layer).status());
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

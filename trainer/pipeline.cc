@@ -84,6 +84,8 @@ absl::StatusOr<std::vector<std::unique_ptr<model::Model>>> create_rank_models(co
   for (int c = 0; c < v; ++c) {
     const model::PipelineStage stage = pp > 1 ? pipeline_stage(cfg, c * pp + rank, pp * v) : model::PipelineStage{};
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<model::Model> m, model::Model::create(cfg.model, params, tp, cp, stage));
+    MEMTRAIN_ASSIGN_OR_RETURN(model::ActivationPolicy policy, cfg.memory.activation_policy(cfg.model.n_layer));
+    m->set_activation_policy(std::move(policy));
     models.push_back(std::move(m));
   }
   return models;

@@ -204,6 +204,8 @@ std::string plan_table(const Config& cfg, const MemoryPlan& plan) {
     for (int64_t t : plan.stage_totals) absl::StrAppend(&out, " ", format_bytes(t));
     absl::StrAppend(&out, "\n");
   }
+  if (absl::StatusOr<model::ActivationPolicy> policy = cfg.memory.activation_policy(cfg.model.n_layer); policy.ok())
+    absl::StrAppend(&out, "activations: ", policy->describe(), "\n");
   absl::StrAppend(&out, absl::StrFormat("%-16s %14s %12s\n", "category", "bytes", ""));
   for (int c = 0; c < kNumMemCategories; ++c) {
     absl::StrAppend(&out, absl::StrFormat("%-16s %14d %12s\n", mem_category_name(static_cast<MemCategory>(c)),

@@ -55,7 +55,14 @@ absl::Status OutputConfig::validate() const {
 absl::Status MemoryConfig::validate() const {
   absl::StatusOr<int64_t> bytes = parse_bytes(budget);
   if (!bytes.ok()) return config_error("memory.budget", bytes.status().message());
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("memory.recompute_segment", recompute_segment, " (0 = ceil(sqrt(n_layer)))"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<model::ActivationPolicy> MemoryConfig::activation_policy(int64_t n_layer) const {
+  absl::StatusOr<model::ActivationPolicy> policy = model::ActivationPolicy::parse(activations, recompute_segment, n_layer);
+  if (!policy.ok()) return config_error("memory.activations", policy.status().message());
+  return policy;
 }
 
 int64_t MemoryConfig::budget_bytes() const {

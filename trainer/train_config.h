@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "model/activation_policy.h"
 #include "absl/strings/string_view.h"
 
 namespace memtrain::trainer {
@@ -79,12 +81,20 @@ struct OutputConfig {
 
 struct MemoryConfig {
   std::string budget = "0";
+  std::vector<std::string> activations = {"keep"};
+  int64_t recompute_segment = 1;
 
   template <class V> void visit(V& v) {
     v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
                         "\"0\" = no budget");
+    v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute; one "
+                                  "entry for every block or one per block");
+    v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
+                                              "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
   }
   absl::Status validate() const;
+  // The blocks' policy for a model of n_layer blocks; errors name memory.activations.
+  absl::StatusOr<model::ActivationPolicy> activation_policy(int64_t n_layer) const;
 
   // The budget in bytes, 0 for none. Only meaningful after validate() succeeded (returns 0 for a bad string).
   int64_t budget_bytes() const;

@@ -14,18 +14,13 @@
 namespace memtrain {
 namespace {
 
-// (config, zero.stage, optim.name): one process, where every stage's peaks are deterministic (no reduction in
-// flight).
-class Plan : public ::testing::TestWithParam<std::tuple<std::string, int, std::string>> {};
-
-TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
+// Plans `config` with `sets` (" --set k=v ..."), trains 3 steps of it and compares every category.
+void expect_plan_matches_training(const std::string& config, const std::string& case_sets) {
   if (!std::filesystem::exists("/usr/share/games/fortunes/fortunes")) GTEST_SKIP() << "fortunes not installed";
   const std::string dir = ::testing::TempDir() + "memtrain_plan_" + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  const auto& [config, stage, optimizer] = GetParam();
-  const std::string sets = " --set model.n_layer=2 --set train.batch_size=5 --set train.seq_len=96"
-                           " --set zero.stage=" + std::to_string(stage) + " --set optim.name=" + optimizer +
+  const std::string sets = " --set train.batch_size=5 --set train.seq_len=96" + case_sets +
                            " --set output.dir=" + dir + "/out";
   auto p = testing::run_memtrain("plan " + config + sets + " --json", dir);
   ASSERT_EQ(p.exit_code, 0) << p.err;
@@ -42,12 +37,23 @@ TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
     for (const char* c : {"parameters", "gradients", "optimizer_state", "activations", "communication", "workspace",
                           "swap"}) {
       const double measured = m["mem"][c].get<double>(), predicted = plan[c].get<double>();
-      EXPECT_LE(std::abs(measured - predicted), 0.05 * predicted) << config << " stage " << stage << " step " << m["step"] << " " << c
-                                                                  << ": measured " << measured << ", plan " << predicted;
+      EXPECT_LE(std::abs(measured - predicted), 0.05 * predicted)
+          << config << case_sets << " step " << m["step"] << " " << c << ": measured " << measured << ", plan "
+          << predicted;
     }
   }
   EXPECT_EQ(lines, 3);
   std::filesystem::remove_all(dir);
+}
+
+// (config, zero.stage, optim.name): one process, where every stage's peaks are deterministic (no reduction in
+// flight).
+class Plan : public ::testing::TestWithParam<std::tuple<std::string, int, std::string>> {};
+
+TEST_P(Plan, PredictionMatchesTheMeasuredPeaks) {
+  const auto& [config, stage, optimizer] = GetParam();
+  expect_plan_matches_training(config, " --set model.n_layer=2 --set zero.stage=" + std::to_string(stage) +
+                                           " --set optim.name=" + optimizer);
 }
 
 std::string plan_case_name(const ::testing::TestParamInfo<Plan::ParamType>& info) {
@@ -64,6 +70,26 @@ INSTANTIATE_TEST_SUITE_P(WholeMatrices, Plan,
                          ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
                                             ::testing::Values(0, 2), ::testing::Values("galore_adamw", "apollo")),
                          plan_case_name);
+
+// (config, memory.activations, memory.recompute_segment) on 5 layers.
+class PlanActivations : public ::testing::TestWithParam<std::tuple<std::string, std::string, int>> {};
+
+TEST_P(PlanActivations, PredictionMatchesTheMeasuredPeaks) {
+  const auto& [config, policy, segment] = GetParam();
+  expect_plan_matches_training(config, " --set model.n_layer=5 --set memory.activations=" + policy +
+                                           " --set memory.recompute_segment=" + std::to_string(segment));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Recompute, PlanActivations,
+    ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
+                       ::testing::Values("recompute", "keep,recompute,recompute,keep,recompute"),
+                       ::testing::Values(1, 2, 0)),
+    [](const auto& info) {
+      return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") +
+             (std::get<1>(info.param) == "recompute" ? "_all" : "_mixed") + "_segment" +
+             std::to_string(std::get<2>(info.param));
+    });
 
 TEST(PlanCli, SaysWhetherItFitsTheBudget) {
   const std::string dir = ::testing::TempDir() + "memtrain_plan_budget_" + std::to_string(getpid());

@@ -115,6 +115,10 @@ inline const std::vector<Malformed>& cases() {
       {"pp_layers_negative", "[parallel]\npp = 2\npp_layers = [-1, 3]", {}, "parallel.pp_layers: stage 0 has -1 layers; the first and last stage need >= 0"},
       {"override_invalid_utf8", "", {"output.prompt=\xff"}, "output.prompt: value is not valid UTF-8 (--set)"},
       {"override_then_invalid", "[train]\nmax_steps = 10", {"train.max_steps=0"}, "train.max_steps: must be > 0"},
+      {"activation_policy_unknown", "[memory]\nactivations = [\"recompte\"]", {}, "memory.activations: unknown activation policy \"recompte\"; one of keep, recompute"},
+      {"activation_policy_count", "[model]\nn_layer = 3\n[memory]\nactivations = [\"keep\", \"recompute\"]", {}, "memory.activations: has 2 entries: give one policy for every layer or one per layer (model.n_layer = 3)"},
+      {"activation_policy_entry", "", {"model.n_layer=2", "memory.activations=keep,swap"}, "memory.activations: entry 1: unknown activation policy \"swap\""},
+      {"recompute_segment_negative", "[memory]\nrecompute_segment = -1", {}, "memory.recompute_segment: must be >= 0"},
   };
   return rows;
 }

@@ -1,0 +1,41 @@
+// How each transformer block keeps what its backward needs (memory.activations): `keep` saves everything in the
+// activation store; `recompute` saves only the input of each recompute segment (a run of up to `segment`
+// consecutive recompute blocks, the sqrt(n) rule of Chen et al. when segment = ceil(sqrt(n_layer))) and runs the
+// segment's forward again just before its backward. Recomputed tensors are the same bits as the first forward's,
+// so gradients do not change.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace memtrain::model {
+
+enum class LayerPolicy : uint8_t { kKeep, kRecompute };
+
+absl::StatusOr<LayerPolicy> parse_layer_policy(absl::string_view name);  // InvalidArgument lists the names
+absl::string_view layer_policy_name(LayerPolicy p);
+
+struct ActivationPolicy {
+  std::vector<LayerPolicy> layers;  // one per global layer; empty: keep everywhere
+  int64_t segment = 1;              // recompute blocks checkpointed together
+
+  // From the config's names: one for every layer, or one per layer. `segment` 0 means ceil(sqrt(n_layer)).
+  // Errors (InvalidArgument, without a key) say which entry and why.
+  static absl::StatusOr<ActivationPolicy> parse(const std::vector<std::string>& names, int64_t segment,
+                                                int64_t n_layer);
+  static ActivationPolicy keep_all() { return {}; }
+
+  LayerPolicy at(int64_t layer) const { return layers.empty() ? LayerPolicy::kKeep : layers[layer]; }
+  bool recomputes(int64_t layer) const { return at(layer) == LayerPolicy::kRecompute; }
+  // The recompute segment [s, e) holding `layer` (a recompute layer) among the layers [first, end) a pipeline
+  // stage runs: runs of consecutive recompute layers are cut into segments of `segment` from their first layer.
+  std::pair<int64_t, int64_t> segment_of(int64_t layer, int64_t first, int64_t end) const;
+  std::string describe() const;  // "keep", "recompute (segments of 2)", or per layer "keep x2, recompute x2"
+};
+
+}  // namespace memtrain::model

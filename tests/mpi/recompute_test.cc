@@ -1,0 +1,77 @@
+// Activation recomputation on a mesh: the same run with every block recomputed (several segment lengths, mixed
+// policies) follows `keep`'s loss curve bit for bit and saves the same weights, under data parallelism with
+// ZeRO-3 (parameters gathered again for the recompute), tensor parallelism with sequence parallelism, context
+// parallelism (the ring runs again), pipelines (1F1B and zero bubble, whose weight gradients are deferred) and LoRA
+// with dropout (the masks are drawn again).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "tests/mpi/training_fixture.h"
+#include "trainer/train_loop.h"
+
+namespace memtrain {
+namespace {
+using parallel::testing::shared_dir;
+using parallel::testing::slurp;
+using parallel::testing::tiny_config;
+using parallel::testing::world;
+
+struct RecomputeCase {
+  std::string name, arch;
+  int ranks_per_group;  // the mesh's tp * cp * pp; the rest is dp
+  std::vector<std::string> mesh;
+  std::vector<std::string> policy;
+};
+
+class MpiRecompute : public ::testing::TestWithParam<RecomputeCase> {};
+
+TEST_P(MpiRecompute, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
+  const RecomputeCase& c = GetParam();
+  if (world().size() % c.ranks_per_group != 0) GTEST_SKIP() << "the mesh does not divide the world";
+  std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=12", "train.eval_interval=0",
+                                   "parallel.dp=-1"};
+  sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
+  std::vector<std::string> recompute_sets = sets;
+  recompute_sets.insert(recompute_sets.end(), c.policy.begin(), c.policy.end());
+  const std::string keep_out = shared_dir() + "/recompute_keep_" + c.name;
+  const std::string recompute_out = shared_dir() + "/recompute_" + c.name;
+  auto keep = trainer::run_training(tiny_config(c.arch, keep_out, sets), world().comm(), 1, /*quiet=*/true);
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  auto recompute =
+      trainer::run_training(tiny_config(c.arch, recompute_out, recompute_sets), world().comm(), 1, /*quiet=*/true);
+  ASSERT_TRUE(recompute.ok()) << recompute.status();
+  ASSERT_EQ(keep->losses.size(), 12u);
+  ASSERT_EQ(recompute->losses.size(), 12u);
+  for (size_t i = 0; i < keep->losses.size(); ++i) EXPECT_EQ(recompute->losses[i], keep->losses[i]) << "step " << i + 1;
+  if (world().rank() != 0) return;
+  const std::string file =
+      c.name.find("lora") != std::string::npos ? "/adapter/adapter_model.safetensors" : "/model.safetensors";
+  const std::string a = slurp(keep_out + file), b = slurp(recompute_out + file);
+  EXPECT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "saved weights differ";
+}
+
+const std::vector<std::string> kAll = {"memory.activations=recompute"};
+const std::vector<std::string> kSegments = {"memory.activations=recompute", "memory.recompute_segment=2"};
+const std::vector<std::string> kMixed = {"memory.activations=keep,recompute,recompute,recompute",
+                                         "memory.recompute_segment=0"};
+
+INSTANTIATE_TEST_SUITE_P(
+    Meshes, MpiRecompute,
+    ::testing::Values(RecomputeCase{"gpt2_dp_zero3", "gpt2", 1, {"zero.stage=3"}, kSegments},
+                      RecomputeCase{"llama_dp_zero2", "llama", 1, {"zero.stage=2"}, kMixed},
+                      RecomputeCase{"gpt2_tp2_sp", "gpt2", 2, {"parallel.tp=2", "parallel.sequence_parallel=true",
+                                                               "zero.stage=1"}, kAll},
+                      RecomputeCase{"llama_cp2", "llama", 2, {"parallel.cp=2", "zero.stage=3"}, kSegments},
+                      RecomputeCase{"gpt2_pp2_1f1b", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                                 "train.grad_accum=4"}, kMixed},
+                      RecomputeCase{"llama_pp2_zb", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
+                                                                 "train.grad_accum=4"}, kSegments},
+                      RecomputeCase{"llama_tp2_lora_dropout", "llama", 2, {"parallel.tp=2", "lora.r=4",
+                                                                           "lora.dropout=0.1", "zero.stage=2"},
+                                    kAll}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace memtrain

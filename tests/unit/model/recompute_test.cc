@@ -1,0 +1,131 @@
+// Activation recomputation (memory.activations = recompute): the gradients are the bits `keep` gives, for every
+// segment length and for mixed per-layer policies; what forward leaves and the high-water mark equal the
+// predictions (also with deferred weight gradients); segments are cut as the policy says.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "model/activation_policy.h"
+#include "model/model.h"
+#include "tests/unit/model/tiny_model.h"
+
+namespace memtrain::model {
+namespace {
+
+using Names = std::vector<std::string>;
+
+ModelConfig five_layers(const std::string& arch) {
+  ModelConfig cfg = testing::tiny_model(arch);
+  cfg.n_layer = 5;
+  return cfg;
+}
+
+struct Result {
+  double loss = 0;
+  std::vector<std::vector<float>> grads;
+  int64_t left = 0, peak = 0;              // activation bytes after forward, and the high-water mark
+  int64_t predicted = 0, predicted_peak = 0;
+};
+
+// One forward + backward from the same parameters and batch under `policy`.
+Result run(const ModelConfig& cfg, const ActivationPolicy& policy, bool defer = false, int64_t B = 3,
+           int64_t T = 13) {
+  ParamSet params;
+  std::unique_ptr<Model> model = *Model::create(cfg, params);
+  model->set_activation_policy(policy);
+  MEMTRAIN_CHECK_OK(params.allocate());
+  params.initialize(11);
+  Tensor tokens = *Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations);
+  Tensor targets = *Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations);
+  std::mt19937 rng(5);
+  for (int64_t i = 0; i < B * T; ++i) {
+    tokens.i32()[i] = static_cast<int32_t>(rng() % cfg.vocab_size);
+    targets.i32()[i] = static_cast<int32_t>(rng() % cfg.vocab_size);
+  }
+  MemoryTracker& mt = MemoryTracker::host();
+  mt.reset_peaks();
+  const int64_t before = mt.current(MemCategory::kActivations);
+  Result r;
+  ActivationStore store;
+  r.loss = *model->forward(tokens, targets, 1.0f / (B * T), store);
+  r.left = mt.current(MemCategory::kActivations) - before;
+  store.defer_weight_grads(defer);
+  MEMTRAIN_CHECK_OK(model->backward(store));
+  MEMTRAIN_CHECK_OK(store.run_weight_grads());
+  EXPECT_TRUE(store.empty()) << store.keys().front();
+  r.peak = mt.peak(MemCategory::kActivations) - before;
+  r.predicted = model->predicted_activation_bytes(B, T);
+  r.predicted_peak = defer ? model->predicted_deferring_peak_activation_bytes(B, T)
+                           : model->predicted_peak_activation_bytes(B, T);
+  for (const auto& p : params.all()) r.grads.emplace_back(p->grad.f32(), p->grad.f32() + p->grad.numel());
+  return r;
+}
+
+struct Case {
+  Names names;
+  int64_t segment;
+};
+
+class RecomputeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RecomputeTest, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
+  const ModelConfig cfg = five_layers(GetParam());
+  const Result keep = run(cfg, ActivationPolicy::keep_all());
+  EXPECT_EQ(keep.left, keep.predicted);
+  EXPECT_EQ(keep.peak, keep.predicted_peak);
+  const std::vector<Case> cases = {
+      {{"recompute"}, 1},
+      {{"recompute"}, 2},
+      {{"recompute"}, 0},  // ceil(sqrt(5)) = 3: segments [0, 3), [3, 5)
+      {{"recompute"}, 5},
+      {{"keep", "recompute", "recompute", "keep", "recompute"}, 2},
+      {{"recompute", "recompute", "recompute", "keep", "keep"}, 2},
+  };
+  for (const Case& c : cases) {
+    for (bool defer : {false, true}) {
+      const ActivationPolicy policy = *ActivationPolicy::parse(c.names, c.segment, cfg.n_layer);
+      SCOPED_TRACE(policy.describe() + (defer ? ", deferred weight gradients" : ""));
+      const Result r = run(cfg, policy, defer);
+      EXPECT_EQ(r.loss, keep.loss);
+      ASSERT_EQ(r.grads.size(), keep.grads.size());
+      for (size_t i = 0; i < r.grads.size(); ++i)
+        EXPECT_EQ(std::memcmp(r.grads[i].data(), keep.grads[i].data(), r.grads[i].size() * 4), 0) << "param " << i;
+      EXPECT_EQ(r.left, r.predicted);
+      EXPECT_EQ(r.peak, r.predicted_peak);
+      EXPECT_LT(r.left, keep.left);
+      if (!defer && c.names.size() == 1 && c.segment == 1) EXPECT_LT(r.peak, keep.peak);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, RecomputeTest, ::testing::Values("gpt2", "llama"));
+
+TEST(ActivationPolicy, SegmentsAreCutFromTheStartOfEachRunOfRecomputeLayers) {
+  const ActivationPolicy p =
+      *ActivationPolicy::parse({"keep", "recompute", "recompute", "recompute", "keep", "recompute"}, 2, 6);
+  using Seg = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(p.segment_of(1, 0, 6), Seg(1, 3));
+  EXPECT_EQ(p.segment_of(2, 0, 6), Seg(1, 3));
+  EXPECT_EQ(p.segment_of(3, 0, 6), Seg(3, 4));
+  EXPECT_EQ(p.segment_of(5, 0, 6), Seg(5, 6));
+  // A pipeline stage [2, 6) cuts the run where the stage starts.
+  EXPECT_EQ(p.segment_of(2, 2, 6), Seg(2, 4));
+  EXPECT_EQ(p.segment_of(3, 2, 6), Seg(2, 4));
+  EXPECT_EQ(p.describe(), "keep, recompute x3, keep, recompute (segments of 2)");
+  EXPECT_EQ(ActivationPolicy::parse({"recompute"}, 0, 10)->segment, 4);  // ceil(sqrt(10))
+  EXPECT_EQ(ActivationPolicy::parse({"keep"}, 1, 3)->describe(), "keep");
+}
+
+TEST(ActivationPolicy, BadNamesAndCountsSayWhich) {
+  absl::StatusOr<ActivationPolicy> p = ActivationPolicy::parse({"keep", "recompte"}, 1, 2);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("entry 1"), std::string::npos) << p.status();
+  EXPECT_NE(p.status().message().find("recompte"), std::string::npos) << p.status();
+  p = ActivationPolicy::parse({"keep", "keep"}, 1, 3);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find("n_layer = 3"), std::string::npos) << p.status();
+}
+
+}  // namespace
+}  // namespace memtrain::model
