@@ -14,6 +14,7 @@ packages=(
   openmpi-bin libopenmpi-dev      # parallel/: MPI communicators; tests/mpi run under mpirun
   libhdf5-openmpi-dev python3-h5py  # checkpoint/: parallel HDF5 checkpoints; tests/reference reads them with h5py
   libicu-dev                      # data/: Unicode character classes for BPE pre-tokenization
+  liburing-dev                    # offload/: io_uring for the SSD swap file
 )
 
 missing=()
