@@ -11,6 +11,8 @@ namespace {
 constexpr std::pair<LayerPolicy, absl::string_view> kNames[] = {
     {LayerPolicy::kKeep, "keep"},
     {LayerPolicy::kRecompute, "recompute"},
+    {LayerPolicy::kSwapHost, "swap_host"},
+    {LayerPolicy::kSwapSsd, "swap_ssd"},
 };
 }  // namespace
 
@@ -54,6 +56,12 @@ absl::StatusOr<ActivationPolicy> ActivationPolicy::parse(const std::vector<std::
   return policy;
 }
 
+bool ActivationPolicy::uses(LayerPolicy p) const {
+  for (LayerPolicy q : layers)
+    if (q == p) return true;
+  return p == LayerPolicy::kKeep && layers.empty();
+}
+
 std::pair<int64_t, int64_t> ActivationPolicy::segment_of(int64_t layer, int64_t first, int64_t end) const {
   MEMTRAIN_CHECK(recomputes(layer) && first <= layer && layer < end);
   int64_t run = layer;
@@ -74,9 +82,7 @@ std::string ActivationPolicy::describe() const {
     if (n > 1 && n != layers.size()) absl::StrAppend(&out, " x", n);
     l += n;
   }
-  bool recompute = false;
-  for (LayerPolicy p : layers) recompute = recompute || p == LayerPolicy::kRecompute;
-  if (recompute) absl::StrAppend(&out, " (segments of ", segment, ")");
+  if (uses(LayerPolicy::kRecompute)) absl::StrAppend(&out, " (segments of ", segment, ")");
   return out;
 }
 

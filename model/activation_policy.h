@@ -1,8 +1,9 @@
 // How each transformer block keeps what its backward needs (memory.activations): `keep` saves everything in the
 // activation store; `recompute` saves only the input of each recompute segment (a run of up to `segment`
 // consecutive recompute blocks, the sqrt(n) rule of Chen et al. when segment = ceil(sqrt(n_layer))) and runs the
-// segment's forward again just before its backward. Recomputed tensors are the same bits as the first forward's,
-// so gradients do not change.
+// segment's forward again just before its backward; `swap_host` and `swap_ssd` send the block's saved tensors to a
+// swap tier (offload/) while forward goes on and bring them back ahead of backward. Recomputed and swapped tensors
+// are the same bits as the first forward's, so gradients do not change.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@
 
 namespace memtrain::model {
 
-enum class LayerPolicy : uint8_t { kKeep, kRecompute };
+enum class LayerPolicy : uint8_t { kKeep, kRecompute, kSwapHost, kSwapSsd };
 
 absl::StatusOr<LayerPolicy> parse_layer_policy(absl::string_view name);  // InvalidArgument lists the names
 absl::string_view layer_policy_name(LayerPolicy p);
@@ -32,6 +33,8 @@ struct ActivationPolicy {
 
   LayerPolicy at(int64_t layer) const { return layers.empty() ? LayerPolicy::kKeep : layers[layer]; }
   bool recomputes(int64_t layer) const { return at(layer) == LayerPolicy::kRecompute; }
+  bool swaps(int64_t layer) const { return at(layer) == LayerPolicy::kSwapHost || at(layer) == LayerPolicy::kSwapSsd; }
+  bool uses(LayerPolicy p) const;  // some layer has policy p
   // The recompute segment [s, e) holding `layer` (a recompute layer) among the layers [first, end) a pipeline
   // stage runs: runs of consecutive recompute layers are cut into segments of `segment` from their first layer.
   std::pair<int64_t, int64_t> segment_of(int64_t layer, int64_t first, int64_t end) const;

@@ -4,10 +4,25 @@
 
 namespace memtrain::model {
 
+ActivationStore::~ActivationStore() { clear(); }
+
+void ActivationStore::clear() {
+  for (auto& [key, s] : saved_) {
+    if (s.where == Where::kMemory) continue;
+    s.tier->wait(s.ticket).IgnoreError();  // a failed transfer was reported to whoever waited on it
+    s.tier->release(s.ticket);
+  }
+  saved_.clear();
+  writing_block_ = -1;
+}
+
 absl::Status ActivationStore::save(const std::string& key, const Tensor& t) {
   if (!keep_ || discarding_) return absl::OkStatus();
   MEMTRAIN_CHECK(t.defined());
-  const bool inserted = saved_.emplace(key, t).second;
+  Saved s{t, block_, block_tier_};
+  s.shape = t.shape();
+  s.dtype = t.dtype();
+  const bool inserted = saved_.emplace(key, std::move(s)).second;
   MEMTRAIN_CHECK_MSG(inserted, "activation saved twice: " + key);
   return absl::OkStatus();
 }
@@ -15,9 +30,74 @@ absl::Status ActivationStore::save(const std::string& key, const Tensor& t) {
 absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
   auto it = saved_.find(key);
   if (it == saved_.end()) return absl::NotFoundError(absl::StrCat("activation store: no tensor saved as '", key, "'"));
-  Tensor t = std::move(it->second);
+  Saved& s = it->second;
+  if (s.where == Where::kWriting) MEMTRAIN_RETURN_IF_ERROR(finish(s));
+  if (s.where == Where::kOut) MEMTRAIN_RETURN_IF_ERROR(start_reads(s.layer));  // not fetched ahead
+  MEMTRAIN_RETURN_IF_ERROR(finish(s));
+  Tensor t = std::move(s.tensor);
   saved_.erase(it);
   return t;
+}
+
+void ActivationStore::begin_block(int64_t layer, SwapTier* tier) {
+  block_ = layer;
+  block_tier_ = keep_ ? tier : nullptr;
+}
+
+absl::Status ActivationStore::end_block() {
+  const int64_t layer = block_;
+  SwapTier* tier = block_tier_;
+  block_ = -1;
+  block_tier_ = nullptr;
+  if (tier != nullptr) {
+    for (auto& [key, s] : saved_) {
+      if (s.layer != layer || s.where != Where::kMemory || s.tier == nullptr) continue;
+      MEMTRAIN_ASSIGN_OR_RETURN(s.ticket, tier->write(s.tensor));
+      s.where = Where::kWriting;
+    }
+  }
+  MEMTRAIN_RETURN_IF_ERROR(finish_forward());  // the block before, whatever this one's policy: written by now
+  if (tier != nullptr) writing_block_ = layer;
+  return absl::OkStatus();
+}
+
+absl::Status ActivationStore::finish_forward() {
+  if (writing_block_ < 0) return absl::OkStatus();
+  for (auto& [key, s] : saved_)
+    if (s.layer == writing_block_ && s.where == Where::kWriting) MEMTRAIN_RETURN_IF_ERROR(finish(s));
+  writing_block_ = -1;
+  return absl::OkStatus();
+}
+
+absl::Status ActivationStore::fetch_block(int64_t layer, int64_t next) {
+  MEMTRAIN_RETURN_IF_ERROR(finish_forward());
+  MEMTRAIN_RETURN_IF_ERROR(start_reads(layer));
+  for (auto& [key, s] : saved_)
+    if (s.layer == layer) MEMTRAIN_RETURN_IF_ERROR(finish(s));
+  return next >= 0 ? start_reads(next) : absl::OkStatus();
+}
+
+absl::Status ActivationStore::start_reads(int64_t layer) {
+  for (auto& [key, s] : saved_) {
+    if (s.layer != layer || s.where != Where::kOut) continue;
+    MEMTRAIN_ASSIGN_OR_RETURN(s.tensor, Tensor::empty(s.shape, s.dtype, MemCategory::kActivations));
+    MEMTRAIN_RETURN_IF_ERROR(s.tier->read(s.ticket, s.tensor));
+    s.where = Where::kReading;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ActivationStore::finish(Saved& s) {
+  if (s.where == Where::kMemory || s.where == Where::kOut) return absl::OkStatus();
+  MEMTRAIN_RETURN_IF_ERROR(s.tier->wait(s.ticket));
+  if (s.where == Where::kWriting) {
+    s.tensor = Tensor();  // safely out: its memory goes back
+    s.where = Where::kOut;
+  } else {
+    s.tier->release(s.ticket);
+    s.where = Where::kMemory;
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ActivationStore::weight_grad(std::function<absl::Status()> fn) {
@@ -34,7 +114,7 @@ absl::Status ActivationStore::run_weight_grads() {
 
 std::vector<std::string> ActivationStore::keys() const {
   std::vector<std::string> out;
-  for (const auto& [k, v] : saved_) out.push_back(k);
+  for (const auto& [k, s] : saved_) out.push_back(k);
   return out;
 }
 

@@ -3,6 +3,12 @@
 // (evaluation, sampling) drops everything it is given; a keeping one drops what it is given while discarding (the
 // first forward of a recompute segment, whose backward runs the forward again; activation_policy.h).
 //
+// Swapping: the model brackets each block's forward with begin_block(layer, tier) / end_block(). At end_block the
+// block's saved tensors start their writes to the tier, and the previous swapped block's writes are waited for and
+// its tensors dropped: at most two swapped blocks are in memory during forward, however fast the tier is (the
+// memory plan relies on it). Before each block's backward, fetch_block(layer, next) brings the block back (reads
+// issued earlier by the previous fetch are waited for) and starts reading `next`, the block backward reaches next.
+//
 // It also holds the weight-gradient products a zero-bubble pipeline defers: layers hand them to weight_grad(),
 // which runs them at once unless deferring is on; then run_weight_grads() runs them later, in the same order,
 // and the tensors they captured stay alive until then.
@@ -14,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/swap_tier.h"
 #include "core/tensor.h"
 
 namespace memtrain::model {
@@ -28,6 +35,7 @@ struct PackedRows {
 class ActivationStore {
  public:
   explicit ActivationStore(bool keep = true) : keep_(keep) {}
+  ~ActivationStore();  // waits for its tensors' transfers and frees their space in the tiers
   ActivationStore(const ActivationStore&) = delete;
   ActivationStore& operator=(const ActivationStore&) = delete;
 
@@ -41,7 +49,13 @@ class ActivationStore {
   bool empty() const { return saved_.empty(); }
   size_t size() const { return saved_.size(); }
   std::vector<std::string> keys() const;
-  void clear() { saved_.clear(); }
+  void clear();
+
+  // Swapping (see above); `tier` null keeps the block in memory. Errors are the tier's (a failed write or read).
+  void begin_block(int64_t layer, SwapTier* tier);
+  absl::Status end_block();
+  absl::Status finish_forward();  // after the last block: waits for the writes still in flight
+  absl::Status fetch_block(int64_t layer, int64_t next = -1);
 
   // The layout of the batch this store's forward and backward run on; none (nullptr) for plain sequences.
   void set_packed(PackedRows rows) { packed_ = std::move(rows); }
@@ -67,7 +81,23 @@ class ActivationStore {
   bool keep_;
   bool discarding_ = false;
   bool defer_ = false;
-  std::map<std::string, Tensor> saved_;
+  enum class Where { kMemory, kWriting, kOut, kReading };
+  struct Saved {
+    Tensor tensor;  // undefined while out
+    int64_t layer = -1;
+    SwapTier* tier = nullptr;  // null: kept in memory
+    Where where = Where::kMemory;
+    uint64_t ticket = 0;
+    Shape shape;
+    DType dtype = DType::kF32;
+  };
+  absl::Status start_reads(int64_t layer);
+  absl::Status finish(Saved& s);  // waits for s's transfer; a finished read frees its space in the tier
+
+  std::map<std::string, Saved> saved_;
+  int64_t block_ = -1;            // the block whose forward is running (begin_block)
+  SwapTier* block_tier_ = nullptr;
+  int64_t writing_block_ = -1;    // the swapped block whose writes are in flight
   PackedRows packed_;
   DropoutStream dropout_;
   std::vector<std::function<absl::Status()>> weight_grads_;

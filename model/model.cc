@@ -147,15 +147,23 @@ int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
 int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
   const int64_t saved = block_bytes(b, t).saved, input = 4 * tp_.local_rows(b * t) * cfg_.n_embd;
   int64_t sum = 0;
-  for (size_t j = 0; j < end; ++j) sum += !recomputes(j) ? saved : segment_of(j).first == j ? input : 0;
+  for (size_t j = 0; j < end; ++j) {
+    if (recomputes(j)) {
+      sum += segment_of(j).first == j ? input : 0;
+    } else if (!swaps(j)) {
+      sum += saved;
+    }
+  }
   return sum;
 }
 
 int64_t Model::blocks_held_bytes(size_t l, int64_t b, int64_t t) const {
   const int64_t saved = block_bytes(b, t).saved;
-  if (!recomputes(l)) return blocks_stored_bytes(l + 1, b, t);
-  const size_t s = segment_of(l).first;
-  return blocks_stored_bytes(s, b, t) + static_cast<int64_t>(l - s + 1) * saved;
+  // Block l's own saved tensors, with those of its recompute segment below it; the block below it, if swapped, is
+  // already on its way back.
+  const size_t s = recomputes(l) ? segment_of(l).first : l;
+  const int64_t prefetched = l > 0 && swaps(l - 1) ? saved : 0;
+  return blocks_stored_bytes(s, b, t) + static_cast<int64_t>(l - s + 1) * saved + prefetched;
 }
 
 int64_t Model::predicted_deferred_bytes(int64_t B, int64_t T) const {
@@ -201,6 +209,13 @@ int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
   const int64_t head = stage_.last ? head_->workspace_bytes(b * t) : 0;
   const int64_t positions = 4 * b * t;  // the position ids (GPT-2's embeddings, LLaMA's RoPE)
   return std::max({head, body_workspace_bytes(b, t), ring, positions});
+}
+
+int64_t Model::predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy) const {
+  const auto [b, t] = local_batch(B, T);
+  int64_t blocks = 0;
+  for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) blocks += policy_.at(l) == policy ? 1 : 0;
+  return blocks * block_bytes(b, t).saved;
 }
 
 int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {

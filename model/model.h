@@ -79,6 +79,9 @@ class Model {
   // saved tensors replaced by their deferred ones by then), in its MLP or its attention.
   int64_t predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const;
   int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
+  // What one micro-batch's forward sends to the tier of `policy` (swap_host or swap_ssd): the saved bytes of the
+  // blocks with that policy.
+  int64_t predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy) const;
   // Ring attention's buffers (category communication) at their high-water mark, in backward; 0 without cp.
   int64_t predicted_communication_bytes(int64_t B, int64_t T) const;
   // Training FLOPs per token at context T: 6 * (matmul parameters) + 12 * L * C * T for attention (PaLM's count).
@@ -98,6 +101,11 @@ class Model {
   int num_blocks() const { return static_cast<int>(stage_.end_layer - stage_.first_layer); }
   // How each block keeps its activations (memory.activations); keep everywhere unless set.
   void set_activation_policy(ActivationPolicy policy) { policy_ = std::move(policy); }
+  // Where swap_host and swap_ssd blocks go (offload/); required when the policy names them. Not owned.
+  void set_swap_tiers(SwapTier* host, SwapTier* ssd) {
+    host_tier_ = host;
+    ssd_tier_ = ssd;
+  }
   const ActivationPolicy& activation_policy() const { return policy_; }
 
   // The engine told about every use of a unit (see parallel/unit_hooks.h); nullptr = none. Not owned.
@@ -161,6 +169,15 @@ class Model {
     return {static_cast<size_t>(s - stage_.first_layer), static_cast<size_t>(e - stage_.first_layer)};
   }
   std::string segment_input_key(size_t l) const { return absl::StrCat("block.", stage_.first_layer + l, "/input"); }
+  int64_t global_layer(size_t l) const { return stage_.first_layer + static_cast<int64_t>(l); }
+  bool swaps(size_t l) const { return policy_.swaps(global_layer(l)); }
+  // The tier block l's saved tensors go to; null when it keeps them.
+  SwapTier* swap_tier(size_t l) const {
+    if (!swaps(l)) return nullptr;
+    SwapTier* tier = policy_.at(global_layer(l)) == LayerPolicy::kSwapHost ? host_tier_ : ssd_tier_;
+    MEMTRAIN_CHECK_MSG(tier != nullptr, "a swap policy without its tier (Model::set_swap_tiers)");
+    return tier;
+  }
   int final_unit() const { return block_unit(num_blocks()); }
   // What both architectures run after their embeddings: the stage's blocks and, on the last stage, the final norm
   // (the final unit; norm is null on other stages), each between acquire and release; backward goes the other way
@@ -192,6 +209,8 @@ class Model {
   std::optional<LmHead> head_;  // set by the architecture's constructor
   parallel::UnitHooks* hooks_ = nullptr;
   ActivationPolicy policy_;
+  SwapTier* host_tier_ = nullptr;
+  SwapTier* ssd_tier_ = nullptr;
 };
 
 template <class Block, class Norm>
@@ -204,11 +223,14 @@ absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks
     const bool recompute = recomputes(l);
     if (recompute && segment_of(l).first == l) MEMTRAIN_RETURN_IF_ERROR(store.save(segment_input_key(l), x));
     store.set_discarding(recompute);
+    store.begin_block(global_layer(l), swap_tier(l));
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
+    MEMTRAIN_RETURN_IF_ERROR(store.end_block());
     store.set_discarding(false);
   }
+  MEMTRAIN_RETURN_IF_ERROR(store.finish_forward());
   if (!stage_.last) return x;
   MEMTRAIN_RETURN_IF_ERROR(acquire(final_unit(), kUse));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, norm->forward(x, store));
@@ -229,6 +251,9 @@ absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& block
   }
   for (size_t l = blocks.size(); l-- > 0;) {
     const int unit = block_unit(l);
+    // A swapped block comes back (read ahead by the block above), and the one below starts its way back.
+    const int64_t next = l > 0 && swaps(l - 1) ? global_layer(l - 1) : -1;
+    if (swaps(l) || next >= 0) MEMTRAIN_RETURN_IF_ERROR(store.fetch_block(global_layer(l), next));
     if (recomputes(l) && segment_of(l).second == l + 1) {
       // Entering a recompute segment from its top: its forward again, saving this time, from its input.
       const auto [s, e] = segment_of(l);

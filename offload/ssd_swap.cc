@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<SsdSwap>> SsdSwap::create(const std::string& dir,
   if (!S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(dir, ": is not a directory"));
   std::unique_ptr<SsdSwap> tier(new SsdSwap());
   tier->path_ = absl::StrCat(dir, "/memtrain-swap-", tag, "-", ::getpid(), ".bin");
-  MEMTRAIN_ASSIGN_OR_RETURN(tier->staging_, Tensor::empty({2 * kChunk + kAlign}, DType::kU8, MemCategory::kSwap));
+  MEMTRAIN_ASSIGN_OR_RETURN(tier->staging_, Tensor::empty({kStagingBytes}, DType::kU8, MemCategory::kSwap));
   char* base = static_cast<char*>(tier->staging_.raw());
   base += (kAlign - reinterpret_cast<uintptr_t>(base) % kAlign) % kAlign;
   tier->buffers_[0] = base;

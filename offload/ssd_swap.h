@@ -33,6 +33,7 @@ class SsdSwap final : public AsyncSwap {
   int64_t file_bytes() const { return file_end_; }  // the file's high-water mark
   static constexpr int64_t kChunk = 4 << 20;   // staging buffer size
   static constexpr int64_t kAlign = 4096;
+  static constexpr int64_t kStagingBytes = 2 * kChunk + kAlign;  // category swap, for as long as the tier lives
 
  private:
   SsdSwap() = default;

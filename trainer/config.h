@@ -29,6 +29,7 @@ struct Config {
   parallel::ZeroConfig zero;
   OutputConfig output;
   MemoryConfig memory;
+  OffloadConfig offload;
   model::LoraSpec lora;
 
   // v(section_name, section) for every section, in the order files, dumps and docs list them.
@@ -41,6 +42,7 @@ struct Config {
     v("zero", zero);
     v("output", output);
     v("memory", memory);
+    v("offload", offload);
     v("lora", lora);
   }
   // Every section's own checks in visit order, then the rules that tie sections together (each names both keys).

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "model/model.h"
+#include "offload/ssd_swap.h"
 #include "optim/matrix_owners.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
@@ -131,6 +132,15 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   }
   int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
   int64_t activations = most(&model::Model::predicted_peak_activation_bytes);
+  // swap_host's copies of the blocks of every micro-batch whose forward ran here and whose backward has not begun
+  // (all of them after the last forward).
+  auto host_swapped = [&](const std::vector<int64_t>& micro_batches) {
+    int64_t bytes = 0;
+    for (size_t c = 0; c < models.size(); ++c)
+      bytes += micro_batches[c] * models[c]->predicted_swapped_bytes(B, T, model::LayerPolicy::kSwapHost);
+    return bytes;
+  };
+  int64_t host_swap = host_swapped(std::vector<int64_t>(models.size(), 1));
   if (mesh.pp > 1) {
     // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the rank
     // holds when one starts: that backward at its high-water mark (a zero-bubble backward-input at its own), the
@@ -158,6 +168,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
                  h.awaiting_weight[c] * models[c]->predicted_deferred_bytes(B, T);
       }
       held = std::max(held, bytes);
+      std::vector<int64_t> out(h.forwarded.begin(), h.forwarded.end());
+      ++out[h.chunk];  // the micro-batch whose backward starts
+      host_swap = std::max(host_swap, host_swapped(out));
     }
     const Shape boundary = model->activation_shape(B, T);
     const int boundaries = 1 + (pp_rank + 1 < mesh.pp ? 2 : 0) + (pp_rank > 0 ? 1 : 0);
@@ -169,6 +182,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     }
   }
   at(MemCategory::kActivations) = activations + batch_tensors;
+  // Swap: swap_ssd's two staging buffers; swap_host's copies (see host_swap above).
+  at(MemCategory::kSwap) = host_swap;
+  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd)) at(MemCategory::kSwap) += offload::SsdSwap::kStagingBytes;
   at(MemCategory::kWorkspace) = most(&model::Model::predicted_workspace_bytes);
   for (int64_t b : plan.bytes) plan.total += b;
   plan.budget = cfg.memory.budget_bytes();

@@ -2,6 +2,10 @@
 
 #include "trainer/pipeline.h"
 
+#include <sys/statvfs.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -10,6 +14,9 @@
 #include "checkpoint/safetensors.h"
 #include "core/thread_pool.h"
 #include "data/prepare.h"
+#include "offload/host_swap.h"
+#include "offload/ssd_swap.h"
+#include "parallel/world.h"
 
 namespace memtrain::trainer {
 
@@ -53,6 +60,41 @@ absl::Status load_frozen(const Config& cfg, model::ParamSet& frozen) {
 
 }  // namespace
 
+namespace {
+
+// The tiers memory.activations names, pointed to by every chunk. The SSD tier's directory must have room for what
+// one micro-batch swaps.
+absl::Status attach_swap_tiers(const Config& cfg, ModelBundle& bundle) {
+  const model::Model& m = *bundle.model;
+  if (m.activation_policy().uses(model::LayerPolicy::kSwapHost)) bundle.host_swap = offload::HostSwap::create();
+  if (m.activation_policy().uses(model::LayerPolicy::kSwapSsd)) {
+    const std::string& dir = cfg.offload.ssd_path;
+    absl::StatusOr<parallel::LaunchInfo> launch = parallel::detect_launch(std::getenv);
+    auto tier = offload::SsdSwap::create(dir, absl::StrCat("rank", launch.ok() ? launch->rank : 0));
+    if (!tier.ok()) return absl::Status(tier.status().code(), absl::StrCat("offload.ssd_path: ", tier.status().message()));
+    if (!(*tier)->direct()) {
+      std::fprintf(stderr, "warning: offload.ssd_path: %s does not take O_DIRECT; swapping goes through the page "
+                           "cache\n", dir.c_str());
+    }
+    int64_t needed = 0;
+    for (const model::Model* c : bundle.chunks()) {
+      needed += c->predicted_swapped_bytes(cfg.train.batch_size, cfg.train.resolved_seq_len(cfg.model.block_size),
+                                           model::LayerPolicy::kSwapSsd);
+    }
+    struct statvfs fs;
+    if (::statvfs(dir.c_str(), &fs) == 0 && static_cast<int64_t>(fs.f_bavail * fs.f_frsize) < needed) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "offload.ssd_path: ", dir, " has ", format_bytes(static_cast<int64_t>(fs.f_bavail * fs.f_frsize)),
+          " free; one micro-batch swaps ", format_bytes(needed), " there"));
+    }
+    bundle.ssd_swap = std::move(*tier);
+  }
+  for (model::Model* c : bundle.chunks()) c->set_swap_tiers(bundle.host_swap.get(), bundle.ssd_swap.get());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool allocate,
                                                          const model::TensorParallel& tp,
                                                          const model::ContextParallel& cp, int pp_rank, int pp) {
@@ -61,6 +103,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> build_model(const Config& cfg, bool
                             create_rank_models(cfg, bundle->params, tp, cp, pp_rank, pp));
   bundle->model = std::move(models[0]);
   for (size_t c = 1; c < models.size(); ++c) bundle->later_chunks.push_back(std::move(models[c]));
+  MEMTRAIN_RETURN_IF_ERROR(attach_swap_tiers(cfg, *bundle));
   if (model::ParamSet* frozen = bundle->params.frozen_set()) MEMTRAIN_RETURN_IF_ERROR(load_frozen(cfg, *frozen));
   if (!allocate) return bundle;
   MEMTRAIN_RETURN_IF_ERROR(bundle->params.allocate());

@@ -19,6 +19,8 @@ namespace memtrain::trainer {
 void apply_runtime(const Config& cfg, int local_ranks = 1);
 
 struct ModelBundle {
+  // memory.activations' swap tiers (null when unused); declared first, so the models go before them.
+  std::unique_ptr<SwapTier> host_swap, ssd_swap;
   model::ParamSet params;  // what trains; with [lora] the adapters, the base in params.frozen_set()
   std::unique_ptr<model::Model> model;  // the whole model, or this pp rank's first pipeline stage
   std::vector<std::unique_ptr<model::Model>> later_chunks;  // an interleaved pipeline's further stages on this rank

@@ -87,8 +87,10 @@ struct MemoryConfig {
   template <class V> void visit(V& v) {
     v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
                         "\"0\" = no budget");
-    v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute; one "
-                                  "entry for every block or one per block");
+    v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute (its "
+                                  "forward runs again in backward), swap_host, swap_ssd (written out during forward, "
+                                  "read back ahead of backward; offload.ssd_path); one entry for every block or one "
+                                  "per block");
     v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
                                               "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
   }
@@ -98,6 +100,16 @@ struct MemoryConfig {
 
   // The budget in bytes, 0 for none. Only meaningful after validate() succeeded (returns 0 for a bad string).
   int64_t budget_bytes() const;
+};
+
+struct OffloadConfig {
+  std::string ssd_path;
+
+  template <class V> void visit(V& v) {
+    v("ssd_path", ssd_path, "directory for the swap files of memory.activations = swap_ssd (one per rank, 0600, "
+                            "unlinked once open so no exit leaves it behind); O_DIRECT where the file system allows");
+  }
+  absl::Status validate() const { return absl::OkStatus(); }
 };
 
 // "123", "2GiB", "1.5 GB", "512kib" -> bytes. Decimal suffixes (KB, MB, GB, TB) are powers of 1000, binary ones

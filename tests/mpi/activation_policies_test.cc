@@ -1,8 +1,8 @@
-// Activation recomputation on a mesh: the same run with every block recomputed (several segment lengths, mixed
-// policies) follows `keep`'s loss curve bit for bit and saves the same weights, under data parallelism with
-// ZeRO-3 (parameters gathered again for the recompute), tensor parallelism with sequence parallelism, context
-// parallelism (the ring runs again), pipelines (1F1B and zero bubble, whose weight gradients are deferred) and LoRA
-// with dropout (the masks are drawn again).
+// Activation policies on a mesh: the same run with blocks recomputed (several segment lengths, mixed policies) or
+// swapped to host buffers or an SSD file follows `keep`'s loss curve bit for bit and saves the same weights, under
+// data parallelism with ZeRO-3 (parameters gathered again for the recompute), tensor parallelism with sequence
+// parallelism, context parallelism (the ring runs again), pipelines (1F1B and zero bubble, whose weight gradients
+// are deferred; several micro-batches share the tier) and LoRA with dropout (the masks are drawn again).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -17,20 +17,20 @@ using parallel::testing::slurp;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
 
-struct RecomputeCase {
+struct PolicyCase {
   std::string name, arch;
   int ranks_per_group;  // the mesh's tp * cp * pp; the rest is dp
   std::vector<std::string> mesh;
   std::vector<std::string> policy;
 };
 
-class MpiRecompute : public ::testing::TestWithParam<RecomputeCase> {};
+class MpiActivationPolicies : public ::testing::TestWithParam<PolicyCase> {};
 
-TEST_P(MpiRecompute, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
-  const RecomputeCase& c = GetParam();
+TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
+  const PolicyCase& c = GetParam();
   if (world().size() % c.ranks_per_group != 0) GTEST_SKIP() << "the mesh does not divide the world";
   std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=12", "train.eval_interval=0",
-                                   "parallel.dp=-1"};
+                                   "parallel.dp=-1", "offload.ssd_path=" + shared_dir()};
   sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
   std::vector<std::string> recompute_sets = sets;
   recompute_sets.insert(recompute_sets.end(), c.policy.begin(), c.policy.end());
@@ -56,21 +56,31 @@ const std::vector<std::string> kAll = {"memory.activations=recompute"};
 const std::vector<std::string> kSegments = {"memory.activations=recompute", "memory.recompute_segment=2"};
 const std::vector<std::string> kMixed = {"memory.activations=keep,recompute,recompute,recompute",
                                          "memory.recompute_segment=0"};
+const std::vector<std::string> kSsd = {"memory.activations=swap_ssd"};
+const std::vector<std::string> kHost = {"memory.activations=swap_host"};
+const std::vector<std::string> kAllKinds = {"memory.activations=swap_ssd,recompute,swap_host,swap_ssd"};
 
 INSTANTIATE_TEST_SUITE_P(
-    Meshes, MpiRecompute,
-    ::testing::Values(RecomputeCase{"gpt2_dp_zero3", "gpt2", 1, {"zero.stage=3"}, kSegments},
-                      RecomputeCase{"llama_dp_zero2", "llama", 1, {"zero.stage=2"}, kMixed},
-                      RecomputeCase{"gpt2_tp2_sp", "gpt2", 2, {"parallel.tp=2", "parallel.sequence_parallel=true",
+    Meshes, MpiActivationPolicies,
+    ::testing::Values(PolicyCase{"gpt2_dp_zero3", "gpt2", 1, {"zero.stage=3"}, kSegments},
+                      PolicyCase{"llama_dp_zero2", "llama", 1, {"zero.stage=2"}, kMixed},
+                      PolicyCase{"gpt2_tp2_sp", "gpt2", 2, {"parallel.tp=2", "parallel.sequence_parallel=true",
                                                                "zero.stage=1"}, kAll},
-                      RecomputeCase{"llama_cp2", "llama", 2, {"parallel.cp=2", "zero.stage=3"}, kSegments},
-                      RecomputeCase{"gpt2_pp2_1f1b", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
+                      PolicyCase{"llama_cp2", "llama", 2, {"parallel.cp=2", "zero.stage=3"}, kSegments},
+                      PolicyCase{"gpt2_pp2_1f1b", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
                                                                  "train.grad_accum=4"}, kMixed},
-                      RecomputeCase{"llama_pp2_zb", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
+                      PolicyCase{"llama_pp2_zb", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
                                                                  "train.grad_accum=4"}, kSegments},
-                      RecomputeCase{"llama_tp2_lora_dropout", "llama", 2, {"parallel.tp=2", "lora.r=4",
+                      PolicyCase{"llama_tp2_lora_dropout", "llama", 2, {"parallel.tp=2", "lora.r=4",
                                                                            "lora.dropout=0.1", "zero.stage=2"},
-                                    kAll}),
+                                    kAll},
+                      PolicyCase{"gpt2_dp_zero3_ssd", "gpt2", 1, {"zero.stage=3"}, kSsd},
+                      PolicyCase{"llama_tp2_host", "llama", 2, {"parallel.tp=2", "zero.stage=1"}, kHost},
+                      PolicyCase{"llama_cp2_ssd", "llama", 2, {"parallel.cp=2", "zero.stage=2"}, kSsd},
+                      PolicyCase{"gpt2_pp2_1f1b_mixed", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                                    "train.grad_accum=4"}, kAllKinds},
+                      PolicyCase{"llama_pp2_zb_ssd", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
+                                                                  "train.grad_accum=4"}, kSsd}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -1,6 +1,6 @@
-// Activation recomputation (memory.activations = recompute): the gradients are the bits `keep` gives, for every
-// segment length and for mixed per-layer policies; what forward leaves and the high-water mark equal the
-// predictions (also with deferred weight gradients); segments are cut as the policy says.
+// Activation policies (memory.activations): recompute (every segment length), swap_host, swap_ssd and per-layer
+// mixes give the bits `keep` gives: the loss and every gradient; what forward leaves and the high-water mark equal
+// the predictions (also with deferred weight gradients); segments are cut as the policy says.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -8,6 +8,8 @@
 
 #include "model/activation_policy.h"
 #include "model/model.h"
+#include "offload/host_swap.h"
+#include "offload/ssd_swap.h"
 #include "tests/unit/model/tiny_model.h"
 
 namespace memtrain::model {
@@ -34,6 +36,9 @@ Result run(const ModelConfig& cfg, const ActivationPolicy& policy, bool defer = 
   ParamSet params;
   std::unique_ptr<Model> model = *Model::create(cfg, params);
   model->set_activation_policy(policy);
+  static std::unique_ptr<offload::HostSwap> host = offload::HostSwap::create();
+  static std::unique_ptr<offload::SsdSwap> ssd = *offload::SsdSwap::create(::testing::TempDir(), "policies");
+  model->set_swap_tiers(host.get(), ssd.get());
   MEMTRAIN_CHECK_OK(params.allocate());
   params.initialize(11);
   Tensor tokens = *Tensor::empty({B, T}, DType::kI32, MemCategory::kActivations);
@@ -67,9 +72,9 @@ struct Case {
   int64_t segment;
 };
 
-class RecomputeTest : public ::testing::TestWithParam<std::string> {};
+class ActivationPolicies : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(RecomputeTest, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
+TEST_P(ActivationPolicies, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
   const ModelConfig cfg = five_layers(GetParam());
   const Result keep = run(cfg, ActivationPolicy::keep_all());
   EXPECT_EQ(keep.left, keep.predicted);
@@ -81,6 +86,10 @@ TEST_P(RecomputeTest, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
       {{"recompute"}, 5},
       {{"keep", "recompute", "recompute", "keep", "recompute"}, 2},
       {{"recompute", "recompute", "recompute", "keep", "keep"}, 2},
+      {{"swap_host"}, 1},
+      {{"swap_ssd"}, 1},
+      {{"swap_ssd", "recompute", "swap_host", "keep", "swap_ssd"}, 1},
+      {{"recompute", "recompute", "swap_ssd", "swap_ssd", "keep"}, 2},
   };
   for (const Case& c : cases) {
     for (bool defer : {false, true}) {
@@ -99,7 +108,7 @@ TEST_P(RecomputeTest, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, RecomputeTest, ::testing::Values("gpt2", "llama"));
+INSTANTIATE_TEST_SUITE_P(Archs, ActivationPolicies, ::testing::Values("gpt2", "llama"));
 
 TEST(ActivationPolicy, SegmentsAreCutFromTheStartOfEachRunOfRecomputeLayers) {
   const ActivationPolicy p =
