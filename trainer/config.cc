@@ -427,9 +427,14 @@ absl::Status Config::validate() const {
     if (lora.dropout > 0 && parallel.cp > 1)
       return config_error("lora.dropout", "runs without context parallelism (parallel.cp = 1)");
   }
-  MEMTRAIN_ASSIGN_OR_RETURN(const model::ActivationPolicy policy, memory.activation_policy(model.n_layer));
-  if (policy.uses(model::LayerPolicy::kSwapSsd) && offload.ssd_path.empty())
-    return config_error("offload.ssd_path", "must name a directory: memory.activations uses swap_ssd");
+  if (memory.activations == std::vector<std::string>{"auto"}) {
+    if (memory.budget_bytes() == 0)
+      return config_error("memory.activations", "\"auto\" chooses policies that fit memory.budget; set one");
+  } else {
+    MEMTRAIN_ASSIGN_OR_RETURN(const model::ActivationPolicy policy, memory.activation_policy(model.n_layer));
+    if (policy.uses(model::LayerPolicy::kSwapSsd) && offload.ssd_path.empty())
+      return config_error("offload.ssd_path", "must name a directory: memory.activations uses swap_ssd");
+  }
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

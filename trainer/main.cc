@@ -10,6 +10,7 @@
 #include "data/prepare.h"
 #include "parallel/local_communicator.h"
 #include "parallel/world.h"
+#include "trainer/activation_planner.h"
 #include "trainer/config.h"
 #include "trainer/hf_convert.h"
 #include "trainer/peft_adapter.h"
@@ -223,6 +224,13 @@ absl::Status run(const std::string& command, const Args& args) {
   if (command == "plan") {
     const parallel::ParallelConfig& p = cfg.parallel;
     const int world = args.world_size > 0 ? args.world_size : p.dp > 0 ? static_cast<int>(p.dp * p.tp * p.pp * p.cp) : 1;
+    if (wants_auto_policies(cfg)) {
+      apply_runtime(cfg);
+      MEMTRAIN_ASSIGN_OR_RETURN(Bandwidths bw, probe_bandwidths(cfg));
+      MEMTRAIN_ASSIGN_OR_RETURN(PolicyPlan chosen, plan_policies(cfg, world, bw));
+      if (!args.json) std::printf("memory.activations = auto: %s\n", describe(chosen).c_str());
+      cfg = with_policies(cfg, chosen);
+    }
     MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan plan, plan_memory_of_largest_stage(cfg, world));
     std::fputs(args.json ? (plan_json(plan) + "\n").c_str() : plan_table(cfg, plan).c_str(), stdout);
     return absl::OkStatus();

@@ -90,7 +90,8 @@ struct MemoryConfig {
     v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute (its "
                                   "forward runs again in backward), swap_host, swap_ssd (written out during forward, "
                                   "read back ahead of backward; offload.ssd_path); one entry for every block or one "
-                                  "per block");
+                                  "per block; or [\"auto\"]: the planner picks them (and if need be a smaller "
+                                  "micro-batch, the same global batch) to fit memory.budget");
     v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
                                               "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
   }

@@ -15,6 +15,7 @@
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "parallel/local_communicator.h"
+#include "trainer/activation_planner.h"
 #include "trainer/checkpointing.h"
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
@@ -102,6 +103,19 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet) {
 absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicator& world, int local_ranks,
                                          bool quiet) {
   apply_runtime(cfg, local_ranks);
+  if (wants_auto_policies(cfg)) {
+    // Rank 0's probe decides for everyone, so every rank builds the same plan.
+    MEMTRAIN_ASSIGN_OR_RETURN(Bandwidths bw, probe_bandwidths(cfg));
+    float rates[3] = {static_cast<float>(bw.flops), static_cast<float>(bw.ssd_write), static_cast<float>(bw.ssd_read)};
+    MEMTRAIN_RETURN_IF_ERROR(world.broadcast(rates, 3, DType::kF32, 0));
+    bw = {rates[0], rates[1], rates[2]};
+    MEMTRAIN_ASSIGN_OR_RETURN(PolicyPlan plan, plan_policies(cfg, world.size(), bw));
+    if (!quiet && world.rank() == 0) {
+      std::printf("memory.activations = auto: %s; predicted peak %s of memory.budget %s\n", describe(plan).c_str(),
+                  format_bytes(plan.memory.total).c_str(), format_bytes(plan.memory.budget).c_str());
+    }
+    return run_training(with_policies(cfg, plan), world, local_ranks, quiet);
+  }
   const bool lead = world.rank() == 0;  // writes output.dir and prints
   quiet = quiet || !lead;
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);

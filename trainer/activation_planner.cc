@@ -1,0 +1,156 @@
+#include "trainer/activation_planner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/cpu/gemm.h"
+#include "core/thread_pool.h"
+#include "model/model.h"
+#include "offload/ssd_swap.h"
+#include "trainer/pipeline.h"
+
+namespace memtrain::trainer {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double probe_sgemm() {
+  constexpr int64_t n = 384;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::sgemm(false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n, ThreadPool::global());
+    best = std::min(best, seconds_since(t0));
+  }
+  return 2.0 * n * n * n / best;
+}
+
+absl::Status probe_ssd(const std::string& dir, Bandwidths& bw) {
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<offload::SsdSwap> tier, offload::SsdSwap::create(dir, "probe"));
+  constexpr int64_t kBytes = 8 << 20, kTensors = 4;
+  std::vector<Tensor> tensors;
+  for (int i = 0; i < kTensors; ++i) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty({kBytes}, DType::kU8, MemCategory::kWorkspace));
+    std::memset(t.raw(), i, kBytes);
+    tensors.push_back(std::move(t));
+  }
+  std::vector<uint64_t> tickets;
+  auto t0 = std::chrono::steady_clock::now();
+  for (const Tensor& t : tensors) {
+    MEMTRAIN_ASSIGN_OR_RETURN(const uint64_t k, tier->write(t));
+    tickets.push_back(k);
+  }
+  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
+  bw.ssd_write = kBytes * kTensors / seconds_since(t0);
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kTensors; ++i) MEMTRAIN_RETURN_IF_ERROR(tier->read(tickets[i], tensors[i]));
+  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
+  bw.ssd_read = kBytes * kTensors / seconds_since(t0);
+  return absl::OkStatus();
+}
+
+std::string policy_summary(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t l = 0; l < names.size();) {
+    size_t n = 1;
+    while (l + n < names.size() && names[l + n] == names[l]) ++n;
+    absl::StrAppend(&out, out.empty() ? "" : ", ", names[l], n > 1 ? absl::StrCat(" x", n) : "");
+    l += n;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Bandwidths> probe_bandwidths(const Config& cfg) {
+  Bandwidths bw;
+  bw.flops = probe_sgemm();
+  if (!cfg.offload.ssd_path.empty()) {
+    // The probe's buffers are gone before training starts; the budget is for training.
+    MemoryTracker& mt = MemoryTracker::host();
+    const int64_t budget = mt.budget();
+    mt.set_budget(0);
+    absl::Status st = probe_ssd(cfg.offload.ssd_path, bw);
+    mt.set_budget(budget);
+    mt.reset_peaks();
+    if (!st.ok()) return absl::Status(st.code(), absl::StrCat("offload.ssd_path: ", st.message()));
+  }
+  return bw;
+}
+
+bool wants_auto_policies(const Config& cfg) {
+  return cfg.memory.activations.size() == 1 && cfg.memory.activations[0] == "auto";
+}
+
+Config with_policies(const Config& cfg, const PolicyPlan& plan) {
+  Config out = cfg;
+  out.memory.activations = plan.activations;
+  out.train.batch_size = plan.batch_size;
+  out.train.grad_accum = plan.grad_accum;
+  return out;
+}
+
+std::string describe(const PolicyPlan& plan) {
+  return absl::StrFormat("%s; micro-batch %d x %d accumulated; predicted slowdown %.2fx",
+                         policy_summary(plan.activations), plan.batch_size, plan.grad_accum, plan.slowdown);
+}
+
+absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, const Bandwidths& bw) {
+  const int64_t L = cfg.model.n_layer, B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
+  const bool ssd = !cfg.offload.ssd_path.empty() && bw.ssd_write > 0 && bw.ssd_read > 0;
+  // A block's forward time and saved bytes at micro-batch b, from the whole model's figures on one rank.
+  model::ParamSet shapes;
+  Config keep_cfg = cfg;
+  keep_cfg.memory.activations = {"keep"};
+  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<std::unique_ptr<model::Model>> whole,
+                            create_rank_models(keep_cfg, shapes, {}, {}, 0, 1));
+  const double block_forward_flops_per_token = whole[0]->flops_per_token(T) / 3.0 / static_cast<double>(L);
+  model::ActivationPolicy all_swapped;
+  all_swapped.layers.assign(L, model::LayerPolicy::kSwapSsd);
+  whole[0]->set_activation_policy(all_swapped);
+  const double step_seconds = 3.0 * L * block_forward_flops_per_token * B * T * cfg.train.grad_accum / bw.flops;
+
+  PolicyPlan best, smallest;
+  bool found = false;
+  smallest.memory.total = -1;
+  for (int64_t b = B; b >= 1; b /= 2) {
+    if (B % b != 0) continue;
+    const int64_t accum = cfg.train.grad_accum * (B / b), halvings = static_cast<int64_t>(std::log2(B / b) + 0.5);
+    const double f = block_forward_flops_per_token * b * T / bw.flops;
+    const double block_bytes = static_cast<double>(whole[0]->predicted_swapped_bytes(b, T, model::LayerPolicy::kSwapSsd)) / L;
+    const double swap_extra = ssd ? std::max(0.0, block_bytes / bw.ssd_write - f) +
+                                        std::max(0.0, block_bytes / bw.ssd_read - 2 * f)
+                                  : 0;
+    for (int64_t s = 0; s <= (ssd ? L : 0); ++s) {
+      for (int64_t r = 0; s + r <= L; ++r) {
+        PolicyPlan p;
+        p.batch_size = b;
+        p.grad_accum = accum;
+        for (int64_t l = 0; l < L; ++l) p.activations.push_back(l < s ? "swap_ssd" : l < s + r ? "recompute" : "keep");
+        Config c = with_policies(cfg, p);
+        c.memory.recompute_segment = 1;
+        MEMTRAIN_ASSIGN_OR_RETURN(p.memory, plan_memory_of_largest_stage(c, world_size));
+        p.slowdown = 1 + (accum * (r * f + s * swap_extra)) / step_seconds + 0.05 * halvings;
+        if (smallest.memory.total < 0 || p.memory.total < smallest.memory.total) smallest = p;
+        if (!p.memory.fits()) continue;
+        if (!found || p.slowdown < best.slowdown) best = p;
+        found = true;
+      }
+    }
+  }
+  if (found) return best;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "memory.budget: no plan fits ", format_bytes(cfg.memory.budget_bytes()), " per rank; the smallest needs ",
+      format_bytes(smallest.memory.total), " (", describe(smallest), "):\n",
+      plan_table(with_policies(cfg, smallest), smallest.memory)));
+}
+
+}  // namespace memtrain::trainer
