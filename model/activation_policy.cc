@@ -13,6 +13,7 @@ constexpr std::pair<LayerPolicy, absl::string_view> kNames[] = {
     {LayerPolicy::kRecompute, "recompute"},
     {LayerPolicy::kSwapHost, "swap_host"},
     {LayerPolicy::kSwapSsd, "swap_ssd"},
+    {LayerPolicy::kCompress, "compress"},
 };
 }  // namespace
 

@@ -1,6 +1,8 @@
 #include "model/activation_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/cpu/quantize.h"
+#include "core/thread_pool.h"
 
 namespace memtrain::model {
 
@@ -8,7 +10,7 @@ ActivationStore::~ActivationStore() { clear(); }
 
 void ActivationStore::clear() {
   for (auto& [key, s] : saved_) {
-    if (s.where == Where::kMemory) continue;
+    if (s.where == Where::kMemory || s.where == Where::kCompressed) continue;
     s.tier->wait(s.ticket).IgnoreError();  // a failed transfer was reported to whoever waited on it
     s.tier->release(s.ticket);
   }
@@ -16,12 +18,25 @@ void ActivationStore::clear() {
   writing_block_ = -1;
 }
 
-absl::Status ActivationStore::save(const std::string& key, const Tensor& t) {
+int64_t ActivationStore::compress_block(int64_t n) {
+  int64_t b = 64;
+  while (n % b != 0) b /= 2;
+  return b;
+}
+
+absl::Status ActivationStore::save(const std::string& key, const Tensor& t, Kind kind) {
   if (!keep_ || discarding_) return absl::OkStatus();
   MEMTRAIN_CHECK(t.defined());
   Saved s{t, block_, block_tier_};
   s.shape = t.shape();
   s.dtype = t.dtype();
+  if (block_compress_ && kind == Kind::kLinearInput && t.dtype() == DType::kF32 && t.numel() > 0) {
+    const int64_t n = t.numel(), b = compress_block(n);
+    MEMTRAIN_ASSIGN_OR_RETURN(s.tensor, Tensor::empty({n}, DType::kI8, MemCategory::kActivations));
+    MEMTRAIN_ASSIGN_OR_RETURN(s.scales, Tensor::empty({n / b}, DType::kF32, MemCategory::kActivations));
+    cpu::quantize_int8_blocks(t.f32(), n, b, s.tensor.data<int8_t>(), s.scales.f32(), ThreadPool::global());
+    s.where = Where::kCompressed;
+  }
   const bool inserted = saved_.emplace(key, std::move(s)).second;
   MEMTRAIN_CHECK_MSG(inserted, "activation saved twice: " + key);
   return absl::OkStatus();
@@ -31,6 +46,14 @@ absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
   auto it = saved_.find(key);
   if (it == saved_.end()) return absl::NotFoundError(absl::StrCat("activation store: no tensor saved as '", key, "'"));
   Saved& s = it->second;
+  if (s.where == Where::kCompressed) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty(s.shape, DType::kF32, MemCategory::kActivations));
+    const int64_t n = x.numel();
+    cpu::dequantize_int8_blocks(s.tensor.data<int8_t>(), s.scales.f32(), n, compress_block(n), x.f32(),
+                                ThreadPool::global());
+    saved_.erase(it);
+    return x;
+  }
   if (s.where == Where::kWriting) MEMTRAIN_RETURN_IF_ERROR(finish(s));
   if (s.where == Where::kOut) MEMTRAIN_RETURN_IF_ERROR(start_reads(s.layer));  // not fetched ahead
   MEMTRAIN_RETURN_IF_ERROR(finish(s));
@@ -39,9 +62,10 @@ absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
   return t;
 }
 
-void ActivationStore::begin_block(int64_t layer, SwapTier* tier) {
+void ActivationStore::begin_block(int64_t layer, SwapTier* tier, bool compress) {
   block_ = layer;
   block_tier_ = keep_ ? tier : nullptr;
+  block_compress_ = compress;
 }
 
 absl::Status ActivationStore::end_block() {
@@ -49,6 +73,7 @@ absl::Status ActivationStore::end_block() {
   SwapTier* tier = block_tier_;
   block_ = -1;
   block_tier_ = nullptr;
+  block_compress_ = false;
   if (tier != nullptr) {
     for (auto& [key, s] : saved_) {
       if (s.layer != layer || s.where != Where::kMemory || s.tier == nullptr) continue;
@@ -88,7 +113,7 @@ absl::Status ActivationStore::start_reads(int64_t layer) {
 }
 
 absl::Status ActivationStore::finish(Saved& s) {
-  if (s.where == Where::kMemory || s.where == Where::kOut) return absl::OkStatus();
+  if (s.where != Where::kWriting && s.where != Where::kReading) return absl::OkStatus();  // nothing in flight
   MEMTRAIN_RETURN_IF_ERROR(s.tier->wait(s.ticket));
   if (s.where == Where::kWriting) {
     s.tensor = Tensor();  // safely out: its memory goes back

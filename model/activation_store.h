@@ -41,8 +41,11 @@ class ActivationStore {
 
   bool keeping() const { return keep_; }
   void set_discarding(bool on) { discarding_ = on; }
-  // Keys are scoped by the layer's global name ("transformer.h.3.attn/qkv"); saving a key twice is a bug.
-  absl::Status save(const std::string& key, const Tensor& t);
+  // Keys are scoped by the layer's global name ("transformer.h.3.attn/qkv"); saving a key twice is a bug. A
+  // projection's input (kLinearInput) is kept as 8-bit blocks in a block whose policy is compress: only weight
+  // gradients read it (dW = dy^T x), so the error stays there.
+  enum class Kind { kOther, kLinearInput };
+  absl::Status save(const std::string& key, const Tensor& t, Kind kind = Kind::kOther);
   // Fetches and releases. NotFound names the key.
   absl::StatusOr<Tensor> take(const std::string& key);
 
@@ -52,7 +55,11 @@ class ActivationStore {
   void clear();
 
   // Swapping (see above); `tier` null keeps the block in memory. Errors are the tier's (a failed write or read).
-  void begin_block(int64_t layer, SwapTier* tier);
+  void begin_block(int64_t layer, SwapTier* tier, bool compress = false);
+  // The int8 block length a compressed tensor of n floats uses (64, or the largest power of two dividing n), and
+  // its bytes (codes and one fp32 scale per block).
+  static int64_t compress_block(int64_t n);
+  static int64_t compressed_bytes(int64_t n) { return n + 4 * (n / compress_block(n)); }
   absl::Status end_block();
   absl::Status finish_forward();  // after the last block: waits for the writes still in flight
   absl::Status fetch_block(int64_t layer, int64_t next = -1);
@@ -81,7 +88,7 @@ class ActivationStore {
   bool keep_;
   bool discarding_ = false;
   bool defer_ = false;
-  enum class Where { kMemory, kWriting, kOut, kReading };
+  enum class Where { kMemory, kWriting, kOut, kReading, kCompressed };
   struct Saved {
     Tensor tensor;  // undefined while out
     int64_t layer = -1;
@@ -90,6 +97,7 @@ class ActivationStore {
     uint64_t ticket = 0;
     Shape shape;
     DType dtype = DType::kF32;
+    Tensor scales;  // kCompressed: tensor holds the int8 codes
   };
   absl::Status start_reads(int64_t layer);
   absl::Status finish(Saved& s);  // waits for s's transfer; a finished read frees its space in the tier
@@ -97,6 +105,7 @@ class ActivationStore {
   std::map<std::string, Saved> saved_;
   int64_t block_ = -1;            // the block whose forward is running (begin_block)
   SwapTier* block_tier_ = nullptr;
+  bool block_compress_ = false;
   int64_t writing_block_ = -1;    // the swapped block whose writes are in flight
   PackedRows packed_;
   DropoutStream dropout_;

@@ -55,7 +55,7 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_RETURN_IF_ERROR(
       ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, dims, out.f32(), Cl_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_, store));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x, ActivationStore::Kind::kLinearInput));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/lse", lse));
@@ -160,7 +160,7 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
                                                   dims, out.f32(), H_ * D_, lse.f32()));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(o_, out.f32(), N, pool, tp_, store));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x, ActivationStore::Kind::kLinearInput));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/k", k));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/v", v));

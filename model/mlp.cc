@@ -30,7 +30,7 @@ absl::StatusOr<Tensor> Gpt2Mlp::forward(const Tensor& x, ActivationStore& store)
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::gelu_forward(h.f32(), g.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, g.f32(), N, pool, tp_, store));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x, ActivationStore::Kind::kLinearInput));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/h", h));
   return y;
 }
@@ -77,7 +77,7 @@ absl::StatusOr<Tensor> LlamaMlp::forward(const Tensor& x, ActivationStore& store
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor a, act({N, F_}));  // freed at the end of forward, recomputed in backward
   cpu::swiglu_forward(gate.f32(), up.f32(), a.f32(), N * F_, pool);
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(down_, a.f32(), N, pool, tp_, store));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x));
+  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x, ActivationStore::Kind::kLinearInput));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/gate", gate));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/up", up));
   return y;

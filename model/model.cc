@@ -150,6 +150,8 @@ int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
   for (size_t j = 0; j < end; ++j) {
     if (recomputes(j)) {
       sum += segment_of(j).first == j ? input : 0;
+    } else if (compresses(j)) {
+      sum += saved - 2 * compress_saving(b, t);
     } else if (!swaps(j)) {
       sum += saved;
     }
@@ -163,7 +165,9 @@ int64_t Model::blocks_held_bytes(size_t l, int64_t b, int64_t t) const {
   // already on its way back.
   const size_t s = recomputes(l) ? segment_of(l).first : l;
   const int64_t prefetched = l > 0 && swaps(l - 1) ? saved : 0;
-  return blocks_stored_bytes(s, b, t) + static_cast<int64_t>(l - s + 1) * saved + prefetched;
+  // A compressed block's MLP input is back in fp32 while its MLP backward runs; the attention input still packed.
+  const int64_t own = compresses(l) ? saved - compress_saving(b, t) : static_cast<int64_t>(l - s + 1) * saved;
+  return blocks_stored_bytes(s, b, t) + own + prefetched;
 }
 
 int64_t Model::predicted_deferred_bytes(int64_t B, int64_t T) const {
@@ -187,7 +191,8 @@ int64_t Model::predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) c
   for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
     const int64_t done = (num_blocks() - 1 - static_cast<int64_t>(l)) * blk.deferred;
     const int64_t held = blocks_held_bytes(l, b, t);
-    peak = std::max({peak, held + done + outside_mlp, held - blk.saved + done + blk.deferring_attention_peak + outside});
+    const int64_t below = held - (compresses(l) ? blk.saved - compress_saving(b, t) : blk.saved);  // not block l's own
+    peak = std::max({peak, held + done + outside_mlp, below + done + blk.deferring_attention_peak + outside});
   }
   return peak;
 }

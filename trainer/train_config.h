@@ -89,9 +89,10 @@ struct MemoryConfig {
                         "\"0\" = no budget");
     v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute (its "
                                   "forward runs again in backward), swap_host, swap_ssd (written out during forward, "
-                                  "read back ahead of backward; offload.ssd_path); one entry for every block or one "
-                                  "per block; or [\"auto\"]: the planner picks them (and if need be a smaller "
-                                  "micro-batch, the same global batch) to fit memory.budget");
+                                  "read back ahead of backward; offload.ssd_path), compress (projection inputs as "
+                                  "int8 blocks: weight gradients within ~1e-2); one entry for every block or one per "
+                                  "block; or [\"auto\"]: the planner picks keep, recompute or swap_ssd (and if need "
+                                  "be a smaller micro-batch, the same global batch) to fit memory.budget");
     v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
                                               "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
   }

@@ -86,11 +86,16 @@ INSTANTIATE_TEST_SUITE_P(
     Recompute, PlanActivations,
     ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
                        ::testing::Values("recompute", "keep,recompute,recompute,keep,recompute", "swap_host",
-                                         "swap_ssd", "swap_ssd,recompute,swap_host,keep,swap_ssd"),
+                                         "swap_ssd", "swap_ssd,recompute,swap_host,keep,swap_ssd", "compress",
+                                         "compress,recompute,keep,swap_ssd,compress"),
                        ::testing::Values(1, 2)),
     [](const auto& info) {
       std::string policy = std::get<1>(info.param);
-      if (policy.find(',') != std::string::npos) policy = policy.find("swap") != std::string::npos ? "mixed_swap" : "mixed";
+      if (policy.find(',') != std::string::npos) {
+        policy = policy.find("compress") != std::string::npos ? "mixed_compress"
+                 : policy.find("swap") != std::string::npos   ? "mixed_swap"
+                                                              : "mixed";
+      }
       return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") + "_" + policy +
              "_segment" + std::to_string(std::get<2>(info.param));
     });

@@ -5,6 +5,7 @@
 // are deferred; several micro-batches share the tier) and LoRA with dropout (the masks are drawn again).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "tests/mpi/training_fixture.h"
@@ -50,6 +51,37 @@ TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
   const std::string a = slurp(keep_out + file), b = slurp(recompute_out + file);
   EXPECT_FALSE(a.empty());
   EXPECT_TRUE(a == b) << "saved weights differ";
+}
+
+// compress changes the gradients (within its bound, tests/unit/trainer/activation_policies_test.cc) but not what a
+// mesh computes: blocks of 64 packed values lie within rows (n_embd = 32: one or two whole rows), so each rank packs
+// what one process packs. Every step's loss within 1e-5 relative of one process compressing the same batch (the
+// bound of tensor_parallel_test), and the curve must differ from keep's (something was compressed).
+TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
+  if (world().size() % 2 != 0) GTEST_SKIP() << "tp = 2 does not divide the world";
+  const int dp = world().size() / 2;
+  const std::vector<std::string> common = {"model.n_layer=4", "train.max_steps=12", "train.eval_interval=0",
+                                           "memory.activations=compress", "optim.lr=1e-2"};
+  std::vector<std::string> mesh = common, single = common;
+  for (const char* s : {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.dp=-1", "zero.stage=2"})
+    mesh.push_back(s);
+  single.push_back("train.grad_accum=" + std::to_string(dp));
+  auto m = trainer::run_training(tiny_config("llama", shared_dir() + "/compress_mesh", mesh), world().comm(), 1, true);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::string single_out = shared_dir() + "/compress_single_" + std::to_string(world().rank());
+  auto one = trainer::run_training(tiny_config("llama", single_out, single), /*quiet=*/true);
+  ASSERT_TRUE(one.ok()) << one.status();
+  std::vector<std::string> keep_sets = single;
+  keep_sets[3] = "memory.activations=keep";
+  auto keep = trainer::run_training(tiny_config("llama", single_out + "_keep", keep_sets), /*quiet=*/true);
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  ASSERT_EQ(m->losses.size(), 12u);
+  bool differs = false;
+  for (size_t i = 0; i < m->losses.size(); ++i) {
+    EXPECT_LE(std::fabs(m->losses[i] - one->losses[i]) / one->losses[i], 1e-5) << "step " << i + 1;
+    differs = differs || one->losses[i] != keep->losses[i];
+  }
+  EXPECT_TRUE(differs);
 }
 
 const std::vector<std::string> kAll = {"memory.activations=recompute"};

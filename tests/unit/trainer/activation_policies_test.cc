@@ -3,6 +3,7 @@
 // the predictions (also with deferred weight gradients); segments are cut as the policy says.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -104,6 +105,44 @@ TEST_P(ActivationPolicies, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
       EXPECT_EQ(r.peak, r.predicted_peak);
       EXPECT_LT(r.left, keep.left);
       if (!defer && c.names.size() == 1 && c.segment == 1) EXPECT_LT(r.peak, keep.peak);
+    }
+  }
+}
+
+// compress: forward is untouched (the loss is keep's to the bit); gradients of the projection weights are within
+// 1e-2 relative of keep's (bound chosen beforehand: each packed value is off by at most absmax / 254 of its block
+// of 64, and a weight gradient sums many such errors of both signs), every other gradient equal.
+TEST_P(ActivationPolicies, CompressBoundsTheWeightGradientErrorAndBytesArePredicted) {
+  const ModelConfig cfg = five_layers(GetParam());
+  const Result keep = run(cfg, ActivationPolicy::keep_all());
+  ParamSet names;
+  MEMTRAIN_CHECK_OK(Model::create(cfg, names).status());
+  for (const Names& policy : {Names{"compress"}, Names{"compress", "recompute", "keep", "swap_ssd", "compress"}}) {
+    for (bool defer : {false, true}) {
+      const ActivationPolicy p = *ActivationPolicy::parse(policy, 1, cfg.n_layer);
+      SCOPED_TRACE(p.describe() + (defer ? ", deferred weight gradients" : ""));
+      const Result r = run(cfg, p, defer);
+      EXPECT_EQ(r.loss, keep.loss);
+      double worst = 0;
+      int changed = 0;
+      for (size_t i = 0; i < r.grads.size(); ++i) {
+        double diff = 0, ref = 0;
+        for (size_t k = 0; k < r.grads[i].size(); ++k) {
+          diff += std::pow(static_cast<double>(r.grads[i][k]) - keep.grads[i][k], 2);
+          ref += std::pow(static_cast<double>(keep.grads[i][k]), 2);
+        }
+        const double rel = std::sqrt(diff / ref);
+        const std::string& name = names.all()[i]->name;
+        if (rel > 0) ++changed;
+        EXPECT_LE(rel, 1e-2) << name;
+        worst = std::max(worst, rel);
+      }
+      EXPECT_GT(changed, 0) << "nothing was compressed";
+      std::printf("%s %s: largest relative weight-gradient error %.2e over %d changed tensors\n", GetParam().c_str(),
+                  p.describe().c_str(), worst, changed);
+      EXPECT_EQ(r.left, r.predicted);
+      EXPECT_EQ(r.peak, r.predicted_peak);
+      EXPECT_LT(r.left, keep.left);
     }
   }
 }
