@@ -435,6 +435,9 @@ absl::Status Config::validate() const {
     if (policy.uses(model::LayerPolicy::kSwapSsd) && offload.ssd_path.empty())
       return config_error("offload.ssd_path", "must name a directory: memory.activations uses swap_ssd");
   }
+  if (offload.optimizer_on_ssd() && optim.name != "adamw")
+    return config_error("offload.optimizer", absl::StrCat("\"ssd\" streams AdamW's moments; optim.name is '",
+                                                          optim.name, "'"));
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

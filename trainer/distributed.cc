@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
 #include "optim/matrix_owners.h"
+#include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
 #include "trainer/pipeline.h"
 
@@ -172,6 +173,11 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const
   std::vector<optim::OptimTarget> targets;
   for (const parallel::LocalSegment& s : engine.owned())
     targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
+  if (cfg.offload.optimizer_on_ssd()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::OffloadedAdamW> opt,
+                              optim::OffloadedAdamW::create(std::move(targets), cfg.optim, bundle.ssd_swap.get()));
+    return std::unique_ptr<optim::Optimizer>(std::move(opt));
+  }
   return optim::create_optimizer(std::move(targets), cfg.optim, seed);
 }
 

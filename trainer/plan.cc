@@ -10,6 +10,7 @@
 #include "model/model.h"
 #include "offload/ssd_swap.h"
 #include "optim/matrix_owners.h"
+#include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
 #include "parallel/data_parallel.h"
 #include "parallel/pipeline_simulator.h"
@@ -65,9 +66,13 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
       owner_extra.staging = std::max(owner_extra.staging, m.staging);
     }
   } else {
-    for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0)) {
-      optimizer_state +=
-          optim::optimizer_state_bytes({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset}, cfg.optim);
+    std::vector<optim::OptimTarget> targets;
+    for (const parallel::ShardSegment& s : stage == 0 ? layout.whole_entries() : layout.segments_of_rank(0))
+      targets.push_back({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset});
+    if (cfg.offload.optimizer_on_ssd()) {
+      optimizer_state = optim::OffloadedAdamW::peak_state_bytes(targets);  // three groups in memory at a time
+    } else {
+      for (const optim::OptimTarget& t : targets) optimizer_state += optim::optimizer_state_bytes(t, cfg.optim);
     }
   }
   // The sum of the n largest units: what a pipeline, whose micro-batches interleave, may hold at once.
@@ -184,7 +189,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   at(MemCategory::kActivations) = activations + batch_tensors;
   // Swap: swap_ssd's two staging buffers; swap_host's copies (see host_swap above).
   at(MemCategory::kSwap) = host_swap;
-  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd)) at(MemCategory::kSwap) += offload::SsdSwap::kStagingBytes;
+  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.optimizer_on_ssd())
+    at(MemCategory::kSwap) += offload::SsdSwap::kStagingBytes;
   at(MemCategory::kWorkspace) = most(&model::Model::predicted_workspace_bytes);
   for (int64_t b : plan.bytes) plan.total += b;
   plan.budget = cfg.memory.budget_bytes();

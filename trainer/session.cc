@@ -62,12 +62,12 @@ absl::Status load_frozen(const Config& cfg, model::ParamSet& frozen) {
 
 namespace {
 
-// The tiers memory.activations names, pointed to by every chunk. The SSD tier's directory must have room for what
-// one micro-batch swaps.
+// The tiers memory.activations and offload.optimizer name (one SSD tier serves both), pointed to by every chunk.
+// The SSD tier's directory must have room for what one micro-batch swaps.
 absl::Status attach_swap_tiers(const Config& cfg, ModelBundle& bundle) {
   const model::Model& m = *bundle.model;
   if (m.activation_policy().uses(model::LayerPolicy::kSwapHost)) bundle.host_swap = offload::HostSwap::create();
-  if (m.activation_policy().uses(model::LayerPolicy::kSwapSsd)) {
+  if (m.activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.optimizer_on_ssd()) {
     const std::string& dir = cfg.offload.ssd_path;
     absl::StatusOr<parallel::LaunchInfo> launch = parallel::detect_launch(std::getenv);
     auto tier = offload::SsdSwap::create(dir, absl::StrCat("rank", launch.ok() ? launch->rank : 0));

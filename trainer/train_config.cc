@@ -59,6 +59,14 @@ absl::Status MemoryConfig::validate() const {
   return absl::OkStatus();
 }
 
+absl::Status OffloadConfig::validate() const {
+  if (optimizer != "none" && optimizer != "ssd")
+    return config_error("offload.optimizer", absl::StrCat("must be \"none\" or \"ssd\", got '", optimizer, "'"));
+  if (optimizer_on_ssd() && ssd_path.empty())
+    return config_error("offload.ssd_path", "must name a directory: offload.optimizer = \"ssd\"");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<model::ActivationPolicy> MemoryConfig::activation_policy(int64_t n_layer) const {
   absl::StatusOr<model::ActivationPolicy> policy = model::ActivationPolicy::parse(activations, recompute_segment, n_layer);
   if (!policy.ok()) return config_error("memory.activations", policy.status().message());

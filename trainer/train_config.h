@@ -106,12 +106,18 @@ struct MemoryConfig {
 
 struct OffloadConfig {
   std::string ssd_path;
+  std::string optimizer = "none";
 
   template <class V> void visit(V& v) {
-    v("ssd_path", ssd_path, "directory for the swap files of memory.activations = swap_ssd (one per rank, 0600, "
-                            "unlinked once open so no exit leaves it behind); O_DIRECT where the file system allows");
+    v("ssd_path", ssd_path, "directory for the swap file of memory.activations = swap_ssd and offload.optimizer = "
+                            "\"ssd\" (one per rank, 0600, unlinked once open so no exit leaves it behind); O_DIRECT "
+                            "where the file system allows");
+    v("optimizer", optimizer, "none | ssd: AdamW's moments on disk under offload.ssd_path, streamed through memory "
+                              "a group of 1M elements at a time, overlapped with the update (ZeRO-Infinity); the "
+                              "same updates bit for bit");
   }
-  absl::Status validate() const { return absl::OkStatus(); }
+  absl::Status validate() const;
+  bool optimizer_on_ssd() const { return optimizer == "ssd"; }
 };
 
 // "123", "2GiB", "1.5 GB", "512kib" -> bytes. Decimal suffixes (KB, MB, GB, TB) are powers of 1000, binary ones

@@ -100,6 +100,15 @@ INSTANTIATE_TEST_SUITE_P(
              "_segment" + std::to_string(std::get<2>(info.param));
     });
 
+// AdamW's moments on disk: three groups of them in memory, plus the swap file's staging buffers.
+TEST(PlanOptimizerOffload, PredictionMatchesTheMeasuredPeaks) {
+  for (int stage : {0, 2}) {
+    expect_plan_matches_training("configs/default.toml", " --set model.n_layer=2 --set offload.optimizer=ssd"
+                                                         " --set offload.ssd_path=" + ::testing::TempDir() +
+                                                         " --set zero.stage=" + std::to_string(stage));
+  }
+}
+
 TEST(PlanCli, SaysWhetherItFitsTheBudget) {
   const std::string dir = ::testing::TempDir() + "memtrain_plan_budget_" + std::to_string(getpid());
   std::filesystem::create_directories(dir);

@@ -2,7 +2,8 @@
 // swapped to host buffers or an SSD file follows `keep`'s loss curve bit for bit and saves the same weights, under
 // data parallelism with ZeRO-3 (parameters gathered again for the recompute), tensor parallelism with sequence
 // parallelism, context parallelism (the ring runs again), pipelines (1F1B and zero bubble, whose weight gradients
-// are deferred; several micro-batches share the tier) and LoRA with dropout (the masks are drawn again).
+// are deferred; several micro-batches share the tier) and LoRA with dropout (the masks are drawn again). AdamW's
+// moments streamed from the SSD file (offload.optimizer = "ssd") likewise give keep's run bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -91,6 +92,7 @@ const std::vector<std::string> kMixed = {"memory.activations=keep,recompute,reco
 const std::vector<std::string> kSsd = {"memory.activations=swap_ssd"};
 const std::vector<std::string> kHost = {"memory.activations=swap_host"};
 const std::vector<std::string> kAllKinds = {"memory.activations=swap_ssd,recompute,swap_host,swap_ssd"};
+const std::vector<std::string> kOptimizerOnSsd = {"offload.optimizer=ssd"};
 
 INSTANTIATE_TEST_SUITE_P(
     Meshes, MpiActivationPolicies,
@@ -112,7 +114,10 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"gpt2_pp2_1f1b_mixed", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
                                                                     "train.grad_accum=4"}, kAllKinds},
                       PolicyCase{"llama_pp2_zb_ssd", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
-                                                                  "train.grad_accum=4"}, kSsd}),
+                                                                  "train.grad_accum=4"}, kSsd},
+                      PolicyCase{"gpt2_dp_zero2_optimizer_ssd", "gpt2", 1, {"zero.stage=2"}, kOptimizerOnSsd},
+                      PolicyCase{"llama_tp2_zero1_optimizer_ssd", "llama", 2, {"parallel.tp=2", "zero.stage=1"},
+                                 kOptimizerOnSsd}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -119,6 +119,11 @@ inline const std::vector<Malformed>& cases() {
       {"activation_policy_count", "[model]\nn_layer = 3\n[memory]\nactivations = [\"keep\", \"recompute\"]", {}, "memory.activations: has 2 entries: give one policy for every layer or one per layer (model.n_layer = 3)"},
       {"activation_policy_entry", "", {"model.n_layer=2", "memory.activations=keep,swap"}, "memory.activations: entry 1: unknown activation policy \"swap\""},
       {"recompute_segment_negative", "[memory]\nrecompute_segment = -1", {}, "memory.recompute_segment: must be >= 0"},
+      {"swap_ssd_without_path", "", {"memory.activations=swap_ssd"}, "offload.ssd_path: must name a directory: memory.activations uses swap_ssd"},
+      {"auto_without_budget", "", {"memory.activations=auto"}, "memory.activations: \"auto\" chooses policies that fit memory.budget; set one"},
+      {"offload_optimizer_unknown", "[offload]\noptimizer = \"disk\"", {}, "offload.optimizer: must be \"none\" or \"ssd\", got 'disk'"},
+      {"offload_optimizer_without_path", "", {"offload.optimizer=ssd"}, "offload.ssd_path: must name a directory: offload.optimizer = \"ssd\""},
+      {"offload_optimizer_not_adamw", "", {"offload.optimizer=ssd", "offload.ssd_path=/tmp", "optim.name=adafactor"}, "offload.optimizer: \"ssd\" streams AdamW's moments; optim.name is 'adafactor'"},
   };
   return rows;
 }
