@@ -95,12 +95,14 @@ Config with_policies(const Config& cfg, const PolicyPlan& plan) {
   out.memory.activations = plan.activations;
   out.train.batch_size = plan.batch_size;
   out.train.grad_accum = plan.grad_accum;
+  if (plan.optimizer_on_ssd) out.offload.optimizer = "ssd";
   return out;
 }
 
 std::string describe(const PolicyPlan& plan) {
-  return absl::StrFormat("%s; micro-batch %d x %d accumulated; predicted slowdown %.2fx",
-                         policy_summary(plan.activations), plan.batch_size, plan.grad_accum, plan.slowdown);
+  return absl::StrFormat("%s; micro-batch %d x %d accumulated;%s predicted slowdown %.2fx",
+                         policy_summary(plan.activations), plan.batch_size, plan.grad_accum,
+                         plan.optimizer_on_ssd ? " AdamW's moments on the SSD;" : "", plan.slowdown);
 }
 
 absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, const Bandwidths& bw) {
@@ -118,6 +120,15 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
   whole[0]->set_activation_policy(all_swapped);
   const double step_seconds = 3.0 * L * block_forward_flops_per_token * B * T * cfg.train.grad_accum / bw.flops;
 
+  // AdamW's moments on disk: this rank's state (the keep plan's figure) read and written once per step.
+  const bool offload_optimizer = ssd && cfg.optim.name == "adamw" && !cfg.offload.optimizer_on_ssd();
+  double optimizer_io = 0;
+  if (offload_optimizer) {
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan keep_plan, plan_memory_of_largest_stage(keep_cfg, world_size));
+    const double state = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kOptimizerState)]);
+    optimizer_io = state / bw.ssd_read + state / bw.ssd_write;
+  }
+
   PolicyPlan best, smallest;
   bool found = false;
   smallest.memory.total = -1;
@@ -129,18 +140,37 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
     const double swap_extra = ssd ? std::max(0.0, block_bytes / bw.ssd_write - f) +
                                         std::max(0.0, block_bytes / bw.ssd_read - 2 * f)
                                   : 0;
-    for (int64_t s = 0; s <= (ssd ? L : 0); ++s) {
-      for (int64_t r = 0; s + r <= L; ++r) {
+    for (bool optimizer_on_ssd : {false, true}) {
+      if (optimizer_on_ssd && !offload_optimizer) continue;
+      auto candidate = [&](int64_t s, int64_t r) -> absl::StatusOr<PolicyPlan> {
         PolicyPlan p;
         p.batch_size = b;
         p.grad_accum = accum;
+        p.optimizer_on_ssd = optimizer_on_ssd || cfg.offload.optimizer_on_ssd();
         for (int64_t l = 0; l < L; ++l) p.activations.push_back(l < s ? "swap_ssd" : l < s + r ? "recompute" : "keep");
         Config c = with_policies(cfg, p);
         c.memory.recompute_segment = 1;
         MEMTRAIN_ASSIGN_OR_RETURN(p.memory, plan_memory_of_largest_stage(c, world_size));
-        p.slowdown = 1 + (accum * (r * f + s * swap_extra)) / step_seconds + 0.05 * halvings;
-        if (smallest.memory.total < 0 || p.memory.total < smallest.memory.total) smallest = p;
-        if (!p.memory.fits()) continue;
+        p.slowdown = 1 + (accum * (r * f + s * swap_extra) + (optimizer_on_ssd ? optimizer_io : 0)) / step_seconds +
+                     0.05 * halvings;
+        return p;
+      };
+      for (int64_t s = 0; s <= (ssd ? L : 0); ++s) {
+        // More recompute blocks hold less and cost more: the fewest that fit is the best for this s.
+        MEMTRAIN_ASSIGN_OR_RETURN(PolicyPlan most, candidate(s, L - s));
+        if (smallest.memory.total < 0 || most.memory.total < smallest.memory.total) smallest = most;
+        if (!most.memory.fits()) continue;
+        int64_t lo = 0, hi = L - s;  // hi fits
+        while (lo < hi) {
+          const int64_t mid = (lo + hi) / 2;
+          MEMTRAIN_ASSIGN_OR_RETURN(PolicyPlan p, candidate(s, mid));
+          if (p.memory.fits()) {
+            hi = mid;
+          } else {
+            lo = mid + 1;
+          }
+        }
+        MEMTRAIN_ASSIGN_OR_RETURN(PolicyPlan p, candidate(s, hi));
         if (!found || p.slowdown < best.slowdown) best = p;
         found = true;
       }

@@ -6,12 +6,14 @@
 //
 // Candidates: the lowest s blocks swap_ssd (with offload.ssd_path), the next r recompute, the rest keep (the
 // top block's own tensors are needed first in backward, and what sits below it is what the high-water mark adds
-// up), for every s, r and every micro-batch that divides train.batch_size. swap_host is never chosen: on the CPU
+// up), for every s with the fewest r that fit (found by bisection: more recompute holds less and costs more), and
+// every micro-batch that divides train.batch_size; with offload.ssd_path and AdamW, each also with AdamW's moments
+// on the disk (offload.optimizer = "ssd"). swap_host is never chosen: on the CPU
 // backend it moves bytes from `activations` to `swap`, which the budget counts alike.
 //
 // Predicted time per micro-batch, from a block's forward time f (its FLOPs over the sgemm rate): keep costs
 // nothing extra; recompute f; swap_ssd what its writes and reads take beyond the forward (f) and backward (2f) they
-// overlap. Each halving of the micro-batch is charged 5% of the step, for its smaller matrix products (a rule of
+// overlap; the optimizer's moments on disk, their bytes read and written once per step. Each halving of the micro-batch is charged 5% of the step, for its smaller matrix products (a rule of
 // thumb, not a measurement), so the planner splits the batch only when the policies cannot fit it.
 #pragma once
 
@@ -34,6 +36,7 @@ absl::StatusOr<Bandwidths> probe_bandwidths(const Config& cfg);
 struct PolicyPlan {
   std::vector<std::string> activations;  // one per layer
   int64_t batch_size = 0, grad_accum = 0;
+  bool optimizer_on_ssd = false;         // offload.optimizer = "ssd"
   MemoryPlan memory;
   double slowdown = 1;  // predicted step time over keep's at the configured micro-batch
 };

@@ -31,7 +31,7 @@ class MpiActivationPolicies : public ::testing::TestWithParam<PolicyCase> {};
 TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
   const PolicyCase& c = GetParam();
   if (world().size() % c.ranks_per_group != 0) GTEST_SKIP() << "the mesh does not divide the world";
-  std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=12", "train.eval_interval=0",
+  std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0",
                                    "parallel.dp=-1", "offload.ssd_path=" + shared_dir()};
   sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
   std::vector<std::string> recompute_sets = sets;
@@ -43,8 +43,8 @@ TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
   auto recompute =
       trainer::run_training(tiny_config(c.arch, recompute_out, recompute_sets), world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(recompute.ok()) << recompute.status();
-  ASSERT_EQ(keep->losses.size(), 12u);
-  ASSERT_EQ(recompute->losses.size(), 12u);
+  ASSERT_EQ(keep->losses.size(), 8u);
+  ASSERT_EQ(recompute->losses.size(), 8u);
   for (size_t i = 0; i < keep->losses.size(); ++i) EXPECT_EQ(recompute->losses[i], keep->losses[i]) << "step " << i + 1;
   if (world().rank() != 0) return;
   const std::string file =
@@ -61,7 +61,7 @@ TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
 TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
   if (world().size() % 2 != 0) GTEST_SKIP() << "tp = 2 does not divide the world";
   const int dp = world().size() / 2;
-  const std::vector<std::string> common = {"model.n_layer=4", "train.max_steps=12", "train.eval_interval=0",
+  const std::vector<std::string> common = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0",
                                            "memory.activations=compress", "optim.lr=1e-2"};
   std::vector<std::string> mesh = common, single = common;
   for (const char* s : {"parallel.tp=2", "parallel.sequence_parallel=true", "parallel.dp=-1", "zero.stage=2"})
@@ -76,7 +76,7 @@ TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
   keep_sets[3] = "memory.activations=keep";
   auto keep = trainer::run_training(tiny_config("llama", single_out + "_keep", keep_sets), /*quiet=*/true);
   ASSERT_TRUE(keep.ok()) << keep.status();
-  ASSERT_EQ(m->losses.size(), 12u);
+  ASSERT_EQ(m->losses.size(), 8u);
   bool differs = false;
   for (size_t i = 0; i < m->losses.size(); ++i) {
     EXPECT_LE(std::fabs(m->losses[i] - one->losses[i]) / one->losses[i], 1e-5) << "step " << i + 1;
