@@ -11,6 +11,7 @@ namespace {
 constexpr std::pair<LayerPolicy, absl::string_view> kNames[] = {
     {LayerPolicy::kKeep, "keep"},
     {LayerPolicy::kRecompute, "recompute"},
+    {LayerPolicy::kRecomputeAttention, "recompute_attention"},
     {LayerPolicy::kSwapHost, "swap_host"},
     {LayerPolicy::kSwapSsd, "swap_ssd"},
     {LayerPolicy::kCompress, "compress"},

@@ -1,7 +1,8 @@
 // How each transformer block keeps what its backward needs (memory.activations): `keep` saves everything in the
 // activation store; `recompute` saves only the input of each recompute segment (a run of up to `segment`
 // consecutive recompute blocks, the sqrt(n) rule of Chen et al. when segment = ceil(sqrt(n_layer))) and runs the
-// segment's forward again just before its backward; `swap_host` and `swap_ssd` send the block's saved tensors to a
+// segment's forward again just before its backward; `recompute_attention` (Megatron's selective recompute) leaves
+// out the attention core's output and log-sum-exps, which backward recomputes from q, k and v; `swap_host` and `swap_ssd` send the block's saved tensors to a
 // swap tier (offload/) while forward goes on and bring them back ahead of backward. Recomputed and swapped tensors
 // are the same bits as the first forward's, so gradients do not change. `compress` keeps the inputs of the block's
 // projections as int8 blocks with one fp32 absmax scale per 64 values (the idea of Few-bit backward and DIVISION):
@@ -18,7 +19,7 @@
 
 namespace memtrain::model {
 
-enum class LayerPolicy : uint8_t { kKeep, kRecompute, kSwapHost, kSwapSsd, kCompress };
+enum class LayerPolicy : uint8_t { kKeep, kRecompute, kRecomputeAttention, kSwapHost, kSwapSsd, kCompress };
 
 absl::StatusOr<LayerPolicy> parse_layer_policy(absl::string_view name);  // InvalidArgument lists the names
 absl::string_view layer_policy_name(LayerPolicy p);

@@ -27,10 +27,10 @@ int64_t ActivationStore::compress_block(int64_t n) {
 absl::Status ActivationStore::save(const std::string& key, const Tensor& t, Kind kind) {
   if (!keep_ || discarding_) return absl::OkStatus();
   MEMTRAIN_CHECK(t.defined());
-  Saved s{t, block_, block_tier_};
+  Saved s{t, block_, block_mode_.tier};
   s.shape = t.shape();
   s.dtype = t.dtype();
-  if (block_compress_ && kind == Kind::kLinearInput && t.dtype() == DType::kF32 && t.numel() > 0) {
+  if (block_mode_.compress && kind == Kind::kLinearInput && t.dtype() == DType::kF32 && t.numel() > 0) {
     const int64_t n = t.numel(), b = compress_block(n);
     MEMTRAIN_ASSIGN_OR_RETURN(s.tensor, Tensor::empty({n}, DType::kI8, MemCategory::kActivations));
     MEMTRAIN_ASSIGN_OR_RETURN(s.scales, Tensor::empty({n / b}, DType::kF32, MemCategory::kActivations));
@@ -62,18 +62,17 @@ absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
   return t;
 }
 
-void ActivationStore::begin_block(int64_t layer, SwapTier* tier, bool compress) {
+void ActivationStore::begin_block(int64_t layer, BlockMode mode) {
   block_ = layer;
-  block_tier_ = keep_ ? tier : nullptr;
-  block_compress_ = compress;
+  block_mode_ = mode;
+  if (!keep_) block_mode_.tier = nullptr;
 }
 
 absl::Status ActivationStore::end_block() {
   const int64_t layer = block_;
-  SwapTier* tier = block_tier_;
+  SwapTier* tier = block_mode_.tier;
   block_ = -1;
-  block_tier_ = nullptr;
-  block_compress_ = false;
+  block_mode_ = {};
   if (tier != nullptr) {
     for (auto& [key, s] : saved_) {
       if (s.layer != layer || s.where != Where::kMemory || s.tier == nullptr) continue;

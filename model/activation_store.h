@@ -3,7 +3,7 @@
 // (evaluation, sampling) drops everything it is given; a keeping one drops what it is given while discarding (the
 // first forward of a recompute segment, whose backward runs the forward again; activation_policy.h).
 //
-// Swapping: the model brackets each block's forward with begin_block(layer, tier) / end_block(). At end_block the
+// Swapping: the model brackets each block's forward with begin_block(layer, mode) / end_block(). At end_block the
 // block's saved tensors start their writes to the tier, and the previous swapped block's writes are waited for and
 // its tensors dropped: at most two swapped blocks are in memory during forward, however fast the tier is (the
 // memory plan relies on it). Before each block's backward, fetch_block(layer, next) brings the block back (reads
@@ -55,7 +55,16 @@ class ActivationStore {
   void clear();
 
   // Swapping (see above); `tier` null keeps the block in memory. Errors are the tier's (a failed write or read).
-  void begin_block(int64_t layer, SwapTier* tier, bool compress = false);
+  // How the block whose forward runs keeps its tensors: swapped to `tier`, projection inputs compressed, or the
+  // attention core left for backward to recompute (attention asks recomputing_attention()).
+  struct BlockMode {
+    SwapTier* tier = nullptr;
+    bool compress = false;
+    bool recompute_attention = false;
+  };
+  void begin_block(int64_t layer, BlockMode mode);
+  bool recomputing_attention() const { return keep_ && block_mode_.recompute_attention; }
+  bool has(const std::string& key) const { return saved_.count(key) > 0; }
   // The int8 block length a compressed tensor of n floats uses (64, or the largest power of two dividing n), and
   // its bytes (codes and one fp32 scale per block).
   static int64_t compress_block(int64_t n);
@@ -104,8 +113,7 @@ class ActivationStore {
 
   std::map<std::string, Saved> saved_;
   int64_t block_ = -1;            // the block whose forward is running (begin_block)
-  SwapTier* block_tier_ = nullptr;
-  bool block_compress_ = false;
+  BlockMode block_mode_;
   int64_t writing_block_ = -1;    // the swapped block whose writes are in flight
   PackedRows packed_;
   DropoutStream dropout_;

@@ -57,8 +57,10 @@ absl::StatusOr<Tensor> Gpt2Attention::forward(const Tensor& x, int64_t B, int64_
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, row_parallel_forward(c_proj_, out.f32(), N, pool, tp_, store));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/x", x, ActivationStore::Kind::kLinearInput));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/qkv", qkv));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/lse", lse));
+  if (!store.recomputing_attention()) {
+    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
+    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/lse", lse));
+  }
   return y;
 }
 
@@ -66,15 +68,23 @@ absl::StatusOr<Tensor> Gpt2Attention::backward(const Tensor& dy, int64_t B, int6
   const int64_t N = B * T, D = Cl_ / H_, W = 3 * Cl_;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(name_ + "/x"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, store.take(name_ + "/qkv"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, store.take(name_ + "/out"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
+  const float* q = qkv.f32();
+  const RingAttentionDims dims{B, T, H_, H_, D, true, ContextParallel::first_keys(store)};
+  Tensor out, lse;
+  if (store.has(name_ + "/out")) {
+    MEMTRAIN_ASSIGN_OR_RETURN(out, store.take(name_ + "/out"));
+    MEMTRAIN_ASSIGN_OR_RETURN(lse, store.take(name_ + "/lse"));
+  } else {  // recompute_attention: the attention core again, from the saved q, k, v
+    MEMTRAIN_ASSIGN_OR_RETURN(out, act({N, Cl_}));
+    MEMTRAIN_ASSIGN_OR_RETURN(lse, act({B, H_, T}));
+    MEMTRAIN_RETURN_IF_ERROR(
+        ring_attention_forward(cp_, q, W, q + Cl_, W, q + 2 * Cl_, W, dims, out.f32(), Cl_, lse.f32()));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, Cl_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
   MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_proj_, out, dyf, N, dout.f32(), store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
-  const float* q = qkv.f32();
   float* dq = dqkv.f32();
-  const RingAttentionDims dims{B, T, H_, H_, D, true, ContextParallel::first_keys(store)};
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), Cl_, q, W, q + Cl_, W, q + 2 * Cl_, W, out.f32(),
                                                    Cl_, lse.f32(), dims, dq, W, dq + Cl_, W, dq + 2 * Cl_, W));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
@@ -164,8 +174,10 @@ absl::StatusOr<Tensor> LlamaAttention::forward(const Tensor& x, int64_t B, int64
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/q", q));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/k", k));
   MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/v", v));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
-  MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/lse", lse));
+  if (!store.recomputing_attention()) {
+    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/out", out));
+    MEMTRAIN_RETURN_IF_ERROR(store.save(name_ + "/lse", lse));
+  }
   return y;
 }
 
@@ -176,8 +188,17 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor q, store.take(name_ + "/q"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor k, store.take(name_ + "/k"));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, store.take(name_ + "/v"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor out, store.take(name_ + "/out"));
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor lse, store.take(name_ + "/lse"));
+  const RingAttentionDims dims{B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)};
+  Tensor out, lse;
+  if (store.has(name_ + "/out")) {
+    MEMTRAIN_ASSIGN_OR_RETURN(out, store.take(name_ + "/out"));
+    MEMTRAIN_ASSIGN_OR_RETURN(lse, store.take(name_ + "/lse"));
+  } else {  // recompute_attention: the attention core again, from the saved (rotated) q, k and v
+    MEMTRAIN_ASSIGN_OR_RETURN(out, act({N, H_ * D_}));
+    MEMTRAIN_ASSIGN_OR_RETURN(lse, act({B, H_, T}));
+    MEMTRAIN_RETURN_IF_ERROR(ring_attention_forward(cp_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_, v.f32(), Hkv_ * D_,
+                                                    dims, out.f32(), H_ * D_, lse.f32()));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dout, act({N, H_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyf, tp_.gather_rows(dy));
   MEMTRAIN_RETURN_IF_ERROR(linear_backward(o_, out, dyf, N, dout.f32(), store));
@@ -185,8 +206,7 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dk, act({N, Hkv_ * D_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, Hkv_ * D_}));
   MEMTRAIN_RETURN_IF_ERROR(ring_attention_backward(cp_, dout.f32(), H_ * D_, q.f32(), H_ * D_, k.f32(), Hkv_ * D_,
-                                                   v.f32(), Hkv_ * D_, out.f32(), H_ * D_, lse.f32(),
-                                                   {B, T, H_, Hkv_, D_, true, ContextParallel::first_keys(store)},
+                                                   v.f32(), Hkv_ * D_, out.f32(), H_ * D_, lse.f32(), dims,
                                                    dq.f32(), H_ * D_, dk.f32(), Hkv_ * D_, dv.f32(), Hkv_ * D_));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(B, T, store));
   cpu::rope_backward(dq.f32(), N, H_, D_, H_ * D_, pos.i32(), theta_, pool);

@@ -16,6 +16,12 @@
 
 namespace memtrain::model {
 
+// What recompute_attention leaves out of either attention's saved tensors and its backward recomputes from q, k
+// and v: the attention output (N, heads/tp * head_dim) and its log-sum-exps (B, heads/tp, T).
+inline int64_t attention_internal_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int tp) {
+  return 4 * (B * T * (cfg.n_head / tp) * cfg.head_dim() + B * (cfg.n_head / tp) * T);
+}
+
 class Gpt2Attention {
  public:
   // prefix: "transformer.h.3.attn"; registers c_attn (C -> 3C) and c_proj (C -> C), Conv1D layout.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "model/attention.h"
 #include "model/gpt2.h"
 #include "model/llama.h"
 #include "model/ring_attention.h"
@@ -150,13 +151,27 @@ int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
   for (size_t j = 0; j < end; ++j) {
     if (recomputes(j)) {
       sum += segment_of(j).first == j ? input : 0;
-    } else if (compresses(j)) {
-      sum += saved - 2 * compress_saving(b, t);
-    } else if (!swaps(j)) {
-      sum += saved;
+    } else {
+      sum += block_stored_bytes(j, b, t);
     }
   }
   return sum;
+}
+
+int64_t Model::block_stored_bytes(size_t l, int64_t b, int64_t t) const {
+  const int64_t saved = block_bytes(b, t).saved;
+  if (swaps(l)) return 0;
+  if (compresses(l)) return saved - 2 * compress_saving(b, t);  // both projection inputs packed
+  if (recomputes_attention(l)) return saved - attention_internal_bytes(cfg_, b, t, tp_.size);
+  return saved;
+}
+
+int64_t Model::block_own_bytes(size_t l, int64_t b, int64_t t) const {
+  const int64_t saved = block_bytes(b, t).saved;
+  // A compressed block's MLP input is back in fp32 while its MLP backward runs; the attention input still packed.
+  if (compresses(l)) return saved - compress_saving(b, t);
+  if (recomputes_attention(l)) return saved - attention_internal_bytes(cfg_, b, t, tp_.size);
+  return saved;
 }
 
 int64_t Model::blocks_held_bytes(size_t l, int64_t b, int64_t t) const {
@@ -165,8 +180,7 @@ int64_t Model::blocks_held_bytes(size_t l, int64_t b, int64_t t) const {
   // already on its way back.
   const size_t s = recomputes(l) ? segment_of(l).first : l;
   const int64_t prefetched = l > 0 && swaps(l - 1) ? saved : 0;
-  // A compressed block's MLP input is back in fp32 while its MLP backward runs; the attention input still packed.
-  const int64_t own = compresses(l) ? saved - compress_saving(b, t) : static_cast<int64_t>(l - s + 1) * saved;
+  const int64_t own = recomputes(l) ? static_cast<int64_t>(l - s + 1) * saved : block_own_bytes(l, b, t);
   return blocks_stored_bytes(s, b, t) + own + prefetched;
 }
 
@@ -191,7 +205,7 @@ int64_t Model::predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) c
   for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
     const int64_t done = (num_blocks() - 1 - static_cast<int64_t>(l)) * blk.deferred;
     const int64_t held = blocks_held_bytes(l, b, t);
-    const int64_t below = held - (compresses(l) ? blk.saved - compress_saving(b, t) : blk.saved);  // not block l's own
+    const int64_t below = held - (recomputes(l) ? blk.saved : block_own_bytes(l, b, t));  // not block l's own
     peak = std::max({peak, held + done + outside_mlp, below + done + blk.deferring_attention_peak + outside});
   }
   return peak;

@@ -172,6 +172,13 @@ class Model {
   int64_t global_layer(size_t l) const { return stage_.first_layer + static_cast<int64_t>(l); }
   bool swaps(size_t l) const { return policy_.swaps(global_layer(l)); }
   bool compresses(size_t l) const { return policy_.at(global_layer(l)) == LayerPolicy::kCompress; }
+  bool recomputes_attention(size_t l) const {
+    return policy_.at(global_layer(l)) == LayerPolicy::kRecomputeAttention;
+  }
+  // What block l keeps through forward besides recompute segments' inputs (saved bytes less what compress or
+  // recompute_attention leaves out; 0 when swapped), and what it holds itself when its MLP backward runs.
+  int64_t block_stored_bytes(size_t l, int64_t b, int64_t t) const;
+  int64_t block_own_bytes(size_t l, int64_t b, int64_t t) const;
   // What compress saves on one of a block's two projection inputs (rows, C): 4 bytes a value less its code and scale.
   int64_t compress_saving(int64_t b, int64_t t) const {
     const int64_t n = tp_.local_rows(b * t) * cfg_.n_embd;
@@ -229,7 +236,7 @@ absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks
     const bool recompute = recomputes(l);
     if (recompute && segment_of(l).first == l) MEMTRAIN_RETURN_IF_ERROR(store.save(segment_input_key(l), x));
     store.set_discarding(recompute);
-    store.begin_block(global_layer(l), swap_tier(l), compresses(l));
+    store.begin_block(global_layer(l), {swap_tier(l), compresses(l), recomputes_attention(l)});
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));

@@ -88,7 +88,8 @@ struct MemoryConfig {
     v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
                         "\"0\" = no budget");
     v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute (its "
-                                  "forward runs again in backward), swap_host, swap_ssd (written out during forward, "
+                                  "forward runs again in backward), recompute_attention (only the attention core "
+                                  "again), swap_host, swap_ssd (written out during forward, "
                                   "read back ahead of backward; offload.ssd_path), compress (projection inputs as "
                                   "int8 blocks: weight gradients within ~1e-2); one entry for every block or one per "
                                   "block; or [\"auto\"]: the planner picks keep, recompute or swap_ssd (and if need "

@@ -87,7 +87,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
                        ::testing::Values("recompute", "keep,recompute,recompute,keep,recompute", "swap_host",
                                          "swap_ssd", "swap_ssd,recompute,swap_host,keep,swap_ssd", "compress",
-                                         "compress,recompute,keep,swap_ssd,compress"),
+                                         "compress,recompute,keep,swap_ssd,compress", "recompute_attention"),
                        ::testing::Values(1, 2)),
     [](const auto& info) {
       std::string policy = std::get<1>(info.param);

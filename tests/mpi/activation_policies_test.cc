@@ -1,9 +1,10 @@
-// Activation policies on a mesh: the same run with blocks recomputed (several segment lengths, mixed policies) or
-// swapped to host buffers or an SSD file follows `keep`'s loss curve bit for bit and saves the same weights, under
-// data parallelism with ZeRO-3 (parameters gathered again for the recompute), tensor parallelism with sequence
-// parallelism, context parallelism (the ring runs again), pipelines (1F1B and zero bubble, whose weight gradients
-// are deferred; several micro-batches share the tier) and LoRA with dropout (the masks are drawn again). AdamW's
-// moments streamed from the SSD file (offload.optimizer = "ssd") likewise give keep's run bit for bit.
+// Activation policies on a mesh: the same run with blocks recomputed (several segment lengths, mixed policies, the
+// attention core only) or swapped to host buffers or an SSD file follows `keep`'s loss curve bit for bit and saves
+// the same weights, under data parallelism with ZeRO-3 (parameters gathered again for the recompute), tensor
+// parallelism with sequence parallelism, context parallelism (the ring runs again), pipelines (1F1B and zero
+// bubble, whose weight gradients are deferred; several micro-batches share the tier) and LoRA with dropout (the
+// masks are drawn again). AdamW's moments streamed from the SSD file (offload.optimizer = "ssd") likewise give
+// keep's run bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -93,6 +94,7 @@ const std::vector<std::string> kSsd = {"memory.activations=swap_ssd"};
 const std::vector<std::string> kHost = {"memory.activations=swap_host"};
 const std::vector<std::string> kAllKinds = {"memory.activations=swap_ssd,recompute,swap_host,swap_ssd"};
 const std::vector<std::string> kOptimizerOnSsd = {"offload.optimizer=ssd"};
+const std::vector<std::string> kSelective = {"memory.activations=recompute_attention"};
 
 INSTANTIATE_TEST_SUITE_P(
     Meshes, MpiActivationPolicies,
@@ -116,6 +118,10 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"llama_pp2_zb_ssd", "llama", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
                                                                   "train.grad_accum=4"}, kSsd},
                       PolicyCase{"gpt2_dp_zero2_optimizer_ssd", "gpt2", 1, {"zero.stage=2"}, kOptimizerOnSsd},
+                      PolicyCase{"llama_cp2_tp2_selective", "llama", 4, {"parallel.cp=2", "parallel.tp=2"},
+                                 kSelective},
+                      PolicyCase{"gpt2_tp2_sp_selective", "gpt2", 2, {"parallel.tp=2",
+                                                                      "parallel.sequence_parallel=true"}, kSelective},
                       PolicyCase{"llama_tp2_zero1_optimizer_ssd", "llama", 2, {"parallel.tp=2", "zero.stage=1"},
                                  kOptimizerOnSsd}),
     [](const auto& info) { return info.param.name; });

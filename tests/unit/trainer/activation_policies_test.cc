@@ -87,6 +87,8 @@ TEST_P(ActivationPolicies, GradientsAreBitwiseThoseOfKeepAndBytesArePredicted) {
       {{"recompute"}, 5},
       {{"keep", "recompute", "recompute", "keep", "recompute"}, 2},
       {{"recompute", "recompute", "recompute", "keep", "keep"}, 2},
+      {{"recompute_attention"}, 1},
+      {{"recompute_attention", "swap_ssd", "recompute", "recompute_attention", "keep"}, 1},
       {{"swap_host"}, 1},
       {{"swap_ssd"}, 1},
       {{"swap_ssd", "recompute", "swap_host", "keep", "swap_ssd"}, 1},
