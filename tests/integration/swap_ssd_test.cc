@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "tests/integration/cli.h"
@@ -38,6 +39,20 @@ TEST_F(SwapSsd, BadDirectoriesStopTheRunBeforeTraining) {
   std::filesystem::create_directories(dir_ + "/out");
   auto file = train("--set offload.ssd_path=" + dir_ + "/out/metrics.jsonl");
   EXPECT_NE(file.exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/out/metrics.jsonl")) << "no training step ran";
+}
+
+// A directory without room for one micro-batch's swapped blocks stops the run before training, saying how much
+// is free and how much is needed. Needs root to mount a small tmpfs (skipped otherwise, with the reason).
+TEST_F(SwapSsd, ADirectoryWithoutRoomStopsTheRunBeforeTraining) {
+  if (geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  if (std::system(("mount -t tmpfs -o size=4m tmpfs '" + dir_ + "/swap' 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "mount -t tmpfs failed (no CAP_SYS_ADMIN?)";
+  auto r = train("--set offload.ssd_path=" + dir_ + "/swap");
+  EXPECT_EQ(std::system(("umount '" + dir_ + "/swap'").c_str()), 0);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("error: offload.ssd_path: " + dir_ + "/swap has "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("free; one micro-batch swaps "), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/out/metrics.jsonl")) << "no training step ran";
 }
 
