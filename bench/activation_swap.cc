@@ -20,8 +20,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/run_figures.h"
 #include "core/file_io.h"
 #include "offload/ssd_swap.h"
+#include "offload/swap_probe.h"
 #include "trainer/config.h"
 #include "trainer/plan.h"
 #include "trainer/train_loop.h"
@@ -71,32 +73,16 @@ absl::StatusOr<std::pair<double, double>> raw_direct(const std::string& dir, int
   return std::make_pair(depth * part / w / 1e9, depth * part / r / 1e9);
 }
 
-// The tier writing `bytes` as 16 MiB tensors (all queued, then waited for) and reading them back.
+// The tier writing `bytes` as 16 MiB tensors (all queued, then waited for, then fdatasync) and reading them back.
 absl::StatusOr<std::pair<double, double>> tier_throughput(const std::string& dir, int64_t bytes, bool* direct) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<offload::SsdSwap> tier, offload::SsdSwap::create(dir, "bench"));
   *direct = tier->direct();
   constexpr int64_t kTensor = 16 << 20;
-  std::vector<Tensor> tensors;
-  for (int64_t done = 0; done < bytes; done += kTensor) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty({kTensor / 4}, DType::kF32, MemCategory::kActivations));
-    std::memset(t.raw(), 0x3c, kTensor);
-    tensors.push_back(std::move(t));
-  }
-  std::vector<uint64_t> tickets;
-  auto t0 = std::chrono::steady_clock::now();
-  for (const Tensor& t : tensors) {
-    MEMTRAIN_ASSIGN_OR_RETURN(const uint64_t k, tier->write(t));
-    tickets.push_back(k);
-  }
-  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
-  ::fdatasync(tier->fd());
-  const double w = seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < tickets.size(); ++i) MEMTRAIN_RETURN_IF_ERROR(tier->read(tickets[i], tensors[i]));
-  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
-  const double r = seconds_since(t0);
-  const int64_t moved = kTensor * static_cast<int64_t>(tensors.size());
-  return std::make_pair(moved / w / 1e9, moved / r / 1e9);
+  auto sync = [](SwapTier& t) { ::fdatasync(static_cast<offload::SsdSwap&>(t).fd()); };
+  MEMTRAIN_ASSIGN_OR_RETURN(offload::SwapRates rates,
+                            offload::measure_swap_rates(*tier, kTensor, static_cast<int>(bytes / kTensor),
+                                                        MemCategory::kActivations, sync));
+  return std::make_pair(rates.write / 1e9, rates.read / 1e9);
 }
 
 std::string mib(int64_t b) {
@@ -121,20 +107,11 @@ absl::Status step_times(const std::string& config, const std::string& dir, int s
     o.push_back("output.samples=0");
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::Config cfg, trainer::load_config(config, o));
     MEMTRAIN_RETURN_IF_ERROR(trainer::run_training(cfg, /*quiet=*/true).status());
-    std::ifstream in(dir + "/run/metrics.jsonl");
-    std::vector<double> ms;
-    nlohmann::json last;
-    for (std::string line; std::getline(in, line);) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      if (!j.contains("step_ms")) continue;
-      if (j["step"].get<int64_t>() > 1) ms.push_back(j["step_ms"].get<double>());
-      last = j;
-    }
-    std::sort(ms.begin(), ms.end());
-    const double median = ms.empty() ? 0 : ms[ms.size() / 2];
+    const bench::RunFigures run = bench::read_run_figures(dir + "/run/metrics.jsonl");
+    const double median = run.median_step_ms;
     if (keep_ms == 0) keep_ms = median;
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, 1, 0));
-    const nlohmann::json& mem = last["mem"];
+    const nlohmann::json& mem = run.last["mem"];
     std::printf("%-10s %9.1f %8.2fx %10s %10s %10s %10s\n", policy, median, median / keep_ms,
                 mib(mem["activations"].get<int64_t>()).c_str(),
                 mib(plan.bytes[static_cast<int>(MemCategory::kActivations)]).c_str(),

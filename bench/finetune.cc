@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/run_figures.h"
 #include "core/memory.h"
 #include "trainer/config.h"
 #include "trainer/hf_convert.h"
@@ -72,18 +73,8 @@ absl::Status run(int steps, const std::vector<std::string>& sets) {
     o.insert(o.end(), r.sets.begin(), r.sets.end());
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::Config cfg, trainer::parse_config(toml, "bench", o));
     MEMTRAIN_RETURN_IF_ERROR(trainer::run_training(cfg, /*quiet=*/true).status());
-    // The last step's metrics; the median step time over all but the first.
-    std::ifstream in(dir + "/" + r.name + "/metrics.jsonl");
-    std::vector<double> ms;
-    nlohmann::json last;
-    for (std::string line; std::getline(in, line);) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      if (!j.contains("step_ms")) continue;
-      if (j["step"].get<int64_t>() > 1) ms.push_back(j["step_ms"].get<double>());
-      last = j;
-    }
-    std::sort(ms.begin(), ms.end());
-    const nlohmann::json& mem = last["mem"];
+    const bench::RunFigures run = bench::read_run_figures(dir + "/" + r.name + "/metrics.jsonl");
+    const nlohmann::json& mem = run.last["mem"];
     // Parameters split by what the set holds: the frozen base (fp32 or NF4) and the trained tensors.
     model::ParamSet shapes;
     MEMTRAIN_RETURN_IF_ERROR(trainer::create_rank_models(cfg, shapes, {}, {}, 0, 1).status());
@@ -93,7 +84,7 @@ absl::Status run(int steps, const std::vector<std::string>& sets) {
     for (const auto& [k, v] : mem.items()) sum += v.get<int64_t>();
     MEMTRAIN_ASSIGN_OR_RETURN(trainer::MemoryPlan plan, trainer::plan_memory(cfg, 1, 0));
     std::printf("%-6s %10.0f %10s %10s %10s %10s %10s %12s %10s   (measured parameters %s MiB)\n", r.name,
-                ms.empty() ? 0.0 : ms[ms.size() / 2], mib(base).c_str(), mib(trained).c_str(),
+                run.median_step_ms, mib(base).c_str(), mib(trained).c_str(),
                 mib(mem["gradients"].get<int64_t>()).c_str(), mib(mem["optimizer_state"].get<int64_t>()).c_str(),
                 mib(mem["activations"].get<int64_t>()).c_str(), mib(sum).c_str(), mib(plan.total).c_str(),
                 mib(mem["parameters"].get<int64_t>()).c_str());

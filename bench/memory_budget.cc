@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/run_figures.h"
 #include "trainer/activation_planner.h"
 #include "trainer/config.h"
 #include "trainer/plan.h"
@@ -62,21 +63,9 @@ struct Measured {
 
 absl::StatusOr<Measured> train(const trainer::Config& cfg, const std::string& out) {
   MEMTRAIN_RETURN_IF_ERROR(trainer::run_training(cfg, /*quiet=*/true).status());
-  std::ifstream in(out + "/metrics.jsonl");
-  std::vector<double> ms;
-  Measured m;
-  for (std::string line; std::getline(in, line);) {
-    const nlohmann::json j = nlohmann::json::parse(line);
-    if (!j.contains("step_ms")) continue;
-    if (j["step"].get<int64_t>() > 1) ms.push_back(j["step_ms"].get<double>());
-    int64_t sum = 0;
-    for (const auto& [k, v] : j["mem"].items()) sum += v.get<int64_t>();
-    m.peak = std::max(m.peak, sum);
-  }
-  std::sort(ms.begin(), ms.end());
-  m.step_ms = ms.empty() ? 0 : ms[ms.size() / 2];
+  const bench::RunFigures run = bench::read_run_figures(out + "/metrics.jsonl");
   std::filesystem::remove_all(out);
-  return m;
+  return Measured{run.median_step_ms, run.peak_sum};
 }
 
 absl::Status run(const std::string& dir, int steps, const std::vector<double>& budgets,

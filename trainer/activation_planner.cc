@@ -11,6 +11,7 @@
 #include "core/thread_pool.h"
 #include "model/model.h"
 #include "offload/ssd_swap.h"
+#include "offload/swap_probe.h"
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
@@ -35,25 +36,10 @@ double probe_sgemm() {
 
 absl::Status probe_ssd(const std::string& dir, Bandwidths& bw) {
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<offload::SsdSwap> tier, offload::SsdSwap::create(dir, "probe"));
-  constexpr int64_t kBytes = 8 << 20, kTensors = 4;
-  std::vector<Tensor> tensors;
-  for (int i = 0; i < kTensors; ++i) {
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty({kBytes}, DType::kU8, MemCategory::kWorkspace));
-    std::memset(t.raw(), i, kBytes);
-    tensors.push_back(std::move(t));
-  }
-  std::vector<uint64_t> tickets;
-  auto t0 = std::chrono::steady_clock::now();
-  for (const Tensor& t : tensors) {
-    MEMTRAIN_ASSIGN_OR_RETURN(const uint64_t k, tier->write(t));
-    tickets.push_back(k);
-  }
-  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
-  bw.ssd_write = kBytes * kTensors / seconds_since(t0);
-  t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < kTensors; ++i) MEMTRAIN_RETURN_IF_ERROR(tier->read(tickets[i], tensors[i]));
-  for (uint64_t k : tickets) MEMTRAIN_RETURN_IF_ERROR(tier->wait(k));
-  bw.ssd_read = kBytes * kTensors / seconds_since(t0);
+  MEMTRAIN_ASSIGN_OR_RETURN(offload::SwapRates rates,
+                            offload::measure_swap_rates(*tier, 8 << 20, 4, MemCategory::kWorkspace));
+  bw.ssd_write = rates.write;
+  bw.ssd_read = rates.read;
   return absl::OkStatus();
 }
 
