@@ -162,14 +162,13 @@ class Model {
   int block_unit(size_t l) const { return unit_base_ + (stage_.first ? 1 : 0) + static_cast<int>(l); }
   // This stage's block l under the activation policy: whether it is recomputed, and its segment [s, e) in the
   // stage's block indices.
-  bool recomputes(size_t l) const { return policy_.recomputes(stage_.first_layer + static_cast<int64_t>(l)); }
+  int64_t global_layer(size_t l) const { return stage_.first_layer + static_cast<int64_t>(l); }
+  bool recomputes(size_t l) const { return policy_.recomputes(global_layer(l)); }
   std::pair<size_t, size_t> segment_of(size_t l) const {
-    const auto [s, e] = policy_.segment_of(stage_.first_layer + static_cast<int64_t>(l), stage_.first_layer,
-                                           stage_.end_layer);
+    const auto [s, e] = policy_.segment_of(global_layer(l), stage_.first_layer, stage_.end_layer);
     return {static_cast<size_t>(s - stage_.first_layer), static_cast<size_t>(e - stage_.first_layer)};
   }
-  std::string segment_input_key(size_t l) const { return absl::StrCat("block.", stage_.first_layer + l, "/input"); }
-  int64_t global_layer(size_t l) const { return stage_.first_layer + static_cast<int64_t>(l); }
+  std::string segment_input_key(size_t l) const { return absl::StrCat("block.", global_layer(l), "/input"); }
   bool swaps(size_t l) const { return policy_.swaps(global_layer(l)); }
   bool compresses(size_t l) const { return policy_.at(global_layer(l)) == LayerPolicy::kCompress; }
   bool recomputes_attention(size_t l) const {

@@ -79,6 +79,7 @@ bool wants_auto_policies(const Config& cfg) {
 Config with_policies(const Config& cfg, const PolicyPlan& plan) {
   Config out = cfg;
   out.memory.activations = plan.activations;
+  out.memory.recompute_segment = 1;  // the planner's recompute blocks each keep their own input
   out.train.batch_size = plan.batch_size;
   out.train.grad_accum = plan.grad_accum;
   if (plan.optimizer_on_ssd) out.offload.optimizer = "ssd";
@@ -134,9 +135,7 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
         p.grad_accum = accum;
         p.optimizer_on_ssd = optimizer_on_ssd || cfg.offload.optimizer_on_ssd();
         for (int64_t l = 0; l < L; ++l) p.activations.push_back(l < s ? "swap_ssd" : l < s + r ? "recompute" : "keep");
-        Config c = with_policies(cfg, p);
-        c.memory.recompute_segment = 1;
-        MEMTRAIN_ASSIGN_OR_RETURN(p.memory, plan_memory_of_largest_stage(c, world_size));
+        MEMTRAIN_ASSIGN_OR_RETURN(p.memory, plan_memory_of_largest_stage(with_policies(cfg, p), world_size));
         p.slowdown = 1 + (accum * (r * f + s * swap_extra) + (optimizer_on_ssd ? optimizer_io : 0)) / step_seconds +
                      0.05 * halvings;
         return p;

@@ -45,7 +45,8 @@ bool wants_auto_policies(const Config& cfg);  // memory.activations = ["auto"]
 // The plan that fits memory.budget for `world_size` ranks with the least predicted slowdown. No plan fits:
 // InvalidArgument naming memory.budget, with the smallest budget some plan meets, that plan and its breakdown.
 absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, const Bandwidths& bw);
-// cfg with the plan's memory.activations, train.batch_size and train.grad_accum.
+// cfg with the plan's memory.activations (recompute_segment 1), train.batch_size, train.grad_accum and
+// offload.optimizer.
 Config with_policies(const Config& cfg, const PolicyPlan& plan);
 std::string describe(const PolicyPlan& plan);  // "recompute x3, keep; micro-batch 8 x 2; predicted slowdown 1.12x"
 
