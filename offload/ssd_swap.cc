@@ -178,7 +178,7 @@ absl::Status SsdSwap::store(uint64_t ticket, const Tensor& t) {
 }
 
 absl::Status SsdSwap::load(uint64_t ticket, const Tensor& into) {
-  const auto [at, padded] = extents_.at(ticket);
+  const int64_t at = extents_.at(ticket).first, padded = extents_.at(ticket).second;
   const int64_t bytes = static_cast<int64_t>(into.nbytes());
   MEMTRAIN_CHECK(round_up(std::max<int64_t>(bytes, 1), kAlign) == padded);
   char* dst = static_cast<char*>(into.raw());
