@@ -1,5 +1,6 @@
 #include "model/activation_policy.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -52,9 +53,8 @@ absl::StatusOr<ActivationPolicy> ActivationPolicy::parse(const std::vector<std::
     }
     policy.layers.push_back(*p);
   }
-  bool all_keep = true;
-  for (LayerPolicy p : policy.layers) all_keep = all_keep && p == LayerPolicy::kKeep;
-  if (all_keep) policy.layers.clear();
+  if (std::all_of(policy.layers.begin(), policy.layers.end(), [](LayerPolicy p) { return p == LayerPolicy::kKeep; }))
+    policy.layers.clear();
   return policy;
 }
 

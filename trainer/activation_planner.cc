@@ -43,17 +43,6 @@ absl::Status probe_ssd(const std::string& dir, Bandwidths& bw) {
   return absl::OkStatus();
 }
 
-std::string policy_summary(const std::vector<std::string>& names) {
-  std::string out;
-  for (size_t l = 0; l < names.size();) {
-    size_t n = 1;
-    while (l + n < names.size() && names[l + n] == names[l]) ++n;
-    absl::StrAppend(&out, out.empty() ? "" : ", ", names[l], n > 1 ? absl::StrCat(" x", n) : "");
-    l += n;
-  }
-  return out;
-}
-
 }  // namespace
 
 absl::StatusOr<Bandwidths> probe_bandwidths(const Config& cfg) {
@@ -87,8 +76,12 @@ Config with_policies(const Config& cfg, const PolicyPlan& plan) {
 }
 
 std::string describe(const PolicyPlan& plan) {
+  // The planner's names are valid and its recompute blocks stand alone (segments of 1).
+  const absl::StatusOr<model::ActivationPolicy> policy =
+      model::ActivationPolicy::parse(plan.activations, 1, static_cast<int64_t>(plan.activations.size()));
+  MEMTRAIN_CHECK_OK(policy.status());
   return absl::StrFormat("%s; micro-batch %d x %d accumulated;%s predicted slowdown %.2fx",
-                         policy_summary(plan.activations), plan.batch_size, plan.grad_accum,
+                         policy->describe(), plan.batch_size, plan.grad_accum,
                          plan.optimizer_on_ssd ? " AdamW's moments on the SSD;" : "", plan.slowdown);
 }
 

@@ -82,10 +82,10 @@ absl::Status attach_swap_tiers(const Config& cfg, ModelBundle& bundle) {
                                            model::LayerPolicy::kSwapSsd);
     }
     struct statvfs fs;
-    if (::statvfs(dir.c_str(), &fs) == 0 && static_cast<int64_t>(fs.f_bavail * fs.f_frsize) < needed) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "offload.ssd_path: ", dir, " has ", format_bytes(static_cast<int64_t>(fs.f_bavail * fs.f_frsize)),
-          " free; one micro-batch swaps ", format_bytes(needed), " there"));
+    const int64_t free = ::statvfs(dir.c_str(), &fs) == 0 ? static_cast<int64_t>(fs.f_bavail * fs.f_frsize) : -1;
+    if (free >= 0 && free < needed) {
+      return absl::ResourceExhaustedError(absl::StrCat("offload.ssd_path: ", dir, " has ", format_bytes(free),
+                                                       " free; one micro-batch swaps ", format_bytes(needed), " there"));
     }
     bundle.ssd_swap = std::move(*tier);
   }
