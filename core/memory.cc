@@ -42,16 +42,29 @@ size_t MemoryTracker::rounded(size_t bytes) {
   return (bytes + 4095) & ~size_t{4095};
 }
 
-absl::StatusOr<void*> MemoryTracker::allocate(size_t bytes, MemCategory category, absl::string_view what) {
-  const size_t size = rounded(bytes);
-  const int c = static_cast<int>(category);
-  std::lock_guard<std::mutex> lock(mu_);
-  if (budget_ > 0 && stats_.total_current + static_cast<int64_t>(bytes) > budget_) {
+absl::Status MemoryTracker::admit(int64_t bytes, MemCategory category, absl::string_view what) const {
+  if (budget_ > 0 && stats_.total_current + bytes > budget_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "memory.budget: allocating ", format_bytes(bytes), " of ", mem_category_name(category), " for ", what,
         " would exceed the budget of ", format_bytes(budget_), " (", format_bytes(stats_.total_current),
         " in use)\n", format_breakdown(stats_)));
   }
+  return absl::OkStatus();
+}
+
+void MemoryTracker::count(int64_t bytes, MemCategory category) {
+  const int c = static_cast<int>(category);
+  stats_.current[c] += bytes;
+  stats_.total_current += bytes;
+  MEMTRAIN_CHECK(stats_.current[c] >= 0);
+  if (stats_.current[c] > stats_.peak[c]) stats_.peak[c] = stats_.current[c];
+  if (stats_.total_current > stats_.total_peak) stats_.total_peak = stats_.total_current;
+}
+
+absl::StatusOr<void*> MemoryTracker::allocate(size_t bytes, MemCategory category, absl::string_view what) {
+  const size_t size = rounded(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  MEMTRAIN_RETURN_IF_ERROR(admit(static_cast<int64_t>(bytes), category, what));
   void* ptr = nullptr;
   auto it = cache_.find(size);
   if (it != cache_.end() && !it->second.empty()) {
@@ -67,21 +80,29 @@ absl::StatusOr<void*> MemoryTracker::allocate(size_t bytes, MemCategory category
     if (size >= (size_t{2} << 20)) madvise(ptr, size, MADV_HUGEPAGE);  // best effort; see header
     stats_.reserved += static_cast<int64_t>(size);
   }
-  stats_.current[c] += static_cast<int64_t>(bytes);
-  stats_.total_current += static_cast<int64_t>(bytes);
-  if (stats_.current[c] > stats_.peak[c]) stats_.peak[c] = stats_.current[c];
-  if (stats_.total_current > stats_.total_peak) stats_.total_peak = stats_.total_current;
+  count(static_cast<int64_t>(bytes), category);
   return ptr;
 }
 
 void MemoryTracker::release(void* ptr, size_t bytes, MemCategory category) {
   if (ptr == nullptr) return;
-  const int c = static_cast<int>(category);
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.current[c] -= static_cast<int64_t>(bytes);
-  stats_.total_current -= static_cast<int64_t>(bytes);
-  MEMTRAIN_CHECK(stats_.current[c] >= 0);
+  count(-static_cast<int64_t>(bytes), category);
   cache_[rounded(bytes)].push_back(ptr);
+}
+
+absl::Status MemoryTracker::charge(int64_t bytes, MemCategory category, absl::string_view what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  MEMTRAIN_RETURN_IF_ERROR(admit(bytes, category, what));
+  count(bytes, category);
+  stats_.reserved += bytes;
+  return absl::OkStatus();
+}
+
+void MemoryTracker::discharge(int64_t bytes, MemCategory category) {
+  std::lock_guard<std::mutex> lock(mu_);
+  count(-bytes, category);
+  stats_.reserved -= bytes;
 }
 
 void MemoryTracker::set_budget(int64_t bytes) {

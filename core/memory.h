@@ -46,6 +46,10 @@ class MemoryTracker {
   // breakdown when the live total would pass the budget.
   absl::StatusOr<void*> allocate(size_t bytes, MemCategory category, absl::string_view what);
   void release(void* ptr, size_t bytes, MemCategory category);
+  // Counts `bytes` of memory held some other way (core/paged_buffer.h's pages) as allocate would, budget included,
+  // and gives them back.
+  absl::Status charge(int64_t bytes, MemCategory category, absl::string_view what);
+  void discharge(int64_t bytes, MemCategory category);
 
   // 0 means no budget. Applies to live bytes over all categories.
   void set_budget(int64_t bytes);
@@ -60,6 +64,8 @@ class MemoryTracker {
 
  private:
   static size_t rounded(size_t bytes);
+  absl::Status admit(int64_t bytes, MemCategory category, absl::string_view what) const;  // the budget, under mu_
+  void count(int64_t bytes, MemCategory category);  // under mu_
   mutable std::mutex mu_;
   MemorySnapshot stats_;
   int64_t budget_ = 0;

@@ -15,7 +15,19 @@ int64_t shape_numel(const Shape& s) {
 
 std::string shape_string(const Shape& s) { return absl::StrCat("(", absl::StrJoin(s, ", "), ")"); }
 
-Storage::~Storage() { MemoryTracker::host().release(data_, bytes_, category_); }
+Storage::~Storage() {
+  if (owner_ == nullptr) MemoryTracker::host().release(data_, bytes_, category_);
+}
+
+Tensor Tensor::borrowed(void* data, Shape shape, DType dtype, MemCategory category, std::shared_ptr<const void> owner) {
+  MEMTRAIN_CHECK(owner != nullptr);
+  Tensor t;
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  t.storage_ = std::make_shared<Storage>(data, bytes, category, std::move(owner));
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  return t;
+}
 
 absl::StatusOr<Tensor> Tensor::empty(Shape shape, DType dtype, MemCategory category) {
   for (int64_t d : shape) {

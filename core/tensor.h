@@ -21,10 +21,13 @@ using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
 std::string shape_string(const Shape& s);  // "(2, 3, 16)"
 
-// Owns one allocation from MemoryTracker::host(); returns it on destruction.
+// Owns one allocation from MemoryTracker::host() and returns it on destruction; or borrows bytes that `owner`
+// keeps alive (and accounts for).
 class Storage {
  public:
   Storage(void* data, size_t bytes, MemCategory category) : data_(data), bytes_(bytes), category_(category) {}
+  Storage(void* data, size_t bytes, MemCategory category, std::shared_ptr<const void> owner)
+      : data_(data), bytes_(bytes), category_(category), owner_(std::move(owner)) {}
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -36,6 +39,7 @@ class Storage {
   void* data_;
   size_t bytes_;
   MemCategory category_;
+  std::shared_ptr<const void> owner_;  // set: borrowed
 };
 
 class Tensor {
@@ -46,6 +50,8 @@ class Tensor {
   static absl::StatusOr<Tensor> zeros(Shape shape, DType dtype, MemCategory category);
   static absl::StatusOr<Tensor> empty_like(const Tensor& t, MemCategory category);
   static absl::StatusOr<Tensor> zeros_like(const Tensor& t, MemCategory category);
+  // A tensor over bytes that `owner` holds and keeps alive (core/paged_buffer.h); nothing is allocated or counted.
+  static Tensor borrowed(void* data, Shape shape, DType dtype, MemCategory category, std::shared_ptr<const void> owner);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }

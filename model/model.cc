@@ -146,7 +146,7 @@ int64_t Model::predicted_activation_bytes(int64_t B, int64_t T) const {
 }
 
 int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
-  const int64_t saved = block_bytes(b, t).saved, input = 4 * tp_.local_rows(b * t) * cfg_.n_embd;
+  const int64_t input = 4 * tp_.local_rows(b * t) * cfg_.n_embd;
   int64_t sum = 0;
   for (size_t j = 0; j < end; ++j) {
     if (recomputes(j)) {

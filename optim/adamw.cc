@@ -28,9 +28,11 @@ absl::StatusOr<AdamW> AdamW::create(std::vector<OptimTarget> targets, const Opti
 absl::Status AdamW::step(double lr) {
   ++step_;
   for (size_t i = 0; i < targets_.size(); ++i) {
+    MEMTRAIN_RETURN_IF_ERROR(before_target(i));
     adamw_update(targets_[i], m_[i].f32(), v_[i].f32(), cfg_, lr, step_);
+    MEMTRAIN_RETURN_IF_ERROR(after_target(i));
   }
-  return absl::OkStatus();
+  return finish_targets();
 }
 
 absl::StatusOr<Optimizer::CheckpointStates> AdamW::checkpoint_state() {

@@ -23,6 +23,7 @@ class AdamW final : public Optimizer {
 
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
     step_ = steps_taken;

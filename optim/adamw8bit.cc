@@ -47,15 +47,17 @@ absl::Status AdamW8bit::step(double lr) {
     const float wd = decays(*t.param, cfg_) ? static_cast<float>(cfg_.weight_decay) : 0.0f;
     const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
     const float eps = static_cast<float>(cfg_.eps);
+    MEMTRAIN_RETURN_IF_ERROR(before_target(i));
     if (!s.quantized) {
       adamw_update(t, s.m.f32(), s.v.f32(), cfg_, lr, step_);
-      continue;
+    } else {
+      const cpu::AdamWScalars sc = cpu::adamw_scalars(static_cast<float>(lr), b1, b2, eps, wd, step_);
+      cpu::adamw8bit_step(t.value, t.grad, s.m.data<uint8_t>(), s.m_absmax.f32(), s.v.data<uint8_t>(),
+                          s.v_absmax.f32(), t.offset, t.n, sc, pool);
     }
-    const cpu::AdamWScalars sc = cpu::adamw_scalars(static_cast<float>(lr), b1, b2, eps, wd, step_);
-    cpu::adamw8bit_step(t.value, t.grad, s.m.data<uint8_t>(), s.m_absmax.f32(), s.v.data<uint8_t>(),
-                        s.v_absmax.f32(), t.offset, t.n, sc, pool);
+    MEMTRAIN_RETURN_IF_ERROR(after_target(i));
   }
-  return absl::OkStatus();
+  return finish_targets();
 }
 
 std::vector<float> AdamW8bit::moment(size_t i, bool second) const {

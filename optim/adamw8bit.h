@@ -30,6 +30,7 @@ class AdamW8bit final : public Optimizer {
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p);
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
 

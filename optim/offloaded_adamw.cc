@@ -8,14 +8,15 @@ namespace memtrain::optim {
 
 std::vector<OffloadedAdamW::Group> OffloadedAdamW::groups_of(const std::vector<OptimTarget>& targets) {
   std::vector<Group> groups;
-  for (const OptimTarget& t : targets) {
+  for (size_t k = 0; k < targets.size(); ++k) {
+    const OptimTarget& t = targets[k];
     for (int64_t at = 0; at < t.n; at += kGroup) {
       OptimTarget piece = t;
       piece.value = t.value + at;
       piece.grad = t.grad + at;
       piece.n = std::min(kGroup, t.n - at);
       piece.offset = t.offset + at;
-      groups.push_back({piece});
+      groups.push_back({piece, k});
     }
   }
   return groups;
@@ -82,7 +83,10 @@ absl::Status OffloadedAdamW::step(double lr) {
       MEMTRAIN_ASSIGN_OR_RETURN(buffers[i + 1], fetch(groups_[i + 1]));
     }
     const OptimTarget& t = groups_[i].target;
+    const size_t k = groups_[i].index;
+    if (i == 0 || groups_[i - 1].index != k) MEMTRAIN_RETURN_IF_ERROR(before_target(k));
     adamw_update(t, buffers[i].f32(), buffers[i].f32() + t.n, cfg_, lr, step_);
+    if (i + 1 == groups_.size() || groups_[i + 1].index != k) MEMTRAIN_RETURN_IF_ERROR(after_target(k));
     MEMTRAIN_RETURN_IF_ERROR(write_back(groups_[i], buffers[i]));
     if (i > 0) {  // the group before is on disk by now, or waited for: its buffer goes
       MEMTRAIN_RETURN_IF_ERROR(tier_->wait(groups_[i - 1].ticket));
@@ -90,7 +94,7 @@ absl::Status OffloadedAdamW::step(double lr) {
     }
   }
   MEMTRAIN_RETURN_IF_ERROR(tier_->wait(groups_.back().ticket));
-  return absl::OkStatus();
+  return finish_targets();
 }
 
 absl::StatusOr<Optimizer::CheckpointStates> OffloadedAdamW::checkpoint_state() {

@@ -25,6 +25,7 @@ class OffloadedAdamW final : public Optimizer {
 
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }
+  bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
 
@@ -34,6 +35,7 @@ class OffloadedAdamW final : public Optimizer {
  private:
   struct Group {
     OptimTarget target;  // a piece of one of the targets given
+    size_t index = 0;    // which one
     uint64_t ticket = 0;  // 0: never written (zeros)
   };
   OffloadedAdamW(const OptimConfig& cfg, SwapTier* tier) : cfg_(cfg), tier_(tier) {}

@@ -50,9 +50,27 @@ struct CheckpointArraySpec {
 // For `p` (global shapes: local_shape == shape) under optimizer cfg.name.
 std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
 
+// Where the targets' values may be out of memory between updates (offload.parameters: parallel::ValueShard): an
+// optimizer that accepts one calls before(i) ahead of touching target i's value and after(i) once done with it, for
+// i in increasing order, then finish() at the end of the step.
+class ValueResidency {
+ public:
+  virtual ~ValueResidency() = default;
+  virtual absl::Status before(size_t target) = 0;
+  virtual absl::Status after(size_t target) = 0;
+  virtual absl::Status finish() = 0;
+};
+
 class Optimizer {
  public:
+  Optimizer() = default;
+  Optimizer(Optimizer&&) = default;
+  Optimizer& operator=(Optimizer&&) = default;
   virtual ~Optimizer() = default;
+  // Whether set_value_residency works: the optimizers that update targets one after the other, each from its own
+  // elements (adamw, adamw8bit and AdamW with its state on SSD).
+  virtual bool takes_value_residency() const { return false; }
+  void set_value_residency(std::unique_ptr<ValueResidency> residency) { residency_ = std::move(residency); }
   // One update of every target from its gradient, at learning rate `lr`.
   virtual absl::Status step(double lr) = 0;
   virtual int64_t steps_taken() const = 0;
@@ -65,6 +83,14 @@ class Optimizer {
   virtual absl::StatusOr<CheckpointStates> checkpoint_state() = 0;
   // After a resume read `states` (from checkpoint_state()) back: takes over staged arrays and the step count.
   virtual absl::Status restore(const CheckpointStates& states, int64_t steps_taken) = 0;
+
+ protected:
+  absl::Status before_target(size_t i) { return residency_ ? residency_->before(i) : absl::OkStatus(); }
+  absl::Status after_target(size_t i) { return residency_ ? residency_->after(i) : absl::OkStatus(); }
+  absl::Status finish_targets() { return residency_ ? residency_->finish() : absl::OkStatus(); }
+
+ private:
+  std::unique_ptr<ValueResidency> residency_;
 };
 
 // Whether optimizer `name` updates a weight matrix from its whole gradient (a projection or a factored moment), so

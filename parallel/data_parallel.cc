@@ -57,6 +57,8 @@ absl::StatusOr<std::unique_ptr<DataParallel>> DataParallel::create(Communicator&
   if (options.grad_accum < 1) return absl::InvalidArgumentError("grad_accum must be >= 1");
   if (options.quantized_weights && options.stage != 3)
     return absl::InvalidArgumentError("quantized weight gathers need zero.stage 3");
+  if (options.param_tier != nullptr && (options.stage != 3 || options.hpz != nullptr))
+    return absl::InvalidArgumentError("a parameter tier needs zero.stage 3 without hpZ");
   if (options.hpz != nullptr) {
     const int h = options.hpz->size();
     if (options.stage != 3 || h < 2 || dp.size() % h != 0)
@@ -93,7 +95,7 @@ absl::Status DataParallel::allocate() {
     for (int u = 0; u < layout_.num_units(); ++u)
       point(u, value_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}), /*grads=*/false);
   } else {
-    MEMTRAIN_ASSIGN_OR_RETURN(value_shard_, Tensor::zeros({shard}, DType::kF32, MemCategory::kParameters));
+    MEMTRAIN_ASSIGN_OR_RETURN(values_, ValueShard::create(layout_, options_.param_tier));
     if (options_.hpz != nullptr) {
       MEMTRAIN_ASSIGN_OR_RETURN(secondary_, Tensor::zeros({full / options_.hpz->size()}, DType::kF32,
                                                           MemCategory::kParameters));
@@ -112,7 +114,8 @@ absl::Status DataParallel::allocate() {
 
   const std::vector<ShardSegment> mine = stage == 0 ? layout_.whole_entries() : layout_.segments_of_rank(rank_);
   for (const ShardSegment& s : mine) {
-    float* value = stage == 3 ? value_shard_.f32() + s.shard_pos : value_full_.f32() + s.full_pos;
+    float* value = stage == 3 ? values_->unit_values(s.unit) + (s.shard_pos - layout_.unit_shard_pos(s.unit))
+                              : value_full_.f32() + s.full_pos;
     float* grad = stage <= 1 ? reduced_full().f32() + s.full_pos : grad_shard_.f32() + s.shard_pos;
     owned_.push_back(LocalSegment{s, value, grad});
   }
@@ -161,6 +164,7 @@ absl::Status DataParallel::begin_micro_batch(int64_t micro) {
   micro_ = micro;
   launches_ = 0;
   release_idle();
+  if (micro == 0) MEMTRAIN_RETURN_IF_ERROR(send_values_out());
   if (micro == 0) {
     if (grad_full_.defined()) grad_full_.fill_zero();
     std::fill(in_shard_.begin(), in_shard_.end(), false);
@@ -176,8 +180,11 @@ absl::Status DataParallel::acquire(int unit, UnitUse use) {
     ++st.refs;
     // Prefetch the unit used next: forward walks up, backward (the only use with gradients and values besides
     // the head) walks down; unit 0's backward reads no values, so it is never prefetched going down.
-    const int next = use == UnitUse::kValues ? unit + 1 : unit - 1;
-    if (use != UnitUse::kRecompute && next >= 1 && next < layout_.num_units() && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
+    const int step = use == UnitUse::kValues ? 1 : -1, next = unit + step, after = next + step;
+    const auto ahead = [&](int u) { return use != UnitUse::kRecompute && u >= 1 && u < layout_.num_units(); };
+    if (ahead(next) && !state_[next].present) MEMTRAIN_RETURN_IF_ERROR(start_gather(next));
+    // An offloaded slice is read one unit before its gather, so the read overlaps this unit's compute.
+    if (values_out_ && ahead(after) && !state_[after].present) MEMTRAIN_RETURN_IF_ERROR(values_->start_in(after));
   }
   if (options_.stage >= 2 && uses_grads(use) &&
       std::find(launched_units_.begin(), launched_units_.end(), unit) != launched_units_.end()) {
@@ -438,13 +445,36 @@ void DataParallel::release_idle() {
     if (st.gathering) {
       st.gather.wait().IgnoreError();  // a failed gather is reported by the next collective on dp
       st.gathering = false;
+      gathered(u).IgnoreError();       // a failed write is reported when the unit goes out again
     }
     drop_unit(u);
   }
 }
 
+absl::Status DataParallel::bring_values_in(int unit) {
+  if (offloaded_values() == nullptr) return absl::OkStatus();
+  if (unit < 0) {
+    values_out_ = false;
+    return values_->all_in(/*will_write=*/true);
+  }
+  MEMTRAIN_RETURN_IF_ERROR(values_->finish_in(unit));
+  values_->mark_written(unit);
+  return absl::OkStatus();
+}
+
+absl::Status DataParallel::send_values_out() {
+  if (offloaded_values() == nullptr) return absl::OkStatus();
+  values_out_ = true;
+  return values_->all_out();
+}
+
+absl::Status DataParallel::gathered(int unit) {
+  return values_out_ ? values_->start_out(unit) : absl::OkStatus();
+}
+
 absl::Status DataParallel::start_gather(int unit) {
   UnitState& st = state_[unit];
+  if (!st.secondary_valid && values_ != nullptr) MEMTRAIN_RETURN_IF_ERROR(values_->finish_in(unit));
   MEMTRAIN_ASSIGN_OR_RETURN(st.gathered,
                             Tensor::empty({layout_.unit_padded(unit)}, DType::kF32, MemCategory::kParameters));
   st.present = true;
@@ -459,12 +489,12 @@ absl::Status DataParallel::start_gather(int unit) {
     MEMTRAIN_ASSIGN_OR_RETURN(st.packed_recv,
                               Tensor::empty({bytes * ranks_}, DType::kU8, MemCategory::kCommunication));
     auto* send = st.packed_send.data<uint8_t>();
-    cpu::quantize_int8_blocks(value_shard_.f32() + layout_.unit_shard_pos(unit), S, kShardAlign,
+    cpu::quantize_int8_blocks(values_->unit_values(unit), S, kShardAlign,
                               reinterpret_cast<int8_t*>(send), reinterpret_cast<float*>(send + S),
                               ThreadPool::global());
     st.gather = dp_.all_gather_async(send, st.packed_recv.raw(), bytes, DType::kU8);
   } else {
-    st.gather = dp_.all_gather_async(value_shard_.f32() + layout_.unit_shard_pos(unit), st.gathered.f32(),
+    st.gather = dp_.all_gather_async(values_->unit_values(unit), st.gathered.f32(),
                                      layout_.unit_slice(unit), DType::kF32);
   }
   return absl::OkStatus();
@@ -474,6 +504,7 @@ absl::Status DataParallel::finish_gather(int unit) {
   UnitState& st = state_[unit];
   st.gathering = false;
   MEMTRAIN_RETURN_IF_ERROR(st.gather.wait());
+  MEMTRAIN_RETURN_IF_ERROR(gathered(unit));
   if (st.packed_recv.defined()) {
     // Every slice, this rank's too, as the others see it: all ranks compute with the same values.
     const int64_t S = layout_.unit_slice(unit), bytes = qwz_packed_bytes(S);

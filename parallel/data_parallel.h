@@ -13,6 +13,9 @@
 //            with the next unit prefetched. With hpZ (a group communicator) forward also keeps a secondary copy
 //            sharded over the group, and backward gathers from the group instead of all dp ranks. With qwZ the
 //            gathers from all dp ranks move int8 values with a scale per kShardAlign block, dequantized on arrival.
+//            With a parameter tier the shard goes out at the start of each step and its units come back one at a
+//            time: for their all-gathers (read two units ahead of use) and, through the optimizer's residency
+//            hooks, for their update.
 // Reductions are summed in rank order (an all-to-all of slices, then a local ordered sum), never in MPI's order,
 // and micro-batch gradients are summed one after the other, so a run on dp ranks with one micro-batch each adds
 // exactly the numbers a single process with dp micro-batches adds: the two loss curves are bitwise equal.
@@ -29,6 +32,7 @@
 #include "parallel/communicator.h"
 #include "parallel/shard_layout.h"
 #include "parallel/unit_hooks.h"
+#include "parallel/value_shard.h"
 
 namespace memtrain::parallel {
 
@@ -38,6 +42,7 @@ struct DataParallelOptions {
   int64_t grad_accum = 1;        // micro-batches per step
   Communicator* hpz = nullptr;   // stage 3: the dp ranks of this rank's hpZ group (consecutive dp ranks); or none
   bool quantized_weights = false;  // stage 3: gathers from all dp ranks carry int8 + per-block scales (qwZ)
+  SwapTier* param_tier = nullptr;  // stage 3 without hpZ: the value shard lives there between uses (ValueShard)
 };
 
 // One parameter as the engine sees it: the engine points *value and *grad into its buffers.
@@ -93,6 +98,12 @@ class DataParallel final : public UnitHooks {
   absl::Status materialize_values();
   // Frees stage-3 units gathered ahead (prefetched) but never used, e.g. after an evaluation.
   void release_idle();
+  // Stage 3 with a parameter tier: the shard (null otherwise), and every unit of it (or one) back in memory so that
+  // stored_values() may be read and written (a checkpoint, tied values); they go out again at the next step,
+  // written out as changed. No-ops without a tier.
+  ValueShard* offloaded_values() const { return values_ && values_->offloaded() ? values_.get() : nullptr; }
+  absl::Status bring_values_in(int unit = -1);
+  absl::Status send_values_out();  // the opposite, also done by begin_micro_batch(0)
 
   // UnitHooks
   absl::Status acquire(int unit, UnitUse use) override;
@@ -130,6 +141,8 @@ class DataParallel final : public UnitHooks {
 
   absl::Status start_gather(int unit);  // from the hpZ group when its copy is valid, else from all dp ranks
   absl::Status finish_gather(int unit);
+  // After unit's gather completed: an offloaded shard's slice goes out again.
+  absl::Status gathered(int unit);
   void drop_unit(int unit);
   absl::Status start_bucket(int bucket);                 // stage 0
   absl::Status start_unit_reduce_scatter(int unit);      // stages 1-3
@@ -159,7 +172,8 @@ class DataParallel final : public UnitHooks {
   int64_t micro_ = 0;
 
   Tensor value_full_;    // stages 0-2
-  Tensor value_shard_;   // stage 3
+  std::unique_ptr<ValueShard> values_;  // stage 3
+  bool values_out_ = false;  // offloaded: the shard went out at this step's start (gathered units go out again)
   Tensor secondary_;     // stage 3 with hpZ: this rank's 1/h of every unit
   Tensor grad_full_;     // stages 0-1: the gradient backward writes
   Tensor grad_accum_;    // stages 0-1 with several micro-batches: their sum

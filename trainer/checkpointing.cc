@@ -68,6 +68,7 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
   std::map<std::string, int> entry_of;
   const auto& params = s.bundle.params.all();
   for (size_t e = 0; e < params.size(); ++e) entry_of[params[e]->name] = static_cast<int>(e);
+  MEMTRAIN_RETURN_IF_ERROR(s.engine.bring_values_in());  // an offloaded shard: the values are read or written here
   std::map<int, const parallel::LocalSegment*> stored;
   for (const parallel::LocalSegment& seg : s.engine.stored_values()) stored[seg.seg.entry] = &seg;
   std::map<std::pair<std::string, std::string>, const optim::CheckpointArray*> arrays;  // (parameter, array)

@@ -32,7 +32,7 @@ struct CheckpointScope {
   parallel::Communicator& world;
   MeshRun& run;
   const ModelBundle& bundle;
-  const parallel::DataParallel& engine;
+  parallel::DataParallel& engine;  // non-const: an offloaded shard is brought in to be saved or restored
   optim::Optimizer& opt;
   bool quiet = false;  // no "resumed from" line
 };

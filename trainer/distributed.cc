@@ -1,5 +1,7 @@
 #include "trainer/distributed.h"
 
+#include "optim/shard_residency.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -9,6 +11,7 @@
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
+#include "optim/shard_residency.h"
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
@@ -105,6 +108,8 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   opts.grad_accum = run.pp().size() > 1 ? 1 : cfg.train.grad_accum;
   opts.hpz = run.hpz.get();
   opts.quantized_weights = cfg.zero.quantized_weights;
+  if (cfg.offload.parameters_offloaded())
+    opts.param_tier = cfg.offload.parameters == "ssd" ? bundle.ssd_swap.get() : bundle.host_swap.get();
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
                             parallel::DataParallel::create(run.data_parallel(), std::move(units), opts));
   // Full fine-tuning from model.from_hf starts from its weights; adapters and new models from the seed.
@@ -153,9 +158,11 @@ absl::StatusOr<optim::MatrixGroup> matrix_group_shapes(const Config& cfg, const 
   return group;
 }
 
-absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
-                                                                          const ModelBundle& bundle,
-                                                                          const parallel::DataParallel& engine) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> optimizer_of_rank(const Config& cfg, MeshRun& run,
+                                                                   const ModelBundle& bundle,
+                                                                   const parallel::DataParallel& engine) {
   const uint64_t seed = static_cast<uint64_t>(cfg.train.seed);
   if (uses_matrix_owners(cfg, run.mesh.shape())) {
     std::vector<model::ParamSet> parts;
@@ -179,6 +186,19 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const
     return std::unique_ptr<optim::Optimizer>(std::move(opt));
   }
   return optim::create_optimizer(std::move(targets), cfg.optim, seed);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
+                                                                          const ModelBundle& bundle,
+                                                                          const parallel::DataParallel& engine) {
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, optimizer_of_rank(cfg, run, bundle, engine));
+  if (engine.offloaded_values() != nullptr) {  // the shard's units come in for their update (offload.parameters)
+    MEMTRAIN_CHECK_MSG(opt->takes_value_residency(), "config validation lets only adamw and adamw8bit through");
+    opt->set_value_residency(std::make_unique<optim::ShardResidency>(engine));
+  }
+  return opt;
 }
 
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine) {

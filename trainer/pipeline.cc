@@ -312,6 +312,7 @@ absl::Status PipelineRunner::sync_tied_values() {
   // Into the pieces of the copy this rank stores (the whole tensor below ZeRO-3).
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor v, Tensor::empty(tied_->local_shape, DType::kF32, MemCategory::kCommunication));
   MEMTRAIN_RETURN_IF_ERROR(pp_.recv(v.f32(), v.numel(), DType::kF32, 0, tag(0, 0, S, kTiedValues)));
+  MEMTRAIN_RETURN_IF_ERROR(engine_.bring_values_in(tied_->unit));  // an offloaded shard's unit
   for (const parallel::LocalSegment& s : engine_.stored_values()) {
     if (s.seg.entry == tied_entry_) std::copy_n(v.f32() + s.seg.offset, s.seg.n, s.value);
   }

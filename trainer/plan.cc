@@ -20,6 +20,26 @@
 
 namespace memtrain::trainer {
 
+namespace {
+
+// offload.parameters: no shard at rest. In forward (backward), at unit u's turn: units u and u + 1 (u - 1)
+// gathered, the next one's slice (its gather reads it) and the one after it (read ahead); in the optimizer step
+// three slices in a row (one going out, one updated, one coming in).
+int64_t offloaded_parameter_bytes(const parallel::ShardLayout& layout) {
+  const int U = layout.num_units();
+  auto pages = [&](int u) { return u >= 1 && u < U ? parallel::ValueShard::unit_bytes(layout, u) : 0; };
+  auto gathered = [&](int u) { return u >= 0 && u < U ? 4 * layout.unit_padded(u) : 0; };
+  int64_t peak = 0;
+  for (int u = 0; u < U; ++u) {
+    peak = std::max(peak, gathered(u) + gathered(u + 1) + pages(u + 1) + pages(u + 2));
+    peak = std::max(peak, gathered(u) + gathered(u - 1) + pages(u - 1) + pages(u - 2));
+    peak = std::max(peak, parallel::ValueShard::unit_bytes(layout, u) + pages(u - 1) + pages(u + 1));
+  }
+  return peak;
+}
+
+}  // namespace
+
 absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp_rank) {
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::MeshShape mesh, parallel::resolve_mesh_shape(cfg.parallel, world_size));
   MEMTRAIN_RETURN_IF_ERROR(check_mesh_fits_model(cfg, mesh));
@@ -88,6 +108,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   const bool last_stage = pipeline && pp_rank + 1 == mesh.pp;
   if (stage <= 2) {
     at(MemCategory::kParameters) = 4 * layout.full_size();
+  } else if (cfg.offload.parameters_offloaded()) {
+    at(MemCategory::kParameters) = offloaded_parameter_bytes(layout);
   } else {
     // The shard, the hpZ copy, and at most two gathered units (the one in use and the next, prefetched); in a
     // pipeline also a unit prefetched for a use that comes after another chunk's or micro-batch's.
@@ -189,8 +211,11 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   at(MemCategory::kActivations) = activations + batch_tensors;
   // Swap: swap_ssd's two staging buffers; swap_host's copies (see host_swap above).
   at(MemCategory::kSwap) = host_swap;
-  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.optimizer_on_ssd())
+  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.uses_ssd())
     at(MemCategory::kSwap) += offload::SsdSwap::kStagingBytes;
+  if (stage == 3 && cfg.offload.parameters == "host") {  // the host tier's copy of every unit's slice
+    for (int u = 0; u < U; ++u) at(MemCategory::kSwap) += parallel::ValueShard::unit_bytes(layout, u);
+  }
   at(MemCategory::kWorkspace) = most(&model::Model::predicted_workspace_bytes);
   for (int64_t b : plan.bytes) plan.total += b;
   plan.budget = cfg.memory.budget_bytes();

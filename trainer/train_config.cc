@@ -64,6 +64,11 @@ absl::Status OffloadConfig::validate() const {
     return config_error("offload.optimizer", absl::StrCat("must be \"none\" or \"ssd\", got '", optimizer, "'"));
   if (optimizer_on_ssd() && ssd_path.empty())
     return config_error("offload.ssd_path", "must name a directory: offload.optimizer = \"ssd\"");
+  if (parameters != "none" && parameters != "host" && parameters != "ssd")
+    return config_error("offload.parameters",
+                        absl::StrCat("must be \"none\", \"host\" or \"ssd\", got '", parameters, "'"));
+  if (parameters == "ssd" && ssd_path.empty())
+    return config_error("offload.ssd_path", "must name a directory: offload.parameters = \"ssd\"");
   return absl::OkStatus();
 }
 

@@ -108,6 +108,7 @@ struct MemoryConfig {
 struct OffloadConfig {
   std::string ssd_path;
   std::string optimizer = "none";
+  std::string parameters = "none";
 
   template <class V> void visit(V& v) {
     v("ssd_path", ssd_path, "directory for the swap file of memory.activations = swap_ssd and offload.optimizer = "
@@ -116,9 +117,15 @@ struct OffloadConfig {
     v("optimizer", optimizer, "none | ssd: AdamW's moments on disk under offload.ssd_path, streamed through memory "
                               "a group of 1M elements at a time, overlapped with the update (ZeRO-Infinity); the "
                               "same updates bit for bit");
+    v("parameters", parameters, "none | host | ssd: ZeRO-3's parameter shard kept in host buffers (category swap) or "
+                                "on disk under offload.ssd_path between uses; each layer's slice is read back ahead "
+                                "of its all-gather and its update, so a few layers' slices are in memory at a time "
+                                "(zero.stage = 3, optim.name adamw or adamw8bit)");
   }
   absl::Status validate() const;
   bool optimizer_on_ssd() const { return optimizer == "ssd"; }
+  bool parameters_offloaded() const { return parameters != "none"; }
+  bool uses_ssd() const { return optimizer_on_ssd() || parameters == "ssd"; }
 };
 
 // "123", "2GiB", "1.5 GB", "512kib" -> bytes. Decimal suffixes (KB, MB, GB, TB) are powers of 1000, binary ones

@@ -239,6 +239,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   int64_t window_steps = 0;
   for (int64_t step = first_step; step < max_steps; ++step) {
     const auto t0 = Clock::now();
+    // An offloaded shard brought in (initial values, a resume, a checkpoint) goes out before the step's peaks.
+    MEMTRAIN_RETURN_IF_ERROR(engine->send_values_out());
     MemoryTracker::host().reset_peaks();
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
     // The loss is the mean over the step's positions (token windows) or trained targets (instructions).

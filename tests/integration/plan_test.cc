@@ -109,6 +109,30 @@ TEST(PlanOptimizerOffload, PredictionMatchesTheMeasuredPeaks) {
   }
 }
 
+// ZeRO-3's shard in a tier (offload.parameters): a few units' slices in memory at a time, the host tier's copies in
+// `swap`, the SSD tier's staging buffers.
+class PlanParameterOffload : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(PlanParameterOffload, PredictionMatchesTheMeasuredPeaks) {
+  const auto& [config, sets] = GetParam();
+  expect_plan_matches_training(config, " --set model.n_layer=3 --set zero.stage=3 --set offload.ssd_path=" +
+                                           ::testing::TempDir() + sets);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Tiers, PlanParameterOffload,
+    ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
+                       ::testing::Values(" --set offload.parameters=host",
+                                         " --set offload.parameters=ssd --set optim.name=adamw8bit",
+                                         " --set offload.parameters=ssd --set offload.optimizer=ssd")),
+    [](const auto& info) {
+      const std::string& sets = std::get<1>(info.param);
+      return std::string(std::get<0>(info.param) == "configs/default.toml" ? "gpt2" : "llama") +
+             (sets.find("host") != std::string::npos       ? "_host"
+              : sets.find("adamw8bit") != std::string::npos ? "_ssd_adamw8bit"
+                                                            : "_ssd_optimizer_ssd");
+    });
+
 TEST(PlanCli, SaysWhetherItFitsTheBudget) {
   const std::string dir = ::testing::TempDir() + "memtrain_plan_budget_" + std::to_string(getpid());
   std::filesystem::create_directories(dir);

@@ -3,8 +3,10 @@
 // the same weights, under data parallelism with ZeRO-3 (parameters gathered again for the recompute), tensor
 // parallelism with sequence parallelism, context parallelism (the ring runs again), pipelines (1F1B and zero
 // bubble, whose weight gradients are deferred; several micro-batches share the tier) and LoRA with dropout (the
-// masks are drawn again). AdamW's moments streamed from the SSD file (offload.optimizer = "ssd") likewise give
-// keep's run bit for bit.
+// masks are drawn again). AdamW's moments streamed from the SSD file (offload.optimizer = "ssd") and ZeRO-3's
+// parameter shard kept in a tier (offload.parameters: read back for each gather and each update, brought in for
+// checkpoints and a pipeline's tied values, with qwZ gathers and accumulated micro-batches) likewise give keep's
+// run bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -95,6 +97,10 @@ const std::vector<std::string> kHost = {"memory.activations=swap_host"};
 const std::vector<std::string> kAllKinds = {"memory.activations=swap_ssd,recompute,swap_host,swap_ssd"};
 const std::vector<std::string> kOptimizerOnSsd = {"offload.optimizer=ssd"};
 const std::vector<std::string> kSelective = {"memory.activations=recompute_attention"};
+const std::vector<std::string> kParametersOnSsd = {"offload.parameters=ssd"};
+const std::vector<std::string> kParametersOnHost = {"offload.parameters=host"};
+const std::vector<std::string> kEverythingOnSsd = {"offload.parameters=ssd", "offload.optimizer=ssd",
+                                                   "memory.activations=swap_ssd"};
 
 INSTANTIATE_TEST_SUITE_P(
     Meshes, MpiActivationPolicies,
@@ -123,7 +129,20 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"gpt2_tp2_sp_selective", "gpt2", 2, {"parallel.tp=2",
                                                                       "parallel.sequence_parallel=true"}, kSelective},
                       PolicyCase{"llama_tp2_zero1_optimizer_ssd", "llama", 2, {"parallel.tp=2", "zero.stage=1"},
-                                 kOptimizerOnSsd}),
+                                 kOptimizerOnSsd},
+                      PolicyCase{"gpt2_dp_zero3_parameters_ssd", "gpt2", 1, {"zero.stage=3",
+                                                                             "train.checkpoint_interval=3"},
+                                 kParametersOnSsd},
+                      PolicyCase{"llama_dp_zero3_qwz_parameters_host", "llama", 1, {"zero.stage=3",
+                                                                                    "zero.quantized_weights=true",
+                                                                                    "optim.name=adamw8bit",
+                                                                                    "train.grad_accum=2"},
+                                 kParametersOnHost},
+                      PolicyCase{"gpt2_pp2_zero3_parameters_host", "gpt2", 2, {"parallel.pp=2", "zero.stage=3",
+                                                                               "train.grad_accum=4"},
+                                 kParametersOnHost},
+                      PolicyCase{"llama_tp2_zero3_everything_ssd", "llama", 2, {"parallel.tp=2", "zero.stage=3"},
+                                 kEverythingOnSsd}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

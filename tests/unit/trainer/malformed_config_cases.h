@@ -124,6 +124,11 @@ inline const std::vector<Malformed>& cases() {
       {"offload_optimizer_unknown", "[offload]\noptimizer = \"disk\"", {}, "offload.optimizer: must be \"none\" or \"ssd\", got 'disk'"},
       {"offload_optimizer_without_path", "", {"offload.optimizer=ssd"}, "offload.ssd_path: must name a directory: offload.optimizer = \"ssd\""},
       {"offload_optimizer_not_adamw", "", {"offload.optimizer=ssd", "offload.ssd_path=/tmp", "optim.name=adafactor"}, "offload.optimizer: \"ssd\" streams AdamW's moments; optim.name is 'adafactor'"},
+      {"offload_parameters_unknown", "", {"offload.parameters=nvme"}, "offload.parameters: must be \"none\", \"host\" or \"ssd\", got 'nvme'"},
+      {"offload_parameters_without_path", "", {"offload.parameters=ssd", "zero.stage=3"}, "offload.ssd_path: must name a directory: offload.parameters = \"ssd\""},
+      {"offload_parameters_below_zero3", "", {"offload.parameters=host", "zero.stage=2"}, "offload.parameters: offloads ZeRO-3's parameter shard; zero.stage is 2"},
+      {"offload_parameters_galore", "", {"offload.parameters=host", "zero.stage=3", "optim.name=galore_adamw"}, "offload.parameters: needs an optimizer that updates one piece at a time (adamw, adamw8bit); optim.name is 'galore_adamw'"},
+      {"offload_parameters_hpz", "", {"offload.parameters=host", "zero.stage=3", "zero.hpz_partition_size=2"}, "offload.parameters: keeps no hpZ copy in memory; set zero.hpz_partition_size = 1"},
   };
   return rows;
 }
