@@ -72,6 +72,7 @@ Config with_policies(const Config& cfg, const PolicyPlan& plan) {
   out.train.batch_size = plan.batch_size;
   out.train.grad_accum = plan.grad_accum;
   if (plan.optimizer_on_ssd) out.offload.optimizer = "ssd";
+  if (plan.parameters_on_ssd) out.offload.parameters = "ssd";
   return out;
 }
 
@@ -80,9 +81,10 @@ std::string describe(const PolicyPlan& plan) {
   const absl::StatusOr<model::ActivationPolicy> policy =
       model::ActivationPolicy::parse(plan.activations, 1, static_cast<int64_t>(plan.activations.size()));
   MEMTRAIN_CHECK_OK(policy.status());
-  return absl::StrFormat("%s; micro-batch %d x %d accumulated;%s predicted slowdown %.2fx",
+  return absl::StrFormat("%s; micro-batch %d x %d accumulated;%s%s predicted slowdown %.2fx",
                          policy->describe(), plan.batch_size, plan.grad_accum,
-                         plan.optimizer_on_ssd ? " AdamW's moments on the SSD;" : "", plan.slowdown);
+                         plan.optimizer_on_ssd ? " AdamW's moments on the SSD;" : "",
+                         plan.parameters_on_ssd ? " the parameter shard on the SSD;" : "", plan.slowdown);
 }
 
 absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, const Bandwidths& bw) {
@@ -109,6 +111,22 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
     optimizer_io = state / bw.ssd_read + state / bw.ssd_write;
   }
 
+  // ZeRO-3's shard on disk: read and written once by the update, and read for each micro-batch's forward and
+  // backward gathers one unit ahead, so those reads cost only what they take beyond the compute they overlap.
+  const bool offload_parameters = ssd && cfg.zero.stage == 3 && !cfg.offload.parameters_offloaded() &&
+                                  (cfg.optim.name == "adamw" || cfg.optim.name == "adamw8bit") &&
+                                  cfg.zero.hpz_partition_size == 1;
+  double shard_bytes = 0;
+  if (offload_parameters) {
+    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan keep_plan, plan_memory_of_largest_stage(keep_cfg, world_size));
+    // The keep plan's parameters: the shard and two gathered units (a little more than the shard).
+    shard_bytes = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kParameters)]);
+  }
+  auto parameter_io = [&](int64_t accum) {
+    return shard_bytes / bw.ssd_read + shard_bytes / bw.ssd_write +
+           std::max(0.0, 2.0 * static_cast<double>(accum) * shard_bytes / bw.ssd_read - step_seconds);
+  };
+
   PolicyPlan best, smallest;
   bool found = false;
   smallest.memory.total = -1;
@@ -120,17 +138,19 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
     const double swap_extra = ssd ? std::max(0.0, block_bytes / bw.ssd_write - f) +
                                         std::max(0.0, block_bytes / bw.ssd_read - 2 * f)
                                   : 0;
-    for (bool optimizer_on_ssd : {false, true}) {
-      if (optimizer_on_ssd && !offload_optimizer) continue;
+    for (const auto [optimizer_on_ssd, parameters_on_ssd] : {std::pair{false, false}, std::pair{true, false},
+                                                              std::pair{false, true}, std::pair{true, true}}) {
+      if ((optimizer_on_ssd && !offload_optimizer) || (parameters_on_ssd && !offload_parameters)) continue;
+      const double offload_io = (optimizer_on_ssd ? optimizer_io : 0) + (parameters_on_ssd ? parameter_io(accum) : 0);
       auto candidate = [&](int64_t s, int64_t r) -> absl::StatusOr<PolicyPlan> {
         PolicyPlan p;
         p.batch_size = b;
         p.grad_accum = accum;
         p.optimizer_on_ssd = optimizer_on_ssd || cfg.offload.optimizer_on_ssd();
+        p.parameters_on_ssd = parameters_on_ssd;
         for (int64_t l = 0; l < L; ++l) p.activations.push_back(l < s ? "swap_ssd" : l < s + r ? "recompute" : "keep");
         MEMTRAIN_ASSIGN_OR_RETURN(p.memory, plan_memory_of_largest_stage(with_policies(cfg, p), world_size));
-        p.slowdown = 1 + (accum * (r * f + s * swap_extra) + (optimizer_on_ssd ? optimizer_io : 0)) / step_seconds +
-                     0.05 * halvings;
+        p.slowdown = 1 + (accum * (r * f + s * swap_extra) + offload_io) / step_seconds + 0.05 * halvings;
         return p;
       };
       for (int64_t s = 0; s <= (ssd ? L : 0); ++s) {
