@@ -462,8 +462,9 @@ absl::Status DataParallel::bring_values_in(int unit) {
   return absl::OkStatus();
 }
 
-absl::Status DataParallel::send_values_out() {
+absl::Status DataParallel::send_values_out(int unit) {
   if (offloaded_values() == nullptr) return absl::OkStatus();
+  if (unit >= 0) return values_->finish_out(unit);
   values_out_ = true;
   return values_->all_out();
 }

@@ -103,7 +103,7 @@ class DataParallel final : public UnitHooks {
   // written out as changed. No-ops without a tier.
   ValueShard* offloaded_values() const { return values_ && values_->offloaded() ? values_.get() : nullptr; }
   absl::Status bring_values_in(int unit = -1);
-  absl::Status send_values_out();  // the opposite, also done by begin_micro_batch(0)
+  absl::Status send_values_out(int unit = -1);  // the opposite; begin_micro_batch(0) sends all
 
   // UnitHooks
   absl::Status acquire(int unit, UnitUse use) override;
@@ -173,7 +173,7 @@ class DataParallel final : public UnitHooks {
 
   Tensor value_full_;    // stages 0-2
   std::unique_ptr<ValueShard> values_;  // stage 3
-  bool values_out_ = false;  // offloaded: the shard went out at this step's start (gathered units go out again)
+  bool values_out_ = true;  // offloaded: the shard is out (gathered units go out again), as it starts
   Tensor secondary_;     // stage 3 with hpZ: this rank's 1/h of every unit
   Tensor grad_full_;     // stages 0-1: the gradient backward writes
   Tensor grad_accum_;    // stages 0-1 with several micro-batches: their sum

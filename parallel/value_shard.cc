@@ -16,13 +16,14 @@ absl::StatusOr<std::unique_ptr<ValueShard>> ValueShard::create(const ShardLayout
   }
   int64_t at = 0;
   for (int u = 0; u < layout.num_units(); ++u) {
-    shard->units_[u].pos = at;
-    shard->units_[u].bytes = unit_bytes(layout, u);
-    at += shard->units_[u].bytes;
+    Unit& unit = shard->units_[u];
+    unit.pos = at;
+    unit.bytes = unit_bytes(layout, u);
+    unit.where = Where::kOut;
+    at += unit.bytes;
   }
   MEMTRAIN_ASSIGN_OR_RETURN(shard->pages_, PagedBuffer::create(at, MemCategory::kParameters, "the parameter shard"));
   shard->base_ = reinterpret_cast<float*>(shard->pages_->data());
-  MEMTRAIN_RETURN_IF_ERROR(shard->pages_->commit(0, at));  // fresh pages read as zeros
   return shard;
 }
 
@@ -42,6 +43,10 @@ absl::Status ValueShard::start_in(int unit) {
     u.where = Where::kIn;
   } else if (u.where == Where::kOut) {
     MEMTRAIN_RETURN_IF_ERROR(pages_->commit(u.pos, u.bytes));
+    if (u.ticket == 0) {  // never written out: the fresh pages' zeros are its values
+      u.where = Where::kIn;
+      return absl::OkStatus();
+    }
     absl::Status read = tier_->read(u.ticket, view(u));
     if (!read.ok()) {
       pages_->decommit(u.pos, u.bytes);

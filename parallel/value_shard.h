@@ -21,7 +21,8 @@ namespace memtrain::parallel {
 
 class ValueShard {
  public:
-  // All units in memory, zeroed. `tier` may be null (never offloaded); it must outlive the shard.
+  // Zeros. Without a tier all in memory; with one (which must outlive the shard) all out, so that a unit comes in
+  // as zeros until it is first written out: a budget that holds a few units also holds the initialization.
   static absl::StatusOr<std::unique_ptr<ValueShard>> create(const ShardLayout& layout, SwapTier* tier);
   ~ValueShard();
 
@@ -49,8 +50,8 @@ class ValueShard {
     int64_t pos = 0;    // byte offset in the buffer
     int64_t bytes = 0;  // its pages (0: a unit without values, always in)
     Where where = Where::kIn;
-    bool written = true;  // memory holds values the tier does not
-    uint64_t ticket = 0;
+    bool written = false;  // memory holds values the tier does not
+    uint64_t ticket = 0;   // 0: never written out (zeros)
   };
   ValueShard(SwapTier* tier) : tier_(tier) {}
   Tensor view(const Unit& u) { return pages_->view(u.pos, {u.bytes / 4}, DType::kF32); }

@@ -117,13 +117,19 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   if (!cfg.lora.enabled()) {
     MEMTRAIN_ASSIGN_OR_RETURN(hf, read_starting_weights(cfg));
   }
-  for (const parallel::LocalSegment& s : engine->stored_values()) {
+  // Unit by unit, so that an offloaded shard (offload.parameters) has one unit in memory at a time.
+  const std::vector<parallel::LocalSegment>& stored = engine->stored_values();
+  for (size_t i = 0; i < stored.size(); ++i) {
+    const parallel::LocalSegment& s = stored[i];
     const model::Param& p = *params[s.seg.entry];
+    MEMTRAIN_RETURN_IF_ERROR(engine->bring_values_in(s.seg.unit));
     if (hf) {
       model::ParamSet::copy_local(p, hf->params.at(p.name).f32(), s.seg.offset, s.seg.n, s.value);
     } else {
       model::ParamSet::initialize_local(p, static_cast<uint64_t>(cfg.train.seed), s.seg.offset, s.seg.n, s.value);
     }
+    if (i + 1 == stored.size() || stored[i + 1].seg.unit != s.seg.unit)
+      MEMTRAIN_RETURN_IF_ERROR(engine->send_values_out(s.seg.unit));
   }
   bundle.model->set_unit_hooks(engine.get());
   return engine;

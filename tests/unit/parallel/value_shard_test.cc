@@ -48,9 +48,15 @@ TEST(ValueShard, UnitsGoOutAndComeBackAtTheSameAddresses) {
   auto shard = ValueShard::create(layout, &tier);
   ASSERT_TRUE(shard.ok()) << shard.status();
   ValueShard& s = **shard;
+  EXPECT_EQ(mem.current(MemCategory::kParameters), before);  // out at the start
+  ASSERT_TRUE(s.finish_in(1).ok());
+  for (int64_t i = 0; i < layout.unit_slice(1); ++i) ASSERT_EQ(s.unit_values(1)[i], 0.0f);  // as zeros
+  ASSERT_TRUE(s.finish_out(1).ok());
+  EXPECT_EQ(tier.writes, 0);
+  ASSERT_TRUE(s.all_in(/*will_write=*/true).ok());
   int64_t all = 0;
   for (int u = 0; u < 4; ++u) all += ValueShard::unit_bytes(layout, u);
-  EXPECT_EQ(mem.current(MemCategory::kParameters) - before, all);  // in at the start, zeroed
+  EXPECT_EQ(mem.current(MemCategory::kParameters) - before, all);
   std::vector<float*> where;
   for (int u = 0; u < 4; ++u) {
     where.push_back(s.unit_values(u));
