@@ -15,6 +15,7 @@ packages=(
   libhdf5-openmpi-dev python3-h5py  # checkpoint/: parallel HDF5 checkpoints; tests/reference reads them with h5py
   libicu-dev                      # data/: Unicode character classes for BPE pre-tokenization
   liburing-dev                    # offload/: io_uring for the SSD swap file
+  libisal-dev                     # checkpoint/: Reed-Solomon erasure coding of in-memory snapshots
 )
 
 missing=()

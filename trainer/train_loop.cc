@@ -317,6 +317,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
   // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble
   // the global tensors, and rank 0 saves and samples a single-process model without the engine.
+  // Nothing to save or sample: the whole model is never assembled (under a tight memory.budget it may not fit).
+  if (!cfg.output.save_weights && (quiet || cfg.output.samples == 0)) return result;
   MEMTRAIN_RETURN_IF_ERROR(engine->materialize_values());
   for (model::Model* chunk : bundle->chunks()) chunk->set_unit_hooks(nullptr);
   if (run.mesh.coord().dp != 0 || run.mesh.coord().cp != 0) return result;
