@@ -22,6 +22,7 @@ class ShmSegment {
   // The names of existing objects that start with `prefix`, sorted.
   static std::vector<std::string> list(const std::string& prefix);
 
+  ShmSegment() = default;  // none: no name, no bytes
   ShmSegment(ShmSegment&& o) noexcept { *this = std::move(o); }
   ShmSegment& operator=(ShmSegment&& o) noexcept;
   ~ShmSegment();
@@ -31,7 +32,6 @@ class ShmSegment {
   int64_t bytes() const { return bytes_; }
 
  private:
-  ShmSegment() = default;
   static absl::StatusOr<ShmSegment> map(const std::string& name, int fd, int64_t bytes);
   std::string name_;
   char* data_ = nullptr;

@@ -30,6 +30,7 @@ struct Config {
   OutputConfig output;
   MemoryConfig memory;
   OffloadConfig offload;
+  SnapshotConfig snapshot;
   model::LoraSpec lora;
 
   // v(section_name, section) for every section, in the order files, dumps and docs list them.
@@ -43,6 +44,7 @@ struct Config {
     v("output", output);
     v("memory", memory);
     v("offload", offload);
+    v("snapshot", snapshot);
     v("lora", lora);
   }
   // Every section's own checks in visit order, then the rules that tie sections together (each names both keys).

@@ -1,6 +1,7 @@
 // Range checks of the [train], [output] and [memory] sections, and the byte-size parser behind memory.budget.
 #include "trainer/train_config.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -69,6 +70,19 @@ absl::Status OffloadConfig::validate() const {
                         absl::StrCat("must be \"none\", \"host\" or \"ssd\", got '", parameters, "'"));
   if (parameters == "ssd" && ssd_path.empty())
     return config_error("offload.ssd_path", "must name a directory: offload.parameters = \"ssd\"");
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotConfig::validate() const {
+  if (interval < 0) return config_error("snapshot.interval", absl::StrCat("must be >= 0, got ", interval));
+  if (k < 1) return config_error("snapshot.k", absl::StrCat("must be >= 1, got ", k));
+  if (m < 0 || k + m > 256) return config_error("snapshot.m", absl::StrCat("must be >= 0 with k + m <= 256, got ", m));
+  if (ranks_per_node < 0)
+    return config_error("snapshot.ranks_per_node", absl::StrCat("must be >= 0, got ", ranks_per_node));
+  for (char c : job) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
+      return config_error("snapshot.job", absl::StrCat("letters, digits, '_' and '-' only, got '", job, "'"));
+  }
   return absl::OkStatus();
 }
 

@@ -128,6 +128,33 @@ struct OffloadConfig {
   bool uses_ssd() const { return optimizer_on_ssd() || parameters == "ssd"; }
 };
 
+struct SnapshotConfig {
+  int64_t interval = 0;
+  int64_t k = 4;
+  int64_t m = 1;
+  int64_t ranks_per_node = 0;
+  std::string job;
+  bool keep_at_exit = false;
+
+  template <class V> void visit(V& v) {
+    v("interval", interval, "steps between in-memory snapshots (0: none): every rank's state copied into POSIX "
+                            "shared memory, two versions kept, protected by Reed-Solomon parity held by other ranks; "
+                            "a restart with train.resume = \"auto\" continues from the newest complete one when it is "
+                            "newer than the last checkpoint, rebuilding up to snapshot.m lost ranks per group");
+    v("k", k, "ranks per erasure-coding group (with m > 0 at most the number of ranks - 1: larger values are "
+              "lowered to it)");
+    v("m", m, "parity shards per group, held by ranks outside it (on other nodes where possible): any m lost ranks "
+              "are rebuilt");
+    v("ranks_per_node", ranks_per_node, "0: a rank's node is its host name; n > 0: ranks 0..n-1 count as node 0, "
+                                        "and so on (to try node-aware placement on one machine)");
+    v("job", job, "names this job's shared-memory objects (/dev/shm/memtrain.JOB.*); \"\": derived from output.dir, so "
+                  "a restart of the same run finds them");
+    v("keep_at_exit", keep_at_exit, "leave the snapshots in shared memory when training ends (a later run of the "
+                                    "same job resumes from them); false: the run removes them at its end");
+  }
+  absl::Status validate() const;
+};
+
 // "123", "2GiB", "1.5 GB", "512kib" -> bytes. Decimal suffixes (KB, MB, GB, TB) are powers of 1000, binary ones
 // (KiB, MiB, GiB, TiB) powers of 1024; suffixes ignore case; a trailing "B" alone means bytes. A fraction is allowed
 // only with a suffix and is rounded down to whole bytes. Errors (InvalidArgument, without a key) say why.

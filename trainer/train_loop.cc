@@ -23,6 +23,7 @@
 #include "trainer/peft_adapter.h"
 #include "trainer/pipeline.h"
 #include "trainer/session.h"
+#include "trainer/snapshots.h"
 
 namespace memtrain::trainer {
 namespace {
@@ -164,7 +165,12 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
   const CheckpointScope checkpoints{cfg, world, run, *bundle, *engine, *opt, quiet};
-  MEMTRAIN_ASSIGN_OR_RETURN(const int64_t first_step, resume_from_checkpoint(checkpoints));
+  MEMTRAIN_ASSIGN_OR_RETURN(int64_t first_step, resume_from_checkpoint(checkpoints));
+  // In-memory snapshots: a restart continues from the newest complete one when it is newer than the checkpoint.
+  MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotStore> snapshots, SnapshotStore::create(checkpoints));
+  if (snapshots && cfg.train.resume == "auto") {
+    MEMTRAIN_ASSIGN_OR_RETURN(first_step, snapshots->recover(first_step));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSaver> saver, CheckpointSaver::create(checkpoints));
   // A failed save stops the run, or (train.checkpoint_failure = "continue") is a warning.
   auto checkpoint_outcome = [&](const absl::Status& saved) {
@@ -311,8 +317,10 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     if (every > 0 && ((step + 1) % every == 0 || last)) {
       MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->save(step + 1)));
     }
+    if (snapshots && (step + 1) % cfg.snapshot.interval == 0) MEMTRAIN_RETURN_IF_ERROR(snapshots->take(step + 1));
   }
   MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->wait()));  // the last save, when in the background
+  if (snapshots) snapshots->finish();  // the run is complete: nothing to recover from
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
   // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble

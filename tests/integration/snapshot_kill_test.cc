@@ -1,0 +1,106 @@
+// `memtrain train` under mpirun with in-memory snapshots, a rank killed with SIGKILL mid-training: the restart
+// (train.resume = auto, no disk checkpoint) continues from the newest snapshot, whose shared-memory objects the
+// killed processes left behind, and ends with the uninterrupted run's losses bit for bit; also when the killed
+// rank's memory is gone too (its objects removed, as a node's reboot would), rebuilt from the parity other ranks
+// hold; and when two ranks of one group lose theirs (more than m = 1), it starts over, saying so. Suites are named
+// Mpi* (label `mpi`).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_split.h"
+#include "checkpoint/shm_segment.h"
+#include "checkpoint/snapshot_layout.h"
+#include "tests/integration/cli.h"
+
+namespace memtrain {
+namespace {
+
+class MpiSnapshotKill : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "memtrain_snapkill_" + std::to_string(getpid());
+    job_ = "killtest" + std::to_string(getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::filesystem::remove_all(dir_);
+    for (const std::string& n : checkpoint::ShmSegment::list("memtrain." + job_ + "."))
+      checkpoint::ShmSegment::unlink(n).IgnoreError();
+  }
+  // Four ranks, ZeRO-2, snapshots every 2 steps in groups of 2 with one parity shard, two simulated nodes.
+  std::string args(const std::string& out) const {
+    return " train configs/default.toml --set model.n_layer=2 --set model.n_embd=64 --set model.block_size=32"
+           " --set train.batch_size=4 --set train.max_steps=10 --set train.log_interval=1 --set train.eval_interval=0"
+           " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set zero.stage=2"
+           " --set parallel.timeout_s=10 --set train.resume=auto --set snapshot.interval=2 --set snapshot.k=2"
+           " --set snapshot.m=1 --set snapshot.ranks_per_node=2 --set snapshot.job=" + job_ +
+           " --set output.dir=" + dir_ + "/" + out;
+  }
+  testing::CliResult mpirun(const std::string& apps) const {
+    return testing::run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root "
+                              "--oversubscribe --mca btl self,vader " + apps, dir_);
+  }
+  std::vector<double> losses(const std::string& out) const {
+    std::vector<double> l;
+    for (absl::string_view line : absl::StrSplit(testing::slurp(dir_ + "/" + out + "/metrics.jsonl"), '\n',
+                                                 absl::SkipEmpty())) {
+      const auto m = nlohmann::json::parse(line.begin(), line.end());
+      if (m.contains("loss")) l.push_back(m["loss"].get<double>());
+    }
+    return l;
+  }
+  // Removes rank r's objects: its data and the parity it holds.
+  void forget(int r) const {
+    auto layout = checkpoint::SnapshotLayout::plan({0, 0, 1, 1}, 2, 1);
+    ASSERT_TRUE(layout.ok());
+    for (int slot = 0; slot < 2; ++slot) {
+      checkpoint::ShmSegment::unlink("memtrain." + job_ + ".d" + std::to_string(r) + "." + std::to_string(slot))
+          .IgnoreError();
+      for (const auto& [g, j] : layout->parity_held_by(r)) {
+        checkpoint::ShmSegment::unlink("memtrain." + job_ + ".p" + std::to_string(g) + "." + std::to_string(j) +
+                                       "." + std::to_string(slot))
+            .IgnoreError();
+      }
+    }
+  }
+  std::string dir_, job_;
+  const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";
+};
+
+TEST_F(MpiSnapshotKill, AKilledRankResumesFromTheSnapshotEvenWhenItsMemoryIsGone) {
+  auto ref = mpirun("-np 4 " + binary_ + args("ref"));
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  const std::vector<double> want = losses("ref");
+  ASSERT_EQ(want.size(), 10u);
+  EXPECT_TRUE(checkpoint::ShmSegment::list("memtrain." + job_ + ".").empty()) << "a finished run leaves its objects";
+  struct Case {
+    std::vector<int> forgotten;  // ranks whose objects are removed after the kill
+    std::string expect;          // in the restart's output
+  };
+  // The layout of {0, 0, 1, 1} with k = 2: groups {0, 2} and {1, 3}; forgetting 1 and 3 breaks the second.
+  for (const Case& c : {Case{{}, "in-memory snapshot of step 6 (0 ranks rebuilt"},
+                        Case{{1}, "in-memory snapshot of step 6 (1 rank rebuilt"},
+                        Case{{1, 3}, "no in-memory snapshot newer than step 0 can be rebuilt"}}) {
+    SCOPED_TRACE(c.expect);
+    const std::string out = "killed";
+    std::filesystem::remove_all(dir_ + "/" + out);
+    const std::string killed = "-np 1 env MEMTRAIN_FAULT=train.step:7 " + binary_ + args(out);
+    const std::string alive = "-np 1 " + binary_ + args(out);
+    auto r = mpirun(alive + " : " + killed + " : " + alive + " : " + alive);
+    ASSERT_NE(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("SIGKILL at train.step"), std::string::npos) << r.err;
+    for (int rank : c.forgotten) forget(rank);
+    auto restart = mpirun("-np 4 " + binary_ + args(out));
+    ASSERT_EQ(restart.exit_code, 0) << restart.err;
+    EXPECT_NE(restart.out.find(c.expect), std::string::npos) << restart.out;
+    EXPECT_EQ(losses(out), want);
+  }
+}
+
+}  // namespace
+}  // namespace memtrain

@@ -1,0 +1,92 @@
+// In-memory snapshots in training: a run that stopped after step 6 with snapshots every 2 steps left behind in
+// shared memory continues from step 6 when started again, and its losses for steps 7-10 equal an uninterrupted
+// run's bit for bit, also when the snapshots of up to snapshot.m ranks (their data and the parity they held) were
+// lost in between (rebuilt from parity); with m + 1 lost the run starts over (no checkpoint), again equal to the
+// uninterrupted run. ZeRO-2 over all ranks (every rank holds different state), AdamW; nodes simulated as halves.
+#include <gtest/gtest.h>
+
+#include "checkpoint/shm_segment.h"
+#include "checkpoint/snapshot_layout.h"
+#include "tests/mpi/training_fixture.h"
+#include "trainer/train_loop.h"
+
+namespace memtrain {
+namespace {
+using parallel::testing::shared_dir;
+using parallel::testing::tiny_config;
+using parallel::testing::world;
+
+// Removes what rank `r` held for job `job` (both slots of its data and of the parity it holds).
+void forget(const std::string& job, int r, const checkpoint::SnapshotLayout& layout) {
+  for (int slot = 0; slot < 2; ++slot) {
+    checkpoint::ShmSegment::unlink("memtrain." + job + ".d" + std::to_string(r) + "." + std::to_string(slot))
+        .IgnoreError();
+    for (const auto& [g, j] : layout.parity_held_by(r)) {
+      checkpoint::ShmSegment::unlink("memtrain." + job + ".p" + std::to_string(g) + "." + std::to_string(j) + "." +
+                                     std::to_string(slot))
+          .IgnoreError();
+    }
+  }
+}
+
+class MpiSnapshots : public ::testing::TestWithParam<int> {};  // ranks whose snapshots are lost: 0, m, m + 1
+
+TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
+  const int world_size = world().size(), rank = world().rank();
+  if (world_size < 2) GTEST_SKIP() << "needs two ranks";
+  const int k = world_size / 2, m = std::min(2, k);
+  const int lose = GetParam() == 0 ? 0 : GetParam() == 1 ? m : m + 1;
+  const std::string job = "mpitest" + std::to_string(getpid() % 100000) + "n" + std::to_string(GetParam());
+  const std::vector<std::string> common = {"parallel.dp=-1", "zero.stage=2", "optim.decay_steps=10",
+                                           "train.eval_interval=0"};
+  std::vector<std::string> whole = common, snap = common;
+  whole.push_back("train.max_steps=10");
+  for (std::string s : std::vector<std::string>{"snapshot.interval=2", "snapshot.k=" + std::to_string(k), "snapshot.m=" + std::to_string(m),
+                        "snapshot.ranks_per_node=" + std::to_string(std::max(1, world_size / 2)),
+                        "snapshot.job=" + job, "snapshot.keep_at_exit=true", "train.resume=auto"})
+    snap.push_back(s);
+  const std::string dir = shared_dir() + "/snap_" + job;
+  auto uninterrupted = trainer::run_training(tiny_config("gpt2", dir + "_whole", whole), world().comm(), 1, true);
+  ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
+  std::vector<std::string> first = snap;
+  first.push_back("train.max_steps=6");
+  auto stopped = trainer::run_training(tiny_config("gpt2", dir, first), world().comm(), 1, true);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+
+  std::vector<int> nodes(world_size);
+  for (int r = 0; r < world_size; ++r) nodes[r] = r / std::max(1, world_size / 2);
+  auto layout = checkpoint::SnapshotLayout::plan(nodes, k, m);
+  ASSERT_TRUE(layout.ok());
+  // The lost ranks: from the last, a rank of each group in turn (so m + 1 of them break some group).
+  ASSERT_TRUE(world().comm().barrier().ok());
+  std::vector<bool> lost(world_size, false);
+  for (int i = 0; i < lose; ++i) lost[world_size - 1 - i] = true;
+  if (lost[rank]) forget(job, rank, *layout);
+  ASSERT_TRUE(world().comm().barrier().ok());
+
+  std::vector<std::string> second = snap;
+  second.push_back("train.max_steps=10");
+  auto resumed = trainer::run_training(tiny_config("gpt2", dir, second), world().comm(), 1, true);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  ASSERT_EQ(uninterrupted->losses.size(), 10u);
+  if (layout->tolerates(lost)) {
+    ASSERT_EQ(resumed->losses.size(), 4u) << "the run did not continue from step 6";
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(resumed->losses[i], uninterrupted->losses[6 + i]) << "step " << 7 + i;
+  } else {
+    ASSERT_EQ(resumed->losses.size(), 10u) << "the run should have started over";
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(resumed->losses[i], uninterrupted->losses[i]) << "step " << i + 1;
+  }
+  ASSERT_TRUE(world().comm().barrier().ok());
+  for (const std::string& name : checkpoint::ShmSegment::list("memtrain." + job + ".d" + std::to_string(rank) + "."))
+    checkpoint::ShmSegment::unlink(name).IgnoreError();
+  for (const std::string& name : checkpoint::ShmSegment::list("memtrain." + job + ".p")) {
+    checkpoint::ShmSegment::unlink(name).IgnoreError();  // whoever gets there first
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Losses, MpiSnapshots, ::testing::Values(0, 1, 2), [](const auto& info) {
+  return info.param == 0 ? std::string("none") : info.param == 1 ? std::string("m_ranks") : std::string("m_plus_1");
+});
+
+}  // namespace
+}  // namespace memtrain

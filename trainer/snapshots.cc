@@ -1,0 +1,305 @@
+#include "trainer/snapshots.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/snapshot_parity.h"
+#include "core/checksum.h"
+#include "parallel/mpi_communicator.h"
+
+namespace memtrain::trainer {
+
+namespace {
+
+constexpr uint64_t kMagic = 0x31304e5341'4e534dULL;  // "MSNASN01", any fixed value
+constexpr int64_t kCommitBytes = 64;                    // before the encoded region: not part of the code
+constexpr int64_t kHeaderBytes = 64;                    // the encoded region's first bytes
+
+struct Commit {  // at offset 0 of every object
+  uint64_t magic;
+  int64_t step;       // -1: being written
+  uint64_t checksum;  // XXH64 of the region (data) or of the parity bytes
+};
+
+struct Header {  // at the start of a data object's encoded region
+  uint64_t magic;
+  int64_t step;
+  int64_t optimizer_steps;
+  int64_t state_bytes;
+};
+
+MPI_Comm mpi_of(parallel::Communicator& world) {
+  if (world.size() == 1) return MPI_COMM_NULL;
+  auto* mpi = dynamic_cast<parallel::MpiCommunicator*>(&world);
+  MEMTRAIN_CHECK_MSG(mpi != nullptr, "a multi-rank world is an MPI communicator");
+  return mpi->mpi_comm();
+}
+
+Commit read_commit(const checkpoint::ShmSegment& s) {
+  Commit c{};
+  if (s.bytes() >= kCommitBytes) std::memcpy(&c, s.data(), sizeof c);
+  return c;
+}
+
+void write_commit(checkpoint::ShmSegment& s, int64_t step, uint64_t checksum) {
+  const Commit c{kMagic, step, checksum};
+  std::memcpy(s.data(), &c, sizeof c);
+}
+
+// The step an object holds intact, or -1.
+int64_t intact_step(const checkpoint::ShmSegment& s) {
+  const Commit c = read_commit(s);
+  if (c.magic != kMagic || c.step < 0) return -1;
+  const uint64_t sum = xxhash64(s.data() + kCommitBytes, static_cast<size_t>(s.bytes() - kCommitBytes));
+  return sum == c.checksum ? c.step : -1;
+}
+
+}  // namespace
+
+struct SnapshotStore::Runs {
+  std::vector<std::pair<char*, int64_t>> runs;  // (data, bytes)
+  optim::Optimizer::CheckpointStates states;    // keeps staged optimizer arrays alive
+  int64_t bytes = 0;
+};
+
+absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const CheckpointScope& scope) {
+  const SnapshotConfig& sc = scope.cfg.snapshot;
+  if (sc.interval == 0) return std::unique_ptr<SnapshotStore>();
+  std::unique_ptr<SnapshotStore> store(new SnapshotStore(scope));
+  store->rank_ = scope.world.rank();
+  store->world_ = scope.world.size();
+  store->job_ = sc.job;
+  if (store->job_.empty()) {  // the run's output directory names it, the same on every rank and every restart
+    const std::string dir = std::filesystem::absolute(scope.cfg.output.dir).lexically_normal().string();
+    store->job_ = absl::StrFormat("%016x", xxhash64(dir.data(), dir.size()));
+  }
+  // The nodes: host names (or snapshot.ranks_per_node), numbered in order of first appearance.
+  std::vector<int> node_of(store->world_);
+  if (sc.ranks_per_node > 0) {
+    for (int r = 0; r < store->world_; ++r) node_of[r] = static_cast<int>(r / sc.ranks_per_node);
+  } else {
+    char host[64] = {};
+    gethostname(host, sizeof host - 1);
+    std::vector<char> all(64 * store->world_);
+    MEMTRAIN_RETURN_IF_ERROR(scope.world.all_gather(host, all.data(), 64, DType::kU8));
+    std::map<std::string, int> ids;
+    for (int r = 0; r < store->world_; ++r) {
+      const std::string h(all.data() + 64 * r);
+      node_of[r] = ids.emplace(h, static_cast<int>(ids.size())).first->second;
+    }
+  }
+  if (sc.m > 0 && store->world_ == 1)
+    return config_error("snapshot.m", "parity is held by other ranks; a single process takes snapshot.m = 0");
+  // Parity lives outside its group, so with parity a group has at most world - 1 members.
+  const int k = static_cast<int>(std::min<int64_t>(sc.k, sc.m > 0 ? store->world_ - 1 : store->world_));
+  auto layout = checkpoint::SnapshotLayout::plan(node_of, k, static_cast<int>(sc.m));
+  if (!layout.ok()) return config_error("snapshot.m", layout.status().message());
+  store->layout_ = std::move(*layout);
+  MEMTRAIN_ASSIGN_OR_RETURN(Runs runs, store->state_runs());
+  std::vector<int64_t> sizes(store->world_);
+  MEMTRAIN_RETURN_IF_ERROR(scope.world.all_gather(&runs.bytes, sizes.data(), 8, DType::kU8));
+  const int64_t largest = *std::max_element(sizes.begin(), sizes.end());
+  store->region_bytes_ = kHeaderBytes + (largest + 63) / 64 * 64;
+  for (int slot = 0; slot < 2; ++slot) MEMTRAIN_RETURN_IF_ERROR(store->open_or_create(slot, store->region_bytes_));
+  return store;
+}
+
+SnapshotStore::~SnapshotStore() = default;
+
+std::string SnapshotStore::data_name(int rank, int slot) const {
+  return absl::StrCat("memtrain.", job_, ".d", rank, ".", slot);
+}
+
+std::string SnapshotStore::parity_name(int group, int j, int slot) const {
+  return absl::StrCat("memtrain.", job_, ".p", group, ".", j, ".", slot);
+}
+
+absl::Status SnapshotStore::open_or_create(int slot, int64_t region_bytes) {
+  auto get = [&](const std::string& name) -> absl::StatusOr<checkpoint::ShmSegment> {
+    auto s = checkpoint::ShmSegment::open(name);
+    if (s.ok() && s->bytes() == kCommitBytes + region_bytes) return s;
+    if (s.ok()) MEMTRAIN_RETURN_IF_ERROR(checkpoint::ShmSegment::unlink(name));  // another shape of state: stale
+    if (!s.ok() && s.status().code() != absl::StatusCode::kNotFound) return s.status();
+    return checkpoint::ShmSegment::create(name, kCommitBytes + region_bytes);
+  };
+  if (static_cast<int>(data_.size()) <= slot) data_.resize(slot + 1);
+  MEMTRAIN_ASSIGN_OR_RETURN(data_[slot], get(data_name(rank_, slot)));
+  if (static_cast<int>(parity_.size()) <= slot) parity_.resize(slot + 1);
+  parity_[slot].clear();
+  for (const auto& [g, j] : layout_.parity_held_by(rank_)) {
+    MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::ShmSegment p, get(parity_name(g, j, slot)));
+    parity_[slot].push_back(std::move(p));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotStore::Runs> SnapshotStore::state_runs() {
+  const CheckpointScope& s = scope_;
+  MEMTRAIN_RETURN_IF_ERROR(s.engine.bring_values_in());  // an offloaded shard (offload.parameters)
+  Runs out;
+  for (const parallel::LocalSegment& seg : s.engine.stored_values())
+    out.runs.emplace_back(reinterpret_cast<char*>(seg.value), seg.seg.n * 4);
+  MEMTRAIN_ASSIGN_OR_RETURN(out.states, s.opt.checkpoint_state());
+  for (const optim::CheckpointArray& a : out.states.arrays) {
+    int64_t n = a.target.n;
+    if (a.whole) {
+      for (const optim::CheckpointArraySpec& spec : optim::checkpoint_layout(*a.target.param, s.cfg.optim))
+        if (spec.name == a.name) n = shape_numel(spec.shape);
+    }
+    out.runs.emplace_back(static_cast<char*>(a.data), n * static_cast<int64_t>(dtype_size(a.dtype)));
+  }
+  for (const auto& r : out.runs) out.bytes += r.second;
+  return out;
+}
+
+absl::Status SnapshotStore::take(int64_t step) {
+  const int slot = static_cast<int>((step / scope_.cfg.snapshot.interval) % 2);
+  MEMTRAIN_ASSIGN_OR_RETURN(Runs runs, state_runs());
+  checkpoint::ShmSegment& d = data_[slot];
+  write_commit(d, -1, 0);  // this slot no longer counts until every rank finished it
+  for (auto& p : parity_[slot]) write_commit(p, -1, 0);
+  char* region = d.data() + kCommitBytes;
+  const Header h{kMagic, step, scope_.opt.steps_taken(), runs.bytes};
+  std::memset(region, 0, kHeaderBytes);
+  std::memcpy(region, &h, sizeof h);
+  char* at = region + kHeaderBytes;
+  for (const auto& [p, n] : runs.runs) {
+    std::memcpy(at, p, static_cast<size_t>(n));
+    at += n;
+  }
+  std::memset(at, 0, static_cast<size_t>(region + region_bytes_ - at));
+  absl::Status st;
+  if (layout_.m() > 0) {
+    std::vector<std::vector<uint8_t>> parity;
+    auto sent = checkpoint::encode_parity(mpi_of(scope_.world), layout_, reinterpret_cast<uint8_t*>(region),
+                                          region_bytes_, parity);
+    st = sent.status();
+    if (sent.ok()) {
+      bytes_sent_ += *sent;
+      for (size_t i = 0; i < parity.size(); ++i)
+        std::memcpy(parity_[slot][i].data() + kCommitBytes, parity[i].data(), static_cast<size_t>(region_bytes_));
+    }
+  }
+  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, st));
+  write_commit(d, step, xxhash64(region, static_cast<size_t>(region_bytes_)));
+  for (auto& p : parity_[slot])
+    write_commit(p, step, xxhash64(p.data() + kCommitBytes, static_cast<size_t>(region_bytes_)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
+  const auto start = std::chrono::steady_clock::now();
+  const bool lead = rank_ == 0 && !scope_.quiet;
+  // Every rank's intact steps: [data slot 0, data slot 1, then per held parity its two slots].
+  const int held = static_cast<int>(layout_.parity_held_by(rank_).size());
+  const int width = 2 + 2 * layout_.m() * static_cast<int>(layout_.groups().size());  // room for any rank's holdings
+  std::vector<int64_t> mine(width, -1), all(static_cast<size_t>(width) * world_);
+  for (int slot = 0; slot < 2; ++slot) {
+    mine[slot] = intact_step(data_[slot]);
+    for (int h = 0; h < held; ++h) mine[2 + 2 * h + slot] = intact_step(parity_[slot][h]);
+  }
+  MEMTRAIN_RETURN_IF_ERROR(scope_.world.all_gather(mine.data(), all.data(), 8 * width, DType::kU8));
+  auto data_step = [&](int r, int slot) { return all[static_cast<size_t>(r) * width + slot]; };
+  auto parity_step = [&](int r, int h, int slot) { return all[static_cast<size_t>(r) * width + 2 + 2 * h + slot]; };
+  // The newest step every group can rebuild: a rank counts as lost when any shard it should hold for that step
+  // (its data, or a parity it holds) is not intact.
+  std::vector<int64_t> steps;
+  for (int64_t v : all) {
+    if (v > than_step) steps.push_back(v);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+  for (int64_t step : steps) {
+    std::vector<bool> lost(world_, false);
+    std::vector<int> slot_of(world_, -1), parity_slot(world_, -1);
+    for (int r = 0; r < world_; ++r) {
+      for (int slot = 0; slot < 2; ++slot) {
+        if (data_step(r, slot) == step) slot_of[r] = slot;
+      }
+      lost[r] = slot_of[r] < 0;
+      const int n = static_cast<int>(layout_.parity_held_by(r).size());
+      for (int h = 0; h < n; ++h) {
+        bool found = false;
+        for (int slot = 0; slot < 2; ++slot) found = found || parity_step(r, h, slot) == step;
+        lost[r] = lost[r] || !found;
+      }
+    }
+    if (!layout_.tolerates(lost)) continue;
+    // Rebuild into this rank's slot for `step` (its own, or the slot the step would have used).
+    const int slot = static_cast<int>((step / scope_.cfg.snapshot.interval) % 2);
+    int lost_count = 0;
+    for (bool l : lost) lost_count += l;
+    if (lost_count > 0) {
+      uint8_t* region = reinterpret_cast<uint8_t*>(data_[slot].data() + kCommitBytes);
+      std::vector<std::vector<uint8_t>> parity(held);
+      for (int h = 0; h < held; ++h) {
+        // The parity of `step` may sit in either slot of its object.
+        int ps = slot;
+        for (int s2 = 0; s2 < 2; ++s2) {
+          if (parity_step(rank_, h, s2) == step) ps = s2;
+        }
+        const char* p = parity_[ps][h].data() + kCommitBytes;
+        parity[h].assign(p, p + region_bytes_);
+      }
+      if (!lost[rank_] && slot_of[rank_] != slot) {
+        std::memcpy(region, data_[slot_of[rank_]].data() + kCommitBytes, static_cast<size_t>(region_bytes_));
+      }
+      MEMTRAIN_ASSIGN_OR_RETURN(const int64_t sent, checkpoint::rebuild_lost(mpi_of(scope_.world), layout_, lost,
+                                                                             region, region_bytes_, parity));
+      bytes_sent_ += sent;
+      if (lost[rank_]) write_commit(data_[slot], step, xxhash64(region, static_cast<size_t>(region_bytes_)));
+      for (int h = 0; h < held; ++h) {
+        std::memcpy(parity_[slot][h].data() + kCommitBytes, parity[h].data(), static_cast<size_t>(region_bytes_));
+        write_commit(parity_[slot][h], step, xxhash64(parity[h].data(), static_cast<size_t>(region_bytes_)));
+      }
+    } else if (slot_of[rank_] != slot) {
+      return absl::InternalError("a snapshot's slot differs from its step's");
+    }
+    // Restore this rank's state from the region.
+    const char* region = data_[slot].data() + kCommitBytes;
+    Header h{};
+    std::memcpy(&h, region, sizeof h);
+    MEMTRAIN_ASSIGN_OR_RETURN(Runs runs, state_runs());
+    absl::Status fits = h.magic == kMagic && h.step == step && h.state_bytes == runs.bytes
+                            ? absl::OkStatus()
+                            : absl::DataLossError("snapshot header does not match this run's state");
+    MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, fits));
+    const char* at = region + kHeaderBytes;
+    for (const auto& [p, n] : runs.runs) {
+      std::memcpy(p, at, static_cast<size_t>(n));
+      at += n;
+    }
+    MEMTRAIN_RETURN_IF_ERROR(scope_.opt.restore(runs.states, h.optimizer_steps));
+    if (lead) {
+      std::printf("memtrain: resumed from the in-memory snapshot of step %lld (%d rank%s rebuilt from parity) in "
+                  "%.3f s\n",
+                  static_cast<long long>(step), lost_count, lost_count == 1 ? "" : "s",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    return step;
+  }
+  if (lead && !steps.empty()) {
+    std::printf("memtrain: no in-memory snapshot newer than step %lld can be rebuilt (too many ranks lost theirs); "
+                "continuing from %s\n",
+                static_cast<long long>(than_step), than_step > 0 ? "the checkpoint" : "the start");
+  }
+  return than_step;
+}
+
+void SnapshotStore::finish() {
+  if (scope_.cfg.snapshot.keep_at_exit) return;
+  for (int slot = 0; slot < 2; ++slot) {
+    checkpoint::ShmSegment::unlink(data_name(rank_, slot)).IgnoreError();
+    for (const auto& [g, j] : layout_.parity_held_by(rank_))
+      checkpoint::ShmSegment::unlink(parity_name(g, j, slot)).IgnoreError();
+  }
+}
+
+}  // namespace memtrain::trainer

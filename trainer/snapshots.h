@@ -1,0 +1,59 @@
+// In-memory snapshots (snapshot.interval): every rank's state (its stored parameter values, its optimizer state,
+// the step counts) copied into a POSIX shared-memory object every `interval` steps, protected by Reed-Solomon parity
+// that other ranks hold (checkpoint/snapshot_layout.h, snapshot_parity.h). The objects outlive the trainer, so a
+// restart of the same job (train.resume = "auto") continues from the newest snapshot that is complete across the
+// job, rebuilding the shards of up to snapshot.m lost ranks per group, when it is newer than the last checkpoint.
+//
+// Per rank and slot (two slots, used in turn, so a snapshot being written never replaces the only complete one):
+//   /dev/shm/memtrain.JOB.dRANK.SLOT     a commit block, then the encoded region: a header and the state
+//   /dev/shm/memtrain.JOB.pG.J.SLOT      on the holder of group G's parity J: a commit block, then the parity
+// A slot counts once its commit block says so, which happens after every rank wrote its region and parity.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "checkpoint/shm_segment.h"
+#include "checkpoint/snapshot_layout.h"
+#include "trainer/checkpointing.h"
+
+namespace memtrain::trainer {
+
+class SnapshotStore {
+ public:
+  // Collective (the ranks' nodes are exchanged). Null when snapshot.interval is 0.
+  static absl::StatusOr<std::unique_ptr<SnapshotStore>> create(const CheckpointScope& scope);
+  ~SnapshotStore();
+
+  // Collective: the state after `step` steps.
+  absl::Status take(int64_t step);
+  // Collective, at start: restores the newest complete snapshot newer than `than_step` (the checkpoint resumed
+  // from, 0 for none) and returns its step, or returns `than_step` (printing why when snapshots existed).
+  absl::StatusOr<int64_t> recover(int64_t than_step);
+  // At the end of a successful run: removes this rank's objects unless snapshot.keep_at_exit.
+  void finish();
+
+  const std::string& job() const { return job_; }
+  int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far
+
+ private:
+  explicit SnapshotStore(const CheckpointScope& scope) : scope_(scope) {}
+  struct Runs;  // where this rank's state lives, in snapshot order
+  absl::StatusOr<Runs> state_runs();
+  std::string data_name(int rank, int slot) const;
+  std::string parity_name(int group, int j, int slot) const;
+  absl::Status open_or_create(int slot, int64_t region_bytes);
+
+  CheckpointScope scope_;
+  std::string job_;
+  int rank_ = 0, world_ = 1;
+  checkpoint::SnapshotLayout layout_;
+  int64_t region_bytes_ = 0;  // the same on every rank: the largest state, plus the header
+  std::vector<checkpoint::ShmSegment> data_;                 // per slot
+  std::vector<std::vector<checkpoint::ShmSegment>> parity_;  // per slot, per layout.parity_held_by(rank)
+  int64_t bytes_sent_ = 0;
+};
+
+}  // namespace memtrain::trainer
