@@ -1,7 +1,8 @@
 // In-memory snapshots in training: a run that stopped after step 6 with snapshots every 2 steps left behind in
 // shared memory continues from step 6 when started again, and its losses for steps 7-10 equal an uninterrupted
 // run's bit for bit, also when the snapshots of up to snapshot.m ranks (their data and the parity they held) were
-// lost in between (rebuilt from parity); with m + 1 lost the run starts over (no checkpoint), again equal to the
+// lost in between (rebuilt from parity) or one rank's snapshot has a flipped byte (caught by its checksum, rebuilt
+// likewise); with m + 1 lost the run starts over (no checkpoint), again equal to the
 // uninterrupted run. ZeRO-2 over all ranks (every rank holds different state), AdamW; nodes simulated as halves.
 #include <gtest/gtest.h>
 
@@ -29,13 +30,14 @@ void forget(const std::string& job, int r, const checkpoint::SnapshotLayout& lay
   }
 }
 
-class MpiSnapshots : public ::testing::TestWithParam<int> {};  // ranks whose snapshots are lost: 0, m, m + 1
+// 0, 1, 2: the snapshots of no rank, m ranks, m + 1 ranks are lost; 3: the last rank's newest one is corrupted.
+class MpiSnapshots : public ::testing::TestWithParam<int> {};
 
 TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
   const int world_size = world().size(), rank = world().rank();
   if (world_size < 2) GTEST_SKIP() << "needs two ranks";
   const int k = world_size / 2, m = std::min(2, k);
-  const int lose = GetParam() == 0 ? 0 : GetParam() == 1 ? m : m + 1;
+  const int lose = GetParam() == 0 || GetParam() == 3 ? 0 : GetParam() == 1 ? m : m + 1;
   const std::string job = "mpitest" + std::to_string(getpid() % 100000) + "n" + std::to_string(GetParam());
   const std::vector<std::string> common = {"parallel.dp=-1", "zero.stage=2", "optim.decay_steps=10",
                                            "train.eval_interval=0"};
@@ -62,6 +64,11 @@ TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
   std::vector<bool> lost(world_size, false);
   for (int i = 0; i < lose; ++i) lost[world_size - 1 - i] = true;
   if (lost[rank]) forget(job, rank, *layout);
+  if (GetParam() == 3 && rank == world_size - 1) {  // step 6 sits in slot (6 / 2) % 2 = 1, after a 64-byte block
+    auto s = checkpoint::ShmSegment::open("memtrain." + job + ".d" + std::to_string(rank) + ".1");
+    ASSERT_TRUE(s.ok()) << s.status();
+    s->data()[64 + 1000] ^= 0x10;
+  }
   ASSERT_TRUE(world().comm().barrier().ok());
 
   std::vector<std::string> second = snap;
@@ -84,9 +91,12 @@ TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Losses, MpiSnapshots, ::testing::Values(0, 1, 2), [](const auto& info) {
-  return info.param == 0 ? std::string("none") : info.param == 1 ? std::string("m_ranks") : std::string("m_plus_1");
-});
+std::string loss_name(const ::testing::TestParamInfo<int>& info) {
+  static const char* const kNames[] = {"none", "m_ranks", "m_plus_1", "corrupted"};
+  return kNames[info.param];
+}
+
+INSTANTIATE_TEST_SUITE_P(Losses, MpiSnapshots, ::testing::Values(0, 1, 2, 3), loss_name);
 
 }  // namespace
 }  // namespace memtrain
