@@ -68,49 +68,47 @@ void xor_into(uint8_t* out, const uint8_t* in, int64_t len) {
 }  // namespace
 
 absl::StatusOr<int64_t> encode_parity(MPI_Comm comm, const SnapshotLayout& layout, const uint8_t* shard, int64_t len,
-                                      std::vector<std::vector<uint8_t>>& parity) {
+                                      uint8_t* const* parity, std::vector<uint8_t>& scratch) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   const int m = layout.m();
   const int g = layout.group_of(rank), i = layout.index_in_group(rank);
   const SnapshotLayout::Group& group = layout.groups()[g];
   const int k = static_cast<int>(group.members.size());
-  int64_t sent = 0;
-  std::vector<MPI_Request> reqs;
-  // This member's products c_ji * d_i for every parity shard j of its group.
-  std::vector<std::vector<uint8_t>> products(m, std::vector<uint8_t>(len));
+  // scratch: this member's products c_ji * d_i for every parity shard j of its group, then one incoming product.
+  if (static_cast<int64_t>(scratch.size()) < (m + 1) * len) scratch.resize(static_cast<size_t>((m + 1) * len));
+  uint8_t* incoming = scratch.data() + m * len;
   if (m > 0) {
     MEMTRAIN_ASSIGN_OR_RETURN(const ErasureCode code, ErasureCode::create(k, m));
     std::vector<uint8_t> column(m);
     for (int j = 0; j < m; ++j) column[j] = code.generator_row(k + j)[i];
     std::vector<uint8_t> tables(32 * m);
     ec_init_tables(1, m, column.data(), tables.data());
-    std::vector<uint8_t*> out(m);
-    for (int j = 0; j < m; ++j) out[j] = products[j].data();
-    uint8_t* in = const_cast<uint8_t*>(shard);  // ISA-L only reads it
+    std::vector<uint8_t*> dst(m);
     for (int64_t at = 0; at < len; at += kPiece) {
-      uint8_t* src = in + at;
-      std::vector<uint8_t*> dst(m);
-      for (int j = 0; j < m; ++j) dst[j] = out[j] + at;
+      uint8_t* src = const_cast<uint8_t*>(shard) + at;  // ISA-L only reads it
+      for (int j = 0; j < m; ++j) dst[j] = scratch.data() + j * len + at;
       ec_encode_data(static_cast<int>(std::min(kPiece, len - at)), 1, m, tables.data(), &src, dst.data());
     }
   }
+  int64_t sent = 0;
+  std::vector<MPI_Request> reqs;
   for (int j = 0; j < m; ++j) {
-    MEMTRAIN_RETURN_IF_ERROR(send_all(comm, products[j].data(), len, group.parity_holders[j], kTagParity + g * 256 + j,
-                                      reqs));
+    MEMTRAIN_RETURN_IF_ERROR(send_all(comm, scratch.data() + j * len, len, group.parity_holders[j],
+                                      kTagParity + g * 256 + j, reqs));
     sent += len;
   }
-  // The parity this rank holds: the XOR of every member's product.
+  // The parity this rank holds: the XOR of every member's product, the first received in place.
   const auto& held = layout.parity_held_by(rank);
-  parity.assign(held.size(), std::vector<uint8_t>(len, 0));
-  std::vector<uint8_t> incoming(len);
   for (size_t h = 0; h < held.size(); ++h) {
     const auto [hg, j] = held[h];
-    for (int member : layout.groups()[hg].members) {
+    const auto& members = layout.groups()[hg].members;
+    for (size_t x = 0; x < members.size(); ++x) {
+      uint8_t* into = x == 0 ? parity[h] : incoming;
       std::vector<MPI_Request> r;
-      MEMTRAIN_RETURN_IF_ERROR(recv_all(comm, incoming.data(), len, member, kTagParity + hg * 256 + j, r));
+      MEMTRAIN_RETURN_IF_ERROR(recv_all(comm, into, len, members[x], kTagParity + hg * 256 + j, r));
       MEMTRAIN_RETURN_IF_ERROR(wait_all(r));
-      xor_into(parity[h].data(), incoming.data(), len);
+      if (x > 0) xor_into(parity[h], incoming, len);
     }
   }
   MEMTRAIN_RETURN_IF_ERROR(wait_all(reqs));

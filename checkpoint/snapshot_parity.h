@@ -17,9 +17,11 @@
 
 namespace memtrain::checkpoint {
 
-// `parity` gets one buffer per layout.parity_held_by(rank), in that order. Returns the bytes this rank sent.
+// parity[h] (len bytes each, one per layout.parity_held_by(rank), in that order) receives the parity this rank
+// holds. `scratch` is working memory, grown as needed and best kept between calls (fresh pages are slow to touch).
+// Returns the bytes this rank sent.
 absl::StatusOr<int64_t> encode_parity(MPI_Comm comm, const SnapshotLayout& layout, const uint8_t* shard, int64_t len,
-                                      std::vector<std::vector<uint8_t>>& parity);
+                                      uint8_t* const* parity, std::vector<uint8_t>& scratch);
 
 // lost[r]: rank r's memory is gone (its data shard and the parity it held). Ranks marked lost get their data
 // shard rebuilt into `shard` and their parity buffers into `parity` (sized as encode_parity makes them); the others

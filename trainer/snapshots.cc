@@ -177,15 +177,12 @@ absl::Status SnapshotStore::take(int64_t step) {
   std::memset(at, 0, static_cast<size_t>(region + region_bytes_ - at));
   absl::Status st;
   if (layout_.m() > 0) {
-    std::vector<std::vector<uint8_t>> parity;
+    std::vector<uint8_t*> parity;
+    for (auto& p : parity_[slot]) parity.push_back(reinterpret_cast<uint8_t*>(p.data() + kCommitBytes));
     auto sent = checkpoint::encode_parity(mpi_of(scope_.world), layout_, reinterpret_cast<uint8_t*>(region),
-                                          region_bytes_, parity);
+                                          region_bytes_, parity.data(), scratch_);
     st = sent.status();
-    if (sent.ok()) {
-      bytes_sent_ += *sent;
-      for (size_t i = 0; i < parity.size(); ++i)
-        std::memcpy(parity_[slot][i].data() + kCommitBytes, parity[i].data(), static_cast<size_t>(region_bytes_));
-    }
+    if (sent.ok()) bytes_sent_ += *sent;
   }
   MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, st));
   write_commit(d, step, xxhash64(region, static_cast<size_t>(region_bytes_)));

@@ -36,6 +36,8 @@ class SnapshotStore {
   void finish();
 
   const std::string& job() const { return job_; }
+  const checkpoint::SnapshotLayout& layout() const { return layout_; }
+  int64_t region_bytes() const { return region_bytes_; }  // what each rank's snapshot encodes
   int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far
 
  private:
@@ -53,6 +55,7 @@ class SnapshotStore {
   int64_t region_bytes_ = 0;  // the same on every rank: the largest state, plus the header
   std::vector<checkpoint::ShmSegment> data_;                 // per slot
   std::vector<std::vector<checkpoint::ShmSegment>> parity_;  // per slot, per layout.parity_held_by(rank)
+  std::vector<uint8_t> scratch_;  // encode_parity's working memory, kept: fresh pages are slow to touch
   int64_t bytes_sent_ = 0;
 };
 

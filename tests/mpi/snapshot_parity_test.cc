@@ -51,12 +51,14 @@ TEST_P(MpiSnapshotParity, EncodesAsOneProcessAndRebuildsEveryPatternOfMLosses) {
   auto layout = SnapshotLayout::plan(nodes, k, m);
   ASSERT_TRUE(layout.ok()) << layout.status();
   const std::vector<uint8_t> mine = shard_of(rank);
-  std::vector<std::vector<uint8_t>> parity;
-  auto sent = encode_parity(MPI_COMM_WORLD, *layout, mine.data(), kLen, parity);
+  const auto& held = layout->parity_held_by(rank);
+  std::vector<std::vector<uint8_t>> parity(held.size(), std::vector<uint8_t>(kLen, 0xEE));  // any old bytes
+  std::vector<uint8_t*> into;
+  for (auto& p : parity) into.push_back(p.data());
+  std::vector<uint8_t> scratch;
+  auto sent = encode_parity(MPI_COMM_WORLD, *layout, mine.data(), kLen, into.data(), scratch);
   ASSERT_TRUE(sent.ok()) << sent.status();
   EXPECT_EQ(*sent, m * kLen);
-  const auto& held = layout->parity_held_by(rank);
-  ASSERT_EQ(parity.size(), held.size());
   for (size_t h = 0; h < held.size(); ++h)
     EXPECT_TRUE(parity[h] == reference_parity(*layout, held[h].first, held[h].second)) << "parity " << h;
 
