@@ -138,8 +138,9 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
     const double swap_extra = ssd ? std::max(0.0, block_bytes / bw.ssd_write - f) +
                                         std::max(0.0, block_bytes / bw.ssd_read - 2 * f)
                                   : 0;
-    for (const auto [optimizer_on_ssd, parameters_on_ssd] : {std::pair{false, false}, std::pair{true, false},
-                                                              std::pair{false, true}, std::pair{true, true}}) {
+    for (const std::pair<bool, bool> offloads : {std::pair{false, false}, std::pair{true, false},
+                                                 std::pair{false, true}, std::pair{true, true}}) {
+      const bool optimizer_on_ssd = offloads.first, parameters_on_ssd = offloads.second;  // (lambdas capture these)
       if ((optimizer_on_ssd && !offload_optimizer) || (parameters_on_ssd && !offload_parameters)) continue;
       const double offload_io = (optimizer_on_ssd ? optimizer_io : 0) + (parameters_on_ssd ? parameter_io(accum) : 0);
       auto candidate = [&](int64_t s, int64_t r) -> absl::StatusOr<PolicyPlan> {

@@ -7,6 +7,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 
@@ -41,6 +44,24 @@ inline CliResult run_shell(const std::string& command, const std::string& scratc
 inline CliResult run_memtrain(const std::string& args, const std::string& scratch_dir, const std::string& env = "") {
   return run_shell(absl::StrCat(env.empty() ? "" : "env " + env + " ", "'", MEMTRAIN_BINARY_DIR, "/memtrain' ", args),
                    scratch_dir);
+}
+
+// mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
+inline CliResult run_mpirun(const std::string& apps, const std::string& scratch_dir) {
+  return run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe "
+                   "--mca btl self,vader " + apps, scratch_dir);
+}
+
+// The training losses a run's metrics.jsonl logged, in order (the lines with a "loss").
+inline std::vector<double> logged_losses(const std::string& metrics_path) {
+  std::vector<double> l;
+  std::ifstream f(metrics_path);
+  for (std::string line; std::getline(f, line);) {
+    if (line.empty()) continue;
+    const auto m = nlohmann::json::parse(line);
+    if (m.contains("loss")) l.push_back(m["loss"].get<double>());
+  }
+  return l;
 }
 
 }  // namespace memtrain::testing

@@ -50,19 +50,9 @@ class MpiCli : public ::testing::Test {
     // Open MPI names the rank that died.
     EXPECT_TRUE(r.err.find("signal 9") != std::string::npos || r.err.find("Killed") != std::string::npos) << r.err;
   }
-  // mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
-  testing::CliResult mpirun(const std::string& apps) const {
-    return testing::run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root "
-                              "--oversubscribe --mca btl self,vader " + apps, dir_);
-  }
+  testing::CliResult mpirun(const std::string& apps) const { return testing::run_mpirun(apps, dir_); }
   std::vector<double> losses(const std::string& out) const {
-    std::vector<double> l;
-    for (absl::string_view line : absl::StrSplit(testing::slurp(dir_ + "/" + out + "/metrics.jsonl"), '\n',
-                                                 absl::SkipEmpty())) {
-      const auto m = nlohmann::json::parse(line.begin(), line.end());
-      if (m.contains("loss")) l.push_back(m["loss"].get<double>());
-    }
-    return l;
+    return testing::logged_losses(dir_ + "/" + out + "/metrics.jsonl");
   }
   std::string dir_;
   const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";

@@ -9,9 +9,6 @@
 
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
-#include "absl/strings/str_split.h"
 #include "checkpoint/shm_segment.h"
 #include "checkpoint/snapshot_layout.h"
 #include "tests/integration/cli.h"
@@ -41,18 +38,9 @@ class MpiSnapshotKill : public ::testing::Test {
            " --set snapshot.m=1 --set snapshot.ranks_per_node=2 --set snapshot.job=" + job_ +
            " --set output.dir=" + dir_ + "/" + out;
   }
-  testing::CliResult mpirun(const std::string& apps) const {
-    return testing::run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root "
-                              "--oversubscribe --mca btl self,vader " + apps, dir_);
-  }
+  testing::CliResult mpirun(const std::string& apps) const { return testing::run_mpirun(apps, dir_); }
   std::vector<double> losses(const std::string& out) const {
-    std::vector<double> l;
-    for (absl::string_view line : absl::StrSplit(testing::slurp(dir_ + "/" + out + "/metrics.jsonl"), '\n',
-                                                 absl::SkipEmpty())) {
-      const auto m = nlohmann::json::parse(line.begin(), line.end());
-      if (m.contains("loss")) l.push_back(m["loss"].get<double>());
-    }
-    return l;
+    return testing::logged_losses(dir_ + "/" + out + "/metrics.jsonl");
   }
   // Removes rank r's objects: its data and the parity it holds.
   void forget(int r) const {
