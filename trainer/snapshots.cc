@@ -215,7 +215,7 @@ absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
   steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
   for (int64_t step : steps) {
     std::vector<bool> lost(world_, false);
-    std::vector<int> slot_of(world_, -1), parity_slot(world_, -1);
+    std::vector<int> slot_of(world_, -1);
     for (int r = 0; r < world_; ++r) {
       for (int slot = 0; slot < 2; ++slot) {
         if (data_step(r, slot) == step) slot_of[r] = slot;
@@ -229,35 +229,30 @@ absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
       }
     }
     if (!layout_.tolerates(lost)) continue;
-    // Rebuild into this rank's slot for `step` (its own, or the slot the step would have used).
-    const int slot = static_cast<int>((step / scope_.cfg.snapshot.interval) % 2);
+    // This rank's region of `step`: the slot holding it, or (lost) the slot the step uses, rebuilt there.
+    const int slot = lost[rank_] ? static_cast<int>((step / scope_.cfg.snapshot.interval) % 2) : slot_of[rank_];
     int lost_count = 0;
     for (bool l : lost) lost_count += l;
     if (lost_count > 0) {
       uint8_t* region = reinterpret_cast<uint8_t*>(data_[slot].data() + kCommitBytes);
       std::vector<std::vector<uint8_t>> parity(held);
+      std::vector<int> parity_slot(held, slot);  // where each held parity of `step` is (or goes)
       for (int h = 0; h < held; ++h) {
-        // The parity of `step` may sit in either slot of its object.
-        int ps = slot;
         for (int s2 = 0; s2 < 2; ++s2) {
-          if (parity_step(rank_, h, s2) == step) ps = s2;
+          if (parity_step(rank_, h, s2) == step) parity_slot[h] = s2;
         }
-        const char* p = parity_[ps][h].data() + kCommitBytes;
+        const char* p = parity_[parity_slot[h]][h].data() + kCommitBytes;
         parity[h].assign(p, p + region_bytes_);
-      }
-      if (!lost[rank_] && slot_of[rank_] != slot) {
-        std::memcpy(region, data_[slot_of[rank_]].data() + kCommitBytes, static_cast<size_t>(region_bytes_));
       }
       MEMTRAIN_ASSIGN_OR_RETURN(const int64_t sent, checkpoint::rebuild_lost(mpi_of(scope_.world), layout_, lost,
                                                                              region, region_bytes_, parity));
       bytes_sent_ += sent;
       if (lost[rank_]) write_commit(data_[slot], step, xxhash64(region, static_cast<size_t>(region_bytes_)));
       for (int h = 0; h < held; ++h) {
-        std::memcpy(parity_[slot][h].data() + kCommitBytes, parity[h].data(), static_cast<size_t>(region_bytes_));
-        write_commit(parity_[slot][h], step, xxhash64(parity[h].data(), static_cast<size_t>(region_bytes_)));
+        checkpoint::ShmSegment& p = parity_[parity_slot[h]][h];
+        std::memcpy(p.data() + kCommitBytes, parity[h].data(), static_cast<size_t>(region_bytes_));
+        write_commit(p, step, xxhash64(parity[h].data(), static_cast<size_t>(region_bytes_)));
       }
-    } else if (slot_of[rank_] != slot) {
-      return absl::InternalError("a snapshot's slot differs from its step's");
     }
     // Restore this rank's state from the region.
     const char* region = data_[slot].data() + kCommitBytes;
