@@ -164,8 +164,8 @@ absl::Status DataParallel::begin_micro_batch(int64_t micro) {
   micro_ = micro;
   launches_ = 0;
   release_idle();
-  if (micro == 0) MEMTRAIN_RETURN_IF_ERROR(send_values_out());
   if (micro == 0) {
+    MEMTRAIN_RETURN_IF_ERROR(send_values_out());
     if (grad_full_.defined()) grad_full_.fill_zero();
     std::fill(in_shard_.begin(), in_shard_.end(), false);
   }

@@ -103,24 +103,17 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
   const double step_seconds = 3.0 * L * block_forward_flops_per_token * B * T * cfg.train.grad_accum / bw.flops;
 
   // AdamW's moments on disk: this rank's state (the keep plan's figure) read and written once per step.
-  const bool offload_optimizer = ssd && cfg.optim.name == "adamw" && !cfg.offload.optimizer_on_ssd();
-  double optimizer_io = 0;
-  if (offload_optimizer) {
-    MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan keep_plan, plan_memory_of_largest_stage(keep_cfg, world_size));
-    const double state = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kOptimizerState)]);
-    optimizer_io = state / bw.ssd_read + state / bw.ssd_write;
-  }
-
   // ZeRO-3's shard on disk: read and written once by the update, and read for each micro-batch's forward and
   // backward gathers one unit ahead, so those reads cost only what they take beyond the compute they overlap.
-  const bool offload_parameters = ssd && cfg.zero.stage == 3 && !cfg.offload.parameters_offloaded() &&
-                                  (cfg.optim.name == "adamw" || cfg.optim.name == "adamw8bit") &&
-                                  cfg.zero.hpz_partition_size == 1;
-  double shard_bytes = 0;
-  if (offload_parameters) {
+  const bool offload_optimizer = ssd && cfg.optim.name == "adamw" && !cfg.offload.optimizer_on_ssd();
+  const bool offload_parameters = ssd && !cfg.offload.parameters_offloaded() && parameter_offload_allowed(cfg).ok();
+  double optimizer_io = 0, shard_bytes = 0;
+  if (offload_optimizer || offload_parameters) {
     MEMTRAIN_ASSIGN_OR_RETURN(MemoryPlan keep_plan, plan_memory_of_largest_stage(keep_cfg, world_size));
+    const double state = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kOptimizerState)]);
+    if (offload_optimizer) optimizer_io = state / bw.ssd_read + state / bw.ssd_write;
     // The keep plan's parameters: the shard and two gathered units (a little more than the shard).
-    shard_bytes = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kParameters)]);
+    if (offload_parameters) shard_bytes = static_cast<double>(keep_plan.bytes[static_cast<int>(MemCategory::kParameters)]);
   }
   auto parameter_io = [&](int64_t accum) {
     return shard_bytes / bw.ssd_read + shard_bytes / bw.ssd_write +
@@ -138,7 +131,7 @@ absl::StatusOr<PolicyPlan> plan_policies(const Config& cfg, int world_size, cons
     const double swap_extra = ssd ? std::max(0.0, block_bytes / bw.ssd_write - f) +
                                         std::max(0.0, block_bytes / bw.ssd_read - 2 * f)
                                   : 0;
-    for (const std::pair<bool, bool> offloads : {std::pair{false, false}, std::pair{true, false},
+    for (const std::pair<bool, bool>& offloads : {std::pair{false, false}, std::pair{true, false},
                                                  std::pair{false, true}, std::pair{true, true}}) {
       const bool optimizer_on_ssd = offloads.first, parameters_on_ssd = offloads.second;  // (lambdas capture these)
       if ((optimizer_on_ssd && !offload_optimizer) || (parameters_on_ssd && !offload_parameters)) continue;

@@ -399,6 +399,18 @@ absl::string_view field_type_name(FieldType type) {
   return "?";
 }
 
+absl::Status parameter_offload_allowed(const Config& c) {
+  if (c.zero.stage != 3)
+    return config_error("offload.parameters", absl::StrCat("offloads ZeRO-3's parameter shard; zero.stage is ",
+                                                           c.zero.stage));
+  if (c.optim.name != "adamw" && c.optim.name != "adamw8bit")
+    return config_error("offload.parameters", absl::StrCat("needs an optimizer that updates one piece at a time "
+                                                           "(adamw, adamw8bit); optim.name is '", c.optim.name, "'"));
+  if (c.zero.hpz_partition_size > 1)
+    return config_error("offload.parameters", "keeps no hpZ copy in memory; set zero.hpz_partition_size = 1");
+  return absl::OkStatus();
+}
+
 absl::Status Config::validate() const {
   absl::Status status;
   auto check = [&status](const char*, const auto& section) {
@@ -438,16 +450,7 @@ absl::Status Config::validate() const {
   if (offload.optimizer_on_ssd() && optim.name != "adamw")
     return config_error("offload.optimizer", absl::StrCat("\"ssd\" streams AdamW's moments; optim.name is '",
                                                           optim.name, "'"));
-  if (offload.parameters_offloaded()) {
-    if (zero.stage != 3)
-      return config_error("offload.parameters", absl::StrCat("offloads ZeRO-3's parameter shard; zero.stage is ",
-                                                             zero.stage));
-    if (optim.name != "adamw" && optim.name != "adamw8bit")
-      return config_error("offload.parameters", absl::StrCat("needs an optimizer that updates one piece at a time "
-                                                             "(adamw, adamw8bit); optim.name is '", optim.name, "'"));
-    if (zero.hpz_partition_size > 1)
-      return config_error("offload.parameters", "keeps no hpZ copy in memory; set zero.hpz_partition_size = 1");
-  }
+  if (offload.parameters_offloaded()) MEMTRAIN_RETURN_IF_ERROR(parameter_offload_allowed(*this));
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

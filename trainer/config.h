@@ -51,6 +51,10 @@ struct Config {
   absl::Status validate() const;
 };
 
+// Whether offload.parameters may be set with the rest of `c` (ZeRO-3, adamw or adamw8bit, no hpZ): the error
+// names offload.parameters and the key in the way. Config::validate and the planner both ask.
+absl::Status parameter_offload_allowed(const Config& c);
+
 // Reads the TOML file at `path`, applies `overrides` ("section.key=value", from --set, in order, after the file),
 // reads model.from_hf's config.json into [model] and validates. Errors name the file ("configs/x.toml:3:7: ...", "configs/x.toml: cannot read: ...") or the key
 // ("train.max_stpes: unknown key; did you mean train.max_steps?"). A missing file is NotFound, all else

@@ -113,12 +113,12 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const Check
 
 SnapshotStore::~SnapshotStore() = default;
 
-std::string SnapshotStore::data_name(int rank, int slot) const {
-  return absl::StrCat("memtrain.", job_, ".d", rank, ".", slot);
+std::string SnapshotStore::data_name(const std::string& job, int rank, int slot) {
+  return absl::StrCat("memtrain.", job, ".d", rank, ".", slot);
 }
 
-std::string SnapshotStore::parity_name(int group, int j, int slot) const {
-  return absl::StrCat("memtrain.", job_, ".p", group, ".", j, ".", slot);
+std::string SnapshotStore::parity_name(const std::string& job, int group, int j, int slot) {
+  return absl::StrCat("memtrain.", job, ".p", group, ".", j, ".", slot);
 }
 
 absl::Status SnapshotStore::open_or_create(int slot, int64_t region_bytes) {
@@ -130,11 +130,11 @@ absl::Status SnapshotStore::open_or_create(int slot, int64_t region_bytes) {
     return checkpoint::ShmSegment::create(name, kCommitBytes + region_bytes);
   };
   if (static_cast<int>(data_.size()) <= slot) data_.resize(slot + 1);
-  MEMTRAIN_ASSIGN_OR_RETURN(data_[slot], get(data_name(rank_, slot)));
+  MEMTRAIN_ASSIGN_OR_RETURN(data_[slot], get(data_name(job_, rank_, slot)));
   if (static_cast<int>(parity_.size()) <= slot) parity_.resize(slot + 1);
   parity_[slot].clear();
   for (const auto& [g, j] : layout_.parity_held_by(rank_)) {
-    MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::ShmSegment p, get(parity_name(g, j, slot)));
+    MEMTRAIN_ASSIGN_OR_RETURN(checkpoint::ShmSegment p, get(parity_name(job_, g, j, slot)));
     parity_[slot].push_back(std::move(p));
   }
   return absl::OkStatus();
@@ -286,11 +286,14 @@ absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
 }
 
 void SnapshotStore::finish() {
-  if (scope_.cfg.snapshot.keep_at_exit) return;
+  if (!scope_.cfg.snapshot.keep_at_exit) remove_objects(job_, layout_, rank_);
+}
+
+void SnapshotStore::remove_objects(const std::string& job, const checkpoint::SnapshotLayout& layout, int rank) {
   for (int slot = 0; slot < 2; ++slot) {
-    checkpoint::ShmSegment::unlink(data_name(rank_, slot)).IgnoreError();
-    for (const auto& [g, j] : layout_.parity_held_by(rank_))
-      checkpoint::ShmSegment::unlink(parity_name(g, j, slot)).IgnoreError();
+    checkpoint::ShmSegment::unlink(data_name(job, rank, slot)).IgnoreError();
+    for (const auto& [g, j] : layout.parity_held_by(rank))
+      checkpoint::ShmSegment::unlink(parity_name(job, g, j, slot)).IgnoreError();
   }
 }
 

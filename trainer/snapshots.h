@@ -34,6 +34,9 @@ class SnapshotStore {
   absl::StatusOr<int64_t> recover(int64_t than_step);
   // At the end of a successful run: removes this rank's objects unless snapshot.keep_at_exit.
   void finish();
+  // Removes what rank `rank` holds for job `job` under `layout`: both slots of its data and of the parity it holds
+  // (what a lost node's memory takes with it).
+  static void remove_objects(const std::string& job, const checkpoint::SnapshotLayout& layout, int rank);
 
   const std::string& job() const { return job_; }
   const checkpoint::SnapshotLayout& layout() const { return layout_; }
@@ -44,8 +47,8 @@ class SnapshotStore {
   explicit SnapshotStore(const CheckpointScope& scope) : scope_(scope) {}
   struct Runs;  // where this rank's state lives, in snapshot order
   absl::StatusOr<Runs> state_runs();
-  std::string data_name(int rank, int slot) const;
-  std::string parity_name(int group, int j, int slot) const;
+  static std::string data_name(const std::string& job, int rank, int slot);
+  static std::string parity_name(const std::string& job, int group, int j, int slot);
   absl::Status open_or_create(int slot, int64_t region_bytes);
 
   CheckpointScope scope_;

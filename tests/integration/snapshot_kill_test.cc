@@ -12,6 +12,7 @@
 #include "checkpoint/shm_segment.h"
 #include "checkpoint/snapshot_layout.h"
 #include "tests/integration/cli.h"
+#include "trainer/snapshots.h"
 
 namespace memtrain {
 namespace {
@@ -46,15 +47,7 @@ class MpiSnapshotKill : public ::testing::Test {
   void forget(int r) const {
     auto layout = checkpoint::SnapshotLayout::plan({0, 0, 1, 1}, 2, 1);
     ASSERT_TRUE(layout.ok());
-    for (int slot = 0; slot < 2; ++slot) {
-      checkpoint::ShmSegment::unlink("memtrain." + job_ + ".d" + std::to_string(r) + "." + std::to_string(slot))
-          .IgnoreError();
-      for (const auto& [g, j] : layout->parity_held_by(r)) {
-        checkpoint::ShmSegment::unlink("memtrain." + job_ + ".p" + std::to_string(g) + "." + std::to_string(j) +
-                                       "." + std::to_string(slot))
-            .IgnoreError();
-      }
-    }
+    trainer::SnapshotStore::remove_objects(job_, *layout, r);
   }
   std::string dir_, job_;
   const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";

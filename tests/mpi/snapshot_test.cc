@@ -9,6 +9,7 @@
 #include "checkpoint/shm_segment.h"
 #include "checkpoint/snapshot_layout.h"
 #include "tests/mpi/training_fixture.h"
+#include "trainer/snapshots.h"
 #include "trainer/train_loop.h"
 
 namespace memtrain {
@@ -16,19 +17,6 @@ namespace {
 using parallel::testing::shared_dir;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
-
-// Removes what rank `r` held for job `job` (both slots of its data and of the parity it holds).
-void forget(const std::string& job, int r, const checkpoint::SnapshotLayout& layout) {
-  for (int slot = 0; slot < 2; ++slot) {
-    checkpoint::ShmSegment::unlink("memtrain." + job + ".d" + std::to_string(r) + "." + std::to_string(slot))
-        .IgnoreError();
-    for (const auto& [g, j] : layout.parity_held_by(r)) {
-      checkpoint::ShmSegment::unlink("memtrain." + job + ".p" + std::to_string(g) + "." + std::to_string(j) + "." +
-                                     std::to_string(slot))
-          .IgnoreError();
-    }
-  }
-}
 
 // 0, 1, 2: the snapshots of no rank, m ranks, m + 1 ranks are lost; 3: the last rank's newest one is corrupted.
 class MpiSnapshots : public ::testing::TestWithParam<int> {};
@@ -63,7 +51,7 @@ TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
   ASSERT_TRUE(world().comm().barrier().ok());
   std::vector<bool> lost(world_size, false);
   for (int i = 0; i < lose; ++i) lost[world_size - 1 - i] = true;
-  if (lost[rank]) forget(job, rank, *layout);
+  if (lost[rank]) trainer::SnapshotStore::remove_objects(job, *layout, rank);
   if (GetParam() == 3 && rank == world_size - 1) {  // step 6 sits in slot (6 / 2) % 2 = 1, after a 64-byte block
     auto s = checkpoint::ShmSegment::open("memtrain." + job + ".d" + std::to_string(rank) + ".1");
     ASSERT_TRUE(s.ok()) << s.status();
