@@ -100,6 +100,14 @@ std::vector<std::string> ShmSegment::list(const std::string& prefix) {
   return out;
 }
 
+absl::StatusOr<ShmSegment> DevShmObjects::get(const std::string& name, int64_t bytes) {
+  auto s = ShmSegment::open(name);
+  if (s.ok() && s->bytes() == bytes) return s;
+  if (s.ok()) MEMTRAIN_RETURN_IF_ERROR(ShmSegment::unlink(name));
+  if (!s.ok() && s.status().code() != absl::StatusCode::kNotFound) return s.status();
+  return ShmSegment::create(name, bytes);
+}
+
 ShmSegment& ShmSegment::operator=(ShmSegment&& o) noexcept {
   if (this != &o) {
     if (data_ != nullptr) munmap(data_, static_cast<size_t>(bytes_));

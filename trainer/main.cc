@@ -16,6 +16,7 @@
 #include "trainer/peft_adapter.h"
 #include "trainer/plan.h"
 #include "trainer/session.h"
+#include "trainer/snapshot_keeper.h"
 #include "trainer/train_loop.h"
 
 namespace memtrain::trainer {
@@ -42,6 +43,12 @@ constexpr char kUsage[] =
     "                                                 a PEFT LoRA adapter (a LoRA run's output.dir/adapter) merged\n"
     "                                                 into its base (default: the adapter's base_model_name_or_path)\n"
     "                                                 as a Hugging Face directory\n"
+    "  keeper  CONFIG [--set ...] [--node N] [--stop] the snapshot keeper of the config's job on this node (or\n"
+    "                                                 simulated node N): holds the in-memory snapshots until the job\n"
+    "                                                 is over; the trainer starts one when none runs. --stop: frees\n"
+    "                                                 them and ends the keeper\n"
+    "  keeper  --socket PATH [--idle-timeout S] [--stop]\n"
+    "                                                 the same at an explicit socket\n"
     "  help                                           this text\n";
 
 struct Args {
@@ -56,6 +63,10 @@ struct Args {
   std::string tokenizer = "byte";     // prepare
   int64_t max_shard_mb = 5000;
   std::vector<std::string> inputs;
+  std::string socket;          // keeper
+  int node = -1;               // keeper: a simulated node (snapshot.ranks_per_node)
+  double idle_timeout = -1;    // keeper: -1 = snapshot.keeper_timeout_s
+  bool stop = false;           // keeper
 };
 
 absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** argv) {
@@ -101,6 +112,18 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--val-fraction"));
       if (!absl::SimpleAtod(v, &a.val_fraction))
         return absl::InvalidArgumentError(absl::StrCat("--val-fraction: not a number: '", v, "'"));
+    } else if (arg == "--socket" && command == "keeper") {
+      MEMTRAIN_ASSIGN_OR_RETURN(a.socket, value("--socket"));
+    } else if (arg == "--node" && command == "keeper") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--node"));
+      if (!absl::SimpleAtoi(v, &a.node) || a.node < 0)
+        return absl::InvalidArgumentError(absl::StrCat("--node: not a node number: '", v, "'"));
+    } else if (arg == "--idle-timeout" && command == "keeper") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--idle-timeout"));
+      if (!absl::SimpleAtod(v, &a.idle_timeout) || a.idle_timeout <= 0)
+        return absl::InvalidArgumentError(absl::StrCat("--idle-timeout: not a positive number: '", v, "'"));
+    } else if (arg == "--stop" && command == "keeper") {
+      a.stop = true;
     } else if (arg.rfind("--", 0) == 0) {
       return absl::InvalidArgumentError(absl::StrCat(arg, ": unknown flag for '", command, "'\n", kUsage));
     } else if (command == "prepare") {
@@ -123,6 +146,11 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       return absl::InvalidArgumentError("convert --from-hf: --dtype and --max-shard-mb are for --to-hf");
     return a;
   }
+  if (command == "keeper" && a.config.empty() == a.socket.empty())
+    return absl::InvalidArgumentError("keeper: needs a CONFIG or --socket PATH (one of them)");
+  if (command == "keeper" && !a.socket.empty() && (a.node >= 0 || !a.overrides.empty()))
+    return absl::InvalidArgumentError("keeper: --node and --set go with a CONFIG, not --socket");
+  if (command == "keeper") return a;
   if (command != "prepare" && a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(command, ": needs a CONFIG file"));
   if (command == "prepare" && (a.out.empty() || a.inputs.empty()))
     return absl::InvalidArgumentError("prepare: needs --out DIR and at least one INPUT");
@@ -173,6 +201,28 @@ absl::Status convert(const Args& args) {
   return absl::OkStatus();
 }
 
+// `memtrain keeper`: runs (or stops) the snapshot keeper of a job on this node.
+absl::Status keeper(const Args& args) {
+  std::string socket = args.socket;
+  double idle_timeout = args.idle_timeout > 0 ? args.idle_timeout : SnapshotConfig().keeper_timeout_s;
+  if (socket.empty()) {
+    MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
+    if (cfg.snapshot.ranks_per_node > 0 && args.node < 0)
+      return absl::InvalidArgumentError("keeper: snapshot.ranks_per_node simulates nodes; say which with --node N");
+    if (cfg.snapshot.ranks_per_node == 0 && args.node >= 0)
+      return absl::InvalidArgumentError("keeper: --node is for simulated nodes (snapshot.ranks_per_node > 0)");
+    const std::string node = args.node >= 0 ? absl::StrCat("n", args.node) : snapshot_node(cfg.snapshot, 0);
+    socket = keeper_socket(snapshot_job(cfg), node);
+    if (args.idle_timeout <= 0) idle_timeout = static_cast<double>(cfg.snapshot.keeper_timeout_s);
+  }
+  if (args.stop) {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<checkpoint::KeeperClient> client,
+                              checkpoint::KeeperClient::connect(socket));
+    return client->stop();
+  }
+  return checkpoint::run_keeper(socket, idle_timeout);
+}
+
 int exit_code(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kInvalidArgument:
@@ -195,6 +245,7 @@ absl::Status run(const std::string& command, const Args& args) {
     return absl::OkStatus();
   }
   if (command == "convert") return convert(args);
+  if (command == "keeper") return keeper(args);
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
   if (command == "train") {
@@ -258,7 +309,7 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command != "train" && command != "eval" && command != "sample" && command != "plan" && command != "prepare" &&
-      command != "convert") {
+      command != "convert" && command != "keeper") {
     std::fprintf(stderr, "error: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   }

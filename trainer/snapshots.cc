@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <map>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "checkpoint/snapshot_parity.h"
 #include "core/checksum.h"
 #include "parallel/mpi_communicator.h"
+#include "trainer/snapshot_keeper.h"
 
 namespace memtrain::trainer {
 
@@ -75,11 +74,7 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const Check
   std::unique_ptr<SnapshotStore> store(new SnapshotStore(scope));
   store->rank_ = scope.world.rank();
   store->world_ = scope.world.size();
-  store->job_ = sc.job;
-  if (store->job_.empty()) {  // the run's output directory names it, the same on every rank and every restart
-    const std::string dir = std::filesystem::absolute(scope.cfg.output.dir).lexically_normal().string();
-    store->job_ = absl::StrFormat("%016x", xxhash64(dir.data(), dir.size()));
-  }
+  store->job_ = snapshot_job(scope.cfg);
   // The nodes: host names (or snapshot.ranks_per_node), numbered in order of first appearance.
   std::vector<int> node_of(store->world_);
   if (sc.ranks_per_node > 0) {
@@ -95,6 +90,7 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const Check
       node_of[r] = ids.emplace(h, static_cast<int>(ids.size())).first->second;
     }
   }
+  MEMTRAIN_RETURN_IF_ERROR(store->connect_objects(node_of));
   if (sc.m > 0 && store->world_ == 1)
     return config_error("snapshot.m", "parity is held by other ranks; a single process takes snapshot.m = 0");
   // Parity lives outside its group, so with parity a group has at most world - 1 members.
@@ -121,14 +117,26 @@ std::string SnapshotStore::parity_name(const std::string& job, int group, int j,
   return absl::StrCat("memtrain.", job, ".p", group, ".", j, ".", slot);
 }
 
+absl::Status SnapshotStore::connect_objects(const std::vector<int>& node_of) {
+  const SnapshotConfig& sc = scope_.cfg.snapshot;
+  if (!sc.keeper) {
+    objects_ = std::make_unique<checkpoint::DevShmObjects>();
+    return absl::OkStatus();
+  }
+  // The node's first rank starts its keeper when none answers; the others connect once every node has one.
+  const std::string socket = keeper_socket(job_, snapshot_node(sc, rank_));
+  const bool first = std::find(node_of.begin(), node_of.end(), node_of[rank_]) - node_of.begin() == rank_;
+  absl::StatusOr<std::unique_ptr<checkpoint::KeeperClient>> keeper = absl::UnavailableError("not yet");
+  if (first) keeper = connect_keeper(socket, sc, /*start=*/true);
+  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, first ? keeper.status() : absl::OkStatus()));
+  if (!first) keeper = connect_keeper(socket, sc, /*start=*/false);
+  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, keeper.status()));
+  objects_ = std::move(*keeper);
+  return absl::OkStatus();
+}
+
 absl::Status SnapshotStore::open_or_create(int slot, int64_t region_bytes) {
-  auto get = [&](const std::string& name) -> absl::StatusOr<checkpoint::ShmSegment> {
-    auto s = checkpoint::ShmSegment::open(name);
-    if (s.ok() && s->bytes() == kCommitBytes + region_bytes) return s;
-    if (s.ok()) MEMTRAIN_RETURN_IF_ERROR(checkpoint::ShmSegment::unlink(name));  // another shape of state: stale
-    if (!s.ok() && s.status().code() != absl::StatusCode::kNotFound) return s.status();
-    return checkpoint::ShmSegment::create(name, kCommitBytes + region_bytes);
-  };
+  auto get = [&](const std::string& name) { return objects_->get(name, kCommitBytes + region_bytes); };
   if (static_cast<int>(data_.size()) <= slot) data_.resize(slot + 1);
   MEMTRAIN_ASSIGN_OR_RETURN(data_[slot], get(data_name(job_, rank_, slot)));
   if (static_cast<int>(parity_.size()) <= slot) parity_.resize(slot + 1);
@@ -286,14 +294,14 @@ absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
 }
 
 void SnapshotStore::finish() {
-  if (!scope_.cfg.snapshot.keep_at_exit) remove_objects(job_, layout_, rank_);
+  if (!scope_.cfg.snapshot.keep_at_exit) remove_objects(*objects_, job_, layout_, rank_);
 }
 
-void SnapshotStore::remove_objects(const std::string& job, const checkpoint::SnapshotLayout& layout, int rank) {
+void SnapshotStore::remove_objects(checkpoint::ObjectSource& objects, const std::string& job,
+                                   const checkpoint::SnapshotLayout& layout, int rank) {
   for (int slot = 0; slot < 2; ++slot) {
-    checkpoint::ShmSegment::unlink(data_name(job, rank, slot)).IgnoreError();
-    for (const auto& [g, j] : layout.parity_held_by(rank))
-      checkpoint::ShmSegment::unlink(parity_name(job, g, j, slot)).IgnoreError();
+    objects.drop(data_name(job, rank, slot));
+    for (const auto& [g, j] : layout.parity_held_by(rank)) objects.drop(parity_name(job, g, j, slot));
   }
 }
 

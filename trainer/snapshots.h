@@ -4,9 +4,10 @@
 // restart of the same job (train.resume = "auto") continues from the newest snapshot that is complete across the
 // job, rebuilding the shards of up to snapshot.m lost ranks per group, when it is newer than the last checkpoint.
 //
+// The objects are held by the node's keeper (snapshot.keeper, trainer/snapshot_keeper.h) or named in /dev/shm.
 // Per rank and slot (two slots, used in turn, so a snapshot being written never replaces the only complete one):
-//   /dev/shm/memtrain.JOB.dRANK.SLOT     a commit block, then the encoded region: a header and the state
-//   /dev/shm/memtrain.JOB.pG.J.SLOT      on the holder of group G's parity J: a commit block, then the parity
+//   memtrain.JOB.dRANK.SLOT     a commit block, then the encoded region: a header and the state
+//   memtrain.JOB.pG.J.SLOT      on the holder of group G's parity J: a commit block, then the parity
 // A slot counts once its commit block says so, which happens after every rank wrote its region and parity.
 #pragma once
 
@@ -34,9 +35,11 @@ class SnapshotStore {
   absl::StatusOr<int64_t> recover(int64_t than_step);
   // At the end of a successful run: removes this rank's objects unless snapshot.keep_at_exit.
   void finish();
-  // Removes what rank `rank` holds for job `job` under `layout`: both slots of its data and of the parity it holds
-  // (what a lost node's memory takes with it).
-  static void remove_objects(const std::string& job, const checkpoint::SnapshotLayout& layout, int rank);
+  // Removes what rank `rank` holds for job `job` under `layout` from `objects`: both slots of its data and of the
+  // parity it holds (what a lost node's memory takes with it).
+  static void remove_objects(checkpoint::ObjectSource& objects, const std::string& job,
+                             const checkpoint::SnapshotLayout& layout, int rank);
+  static std::string data_name(const std::string& job, int rank, int slot);
 
   const std::string& job() const { return job_; }
   const checkpoint::SnapshotLayout& layout() const { return layout_; }
@@ -47,12 +50,13 @@ class SnapshotStore {
   explicit SnapshotStore(const CheckpointScope& scope) : scope_(scope) {}
   struct Runs;  // where this rank's state lives, in snapshot order
   absl::StatusOr<Runs> state_runs();
-  static std::string data_name(const std::string& job, int rank, int slot);
   static std::string parity_name(const std::string& job, int group, int j, int slot);
+  absl::Status connect_objects(const std::vector<int>& node_of);
   absl::Status open_or_create(int slot, int64_t region_bytes);
 
   CheckpointScope scope_;
   std::string job_;
+  std::unique_ptr<checkpoint::ObjectSource> objects_;  // the keeper's or /dev/shm's
   int rank_ = 0, world_ = 1;
   checkpoint::SnapshotLayout layout_;
   int64_t region_bytes_ = 0;  // the same on every rank: the largest state, plus the header

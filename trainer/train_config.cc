@@ -77,8 +77,12 @@ absl::Status SnapshotConfig::validate() const {
   if (interval < 0) return config_error("snapshot.interval", absl::StrCat("must be >= 0, got ", interval));
   if (k < 1) return config_error("snapshot.k", absl::StrCat("must be >= 1, got ", k));
   if (m < 0 || k + m > 256) return config_error("snapshot.m", absl::StrCat("must be >= 0 with k + m <= 256, got ", m));
+  if (keeper_timeout_s < 1)
+    return config_error("snapshot.keeper_timeout_s", absl::StrCat("must be >= 1, got ", keeper_timeout_s));
   if (ranks_per_node < 0)
     return config_error("snapshot.ranks_per_node", absl::StrCat("must be >= 0, got ", ranks_per_node));
+  if (job.size() > 40)  // it names the keeper's socket, whose path has room for 107 bytes
+    return config_error("snapshot.job", absl::StrCat("at most 40 characters, got ", job.size()));
   for (char c : job) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-')
       return config_error("snapshot.job", absl::StrCat("letters, digits, '_' and '-' only, got '", job, "'"));

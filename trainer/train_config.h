@@ -135,6 +135,8 @@ struct SnapshotConfig {
   int64_t ranks_per_node = 0;
   std::string job;
   bool keep_at_exit = false;
+  bool keeper = true;
+  int64_t keeper_timeout_s = 600;
 
   template <class V> void visit(V& v) {
     v("interval", interval, "steps between in-memory snapshots (0: none): every rank's state copied into POSIX "
@@ -151,6 +153,12 @@ struct SnapshotConfig {
                   "a restart of the same run finds them");
     v("keep_at_exit", keep_at_exit, "leave the snapshots in shared memory when training ends (a later run of the "
                                     "same job resumes from them); false: the run removes them at its end");
+    v("keeper", keeper, "true: the snapshots are held by a keeper process per node (`memtrain keeper`, started by "
+                        "the node's first rank when none runs, socket /dev/shm/memtrain.JOB.NODE.keeper), so memory "
+                        "is freed when the job is over and never leaks; false: named objects in /dev/shm, which stay "
+                        "until a run of the job removes them");
+    v("keeper_timeout_s", keeper_timeout_s, "seconds a keeper keeps a job's snapshots with no rank connected (the "
+                                            "time a restart has to come back), then it frees them and exits");
   }
   absl::Status validate() const;
 };

@@ -2,9 +2,11 @@
 // (train.resume = auto, no disk checkpoint) continues from the newest snapshot, whose shared-memory objects the
 // killed processes left behind, and ends with the uninterrupted run's losses bit for bit; also when the killed
 // rank's memory is gone too (its objects removed, as a node's reboot would), rebuilt from the parity other ranks
-// hold; and when two ranks of one group lose theirs (more than m = 1), it starts over, saying so. Suites are named
-// Mpi* (label `mpi`).
+// hold; and when two ranks of one group lose theirs (more than m = 1), it starts over, saying so. The snapshots are
+// held by each simulated node's keeper process (snapshot.keeper): killing the keeper of a node with its ranks loses
+// all of that node's memory, which m = 2 rebuilds. Suites are named Mpi* (label `mpi`).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +14,7 @@
 #include "checkpoint/shm_segment.h"
 #include "checkpoint/snapshot_layout.h"
 #include "tests/integration/cli.h"
+#include "trainer/snapshot_keeper.h"
 #include "trainer/snapshots.h"
 
 namespace memtrain {
@@ -27,27 +30,36 @@ class MpiSnapshotKill : public ::testing::Test {
   }
   void TearDown() override {
     std::filesystem::remove_all(dir_);
-    for (const std::string& n : checkpoint::ShmSegment::list("memtrain." + job_ + "."))
+    for (int node = 0; node < 2; ++node) {
+      if (auto keeper = connect(node); keeper.ok()) (*keeper)->stop().IgnoreError();
+    }
+    for (const std::string& n : checkpoint::ShmSegment::list("memtrain." + job_ + "."))  // a killed keeper's socket
       checkpoint::ShmSegment::unlink(n).IgnoreError();
   }
-  // Four ranks, ZeRO-2, snapshots every 2 steps in groups of 2 with one parity shard, two simulated nodes.
-  std::string args(const std::string& out) const {
+  // Four ranks, ZeRO-2, snapshots every 2 steps in groups of 2 with m parity shards, two simulated nodes.
+  std::string args(const std::string& out, int m = 1) const {
     return " train configs/default.toml --set model.n_layer=2 --set model.n_embd=64 --set model.block_size=32"
            " --set train.batch_size=4 --set train.max_steps=10 --set train.log_interval=1 --set train.eval_interval=0"
            " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set zero.stage=2"
            " --set parallel.timeout_s=10 --set train.resume=auto --set snapshot.interval=2 --set snapshot.k=2"
-           " --set snapshot.m=1 --set snapshot.ranks_per_node=2 --set snapshot.job=" + job_ +
+           " --set snapshot.m=" + std::to_string(m) + " --set snapshot.ranks_per_node=2 --set snapshot.job=" + job_ +
            " --set output.dir=" + dir_ + "/" + out;
   }
   testing::CliResult mpirun(const std::string& apps) const { return testing::run_mpirun(apps, dir_); }
   std::vector<double> losses(const std::string& out) const {
     return testing::logged_losses(dir_ + "/" + out + "/metrics.jsonl");
   }
-  // Removes rank r's objects: its data and the parity it holds.
+  // The keeper of simulated node `node` (ranks 2 node, 2 node + 1).
+  absl::StatusOr<std::unique_ptr<checkpoint::KeeperClient>> connect(int node) const {
+    return checkpoint::KeeperClient::connect(trainer::keeper_socket(job_, "n" + std::to_string(node)));
+  }
+  // Removes rank r's objects from its node's keeper: its data and the parity it holds.
   void forget(int r) const {
     auto layout = checkpoint::SnapshotLayout::plan({0, 0, 1, 1}, 2, 1);
     ASSERT_TRUE(layout.ok());
-    trainer::SnapshotStore::remove_objects(job_, *layout, r);
+    auto keeper = connect(r / 2);
+    ASSERT_TRUE(keeper.ok()) << keeper.status();
+    trainer::SnapshotStore::remove_objects(**keeper, job_, *layout, r);
   }
   std::string dir_, job_;
   const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";
@@ -58,7 +70,10 @@ TEST_F(MpiSnapshotKill, AKilledRankResumesFromTheSnapshotEvenWhenItsMemoryIsGone
   ASSERT_EQ(ref.exit_code, 0) << ref.err;
   const std::vector<double> want = losses("ref");
   ASSERT_EQ(want.size(), 10u);
-  EXPECT_TRUE(checkpoint::ShmSegment::list("memtrain." + job_ + ".").empty()) << "a finished run leaves its objects";
+  // The keepers held nothing at the end, so they are gone: their sockets too (waited for without connecting, which
+  // would keep them).
+  for (int i = 0; i < 500 && !checkpoint::ShmSegment::list("memtrain." + job_ + ".").empty(); ++i) usleep(10000);
+  EXPECT_TRUE(checkpoint::ShmSegment::list("memtrain." + job_ + ".").empty()) << "keepers or objects outlived the job";
   struct Case {
     std::vector<int> forgotten;  // ranks whose objects are removed after the kill
     std::string expect;          // in the restart's output
@@ -81,6 +96,34 @@ TEST_F(MpiSnapshotKill, AKilledRankResumesFromTheSnapshotEvenWhenItsMemoryIsGone
     EXPECT_NE(restart.out.find(c.expect), std::string::npos) << restart.out;
     EXPECT_EQ(losses(out), want);
   }
+}
+
+TEST_F(MpiSnapshotKill, KillingTheKeeperOfANodeLosesItsMemoryWhichParityRebuilds) {
+  auto ref = mpirun("-np 4 " + binary_ + args("ref"));
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  const std::vector<double> want = losses("ref");
+  ASSERT_EQ(want.size(), 10u);
+  // m = 2 over two simulated nodes of two ranks: groups {0, 2} and {1, 3}, each group's parity on the other two
+  // ranks, so a whole node's memory (two data shards and two parity shards, one of each group) can be rebuilt.
+  auto layout = checkpoint::SnapshotLayout::plan({0, 0, 1, 1}, 2, 2);
+  ASSERT_TRUE(layout.ok());
+  ASSERT_TRUE(layout->tolerates({false, false, true, true}));
+  const std::string killed = "-np 1 env MEMTRAIN_FAULT=train.step:7 " + binary_ + args("killed", 2);
+  const std::string alive = "-np 1 " + binary_ + args("killed", 2);
+  auto r = mpirun(alive + " : " + killed + " : " + alive + " : " + alive);
+  ASSERT_NE(r.exit_code, 0) << r.err;
+  // The trainer is gone, the keepers hold its snapshots: kill -9 node 1's.
+  auto keeper = connect(1);
+  ASSERT_TRUE(keeper.ok()) << keeper.status() << " (the keeper should outlive the killed job)";
+  const pid_t pid = (*keeper)->keeper_pid();
+  keeper->reset();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  for (int i = 0; i < 300 && connect(1).ok(); ++i) usleep(10000);
+  auto restart = mpirun("-np 4 " + binary_ + args("killed", 2));
+  ASSERT_EQ(restart.exit_code, 0) << restart.err;
+  EXPECT_NE(restart.out.find("in-memory snapshot of step 6 (2 ranks rebuilt"), std::string::npos) << restart.out;
+  EXPECT_EQ(losses("killed"), want);
 }
 
 }  // namespace
