@@ -51,7 +51,9 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   const double step_s = bench::read_run_figures(train_cfg.output.dir + "/metrics.jsonl").median_step_ms / 1000;
 
   cfg.snapshot.interval = 1;
-  cfg.snapshot.job = "bench" + std::to_string(getpid());
+  int32_t pid = static_cast<int32_t>(getpid());  // rank 0's names the job on every rank
+  MEMTRAIN_RETURN_IF_ERROR(world.comm().broadcast(&pid, 1, DType::kI32, 0));
+  cfg.snapshot.job = "bench" + std::to_string(pid);
   cfg.train.resume = "auto";
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
   MEMTRAIN_ASSIGN_OR_RETURN(auto bundle, trainer::build_model(cfg, /*allocate=*/false, run.tp(), run.cp()));

@@ -126,5 +126,41 @@ TEST_F(MpiSnapshotKill, KillingTheKeeperOfANodeLosesItsMemoryWhichParityRebuilds
   EXPECT_EQ(losses("killed"), want);
 }
 
+// `memtrain keeper CONFIG` serves the config's job on this node (simulated node N with --node) until --stop; bad
+// arguments are refused with a reason.
+TEST(KeeperCli, RunsForTheConfigsJobUntilStopped) {
+  const std::string dir = ::testing::TempDir() + "memtrain_keepercli_" + std::to_string(getpid());
+  std::filesystem::create_directories(dir);
+  const std::string job = "clitest" + std::to_string(getpid());
+  const std::string cfg = "configs/default.toml --set snapshot.ranks_per_node=2 --set snapshot.job=" + job;
+  const std::string socket = trainer::keeper_socket(job, "n1");
+  auto started = testing::run_memtrain("keeper " + cfg + " --node 1 &", dir);  // the shell returns at once
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  std::unique_ptr<checkpoint::KeeperClient> client;
+  for (int i = 0; i < 500 && client == nullptr; ++i) {
+    if (auto c = checkpoint::KeeperClient::connect(socket); c.ok()) client = std::move(*c);
+    usleep(10000);
+  }
+  ASSERT_NE(client, nullptr) << "no keeper at " << socket;
+  ASSERT_TRUE(client->get("memtrain." + job + ".d2.0", 4096).ok());
+  auto again = testing::run_memtrain("keeper " + cfg + " --node 1", dir);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("a snapshot keeper already serves " + socket), std::string::npos) << again.err;
+  auto stop = testing::run_memtrain("keeper " + cfg + " --node 1 --stop", dir);
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_FALSE(client->open("memtrain." + job + ".d2.0").ok()) << "the stopped keeper still answers";
+  for (const auto& [args, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"keeper " + cfg, "say which with --node N"},
+           {"keeper configs/default.toml --node 1", "--node is for simulated nodes"},
+           {"keeper --socket /tmp/x.sock --node 1", "--node and --set go with a CONFIG"},
+           {"keeper", "needs a CONFIG or --socket PATH"},
+           {"keeper " + cfg + " --node 1 --stop", "no snapshot keeper at " + socket}}) {
+    auto r = testing::run_memtrain(args, dir);
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.err.find(reason), std::string::npos) << args << ": " << r.err;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace memtrain
