@@ -15,7 +15,7 @@ namespace memtrain::bench {
 
 using MeshBench = std::function<absl::Status(parallel::World& world, const trainer::Config& cfg, int steps)>;
 
-// thread_multiple: MPI_THREAD_MULTIPLE (a benchmark of background checkpoint writes).
+// thread_multiple: MPI_THREAD_MULTIPLE (benchmarks of background checkpoint writes and snapshot encoding).
 inline int mesh_bench_main(int argc, char** argv, const char* name, const MeshBench& body,
                            bool thread_multiple = false) {
   if (argc < 2) {

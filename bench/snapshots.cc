@@ -1,11 +1,14 @@
 // In-memory snapshot figures (issue 11): the stall of one snapshot (SnapshotStore::take: the copy into shared
-// memory, the parity products sent to their holders and XORed there; median of N) against the median training step
-// of the same config, hence the overhead at intervals 1, 10 and 100; the parity encoding alone (encode_parity over
-// this rank's snapshot) against ISA-L encoding the same bytes in one process (ec_encode_data of k shards, the raw
-// rate), measured in the same run; and the time to restore the state from the newest snapshot (all ranks intact,
-// and with rank 1's snapshot lost and rebuilt from parity) against resuming from a disk checkpoint of the same
-// state. Prints from rank 0.
-// Usage: mpirun -np D bench/snapshots CONFIG [--steps N] [--set section.key=value ...] (snapshot.k/m from --set).
+// memory; with snapshot.async the parity is computed in the background, timed separately as `encode`; median of
+// N) against the median training step of the same config, hence the overhead at intervals 1, 10 and 100; the
+// overhead measured end to end (wall time of whole training runs with snapshots at intervals 1 and 10 against one
+// without; includes the background work competing for the cores and the store's set-up); the parity encoding alone
+// (encode_parity over this rank's snapshot) against ISA-L encoding the same bytes in one process (ec_encode_data of
+// k shards, the raw rate), measured in the same run; and the time to restore the state from the newest snapshot
+// (all ranks intact, and with rank 1's snapshot lost and rebuilt from parity) against resuming from a disk
+// checkpoint of the same state. Prints from rank 0.
+// Usage: mpirun -np D bench/snapshots CONFIG [--steps N] [--set section.key=value ...] (snapshot.k/m/async from
+// --set).
 #include <isa-l/erasure_code.h>
 
 #include <algorithm>
@@ -50,9 +53,24 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   MEMTRAIN_RETURN_IF_ERROR(trainer::run_training(train_cfg, world.comm(), 1, /*quiet=*/true).status());
   const double step_s = bench::read_run_figures(train_cfg.output.dir + "/metrics.jsonl").median_step_ms / 1000;
 
-  cfg.snapshot.interval = 1;
   int32_t pid = static_cast<int32_t>(getpid());  // rank 0's names the job on every rank
   MEMTRAIN_RETURN_IF_ERROR(world.comm().broadcast(&pid, 1, DType::kI32, 0));
+  // Whole runs, without snapshots and with them every 1 and 10 steps: wall time.
+  std::vector<double> run_s;
+  const int64_t run_steps = std::max(20, steps);
+  for (int64_t interval : {0, 1, 10}) {
+    trainer::Config c = train_cfg;
+    c.train.max_steps = run_steps;
+    c.snapshot.interval = interval;
+    c.snapshot.job = "bench" + std::to_string(pid) + "i" + std::to_string(interval);
+    c.output.dir = cfg.output.dir + "/run" + std::to_string(interval);
+    MEMTRAIN_RETURN_IF_ERROR(world.comm().barrier());
+    const auto t0 = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(trainer::run_training(c, world.comm(), 1, /*quiet=*/true).status());
+    run_s.push_back(since(t0));
+  }
+
+  cfg.snapshot.interval = 1;
   cfg.snapshot.job = "bench" + std::to_string(pid);
   cfg.train.resume = "auto";
   MEMTRAIN_ASSIGN_OR_RETURN(trainer::MeshRun run, trainer::create_mesh_run(world.comm(), cfg));
@@ -62,12 +80,15 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
                             trainer::create_sharded_optimizer(cfg, run, *bundle, *engine));
   const trainer::CheckpointScope scope{cfg, world.comm(), run, *bundle, *engine, *opt, /*quiet=*/true};
   MEMTRAIN_ASSIGN_OR_RETURN(auto store, trainer::SnapshotStore::create(scope));
-  std::vector<double> take_s;
+  std::vector<double> take_s, background_s;
   for (int k = 1; k <= steps; ++k) {
     MEMTRAIN_RETURN_IF_ERROR(world.comm().barrier());
     const auto t0 = Clock::now();
     MEMTRAIN_RETURN_IF_ERROR(store->take(k));
     take_s.push_back(since(t0));
+    const auto t1 = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(store->wait());
+    background_s.push_back(since(t1));
   }
   // Parity alone, over a buffer of this rank's snapshot size; then ISA-L on k such shards in one process.
   const int64_t len = store->region_bytes();
@@ -108,7 +129,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   const double recover_s = since(t_recover);
   if (world.rank() == 1) {
     for (int slot = 0; slot < 2; ++slot) {
-      auto seg = checkpoint::ShmSegment::open("memtrain." + store->job() + ".d1." + std::to_string(slot));
+      auto seg = store->objects().open(trainer::SnapshotStore::data_name(store->job(), 1, slot));
       if (seg.ok()) seg->data()[0] ^= 1;  // its commit block: the snapshot no longer counts
     }
   }
@@ -122,18 +143,22 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   const auto t_read = Clock::now();
   MEMTRAIN_RETURN_IF_ERROR(trainer::resume_from_checkpoint(scope).status());
   const double read_s = since(t_read);
-  store->finish();
+  MEMTRAIN_RETURN_IF_ERROR(store->finish());
   if (world.rank() != 0) return absl::OkStatus();
   const double take = median(take_s), mib = static_cast<double>(len) / (1 << 20);
-  std::printf("%s %lld params, %d ranks, ZeRO-%lld, k %d m %d: snapshot %.1f MiB per rank | step %.3f s | take %.3f s "
-              "(median of %d): overhead %.1f%% at interval 1, %.2f%% at 10, %.3f%% at 100 | parity %.3f s = %.0f "
+  std::printf("%s %lld params, %d ranks, ZeRO-%lld, k %d m %d%s: snapshot %.1f MiB per rank | step %.3f s | stall "
+              "%.3f s, encode %.3f s %s (medians of %d): overhead %.1f%% at interval 1, %.2f%% at 10, %.3f%% at 100 | "
+              "measured over %lld-step runs: %.2f s, +%.1f%% at interval 1, +%.1f%% at 10 | parity %.3f s = %.0f "
               "MiB/s per rank; ISA-L alone %.0f MiB/s (k x %.1f MiB in %.4f s) | restore from snapshot %.3f s, with "
               "rank 1 rebuilt %.3f s, from the checkpoint %.3f s\n",
               cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()), world.size(),
-              static_cast<long long>(cfg.zero.stage), group_k, m, mib, step_s, take, steps, 100 * take / step_s,
-              100 * take / (10 * step_s), 100 * take / (100 * step_s), median(encode_s), mib / median(encode_s),
+              static_cast<long long>(cfg.zero.stage), group_k, m, cfg.snapshot.async ? ", async" : "", mib, step_s,
+              take, median(background_s), cfg.snapshot.async ? "in the background" : "(none after the stall)", steps,
+              100 * take / step_s, 100 * take / (10 * step_s), 100 * take / (100 * step_s),
+              static_cast<long long>(run_steps), run_s[0], 100 * (run_s[1] / run_s[0] - 1),
+              100 * (run_s[2] / run_s[0] - 1), median(encode_s), mib / median(encode_s),
               raw_s > 0 ? group_k * mib / raw_s : 0.0, mib, raw_s, recover_s, rebuild_s, read_s);
   return absl::OkStatus();
 }
 
-int main(int argc, char** argv) { return bench::mesh_bench_main(argc, argv, "snapshots", run_bench); }
+int main(int argc, char** argv) { return bench::mesh_bench_main(argc, argv, "snapshots", run_bench, /*thread_multiple=*/true); }

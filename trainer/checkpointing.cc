@@ -194,6 +194,7 @@ absl::Status CheckpointSaver::save(int64_t step) {
 
 absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
   if (s.cfg.train.resume != "auto") return 0;
+  const auto start = std::chrono::steady_clock::now();
   const bool lead = s.world.rank() == 0;
   const std::string dir = checkpoint_dir(s.cfg);
   // Rank 0 lists the candidates, newest first; everyone tries the same ones.
@@ -238,7 +239,10 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
     loaded = agree(s.world, loaded);
     if (loaded.ok()) {
       MEMTRAIN_RETURN_IF_ERROR(s.opt.restore(st, optimizer_steps));
-      if (lead && !s.quiet) std::printf("memtrain: resumed from %s (step %lld)\n", path.c_str(), static_cast<long long>(step));
+      if (lead && !s.quiet) {
+        std::printf("memtrain: resumed from %s (step %lld) in %.3f s\n", path.c_str(), static_cast<long long>(step),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
       return step;
     }
     if (loaded.code() == absl::StatusCode::kInvalidArgument) return loaded;  // a config mismatch: no fallback

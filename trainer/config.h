@@ -55,6 +55,12 @@ struct Config {
 // names offload.parameters and the key in the way. Config::validate and the planner both ask.
 absl::Status parameter_offload_allowed(const Config& c);
 
+// Background work that talks MPI from a second thread (train.checkpoint_async, snapshot.async): MPI must be
+// initialized with MPI_THREAD_MULTIPLE.
+inline bool needs_thread_multiple(const Config& c) {
+  return c.train.checkpoint_async || (c.snapshot.interval > 0 && c.snapshot.async);
+}
+
 // Reads the TOML file at `path`, applies `overrides` ("section.key=value", from --set, in order, after the file),
 // reads model.from_hf's config.json into [model] and validates. Errors name the file ("configs/x.toml:3:7: ...", "configs/x.toml: cannot read: ...") or the key
 // ("train.max_stpes: unknown key; did you mean train.max_steps?"). A missing file is NotFound, all else

@@ -256,7 +256,7 @@ absl::Status run(const std::string& command, const Args& args) {
     }
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::World> world,
                               parallel::World::init(nullptr, nullptr,
-                                                    {cfg.parallel.timeout_s, cfg.train.checkpoint_async}));
+                                                    {cfg.parallel.timeout_s, needs_thread_multiple(cfg)}));
     absl::Status status = run_training(cfg, world->comm(), world->launch().local_size, /*quiet=*/false).status();
     if (!status.ok() && world->size() > 1) {
       // The other ranks may be waiting in a collective this rank will never join: take them down now rather than

@@ -98,6 +98,15 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const Check
   auto layout = checkpoint::SnapshotLayout::plan(node_of, k, static_cast<int>(sc.m));
   if (!layout.ok()) return config_error("snapshot.m", layout.status().message());
   store->layout_ = std::move(*layout);
+  if (sc.async && store->layout_.m() > 0) {
+    int level = 0;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_MULTIPLE)
+      return config_error("snapshot.async", "encodes from a background thread, which needs MPI initialized with "
+                                            "MPI_THREAD_MULTIPLE");
+    if (MPI_Comm_dup(mpi_of(scope.world), &store->async_comm_) != MPI_SUCCESS)
+      return absl::InternalError("MPI_Comm_dup failed");
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Runs runs, store->state_runs());
   std::vector<int64_t> sizes(store->world_);
   MEMTRAIN_RETURN_IF_ERROR(scope.world.all_gather(&runs.bytes, sizes.data(), 8, DType::kU8));
@@ -107,7 +116,16 @@ absl::StatusOr<std::unique_ptr<SnapshotStore>> SnapshotStore::create(const Check
   return store;
 }
 
-SnapshotStore::~SnapshotStore() = default;
+SnapshotStore::~SnapshotStore() {
+  if (encoder_.joinable()) encoder_.join();
+  if (async_comm_ != MPI_COMM_NULL) MPI_Comm_free(&async_comm_);
+}
+
+absl::Status SnapshotStore::wait() {
+  if (!encoder_.joinable()) return absl::OkStatus();
+  encoder_.join();
+  return std::exchange(encoded_, absl::OkStatus());
+}
 
 std::string SnapshotStore::data_name(const std::string& job, int rank, int slot) {
   return absl::StrCat("memtrain.", job, ".d", rank, ".", slot);
@@ -168,6 +186,8 @@ absl::StatusOr<SnapshotStore::Runs> SnapshotStore::state_runs() {
 }
 
 absl::Status SnapshotStore::take(int64_t step) {
+  const absl::Status previous = wait();
+  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, previous));
   const int slot = static_cast<int>((step / scope_.cfg.snapshot.interval) % 2);
   MEMTRAIN_ASSIGN_OR_RETURN(Runs runs, state_runs());
   checkpoint::ShmSegment& d = data_[slot];
@@ -183,17 +203,36 @@ absl::Status SnapshotStore::take(int64_t step) {
     at += n;
   }
   std::memset(at, 0, static_cast<size_t>(region + region_bytes_ - at));
+  // The state is copied: training may go on while the parity is computed.
+  if (async_comm_ != MPI_COMM_NULL) {
+    encoder_ = std::thread([this, slot, step] {
+      const MPI_Comm comm = async_comm_;
+      encoded_ = encode_and_commit(comm, slot, step, [comm](absl::Status st) {
+        int failed = st.ok() ? 0 : 1;
+        MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm);
+        return failed && st.ok() ? absl::UnavailableError("another rank failed to encode its snapshot") : st;
+      });
+    });
+    return absl::OkStatus();
+  }
+  return encode_and_commit(mpi_of(scope_.world), slot, step,
+                           [this](absl::Status st) { return agree(scope_.world, st); });
+}
+
+absl::Status SnapshotStore::encode_and_commit(MPI_Comm comm, int slot, int64_t step,
+                                              const std::function<absl::Status(absl::Status)>& agree_all) {
+  char* region = data_[slot].data() + kCommitBytes;
   absl::Status st;
   if (layout_.m() > 0) {
     std::vector<uint8_t*> parity;
     for (auto& p : parity_[slot]) parity.push_back(reinterpret_cast<uint8_t*>(p.data() + kCommitBytes));
-    auto sent = checkpoint::encode_parity(mpi_of(scope_.world), layout_, reinterpret_cast<uint8_t*>(region),
-                                          region_bytes_, parity.data(), scratch_);
+    auto sent = checkpoint::encode_parity(comm, layout_, reinterpret_cast<uint8_t*>(region), region_bytes_,
+                                          parity.data(), scratch_);
     st = sent.status();
     if (sent.ok()) bytes_sent_ += *sent;
   }
-  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, st));
-  write_commit(d, step, xxhash64(region, static_cast<size_t>(region_bytes_)));
+  MEMTRAIN_RETURN_IF_ERROR(agree_all(st));  // a snapshot counts once every rank wrote its part
+  write_commit(data_[slot], step, xxhash64(region, static_cast<size_t>(region_bytes_)));
   for (auto& p : parity_[slot])
     write_commit(p, step, xxhash64(p.data() + kCommitBytes, static_cast<size_t>(region_bytes_)));
   return absl::OkStatus();
@@ -293,8 +332,10 @@ absl::StatusOr<int64_t> SnapshotStore::recover(int64_t than_step) {
   return than_step;
 }
 
-void SnapshotStore::finish() {
+absl::Status SnapshotStore::finish() {
+  MEMTRAIN_RETURN_IF_ERROR(agree(scope_.world, wait()));
   if (!scope_.cfg.snapshot.keep_at_exit) remove_objects(*objects_, job_, layout_, rank_);
+  return absl::OkStatus();
 }
 
 void SnapshotStore::remove_objects(checkpoint::ObjectSource& objects, const std::string& job,

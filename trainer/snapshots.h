@@ -11,7 +11,11 @@
 // A slot counts once its commit block says so, which happens after every rank wrote its region and parity.
 #pragma once
 
+#include <mpi.h>
+
+#include <functional>
 #include <memory>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -28,13 +32,19 @@ class SnapshotStore {
   static absl::StatusOr<std::unique_ptr<SnapshotStore>> create(const CheckpointScope& scope);
   ~SnapshotStore();
 
-  // Collective: the state after `step` steps.
+  // Collective: the state after `step` steps. The copy into shared memory happens here (the stall); the parity,
+  // with snapshot.async, in a background thread over a duplicate of the world's communicator, while training goes
+  // on: the snapshot counts once that finished on every rank. Returns the previous background encoding's outcome
+  // (waited for first: one at a time, so the other slot always holds the last complete snapshot).
   absl::Status take(int64_t step);
+  // Waits for the background encoding in flight and returns its outcome (OK when there is none).
+  absl::Status wait();
   // Collective, at start: restores the newest complete snapshot newer than `than_step` (the checkpoint resumed
   // from, 0 for none) and returns its step, or returns `than_step` (printing why when snapshots existed).
   absl::StatusOr<int64_t> recover(int64_t than_step);
-  // At the end of a successful run: removes this rank's objects unless snapshot.keep_at_exit.
-  void finish();
+  // At the end of a successful run: waits for the encoding in flight, then removes this rank's objects unless
+  // snapshot.keep_at_exit.
+  absl::Status finish();
   // Removes what rank `rank` holds for job `job` under `layout` from `objects`: both slots of its data and of the
   // parity it holds (what a lost node's memory takes with it).
   static void remove_objects(checkpoint::ObjectSource& objects, const std::string& job,
@@ -44,7 +54,8 @@ class SnapshotStore {
   const std::string& job() const { return job_; }
   const checkpoint::SnapshotLayout& layout() const { return layout_; }
   int64_t region_bytes() const { return region_bytes_; }  // what each rank's snapshot encodes
-  int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far
+  int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far (after wait())
+  checkpoint::ObjectSource& objects() { return *objects_; }
 
  private:
   explicit SnapshotStore(const CheckpointScope& scope) : scope_(scope) {}
@@ -53,6 +64,10 @@ class SnapshotStore {
   static std::string parity_name(const std::string& job, int group, int j, int slot);
   absl::Status connect_objects(const std::vector<int>& node_of);
   absl::Status open_or_create(int slot, int64_t region_bytes);
+  // Encodes the parity of `slot` (holding `step`) over `comm`; once every rank succeeded (`agree_all`: the
+  // outcome on every rank), commits it.
+  absl::Status encode_and_commit(MPI_Comm comm, int slot, int64_t step,
+                                 const std::function<absl::Status(absl::Status)>& agree_all);
 
   CheckpointScope scope_;
   std::string job_;
@@ -64,6 +79,9 @@ class SnapshotStore {
   std::vector<std::vector<checkpoint::ShmSegment>> parity_;  // per slot, per layout.parity_held_by(rank)
   std::vector<uint8_t> scratch_;  // encode_parity's working memory, kept: fresh pages are slow to touch
   int64_t bytes_sent_ = 0;
+  MPI_Comm async_comm_ = MPI_COMM_NULL;  // snapshot.async: the encoder's duplicate of the world
+  std::thread encoder_;
+  absl::Status encoded_;  // the outcome of the encoding in flight, set by the encoder before it ends
 };
 
 }  // namespace memtrain::trainer

@@ -135,6 +135,7 @@ struct SnapshotConfig {
   int64_t ranks_per_node = 0;
   std::string job;
   bool keep_at_exit = false;
+  bool async = true;
   bool keeper = true;
   int64_t keeper_timeout_s = 600;
 
@@ -153,6 +154,9 @@ struct SnapshotConfig {
                   "a restart of the same run finds them");
     v("keep_at_exit", keep_at_exit, "leave the snapshots in shared memory when training ends (a later run of the "
                                     "same job resumes from them); false: the run removes them at its end");
+    v("async", async, "true: the parity is computed in a background thread while training goes on (the step "
+                      "only waits for the copy into shared memory; needs MPI_THREAD_MULTIPLE, which memtrain train "
+                      "asks for); false: within the step");
     v("keeper", keeper, "true: the snapshots are held by a keeper process per node (`memtrain keeper`, started by "
                         "the node's first rank when none runs, socket /dev/shm/memtrain.JOB.NODE.keeper), so memory "
                         "is freed when the job is over and never leaks; false: named objects in /dev/shm, which stay "

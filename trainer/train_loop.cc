@@ -320,7 +320,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     if (snapshots && (step + 1) % cfg.snapshot.interval == 0) MEMTRAIN_RETURN_IF_ERROR(snapshots->take(step + 1));
   }
   MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->wait()));  // the last save, when in the background
-  if (snapshots) snapshots->finish();  // the run is complete: nothing to recover from
+  if (snapshots) MEMTRAIN_RETURN_IF_ERROR(snapshots->finish());  // the run is complete: nothing to recover from
   MEMTRAIN_ASSIGN_OR_RETURN(result.final_val_loss, run_eval(max_steps));
   if (!quiet) std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(max_steps), seconds_since(t_start));
   // Every rank holds its tp part of the model from here (ZeRO-3 gathers it); the ranks of rank 0's tp group assemble

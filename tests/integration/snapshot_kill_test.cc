@@ -61,6 +61,12 @@ class MpiSnapshotKill : public ::testing::Test {
     ASSERT_TRUE(keeper.ok()) << keeper.status();
     trainer::SnapshotStore::remove_objects(**keeper, job_, *layout, r);
   }
+  static bool resumed_from_4_or_6(const std::string& out, const std::string& rebuilt) {
+    for (const char* step : {"4", "6"}) {
+      if (out.find(std::string("in-memory snapshot of step ") + step + rebuilt) != std::string::npos) return true;
+    }
+    return false;
+  }
   std::string dir_, job_;
   const std::string binary_ = MEMTRAIN_BINARY_DIR "/memtrain";
 };
@@ -76,12 +82,14 @@ TEST_F(MpiSnapshotKill, AKilledRankResumesFromTheSnapshotEvenWhenItsMemoryIsGone
   EXPECT_TRUE(checkpoint::ShmSegment::list("memtrain." + job_ + ".").empty()) << "keepers or objects outlived the job";
   struct Case {
     std::vector<int> forgotten;  // ranks whose objects are removed after the kill
-    std::string expect;          // in the restart's output
+    std::string expect;          // in the restart's output (after "in-memory snapshot of step 4|6" if resumed)
+    bool resumed;
   };
   // The layout of {0, 0, 1, 1} with k = 2: groups {0, 2} and {1, 3}; forgetting 1 and 3 breaks the second.
-  for (const Case& c : {Case{{}, "in-memory snapshot of step 6 (0 ranks rebuilt"},
-                        Case{{1}, "in-memory snapshot of step 6 (1 rank rebuilt"},
-                        Case{{1, 3}, "no in-memory snapshot newer than step 0 can be rebuilt"}}) {
+  // The snapshot of step 6 may still have been encoding in the background when rank 1 was killed (then that of
+  // step 4 is the newest complete one); the losses continue bit for bit from either.
+  for (const Case& c : {Case{{}, " (0 ranks rebuilt", true}, Case{{1}, " (1 rank rebuilt", true},
+                        Case{{1, 3}, "no in-memory snapshot newer than step 0 can be rebuilt", false}}) {
     SCOPED_TRACE(c.expect);
     const std::string out = "killed";
     std::filesystem::remove_all(dir_ + "/" + out);
@@ -93,7 +101,8 @@ TEST_F(MpiSnapshotKill, AKilledRankResumesFromTheSnapshotEvenWhenItsMemoryIsGone
     for (int rank : c.forgotten) forget(rank);
     auto restart = mpirun("-np 4 " + binary_ + args(out));
     ASSERT_EQ(restart.exit_code, 0) << restart.err;
-    EXPECT_NE(restart.out.find(c.expect), std::string::npos) << restart.out;
+    EXPECT_TRUE(c.resumed ? resumed_from_4_or_6(restart.out, c.expect) : restart.out.find(c.expect) != std::string::npos)
+        << restart.out;
     EXPECT_EQ(losses(out), want);
   }
 }
@@ -122,7 +131,7 @@ TEST_F(MpiSnapshotKill, KillingTheKeeperOfANodeLosesItsMemoryWhichParityRebuilds
   for (int i = 0; i < 300 && connect(1).ok(); ++i) usleep(10000);
   auto restart = mpirun("-np 4 " + binary_ + args("killed", 2));
   ASSERT_EQ(restart.exit_code, 0) << restart.err;
-  EXPECT_NE(restart.out.find("in-memory snapshot of step 6 (2 ranks rebuilt"), std::string::npos) << restart.out;
+  EXPECT_TRUE(resumed_from_4_or_6(restart.out, " (2 ranks rebuilt")) << restart.out;
   EXPECT_EQ(losses("killed"), want);
 }
 
