@@ -1,8 +1,9 @@
 // In-memory snapshot figures (issue 11): the stall of one snapshot (SnapshotStore::take: the copy into shared
 // memory; with snapshot.async the parity is computed in the background, timed separately as `encode`; median of
 // N) against the median training step of the same config, hence the overhead at intervals 1, 10 and 100; the
-// overhead measured end to end (wall time of whole training runs with snapshots at intervals 1 and 10 against one
-// without; includes the background work competing for the cores and the store's set-up); the parity encoding alone
+// overhead measured end to end: the wall time of whole training runs with snapshots at intervals 1 and 10 (and twice
+// without, whose spread shows the noise), whose difference over the difference in snapshots taken is what one
+// snapshot costs a run, background work competing for the cores included; the parity encoding alone
 // (encode_parity over this rank's snapshot) against ISA-L encoding the same bytes in one process (ec_encode_data of
 // k shards, the raw rate), measured in the same run; and the time to restore the state from the newest snapshot
 // (all ranks intact, and with rank 1's snapshot lost and rebuilt from parity) against resuming from a disk
@@ -58,7 +59,7 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   // Whole runs, without snapshots and with them every 1 and 10 steps: wall time.
   std::vector<double> run_s;
   const int64_t run_steps = std::max(20, steps);
-  for (int64_t interval : {0, 1, 10}) {
+  for (int64_t interval : {0, 1, 10, 0}) {  // the run without snapshots twice: its spread is the noise
     trainer::Config c = train_cfg;
     c.train.max_steps = run_steps;
     c.snapshot.interval = interval;
@@ -146,17 +147,20 @@ static absl::Status run_bench(parallel::World& world, const trainer::Config& giv
   MEMTRAIN_RETURN_IF_ERROR(store->finish());
   if (world.rank() != 0) return absl::OkStatus();
   const double take = median(take_s), mib = static_cast<double>(len) / (1 << 20);
+  // What one more snapshot costs a run, set-up costs cancelled: interval 1 takes run_steps snapshots, 10 a tenth.
+  const double per_snapshot_s = (run_s[1] - run_s[2]) / static_cast<double>(run_steps - run_steps / 10);
   std::printf("%s %lld params, %d ranks, ZeRO-%lld, k %d m %d%s: snapshot %.1f MiB per rank | step %.3f s | stall "
               "%.3f s, encode %.3f s %s (medians of %d): overhead %.1f%% at interval 1, %.2f%% at 10, %.3f%% at 100 | "
-              "measured over %lld-step runs: %.2f s, +%.1f%% at interval 1, +%.1f%% at 10 | parity %.3f s = %.0f "
+              "whole %lld-step runs: none %.2f / %.2f s, interval 1 %.2f s, 10 %.2f s: %.3f s per snapshot = "
+              "%.1f%% at interval 1, %.2f%% at 10 | parity %.3f s = %.0f "
               "MiB/s per rank; ISA-L alone %.0f MiB/s (k x %.1f MiB in %.4f s) | restore from snapshot %.3f s, with "
               "rank 1 rebuilt %.3f s, from the checkpoint %.3f s\n",
               cfg.model.arch.c_str(), static_cast<long long>(bundle->params.numel()), world.size(),
               static_cast<long long>(cfg.zero.stage), group_k, m, cfg.snapshot.async ? ", async" : "", mib, step_s,
               take, median(background_s), cfg.snapshot.async ? "in the background" : "(none after the stall)", steps,
               100 * take / step_s, 100 * take / (10 * step_s), 100 * take / (100 * step_s),
-              static_cast<long long>(run_steps), run_s[0], 100 * (run_s[1] / run_s[0] - 1),
-              100 * (run_s[2] / run_s[0] - 1), median(encode_s), mib / median(encode_s),
+              static_cast<long long>(run_steps), run_s[0], run_s[3], run_s[1], run_s[2], per_snapshot_s,
+              100 * per_snapshot_s / step_s, 10 * per_snapshot_s / step_s, median(encode_s), mib / median(encode_s),
               raw_s > 0 ? group_k * mib / raw_s : 0.0, mib, raw_s, recover_s, rebuild_s, read_s);
   return absl::OkStatus();
 }

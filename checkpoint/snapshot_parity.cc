@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint/erasure_code.h"
@@ -47,11 +49,6 @@ absl::Status recv_all(MPI_Comm comm, uint8_t* p, int64_t len, int from, int tag,
   return absl::OkStatus();
 }
 
-absl::Status wait_all(std::vector<MPI_Request>& reqs) {
-  const int rc = MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
-  reqs.clear();
-  return mpi_ok(rc, "wait");
-}
 
 void xor_into(uint8_t* out, const uint8_t* in, int64_t len) {
   int64_t i = 0;
@@ -66,6 +63,18 @@ void xor_into(uint8_t* out, const uint8_t* in, int64_t len) {
 }
 
 }  // namespace
+
+absl::Status wait_politely(std::vector<MPI_Request>& reqs) {
+  for (int spins = 0;; ++spins) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS || done) {
+      reqs.clear();
+      return mpi_ok(rc, "wait");
+    }
+    if (spins >= 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
 
 absl::StatusOr<int64_t> encode_parity(MPI_Comm comm, const SnapshotLayout& layout, const uint8_t* shard, int64_t len,
                                       uint8_t* const* parity, std::vector<uint8_t>& scratch) {
@@ -107,11 +116,11 @@ absl::StatusOr<int64_t> encode_parity(MPI_Comm comm, const SnapshotLayout& layou
       uint8_t* into = x == 0 ? parity[h] : incoming;
       std::vector<MPI_Request> r;
       MEMTRAIN_RETURN_IF_ERROR(recv_all(comm, into, len, members[x], kTagParity + hg * 256 + j, r));
-      MEMTRAIN_RETURN_IF_ERROR(wait_all(r));
+      MEMTRAIN_RETURN_IF_ERROR(wait_politely(r));
       if (x > 0) xor_into(parity[h], incoming, len);
     }
   }
-  MEMTRAIN_RETURN_IF_ERROR(wait_all(reqs));
+  MEMTRAIN_RETURN_IF_ERROR(wait_politely(reqs));
   return sent;
 }
 
@@ -165,7 +174,7 @@ absl::StatusOr<int64_t> rebuild_lost(MPI_Comm comm, const SnapshotLayout& layout
       present[s] = true;
       MEMTRAIN_RETURN_IF_ERROR(recv_all(comm, all[s].data(), len, holder(s), kTagRebuild + static_cast<int>(gi) * 256 + s, r));
     }
-    MEMTRAIN_RETURN_IF_ERROR(wait_all(r));
+    MEMTRAIN_RETURN_IF_ERROR(wait_politely(r));
     for (int s = 0; s < k + m; ++s) {
       if (!present[s]) all[s].resize(len);
     }
@@ -177,7 +186,7 @@ absl::StatusOr<int64_t> rebuild_lost(MPI_Comm comm, const SnapshotLayout& layout
       if (holder(s) == rank) std::memcpy(my_copy(s), all[s].data(), static_cast<size_t>(len));
     }
   }
-  MEMTRAIN_RETURN_IF_ERROR(wait_all(reqs));
+  MEMTRAIN_RETURN_IF_ERROR(wait_politely(reqs));
   return sent;
 }
 

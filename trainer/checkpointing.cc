@@ -182,10 +182,7 @@ absl::Status CheckpointSaver::save(int64_t step) {
   writer_ = std::thread([this, dir, step, keep, lead, all = std::move(all), text = manifest.dump()] {
     const MPI_Comm comm = comm_;
     written_ = write_checkpoint(dir, step, keep, all, text, comm, lead, [comm](absl::Status st) {
-      if (comm == MPI_COMM_NULL) return st;
-      int failed = st.ok() ? 0 : 1;
-      MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm);
-      return failed && st.ok() ? absl::InternalError("another rank failed to write the checkpoint") : st;
+      return agree_in_background(comm, st, "write the checkpoint");
     });
   });
   stall_s_ = stall();

@@ -1,12 +1,11 @@
 #include "trainer/distributed.h"
 
-#include "optim/shard_residency.h"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "checkpoint/snapshot_parity.h"
 #include "core/status.h"
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
@@ -306,6 +305,15 @@ absl::Status agree(parallel::Communicator& world, absl::Status local) {
                           absl::StrCat("rank ", k, " failed (its error is printed above)"));
   }
   return absl::OkStatus();
+}
+
+absl::Status agree_in_background(MPI_Comm comm, absl::Status local, const char* what) {
+  if (comm == MPI_COMM_NULL) return local;
+  int failed = local.ok() ? 0 : 1;
+  std::vector<MPI_Request> req(1);
+  MPI_Iallreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm, req.data());
+  MEMTRAIN_RETURN_IF_ERROR(checkpoint::wait_politely(req));
+  return failed && local.ok() ? absl::UnavailableError(absl::StrCat("another rank failed to ", what)) : local;
 }
 
 }  // namespace memtrain::trainer

@@ -3,6 +3,8 @@
 // ranks about a failure only some of them saw.
 #pragma once
 
+#include <mpi.h>
+
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -79,5 +81,8 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_pipeline(const Config& cfg, 
 // Collective: OK when every rank passes OK; otherwise this rank's own error, or, on a rank that succeeded, an
 // error with the first failed rank's code saying which rank failed (its message is printed by that rank).
 absl::Status agree(parallel::Communicator& world, absl::Status local);
+// The same from a background thread, over its own duplicate `comm` of the world (MPI_COMM_NULL: one process); a
+// rank that succeeded while another failed gets "another rank failed to <what>".
+absl::Status agree_in_background(MPI_Comm comm, absl::Status local, const char* what);
 
 }  // namespace memtrain::trainer

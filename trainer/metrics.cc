@@ -78,6 +78,7 @@ absl::Status MetricsLog::log_step(const StepMetrics& m) {
   nlohmann::json j = {{"step", m.step},           {"loss", m.loss},       {"lr", m.lr},
                       {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
                       {"step_ms", m.step_ms},     {"mfu", m.mfu},         {"mem", mem}};
+  if (m.snapshot_bytes >= 0) j["snapshot_bytes"] = m.snapshot_bytes;
   return write_line(j.dump());
 }
 

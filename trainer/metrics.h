@@ -18,6 +18,7 @@ struct StepMetrics {
   double mfu = 0;  // achieved / measured sgemm peak
   double eta_s = 0;
   MemorySnapshot mem;
+  int64_t snapshot_bytes = -1;  // bytes this rank sent for in-memory snapshots so far (parity, rebuilds); -1: none
 };
 
 class MetricsLog {

@@ -208,9 +208,7 @@ absl::Status SnapshotStore::take(int64_t step) {
     encoder_ = std::thread([this, slot, step] {
       const MPI_Comm comm = async_comm_;
       encoded_ = encode_and_commit(comm, slot, step, [comm](absl::Status st) {
-        int failed = st.ok() ? 0 : 1;
-        MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, comm);
-        return failed && st.ok() ? absl::UnavailableError("another rank failed to encode its snapshot") : st;
+        return agree_in_background(comm, st, "encode its snapshot");
       });
     });
     return absl::OkStatus();

@@ -13,6 +13,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -54,7 +55,7 @@ class SnapshotStore {
   const std::string& job() const { return job_; }
   const checkpoint::SnapshotLayout& layout() const { return layout_; }
   int64_t region_bytes() const { return region_bytes_; }  // what each rank's snapshot encodes
-  int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far (after wait())
+  int64_t bytes_sent() const { return bytes_sent_; }  // parity and rebuild traffic so far (encodings finished)
   checkpoint::ObjectSource& objects() { return *objects_; }
 
  private:
@@ -78,7 +79,7 @@ class SnapshotStore {
   std::vector<checkpoint::ShmSegment> data_;                 // per slot
   std::vector<std::vector<checkpoint::ShmSegment>> parity_;  // per slot, per layout.parity_held_by(rank)
   std::vector<uint8_t> scratch_;  // encode_parity's working memory, kept: fresh pages are slow to touch
-  int64_t bytes_sent_ = 0;
+  std::atomic<int64_t> bytes_sent_ = 0;  // added to by the encoder
   MPI_Comm async_comm_ = MPI_COMM_NULL;  // snapshot.async: the encoder's duplicate of the world
   std::thread encoder_;
   absl::Status encoded_;  // the outcome of the encoding in flight, set by the encoder before it ends

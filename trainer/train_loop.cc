@@ -303,6 +303,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       m.mfu = flops_per_step / mean_s * 1e-9 / peak_gflops;
       m.eta_s = mean_s * static_cast<double>(max_steps - step - 1);
       m.mem = MemoryTracker::host().snapshot();
+      if (snapshots) m.snapshot_bytes = snapshots->bytes_sent();
       if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_step(m));
       if (!quiet) std::printf("%s\n", progress_line(m).c_str());
       std::fflush(stdout);

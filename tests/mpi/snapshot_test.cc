@@ -8,6 +8,10 @@
 // (snapshot.async), and once as named /dev/shm objects encoded within the step; on dp, tp, pp and cp meshes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "checkpoint/shm_segment.h"
 #include "checkpoint/snapshot_layout.h"
 #include "tests/mpi/training_fixture.h"
@@ -53,8 +57,30 @@ TEST_P(MpiSnapshots, ARestartContinuesFromTheNewestSnapshotBitForBit) {
   ASSERT_TRUE(uninterrupted.ok()) << uninterrupted.status();
   std::vector<std::string> first = snap;
   first.push_back("train.max_steps=6");
+  first.push_back("train.log_interval=1");
   auto stopped = trainer::run_training(tiny_config(c.arch, dir, first), world().comm(), 1, true);
   ASSERT_TRUE(stopped.ok()) << stopped.status();
+  if (rank == 0 && c.loss == Loss::kM) {
+    // metrics.jsonl counts rank 0's snapshot traffic, X = m parity products per snapshot (every rank is in a group),
+    // once a snapshot is encoded. A step's line comes before its snapshot (steps 2, 4, 6): within the step, the
+    // lines read 0 0 X X 2X 2X; in the background, step 2's is counted by step 5's line at the latest.
+    std::vector<int64_t> sent;
+    std::ifstream f(dir + "/metrics.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) sent.push_back(j.value("snapshot_bytes", int64_t{-1}));
+    }
+    ASSERT_EQ(sent.size(), 6u);
+    const int64_t x = sent[4];
+    EXPECT_GT(x, 0);
+    if (c.sets.back() == "snapshot.async=false") {
+      EXPECT_EQ(sent, (std::vector<int64_t>{0, 0, x / 2, x / 2, x, x}));
+      EXPECT_EQ(x / 2 % m, 0);
+    } else {
+      EXPECT_EQ(sent[1], 0);
+      EXPECT_TRUE(std::is_sorted(sent.begin(), sent.end()));
+    }
+  }
 
   std::vector<int> nodes(world_size);
   for (int r = 0; r < world_size; ++r) nodes[r] = r / std::max(1, world_size / 2);
