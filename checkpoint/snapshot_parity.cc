@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -65,14 +64,14 @@ void xor_into(uint8_t* out, const uint8_t* in, int64_t len) {
 }  // namespace
 
 absl::Status wait_politely(std::vector<MPI_Request>& reqs) {
-  for (int spins = 0;; ++spins) {
+  for (;;) {
     int done = 0;
     const int rc = MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS || done) {
       reqs.clear();
       return mpi_ok(rc, "wait");
     }
-    if (spins >= 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    std::this_thread::yield();
   }
 }
 

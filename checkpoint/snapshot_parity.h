@@ -20,8 +20,10 @@ namespace memtrain::checkpoint {
 // parity[h] (len bytes each, one per layout.parity_held_by(rank), in that order) receives the parity this rank
 // holds. `scratch` is working memory, grown as needed and best kept between calls (fresh pages are slow to touch).
 // Returns the bytes this rank sent.
-// MPI_Waitall that does not hold a core: spins briefly, then sleeps between tests. Snapshots are encoded by a
-// background thread next to the training's threads; a busy wait there takes a core from them.
+// MPI_Waitall that gives its core away between tests (sched_yield): snapshots are encoded by a background thread
+// next to the training's threads, and a busy wait there would take a core from them. (Sleeping between tests
+// instead slowed the transfers 3-5x: Open MPI's shared-memory transport moves large messages in fragments, each
+// needing both sides to poll.)
 absl::Status wait_politely(std::vector<MPI_Request>& reqs);
 
 absl::StatusOr<int64_t> encode_parity(MPI_Comm comm, const SnapshotLayout& layout, const uint8_t* shard, int64_t len,
