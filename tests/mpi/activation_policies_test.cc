@@ -18,6 +18,7 @@
 namespace memtrain {
 namespace {
 using parallel::testing::shared_dir;
+using parallel::testing::single_process_run;
 using parallel::testing::slurp;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
@@ -72,12 +73,12 @@ TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
   single.push_back("train.grad_accum=" + std::to_string(dp));
   auto m = trainer::run_training(tiny_config("llama", shared_dir() + "/compress_mesh", mesh), world().comm(), 1, true);
   ASSERT_TRUE(m.ok()) << m.status();
-  const std::string single_out = shared_dir() + "/compress_single_" + std::to_string(world().rank());
-  auto one = trainer::run_training(tiny_config("llama", single_out, single), /*quiet=*/true);
+  const std::string single_out = shared_dir() + "/compress_single";
+  auto one = single_process_run(tiny_config("llama", single_out, single));
   ASSERT_TRUE(one.ok()) << one.status();
   std::vector<std::string> keep_sets = single;
   keep_sets[3] = "memory.activations=keep";
-  auto keep = trainer::run_training(tiny_config("llama", single_out + "_keep", keep_sets), /*quiet=*/true);
+  auto keep = single_process_run(tiny_config("llama", single_out + "_keep", keep_sets));
   ASSERT_TRUE(keep.ok()) << keep.status();
   ASSERT_EQ(m->losses.size(), 8u);
   bool differs = false;

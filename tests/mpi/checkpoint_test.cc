@@ -17,6 +17,7 @@
 namespace memtrain {
 namespace {
 using parallel::testing::shared_dir;
+using parallel::testing::single_process_run;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
 
@@ -71,12 +72,13 @@ TEST(Checkpoint, ResumingOnAnotherMeshStaysWithinTheTolerance) {
   for (size_t i = 0; i < 10; ++i) {
     EXPECT_LE(std::fabs(rest->losses[i] - full->losses[10 + i]) / full->losses[10 + i], 1e-5) << "step " << 11 + i;
   }
-  // One process reading the same checkpoint (its own copy of the directory, so the ranks do not race).
-  const std::string alone = out + "_alone" + std::to_string(world().rank());
-  std::filesystem::create_directories(alone + "/checkpoints");
-  std::filesystem::copy(out + "/checkpoints/step_00000010.h5", alone + "/checkpoints/step_00000010.h5");
-  auto single = trainer::run_training(
-      tiny_config("llama", alone, with({"train.grad_accum=" + std::to_string(p)}, 20, true)), /*quiet=*/true);
+  // One process reading the same checkpoint (in a copy of the directory: the checkpoint it saves must not race).
+  const std::string alone = out + "_alone";
+  if (world().rank() == 0) {
+    std::filesystem::create_directories(alone + "/checkpoints");
+    std::filesystem::copy(out + "/checkpoints/step_00000010.h5", alone + "/checkpoints/step_00000010.h5");
+  }
+  auto single = single_process_run(tiny_config("llama", alone, with({"train.grad_accum=" + std::to_string(p)}, 20, true)));
   ASSERT_TRUE(single.ok()) << single.status();
   ASSERT_EQ(single->losses.size(), 10u);
   for (size_t i = 0; i < 10; ++i) {

@@ -28,6 +28,7 @@ namespace {
 using parallel::testing::EngineSetup;
 using parallel::testing::set_up;
 using parallel::testing::shared_dir;
+using parallel::testing::single_process_run;
 using parallel::testing::slurp;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
@@ -60,11 +61,9 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   ASSERT_TRUE(mesh.ok()) << mesh.status();
 
   // The reference: one process, the same global batch as d micro-batches of the same size, replicated states.
-  const std::string single_out = shared_dir() + "/single_" + name + "_rank" + std::to_string(world().rank());
-  auto single = trainer::run_training(
-      tiny_config(c.arch, single_out,
-                  {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20"}),
-      /*quiet=*/true);
+  const std::string single_out = shared_dir() + "/single_" + name;
+  auto single = single_process_run(tiny_config(
+      c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20"}));
   ASSERT_TRUE(single.ok()) << single.status();
 
   ASSERT_EQ(mesh->losses.size(), 50u);
@@ -97,12 +96,10 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
 // must stay within 2x that floor of the first, and within 1e-4 relative.
 TEST(Accumulation, MeshWithMicroBatchesStaysWithinTheNoiseFloor) {
   const int d = world().size();
-  const std::string tag = "_rank" + std::to_string(world().rank());
   auto single = [&](const std::string& name, int64_t accum, int64_t batch) {
-    auto r = trainer::run_training(
-        tiny_config("gpt2", shared_dir() + "/" + name + tag,
-                    {"train.grad_accum=" + std::to_string(accum), "train.batch_size=" + std::to_string(batch)}),
-        /*quiet=*/true);
+    auto r = single_process_run(tiny_config(
+        "gpt2", shared_dir() + "/" + name,
+        {"train.grad_accum=" + std::to_string(accum), "train.batch_size=" + std::to_string(batch)}));
     MEMTRAIN_CHECK_OK(r.status());
     return r->losses;
   };
@@ -137,9 +134,8 @@ TEST(Qwz, FollowsTheSingleProcessCurveClosely) {
   auto mesh = trainer::run_training(tiny_config("gpt2", mesh_out, {"zero.stage=3", "zero.quantized_weights=true"}),
                                     world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
-  const std::string single_out = shared_dir() + "/single_qwz_rank" + std::to_string(world().rank());
-  auto single = trainer::run_training(tiny_config("gpt2", single_out, {"train.grad_accum=" + std::to_string(d)}),
-                                      /*quiet=*/true);
+  const std::string single_out = shared_dir() + "/single_qwz";
+  auto single = single_process_run(tiny_config("gpt2", single_out, {"train.grad_accum=" + std::to_string(d)}));
   ASSERT_TRUE(single.ok()) << single.status();
   ASSERT_EQ(mesh->losses.size(), single->losses.size());
   double worst = 0;

@@ -23,6 +23,7 @@
 namespace memtrain {
 namespace {
 using parallel::testing::shared_dir;
+using parallel::testing::single_process_run;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
 
@@ -107,8 +108,8 @@ TEST_P(LoraVsSingleProcess, LossCurveAndSavedAdapter) {
   const std::string mesh_out = shared_dir() + "/lora_mesh_" + c.name();
   auto mesh = trainer::run_training(tiny_config(c.arch, mesh_out, mesh_sets), world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
-  const std::string single_out = shared_dir() + "/lora_single_" + c.name() + "_rank" + std::to_string(world().rank());
-  auto single = trainer::run_training(tiny_config(c.arch, single_out, single_sets), /*quiet=*/true);
+  const std::string single_out = shared_dir() + "/lora_single_" + c.name();
+  auto single = single_process_run(tiny_config(c.arch, single_out, single_sets));
   ASSERT_TRUE(single.ok()) << single.status();
   ASSERT_EQ(mesh->losses.size(), 30u);
   ASSERT_EQ(single->losses.size(), 30u);

@@ -30,6 +30,7 @@ namespace {
 using parallel::testing::EngineSetup;
 using parallel::testing::set_up;
 using parallel::testing::shared_dir;
+using parallel::testing::single_process_run;
 using parallel::testing::tiny_config;
 using parallel::testing::world;
 
@@ -162,8 +163,8 @@ TEST_P(TensorParallelVsSingleProcess, LossCurveAndSavedWeights) {
   auto mesh = trainer::run_training(tiny_config(c.arch, mesh_out, mesh_sets(c.stage)), world().comm(), 1,
                                     /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
-  const std::string single_out = shared_dir() + "/single_" + case_name(c) + "_rank" + std::to_string(world().rank());
-  auto single = trainer::run_training(tiny_config(c.arch, single_out, single_sets()), /*quiet=*/true);
+  const std::string single_out = shared_dir() + "/single_" + case_name(c);
+  auto single = single_process_run(tiny_config(c.arch, single_out, single_sets()));
   ASSERT_TRUE(single.ok()) << single.status();
   ASSERT_EQ(mesh->losses.size(), 50u);
   ASSERT_EQ(single->losses.size(), 50u);

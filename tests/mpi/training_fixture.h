@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <mpi.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include "trainer/config.h"
 #include "trainer/distributed.h"
 #include "trainer/session.h"
+#include "trainer/train_loop.h"
 
 namespace memtrain::parallel::testing {
 
@@ -51,6 +53,38 @@ inline trainer::Config tiny_config(const std::string& arch, const std::string& o
   auto cfg = trainer::parse_config(toml, "test.toml", sets);
   MEMTRAIN_CHECK_OK(cfg.status());
   return *cfg;
+}
+
+// Waits for `request` sleeping between tests, so a rank that waits leaves the cores to the ones that work.
+inline void wait_sleeping(MPI_Request* request) {
+  for (int done = 0; MPI_Test(request, &done, MPI_STATUS_IGNORE), !done;) usleep(2000);
+}
+
+// The single-process reference of a mesh run, trained once: rank 0 runs `cfg` alone (writing cfg.output.dir) while
+// the others sleep, then every rank gets its losses. Under --oversubscribe eight ranks share two cores, and eight
+// copies of the same reference run were most of the mpi tests' time.
+inline absl::StatusOr<trainer::TrainResult> single_process_run(const trainer::Config& cfg) {
+  trainer::TrainResult result;
+  absl::Status status;
+  double header[2] = {-1, 0};  // steps (-1: rank 0's run failed), final validation loss
+  if (world().rank() == 0) {
+    auto run = trainer::run_training(cfg, /*quiet=*/true);
+    status = run.status();
+    if (run.ok()) {
+      result = *std::move(run);
+      header[0] = static_cast<double>(result.losses.size());
+      header[1] = result.final_val_loss;
+    }
+  }
+  MPI_Request request;
+  MPI_Ibcast(header, 2, MPI_DOUBLE, 0, MPI_COMM_WORLD, &request);
+  wait_sleeping(&request);
+  if (header[0] < 0) return world().rank() == 0 ? status : absl::InternalError("rank 0's single-process run failed");
+  result.losses.resize(static_cast<size_t>(header[0]));
+  result.final_val_loss = header[1];
+  MPI_Ibcast(result.losses.data(), static_cast<int>(result.losses.size()), MPI_DOUBLE, 0, MPI_COMM_WORLD, &request);
+  wait_sleeping(&request);
+  return result;
 }
 
 inline std::string slurp(const std::string& path) {
