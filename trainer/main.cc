@@ -1,5 +1,6 @@
 // The `memtrain` binary: parses the subcommand and its flags, runs it, and maps errors to exit codes (2: bad
-// config or input, 1: failure at run time), printing "error: ..." on stderr.
+// config or input, 1: failure at run time, printing "error: ..." on stderr; 3: `train` stopped by SIGTERM or
+// SIGUSR1 after saving a checkpoint, trainer/stop_signal.h).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -17,6 +18,7 @@
 #include "trainer/plan.h"
 #include "trainer/session.h"
 #include "trainer/snapshot_keeper.h"
+#include "trainer/stop_signal.h"
 #include "trainer/train_loop.h"
 
 namespace memtrain::trainer {
@@ -225,12 +227,14 @@ absl::Status keeper(const Args& args) {
 
 int exit_code(const absl::Status& s) {
   switch (s.code()) {
+    case absl::StatusCode::kOk: return 0;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kOutOfRange:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kPermissionDenied: return 2;
+    case absl::StatusCode::kCancelled: return kExitStopped;
     default: return 1;
   }
 }
@@ -249,16 +253,21 @@ absl::Status run(const std::string& command, const Args& args) {
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
   if (command == "train") {
+    install_stop_handlers();
+    // A run stopped by a signal, its checkpoint saved, ends with kExitStopped (the train loop said why).
+    auto outcome = [](const absl::StatusOr<TrainResult>& r) {
+      return r.ok() && r->stop_signal != 0 ? absl::CancelledError("stopped by a signal") : r.status();
+    };
     // Without a launcher there is no MPI at all: the mesh is one local rank.
     if (launch.world_size == 1) {
       parallel::LocalCommunicator local("world");
-      return run_training(cfg, local, 1, /*quiet=*/false).status();
+      return outcome(run_training(cfg, local, 1, /*quiet=*/false));
     }
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::World> world,
                               parallel::World::init(nullptr, nullptr,
                                                     {cfg.parallel.timeout_s, needs_thread_multiple(cfg)}));
-    absl::Status status = run_training(cfg, world->comm(), world->launch().local_size, /*quiet=*/false).status();
-    if (!status.ok() && world->size() > 1) {
+    absl::Status status = outcome(run_training(cfg, world->comm(), world->launch().local_size, /*quiet=*/false));
+    if (!status.ok() && !absl::IsCancelled(status) && world->size() > 1) {
       // The other ranks may be waiting in a collective this rank will never join: take them down now rather than
       // at their deadline.
       std::fprintf(stderr, "error: rank %d: %s\n", world->rank(), std::string(status.message()).c_str());
@@ -316,9 +325,8 @@ int main(int argc, char** argv) {
   absl::Status status;
   auto args = parse_args(command, argc, argv);
   status = args.ok() ? run(command, *args) : args.status();
-  if (!status.ok()) {
+  if (!status.ok() && !absl::IsCancelled(status)) {
     std::fprintf(stderr, "error: %s\n", std::string(status.message()).c_str());
-    return exit_code(status);
   }
-  return 0;
+  return exit_code(status);
 }

@@ -24,6 +24,7 @@
 #include "trainer/pipeline.h"
 #include "trainer/session.h"
 #include "trainer/snapshots.h"
+#include "trainer/stop_signal.h"
 
 namespace memtrain::trainer {
 namespace {
@@ -319,6 +320,19 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->save(step + 1)));
     }
     if (snapshots && (step + 1) % cfg.snapshot.interval == 0) MEMTRAIN_RETURN_IF_ERROR(snapshots->take(step + 1));
+    // A stop signal on any rank (a preemption, a time limit coming): every rank stops here, the step checkpointed.
+    MEMTRAIN_ASSIGN_OR_RETURN(const int signo, agreed_stop_signal(world));
+    if (signo != 0 && !last) {
+      if (every <= 0 || (step + 1) % every != 0) MEMTRAIN_RETURN_IF_ERROR(saver->save(step + 1));
+      MEMTRAIN_RETURN_IF_ERROR(saver->wait());  // strict, whatever train.checkpoint_failure says: it is all we keep
+      if (snapshots) MEMTRAIN_RETURN_IF_ERROR(snapshots->finish());  // the checkpoint holds the same step
+      if (!quiet) {
+        std::printf("stopped by SIG%s after step %lld, checkpoint saved; a run with train.resume = \"auto\" continues "
+                    "from it\n", sigabbrev_np(signo), static_cast<long long>(step + 1));
+      }
+      result.stop_signal = signo;
+      return result;
+    }
   }
   MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->wait()));  // the last save, when in the background
   if (snapshots) MEMTRAIN_RETURN_IF_ERROR(snapshots->finish());  // the run is complete: nothing to recover from

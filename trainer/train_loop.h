@@ -24,6 +24,9 @@ absl::Status print_samples(const Config& cfg, model::Model& model);
 struct TrainResult {
   std::vector<double> losses;  // one per step
   double final_val_loss = 0;
+  // The stop signal (trainer/stop_signal.h) that ended the run early at a step boundary, its checkpoint saved; 0
+  // when it ran to train.max_steps (final_val_loss is then set).
+  int stop_signal = 0;
 };
 // Runs the whole job `cfg` describes in this one process; `quiet` drops the progress lines (tests).
 absl::StatusOr<TrainResult> run_training(const Config& cfg, bool quiet = false);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -52,6 +53,27 @@ inline CliResult run_mpirun(const std::string& apps, const std::string& scratch_
                    "--mca btl self,vader " + apps, scratch_dir);
 }
 
+// Starts `command` as run_shell does without waiting for it; returns its pid (the shell execs the command, so it
+// is the program's own). Its output goes to scratch_dir/cli.out and cli.err; finish() collects it.
+inline pid_t start_shell(const std::string& command, const std::string& scratch_dir) {
+  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && exec ", command, " >'", scratch_dir,
+                                       "/cli.out' 2>'", scratch_dir, "/cli.err'");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+inline CliResult finish(pid_t pid, const std::string& scratch_dir) {
+  int status = 0;
+  CliResult r;
+  if (waitpid(pid, &status, 0) == pid) r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(scratch_dir + "/cli.out");
+  r.err = slurp(scratch_dir + "/cli.err");
+  return r;
+}
+
 // The training losses a run's metrics.jsonl logged, in order (the lines with a "loss").
 inline std::vector<double> logged_losses(const std::string& metrics_path) {
   std::vector<double> l;
@@ -62,6 +84,20 @@ inline std::vector<double> logged_losses(const std::string& metrics_path) {
     if (m.contains("loss")) l.push_back(m["loss"].get<double>());
   }
   return l;
+}
+
+// Waits up to `timeout_s` for a run's metrics.jsonl to log the loss of step `step` (complete lines only, so it can
+// be read while the run writes it); false when it did not.
+inline bool wait_for_step(const std::string& metrics_path, int64_t step, double timeout_s) {
+  for (double waited = 0; waited < timeout_s; waited += 0.01) {
+    std::ifstream f(metrics_path);
+    for (std::string line; std::getline(f, line) && !f.eof();) {
+      const auto m = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (m.is_object() && m.contains("loss") && m["step"].get<int64_t>() >= step) return true;
+    }
+    usleep(10000);
+  }
+  return false;
 }
 
 }  // namespace memtrain::testing
