@@ -136,7 +136,7 @@ class Keeper {
 
 }  // namespace
 
-absl::Status run_keeper(const std::string& socket_path, double idle_timeout_s) {
+absl::Status run_keeper(const std::string& socket_path, double idle_timeout_s, const std::function<void()>& ready) {
   MEMTRAIN_ASSIGN_OR_RETURN(const sockaddr_un addr, address(socket_path));
   const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
   if (auto other = KeeperClient::connect(socket_path); other.ok())
@@ -153,6 +153,7 @@ absl::Status run_keeper(const std::string& socket_path, double idle_timeout_s) {
     ::close(listener);
     return from_errno(err, absl::StrCat("snapshot keeper socket ", socket_path));
   }
+  if (ready) ready();
   Keeper keeper;
   std::vector<int> clients;
   bool had_client = false, running = true;

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,8 +22,9 @@
 namespace memtrain::checkpoint {
 
 // Serves on `socket_path` until it exits (see above); the socket file is removed then. AlreadyExists when a keeper
-// answers there already (a stale socket of a dead one is replaced).
-absl::Status run_keeper(const std::string& socket_path, double idle_timeout_s);
+// answers there already (a stale socket of a dead one is replaced). `ready` runs once the socket accepts clients.
+absl::Status run_keeper(const std::string& socket_path, double idle_timeout_s,
+                        const std::function<void()>& ready = nullptr);
 
 // Starts `binary keeper --socket PATH --idle-timeout S` detached from the caller (its own session, stdin/stdout/
 // stderr on /dev/null, no other descriptor inherited), so it outlives the caller and its launcher.

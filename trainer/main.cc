@@ -209,6 +209,10 @@ absl::Status keeper(const Args& args) {
   double idle_timeout = args.idle_timeout > 0 ? args.idle_timeout : SnapshotConfig().keeper_timeout_s;
   if (socket.empty()) {
     MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
+    if (cfg.snapshot.interval == 0) {  // launch scripts start keepers whatever the config says
+      std::printf("memtrain keeper: snapshots are off (snapshot.interval = 0), no keeper needed\n");
+      return absl::OkStatus();
+    }
     if (cfg.snapshot.ranks_per_node > 0 && args.node < 0)
       return absl::InvalidArgumentError("keeper: snapshot.ranks_per_node simulates nodes; say which with --node N");
     if (cfg.snapshot.ranks_per_node == 0 && args.node >= 0)
@@ -222,7 +226,10 @@ absl::Status keeper(const Args& args) {
                               checkpoint::KeeperClient::connect(socket));
     return client->stop();
   }
-  return checkpoint::run_keeper(socket, idle_timeout);
+  return checkpoint::run_keeper(socket, idle_timeout, [&socket] {
+    std::printf("memtrain keeper: serving %s\n", socket.c_str());  // launch/srun.sh waits for this line
+    std::fflush(stdout);
+  });
 }
 
 int exit_code(const absl::Status& s) {

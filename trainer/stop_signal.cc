@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <ctime>
 #include <cstring>
 
 #include "core/status.h"
@@ -11,20 +13,32 @@
 namespace memtrain::trainer {
 namespace {
 // A signal handler can reach nothing but globals: these two are the process's only signal state.
-std::atomic<int> g_signal{0};  // the first stop signal received
-std::atomic<int> g_count{0};   // how many were received
+std::atomic<int> g_signal{0};         // the first stop signal received
+std::atomic<int64_t> g_first_ms{-1};  // when (CLOCK_MONOTONIC), -1 before it
 
 void write_stderr(const char* text) {
   const ssize_t ignored = ::write(STDERR_FILENO, text, std::strlen(text));  // async-signal-safe, unlike stdio
   (void)ignored;
 }
 
+int64_t now_ms() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);  // async-signal-safe
+  return static_cast<int64_t>(t.tv_sec) * 1000 + t.tv_nsec / 1000000;
+}
+
+// Runs with both signals blocked (sa_mask), so never inside itself.
 void on_stop_signal(int signo) {
-  if (g_count.fetch_add(1) > 0) {
-    write_stderr("memtrain: second stop signal: exiting now (the newest complete checkpoint is kept)\n");
-    ::_exit(128 + signo);
+  const int64_t now = now_ms(), first = g_first_ms.load();
+  if (first < 0) {
+    g_signal.store(signo);
+    g_first_ms.store(now);
+    return;
   }
-  g_signal.store(signo);
+  // One request often arrives twice: Slurm signals the ranks and srun forwards the same signal to them.
+  if (now - first < kRepeatWindowMs) return;
+  write_stderr("memtrain: second stop signal: exiting now (the newest complete checkpoint is kept)\n");
+  ::_exit(128 + signo);
 }
 }  // namespace
 
@@ -32,6 +46,8 @@ void install_stop_handlers() {
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
+  sigaddset(&action.sa_mask, SIGTERM);
+  sigaddset(&action.sa_mask, SIGUSR1);
   action.sa_flags = SA_RESTART;  // system calls in flight (reads, MPI's polls) go on
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGUSR1, &action, nullptr);
@@ -47,7 +63,7 @@ absl::StatusOr<int> agreed_stop_signal(parallel::Communicator& world) {
 
 void clear_stop_signal() {
   g_signal.store(0);
-  g_count.store(0);
+  g_first_ms.store(-1);
 }
 
 }  // namespace memtrain::trainer

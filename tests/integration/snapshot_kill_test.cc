@@ -143,12 +143,13 @@ TEST_F(MpiSnapshotKill, KillingTheKeeperOfANodeLosesItsMemoryWhichParityRebuilds
 }
 
 // `memtrain keeper CONFIG` serves the config's job on this node (simulated node N with --node) until --stop; bad
-// arguments are refused with a reason.
+// arguments are refused with a reason; without snapshots it exits at once.
 TEST(KeeperCli, RunsForTheConfigsJobUntilStopped) {
   const std::string dir = ::testing::TempDir() + "memtrain_keepercli_" + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   const std::string job = "clitest" + std::to_string(getpid());
-  const std::string cfg = "configs/default.toml --set snapshot.ranks_per_node=2 --set snapshot.job=" + job;
+  const std::string cfg =
+      "configs/default.toml --set snapshot.interval=2 --set snapshot.ranks_per_node=2 --set snapshot.job=" + job;
   const std::string socket = trainer::keeper_socket(job, "n1");
   auto started = testing::run_memtrain("keeper " + cfg + " --node 1 &", dir);  // the shell returns at once
   ASSERT_EQ(started.exit_code, 0) << started.err;
@@ -167,7 +168,7 @@ TEST(KeeperCli, RunsForTheConfigsJobUntilStopped) {
   EXPECT_FALSE(client->open("memtrain." + job + ".d2.0").ok()) << "the stopped keeper still answers";
   for (const auto& [args, reason] : std::vector<std::pair<std::string, std::string>>{
            {"keeper " + cfg, "say which with --node N"},
-           {"keeper configs/default.toml --node 1", "--node is for simulated nodes"},
+           {"keeper configs/default.toml --set snapshot.interval=2 --node 1", "--node is for simulated nodes"},
            {"keeper --socket /tmp/x.sock --node 1", "--node and --set go with a CONFIG"},
            {"keeper", "needs a CONFIG or --socket PATH"},
            {"keeper " + cfg + " --node 1 --stop", "no snapshot keeper at " + socket}}) {
@@ -175,6 +176,10 @@ TEST(KeeperCli, RunsForTheConfigsJobUntilStopped) {
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_NE(r.err.find(reason), std::string::npos) << args << ": " << r.err;
   }
+  // Snapshots off: nothing to keep, so it says so and exits (launch/srun.sh starts keepers whatever the config).
+  auto off = testing::run_memtrain("keeper configs/default.toml", dir);
+  EXPECT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_NE(off.out.find("snapshots are off"), std::string::npos) << off.out;
   std::filesystem::remove_all(dir);
 }
 
