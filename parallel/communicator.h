@@ -75,6 +75,9 @@ class Communicator {
   // world_ranks()[i] is the world rank of this communicator's rank i.
   virtual const std::vector<int>& world_ranks() const = 0;
   virtual int64_t bytes_sent() const = 0;
+  // Seconds the callers spent blocked in wait() on this communicator's operations: the communication that compute
+  // did not hide. 0 for one process, whose calls never wait.
+  virtual double wait_s() const { return 0; }
   // The deadline of every later call; an operation not done this long after it started fails.
   virtual void set_timeout_s(double seconds) = 0;
   virtual double timeout_s() const = 0;

@@ -205,6 +205,11 @@ std::unique_ptr<MpiOp> MpiCommunicator::make_op(std::string what, bool collectiv
 absl::Status MpiCommunicator::wait_op(MpiOp& op) {
   if (op.r_ == nullptr) return absl::OkStatus();
   const auto deadline = op.start_ + std::chrono::duration<double>(timeout_s_);
+  struct Timer {  // adds the time blocked here to wait_s_ on every way out
+    double& total;
+    Clock::time_point t0 = Clock::now();
+    ~Timer() { total += std::chrono::duration<double>(Clock::now() - t0).count(); }
+  } timer{wait_s_};
   // Poll: MPI progresses only inside MPI calls. Spin briefly, then sleep, so that oversubscribed ranks leave the
   // cores to the ranks that have work.
   for (int polls = 0;; ++polls) {

@@ -42,6 +42,7 @@ class MpiCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
   int64_t bytes_sent() const override { return bytes_sent_; }
+  double wait_s() const override { return wait_s_; }
   void set_timeout_s(double seconds) override { timeout_s_ = seconds; }
   double timeout_s() const override { return timeout_s_; }
 
@@ -76,6 +77,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<int> world_ranks_;
   double timeout_s_ = 300;
   int64_t bytes_sent_ = 0;
+  double wait_s_ = 0;
   int64_t collective_seq_ = 0;  // identical on every rank, since all ranks make the same collective calls
   absl::Status poisoned_;
   std::vector<std::unique_ptr<MpiRequests>> abandoned_;

@@ -90,6 +90,21 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
   return run;
 }
 
+CommTotals comm_totals(parallel::Communicator& world, MeshRun& run) {
+  CommTotals t;
+  auto add = [&t](const parallel::Communicator* c) {
+    if (c == nullptr) return;
+    t.bytes += c->bytes_sent();
+    t.wait_s += c->wait_s();
+  };
+  add(&world);
+  for (parallel::Axis a : parallel::kAllAxes) add(&run.mesh.comm(a));
+  add(run.dp_cp.get());
+  add(run.hpz.get());
+  add(run.matrix_group.get());
+  return t;
+}
+
 absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(const Config& cfg, MeshRun& run,
                                                                             ModelBundle& bundle) {
   const auto& params = bundle.params.all();

@@ -44,6 +44,14 @@ struct MeshRun {
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.
 absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Config& cfg);
 
+// What this rank's communicators (the world's and every one of `run`) did so far: bytes sent (the ring model's
+// count, parallel/communicator.h) and seconds blocked waiting on them.
+struct CommTotals {
+  int64_t bytes = 0;
+  double wait_s = 0;
+};
+CommTotals comm_totals(parallel::Communicator& world, MeshRun& run);
+
 // The engine over `bundle`'s parameters (registered, not allocated), their initial values written from
 // train.seed (each rank only what it stores), and the model's hooks pointed at it.
 absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(const Config& cfg, MeshRun& run,

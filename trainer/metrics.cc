@@ -77,7 +77,9 @@ absl::Status MetricsLog::log_step(const StepMetrics& m) {
   for (int c = 0; c < kNumMemCategories; ++c) mem[std::string(mem_category_name(static_cast<MemCategory>(c)))] = m.mem.peak[c];
   nlohmann::json j = {{"step", m.step},           {"loss", m.loss},       {"lr", m.lr},
                       {"grad_norm", m.grad_norm}, {"tokens_per_s", m.tokens_per_s},
-                      {"step_ms", m.step_ms},     {"mfu", m.mfu},         {"mem", mem}};
+                      {"step_ms", m.step_ms},     {"mfu", m.mfu},         {"mem", mem},
+                      {"comm_bytes", m.comm_bytes}, {"comm_ms", m.comm_ms}, {"io_ms", m.io_ms},
+                      {"compute_ms", m.compute_ms}};
   if (m.snapshot_bytes >= 0) j["snapshot_bytes"] = m.snapshot_bytes;
   return write_line(j.dump());
 }

@@ -19,6 +19,12 @@ struct StepMetrics {
   double eta_s = 0;
   MemorySnapshot mem;
   int64_t snapshot_bytes = -1;  // bytes this rank sent for in-memory snapshots so far (parity, rebuilds); -1: none
+  // Per step, means over the steps since the last line. comm_bytes: what this rank sent over its communicators;
+  // comm_ms: the time it waited on them (communication that compute did not hide); io_ms: the time in data
+  // loading, checkpoint saves and snapshot copies (their stalls: background work is not counted); compute_ms: the
+  // rest of step_ms.
+  int64_t comm_bytes = 0;
+  double comm_ms = 0, io_ms = 0, compute_ms = 0;
 };
 
 class MetricsLog {

@@ -242,10 +242,18 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
 
   TrainResult result;
   const auto t_start = Clock::now();
-  double window_s = 0;
-  int64_t window_steps = 0;
+  // The steps since the last metrics line: their time (with checkpoint and snapshot stalls, without evaluations),
+  // the part of it in data loading and those stalls, and what the communicators did meanwhile.
+  double window_s = 0, window_io_s = 0, window_wait_s = 0;
+  int64_t window_steps = 0, window_bytes = 0;
+  auto count_comm = [&](const CommTotals& before, bool waits) {
+    const CommTotals now = comm_totals(world, run);
+    window_bytes += now.bytes - before.bytes;
+    if (waits) window_wait_s += now.wait_s - before.wait_s;
+  };
   for (int64_t step = first_step; step < max_steps; ++step) {
     const auto t0 = Clock::now();
+    const CommTotals comm0 = comm_totals(world, run);
     // An offloaded shard brought in (initial values, a resume, a checkpoint) goes out before the step's peaks.
     MEMTRAIN_RETURN_IF_ERROR(engine->send_values_out());
     MemoryTracker::host().reset_peaks();
@@ -256,7 +264,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     for (int64_t micro = 0; micro < accum; ++micro) {
       const size_t k = pipeline ? micro : 0;
       const int64_t row = (dp_rank * accum + micro) * B;
+      const auto t_data = Clock::now();
       batches.fill_train(step, row, row + B, micro_batches[k]);
+      window_io_s += seconds_since(t_data);
       if (pipeline) continue;  // all micro-batches go in at once, below
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(micro));
       model::ActivationStore store;
@@ -286,9 +296,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     }
     const double loss = total * grad_scale;
     result.losses.push_back(loss);
-    const double step_s = seconds_since(t0);
-    window_s += step_s;
+    window_s += seconds_since(t0);
     ++window_steps;
+    count_comm(comm0, /*waits=*/true);
 
     const bool last = step + 1 == max_steps;
     if ((step + 1) % cfg.train.log_interval == 0 || last) {
@@ -305,21 +315,33 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       m.eta_s = mean_s * static_cast<double>(max_steps - step - 1);
       m.mem = MemoryTracker::host().snapshot();
       if (snapshots) m.snapshot_bytes = snapshots->bytes_sent();
+      const double per_step_ms = 1000.0 / static_cast<double>(window_steps);
+      m.comm_bytes = window_bytes / window_steps;
+      m.comm_ms = window_wait_s * per_step_ms;
+      m.io_ms = window_io_s * per_step_ms;
+      m.compute_ms = std::max(0.0, m.step_ms - m.comm_ms - m.io_ms);
       if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_step(m));
       if (!quiet) std::printf("%s\n", progress_line(m).c_str());
       std::fflush(stdout);
-      window_s = 0;
-      window_steps = 0;
+      window_s = window_io_s = window_wait_s = 0;
+      window_steps = window_bytes = 0;
     }
     if (!last && cfg.train.eval_interval > 0 && (step + 1) % cfg.train.eval_interval == 0) {
       MEMTRAIN_RETURN_IF_ERROR(run_eval(step + 1).status());
     }
-    // Last in the step, so that a run resumed from it has logged (and evaluated) everything up to it.
+    // Last in the step, so that a run resumed from it has logged (and evaluated) everything up to it. Their stalls
+    // count in the next metrics line.
+    const auto t_save = Clock::now();
+    const CommTotals comm_save = comm_totals(world, run);
     const int64_t every = cfg.train.checkpoint_interval;
     if (every > 0 && ((step + 1) % every == 0 || last)) {
       MEMTRAIN_RETURN_IF_ERROR(checkpoint_outcome(saver->save(step + 1)));
     }
     if (snapshots && (step + 1) % cfg.snapshot.interval == 0) MEMTRAIN_RETURN_IF_ERROR(snapshots->take(step + 1));
+    const double stall_s = seconds_since(t_save);
+    window_s += stall_s;
+    window_io_s += stall_s;
+    count_comm(comm_save, /*waits=*/false);
     // A stop signal on any rank (a preemption, a time limit coming): every rank stops here, the step checkpointed.
     MEMTRAIN_ASSIGN_OR_RETURN(const int signo, agreed_stop_signal(world));
     if (signo != 0 && !last) {

@@ -80,6 +80,7 @@ class NcclOp final : public PendingOp {
     return false;
   }
   absl::Status wait() override {
+    const Clock::time_point t0 = Clock::now();
     while (!test()) {
       if (std::chrono::duration<double>(Clock::now() - start_).count() > timeout_s_) {
         status_ = c_->abort_after_deadline(what_);
@@ -88,6 +89,7 @@ class NcclOp final : public PendingOp {
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+    c_->wait_s_ += std::chrono::duration<double>(Clock::now() - t0).count();
     return status_;
   }
 

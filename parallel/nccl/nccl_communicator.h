@@ -36,6 +36,7 @@ class NcclCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
   int64_t bytes_sent() const override { return bytes_sent_; }
+  double wait_s() const override { return wait_s_; }
   void set_timeout_s(double seconds) override { timeout_s_ = seconds; }
   double timeout_s() const override { return timeout_s_; }
   int device() const { return device_; }
@@ -71,6 +72,7 @@ class NcclCommunicator final : public Communicator {
   std::vector<int> world_ranks_;
   double timeout_s_ = 300;
   int64_t bytes_sent_ = 0;
+  double wait_s_ = 0;  // host time blocked in wait()
   absl::Status poisoned_;
   void* scratch_ = nullptr;  // 4 device bytes for the barrier
 };

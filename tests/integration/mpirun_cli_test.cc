@@ -70,6 +70,48 @@ TEST_F(MpiCli, TwoRanksFollowOneProcessBitForBit) {
   EXPECT_TRUE(testing::slurp(dir_ + "/one/model.safetensors") == testing::slurp(dir_ + "/two/model.safetensors"));
 }
 
+// metrics.jsonl's communication figures: with two data-parallel ranks (ZeRO-0, fp32) a step all-reduces the
+// gradient buffer once, which the ring sends as 2(p-1)/p = 1 x its bytes: at least 4 bytes per parameter, exactly
+// the buffer `memtrain plan` predicts (every tensor padded to 256-element blocks), plus the loss's one double; one
+// process sends nothing. A step's time splits into compute, communication waits and I/O.
+TEST_F(MpiCli, MetricsCountTheRingBytesOfDataParallelismAndSplitTheStepTime) {
+  auto one = testing::run_memtrain("train" + tiny("one"), dir_);
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  auto plan = testing::run_memtrain("plan" + tiny("two") + " --world-size 2 --json", dir_);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const double buffer = nlohmann::json::parse(plan.out)["communication"].get<double>();
+  auto two = mpirun("-np 2 " + binary_ + " train" + tiny("two"));
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  const size_t at = two.out.find("gpt2, ");
+  ASSERT_NE(at, std::string::npos) << two.out;
+  const double params = std::atof(two.out.c_str() + at + 6);
+  ASSERT_GT(params, 1e4);
+  for (const char* out : {"one", "two"}) {
+    SCOPED_TRACE(out);
+    const std::string metrics = testing::slurp(dir_ + "/" + out + "/metrics.jsonl");
+    int lines = 0;
+    for (absl::string_view line : absl::StrSplit(metrics, '\n', absl::SkipEmpty())) {
+      const auto m = nlohmann::json::parse(line);
+      if (!m.contains("loss")) continue;
+      ++lines;
+      const double bytes = m["comm_bytes"].get<double>();
+      if (std::string(out) == "one") {
+        EXPECT_EQ(bytes, 0);
+        EXPECT_EQ(m["comm_ms"].get<double>(), 0);
+      } else {
+        EXPECT_GE(bytes, 4 * params);
+        EXPECT_EQ(bytes, buffer + 8);
+      }
+      const double compute = m["compute_ms"], comm = m["comm_ms"], io = m["io_ms"], step = m["step_ms"];
+      EXPECT_GE(comm, 0);
+      EXPECT_GE(io, 0);
+      EXPECT_GT(compute, 0);
+      EXPECT_NEAR(compute + comm + io, step, 1e-6 * step);
+    }
+    EXPECT_EQ(lines, 12);
+  }
+}
+
 // Tensor parallelism from the command line: `memtrain plan` predicts rank 0's peak bytes per category, and rank 0
 // samples from the model gathered from both ranks' parts. Bound: DESIGN.md's 5% (the plan is exact today).
 TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
