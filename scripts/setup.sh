@@ -16,6 +16,7 @@ packages=(
   libicu-dev                      # data/: Unicode character classes for BPE pre-tokenization
   liburing-dev                    # offload/: io_uring for the SSD swap file
   libisal-dev                     # checkpoint/: Reed-Solomon erasure coding of in-memory snapshots
+  libpng-dev                      # trainer/: `memtrain plot` writes PNG
   slurmctld slurmd slurm-client munge libpmix-dev  # launch/: the launch tests start a one-node Slurm (local-slurm)
 )
 

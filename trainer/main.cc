@@ -16,6 +16,7 @@
 #include "trainer/hf_convert.h"
 #include "trainer/peft_adapter.h"
 #include "trainer/plan.h"
+#include "trainer/plot.h"
 #include "trainer/session.h"
 #include "trainer/snapshot_keeper.h"
 #include "trainer/stop_signal.h"
@@ -51,6 +52,9 @@ constexpr char kUsage[] =
     "                                                 them and ends the keeper\n"
     "  keeper  --socket PATH [--idle-timeout S] [--stop]\n"
     "                                                 the same at an explicit socket\n"
+    "  plot    RUN_DIR [--out FILE] [--width W] [--height H]\n"
+    "                                                 the loss and throughput curves of RUN_DIR/metrics.jsonl as a\n"
+    "                                                 PNG (default RUN_DIR/metrics.png, 1000 x 700 pixels)\n"
     "  help                                           this text\n";
 
 struct Args {
@@ -69,6 +73,7 @@ struct Args {
   int node = -1;               // keeper: a simulated node (snapshot.ranks_per_node)
   double idle_timeout = -1;    // keeper: -1 = snapshot.keeper_timeout_s
   bool stop = false;           // keeper
+  int width = 1000, height = 700;  // plot
 };
 
 absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** argv) {
@@ -106,7 +111,11 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value("--max-shard-mb"));
       if (!absl::SimpleAtoi(v, &a.max_shard_mb) || a.max_shard_mb < 1)
         return absl::InvalidArgumentError(absl::StrCat("--max-shard-mb: not a positive integer: '", v, "'"));
-    } else if (arg == "--out" && (command == "prepare" || command == "convert")) {
+    } else if ((arg == "--width" || arg == "--height") && command == "plot") {
+      MEMTRAIN_ASSIGN_OR_RETURN(std::string v, value(arg.c_str()));
+      if (!absl::SimpleAtoi(v, arg == "--width" ? &a.width : &a.height))
+        return absl::InvalidArgumentError(absl::StrCat(arg, ": not an integer: '", v, "'"));
+    } else if (arg == "--out" && (command == "prepare" || command == "convert" || command == "plot")) {
       MEMTRAIN_ASSIGN_OR_RETURN(a.out, value("--out"));
     } else if (arg == "--tokenizer" && command == "prepare") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.tokenizer, value("--tokenizer"));
@@ -153,6 +162,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
   if (command == "keeper" && !a.socket.empty() && (a.node >= 0 || !a.overrides.empty()))
     return absl::InvalidArgumentError("keeper: --node and --set go with a CONFIG, not --socket");
   if (command == "keeper") return a;
+  if (command == "plot" && a.config.empty()) return absl::InvalidArgumentError("plot: needs a RUN_DIR (a run's output.dir)");
+  if (command == "plot" && !a.overrides.empty()) return absl::InvalidArgumentError("plot: takes no --set");
   if (command != "prepare" && a.config.empty()) return absl::InvalidArgumentError(absl::StrCat(command, ": needs a CONFIG file"));
   if (command == "prepare" && (a.out.empty() || a.inputs.empty()))
     return absl::InvalidArgumentError("prepare: needs --out DIR and at least one INPUT");
@@ -257,6 +268,11 @@ absl::Status run(const std::string& command, const Args& args) {
   }
   if (command == "convert") return convert(args);
   if (command == "keeper") return keeper(args);
+  if (command == "plot") {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::string path, plot_run(args.config, args.out, args.width, args.height));
+    std::printf("wrote %s (%d x %d)\n", path.c_str(), args.width, args.height);
+    return absl::OkStatus();
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Config cfg, load_config(args.config, args.overrides));
   MEMTRAIN_ASSIGN_OR_RETURN(parallel::LaunchInfo launch, parallel::detect_launch(std::getenv));
   if (command == "train") {
@@ -325,7 +341,7 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command != "train" && command != "eval" && command != "sample" && command != "plan" && command != "prepare" &&
-      command != "convert" && command != "keeper") {
+      command != "convert" && command != "keeper" && command != "plot") {
     std::fprintf(stderr, "error: unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
   }
