@@ -39,10 +39,10 @@ test-asan: setup
 	$(ASAN_ENV) ctest --test-dir $(BUILD)-asan -LE "cuda|slow|mpi" --output-on-failure -j $(JOBS)
 	$(ASAN_MPI_ENV) ctest --test-dir $(BUILD)-asan -L mpi -E '_np8$$' --output-on-failure
 
-# The tests of the threaded parts (label `threads`) built with ThreadSanitizer.
+# The tests of the threaded parts (label `threads`) built with ThreadSanitizer (only their executables).
 test-tsan: setup
 	cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMTRAIN_SANITIZE=thread $(CMAKE_ARGS)
-	cmake --build $(BUILD)-tsan -j $(JOBS)
+	cmake --build $(BUILD)-tsan -j $(JOBS) --target memtrain_threads_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest --test-dir $(BUILD)-tsan -L threads --output-on-failure -j $(JOBS)
 
 # What CI runs: every test, then the sanitizer builds and the fuzzers.

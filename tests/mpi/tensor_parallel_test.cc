@@ -76,6 +76,9 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
  protected:
   void SetUp() override {
     if (world().size() % GetParam().ranks() != 0) GTEST_SKIP() << "tp * cp * pp does not divide the world";
+    // On 8 ranks a 2-rank model would run at dp = 4, the same code as at dp = 2 on 4 ranks: only the meshes of 4 and
+    // 8 model ranks run there, which 4 ranks cannot compose with data parallelism.
+    if (world().size() == 8 && GetParam().ranks() < 4) GTEST_SKIP() << "covered by the run on 4 ranks";
   }
   std::vector<std::string> mesh_sets(int stage) const {
     const TpCase& c = GetParam();
