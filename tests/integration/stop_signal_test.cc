@@ -84,8 +84,9 @@ TEST_F(StopSignal, SavesAtTheNextStepBoundaryAndTheResumedRunEndsAsIfUninterrupt
   }
 }
 
-// Steps of about 2 s (a 12.6M GPT on one thread), so the first signal's stop is still under way when the second
-// comes 1.5 s later; a repeat within trainer::kRepeatWindowMs is ignored (the same request relayed twice).
+// The second signal must come while the first one's stop is under way and more than trainer::kRepeatWindowMs after
+// it (sooner it counts as the same request relayed twice, which is checked too): the process is frozen (SIGSTOP)
+// 50 ms after the first, while its step of about 2 s (a 12.8M GPT on one thread) still runs, for 1.2 s.
 TEST_F(StopSignal, ASecondSignalExitsAtOnceAndTheNewestCheckpointStillResumes) {
   const std::string slow = " --set model.n_layer=4 --set model.n_embd=512 --set model.block_size=128"
                            " --set train.batch_size=16 --set train.max_steps=4 --set train.checkpoint_interval=1";
@@ -94,8 +95,11 @@ TEST_F(StopSignal, ASecondSignalExitsAtOnceAndTheNewestCheckpointStillResumes) {
   const pid_t pid = start_and_wait(binary_ + args("twice") + slow, "twice", 2);
   ASSERT_EQ(kill(pid, SIGUSR1), 0);
   ASSERT_EQ(kill(pid, SIGUSR1), 0);  // a repeat: ignored
-  usleep(1500 * 1000);
+  usleep(50 * 1000);                 // the handler has run
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  usleep(1200 * 1000);
   ASSERT_EQ(kill(pid, SIGTERM), 0);
+  ASSERT_EQ(kill(pid, SIGCONT), 0);
   auto r = testing::finish(pid, dir_);
   EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.out << r.err;
   EXPECT_NE(r.err.find("second stop signal: exiting now"), std::string::npos) << r.err;
