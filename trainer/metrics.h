@@ -14,7 +14,7 @@ struct StepMetrics {
   int64_t step = 0;  // 1-based: steps completed
   int64_t max_steps = 0;
   double loss = 0, lr = 0, grad_norm = 0;
-  double tokens_per_s = 0, step_ms = 0;
+  double tokens_per_s = 0, step_ms = 0;  // step_ms: with the step's checkpoint and snapshot stalls, not evaluations
   double mfu = 0;  // achieved / measured sgemm peak
   double eta_s = 0;
   MemorySnapshot mem;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -139,6 +140,29 @@ TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
       const double p = predicted[category].get<double>(), m = bytes.get<double>();
       EXPECT_LE(std::fabs(p - m), 0.05 * std::max(m, 1.0)) << category << ": plan " << p << ", measured " << m;
     }
+  }
+}
+
+// launch/mpirun.sh as a user runs it across nodes, with a hostfile (this machine's two slots): the same losses as
+// plain mpirun, bit for bit; its own checks refuse a bad hostfile and a non-number before mpirun starts.
+TEST_F(MpiCli, TheLaunchScriptWithAHostfileTrainsAsPlainMpirun) {
+  auto plain = mpirun("-np 2 " + binary_ + " train" + tiny("plain"));
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  { std::ofstream(dir_ + "/hosts") << "# the nodes\nlocalhost slots=2\n"; }
+  const std::string script = "env OMPI_MCA_btl_vader_single_copy_mechanism=none launch/mpirun.sh";
+  auto r = testing::run_shell(script + " --hostfile " + dir_ + "/hosts --ranks-per-node 2 --threads 1" + tiny("script") +
+                                  " -- --mca btl self,vader",
+                              dir_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("dp=2 tp=1"), std::string::npos) << r.out;
+  EXPECT_EQ(losses("script"), losses("plain"));
+  for (const auto& [args, reason] : std::vector<std::pair<std::string, std::string>>{
+           {" --hostfile " + dir_ + "/none" + tiny("x"), "cannot read the hostfile"},
+           {" --threads two" + tiny("x"), "not a number: 'two'"},
+           {" --bind socket" + tiny("x"), "--bind core or none"}}) {
+    auto bad = testing::run_shell(script + args, dir_);
+    EXPECT_EQ(bad.exit_code, 2) << args;
+    EXPECT_NE(bad.err.find(reason), std::string::npos) << args << ": " << bad.err;
   }
 }
 
