@@ -47,10 +47,12 @@ inline CliResult run_memtrain(const std::string& args, const std::string& scratc
                    scratch_dir);
 }
 
-// mpirun as the mpi tests run it; `apps` are its application contexts ("-np 2 BINARY ARGS", joined by " : ").
+// mpirun as the mpi tests run it, to be followed by its application contexts ("-np 2 BINARY ARGS", joined by
+// " : "). Through env, so that start_shell can exec it too.
+inline constexpr char kMpirun[] =
+    "env OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe --mca btl self,vader ";
 inline CliResult run_mpirun(const std::string& apps, const std::string& scratch_dir) {
-  return run_shell("OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe "
-                   "--mca btl self,vader " + apps, scratch_dir);
+  return run_shell(kMpirun + apps, scratch_dir);
 }
 
 // Starts `command` as run_shell does without waiting for it; returns its pid (the shell execs the command, so it

@@ -32,10 +32,7 @@ class StopSignal : public ::testing::Test {
            " --set train.eval_batches=2 --set train.threads=1 --set output.samples=0 --set parallel.timeout_s=20"
            " --set train.checkpoint_interval=10 --set train.resume=auto --set output.dir=" + dir_ + "/" + out;
   }
-  std::string mpirun(int np) const {
-    return "env OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --allow-run-as-root --oversubscribe --mca btl "
-           "self,vader -np " + std::to_string(np) + " ";
-  }
+  static std::string mpirun(int np) { return testing::kMpirun + ("-np " + std::to_string(np) + " "); }
   std::vector<double> losses(const std::string& out) const {
     return testing::logged_losses(dir_ + "/" + out + "/metrics.jsonl");
   }
