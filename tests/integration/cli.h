@@ -28,11 +28,18 @@ inline std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-// Runs the shell `command` from the source root (so configs/ paths resolve), its output captured in scratch_dir.
+// The shell prefix of run_shell and start_shell: the source root (so configs/ and launch/ paths resolve), and the
+// launch scripts pointed at this build's binary (they would take build/memtrain otherwise, which is another build
+// when the tests of build-asan run; sbatch passes the variable on to the job).
+inline std::string in_source_root() {
+  return absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && export MEMTRAIN_BINARY='", MEMTRAIN_BINARY_DIR,
+                      "/memtrain' && ");
+}
+
+// Runs the shell `command` from the source root, its output captured in scratch_dir.
 inline CliResult run_shell(const std::string& command, const std::string& scratch_dir) {
   const std::string out = scratch_dir + "/cli.out", err = scratch_dir + "/cli.err";
-  const std::string cmd =
-      absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && ", command, " >'", out, "' 2>'", err, "'");
+  const std::string cmd = absl::StrCat(in_source_root(), command, " >'", out, "' 2>'", err, "'");
   const int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -58,7 +65,7 @@ inline CliResult run_mpirun(const std::string& apps, const std::string& scratch_
 // Starts `command` as run_shell does without waiting for it; returns its pid (the shell execs the command, so it
 // is the program's own). Its output goes to scratch_dir/cli.out and cli.err; finish() collects it.
 inline pid_t start_shell(const std::string& command, const std::string& scratch_dir) {
-  const std::string cmd = absl::StrCat("cd '", MEMTRAIN_SOURCE_DIR, "' && exec ", command, " >'", scratch_dir,
+  const std::string cmd = absl::StrCat(in_source_root(), "exec ", command, " >'", scratch_dir,
                                        "/cli.out' 2>'", scratch_dir, "/cli.err'");
   const pid_t pid = fork();
   if (pid == 0) {
