@@ -156,4 +156,26 @@ absl::Status commit_file(const std::string& tmp, const std::string& path) {
   return sync_directory_of(path);
 }
 
+absl::Status append_whole(int fd, const std::string& path, absl::string_view data, int64_t* end) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    const int err = n < 0 ? errno : ENOSPC;  // write() returning 0 for a non-empty buffer: no room was made
+    absl::Status st = errno_error(path, "cannot write", err);
+    // Shrinking a file needs no free space; if it fails anyway the message says the last record may be torn.
+    if (done > 0 && (::ftruncate(fd, *end) != 0 || ::lseek(fd, *end, SEEK_SET) != *end)) {
+      return absl::Status(st.code(), absl::StrCat(st.message(), " (and cannot remove the partial last record: ",
+                                                  std::strerror(errno), ")"));
+    }
+    return st;
+  }
+  *end += static_cast<int64_t>(data.size());
+  return absl::OkStatus();
+}
+
 }  // namespace memtrain

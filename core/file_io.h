@@ -24,4 +24,10 @@ absl::Status write_file_atomically(const std::string& path, absl::Span<const abs
 // For a file another library wrote at `tmp` (closed): fsyncs it, renames it over `path`, fsyncs the directory.
 absl::Status commit_file(const std::string& tmp, const std::string& path);
 
+// Appends `data` to the open file `fd` (named `path` in errors) whose complete contents end at *end, whole or not
+// at all: a full disk can accept part of a write (a short write, then ENOSPC), so on failure the file is cut back
+// to *end and the error is returned. On success *end moves past the data. For logs read while they grow
+// (metrics.jsonl, TensorBoard event files), whose readers must never see a torn record.
+absl::Status append_whole(int fd, const std::string& path, absl::string_view data, int64_t* end);
+
 }  // namespace memtrain

@@ -39,13 +39,14 @@ if command -v update-alternatives >/dev/null; then
   case "$blas" in *openblas*|"") ;; *) echo "setup: warning: libblas.so.3 is $blas, not OpenBLAS";; esac
 fi
 
-# tests/reference: Hugging Face's `safetensors` and `tokenizers` packages, which Debian 12 does not package, in a
-# venv that also sees Debian's torch and numpy. Tests that need them are skipped (saying so) where they could not
-# be installed.
+# tests/reference: Hugging Face's `safetensors` and `tokenizers` packages and TensorBoard (its event-file reader),
+# which Debian 12 does not package, in a venv that also sees Debian's torch and numpy. Tests that need them are
+# skipped (saying so) where they could not be installed.
 pyref="${MEMTRAIN_PYREF:-$HOME/.cache/memtrain/pyref}"
-if ! "$pyref/bin/python" -c "import safetensors, tokenizers" 2>/dev/null; then
-  echo "setup: creating $pyref (safetensors and tokenizers for tests/reference)"
+if ! "$pyref/bin/python" -c "import safetensors, tokenizers, tensorboard" 2>/dev/null; then
+  echo "setup: creating $pyref (safetensors, tokenizers and tensorboard for tests/reference)"
   /usr/bin/python3 -m venv --system-site-packages "$pyref" &&
-    "$pyref/bin/pip" install -q --disable-pip-version-check "safetensors==0.8.0" "tokenizers==0.23.3" ||
-    echo "setup: warning: could not install safetensors and tokenizers into $pyref; tests/reference skip what needs them"
+    "$pyref/bin/pip" install -q --disable-pip-version-check "safetensors==0.8.0" "tokenizers==0.23.3" \
+      "tensorboard==2.18.0" ||
+    echo "setup: warning: could not install the reference packages into $pyref; tests/reference skip what needs them"
 fi

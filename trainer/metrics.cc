@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -46,28 +45,8 @@ MetricsLog::~MetricsLog() {
 
 absl::Status MetricsLog::write_line(const std::string& line) {
   MEMTRAIN_FAULT_POINT("metrics.before_line");
-  // Unbuffered, so a killed run keeps every line it logged. The whole line goes to write() at once; a full disk
-  // can still accept part of it (a short write, then ENOSPC), so on failure the file is cut back to the end of
-  // the last complete line and the error is reported, not ignored.
-  const std::string text = line + "\n";
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    const int err = n < 0 ? errno : ENOSPC;  // write() returning 0 for a non-empty buffer: no room was made
-    absl::Status st = errno_error(path_, "cannot write", err);
-    // Shrinking a file needs no free space; if it fails anyway the message says the last line may be torn.
-    if (done > 0 && (::ftruncate(fd_, size_) != 0 || ::lseek(fd_, size_, SEEK_SET) != size_)) {
-      return absl::Status(st.code(), absl::StrCat(st.message(), " (and cannot remove the partial last line: ",
-                                                  std::strerror(errno), ")"));
-    }
-    return st;
-  }
-  size_ += static_cast<int64_t>(text.size());
+  // Unbuffered, so a killed run keeps every line it logged; a full disk leaves the last complete line last.
+  MEMTRAIN_RETURN_IF_ERROR(append_whole(fd_, path_, line + "\n", &size_));
   MEMTRAIN_FAULT_POINT("metrics.after_line");
   return absl::OkStatus();
 }

@@ -61,6 +61,7 @@ struct TrainConfig {
 struct OutputConfig {
   std::string dir = "runs/default";
   bool save_weights = true;
+  bool tensorboard = false;
   int64_t samples = 3;
   int64_t sample_tokens = 200;
   double temperature = 0.8;
@@ -70,6 +71,7 @@ struct OutputConfig {
   template <class V> void visit(V& v) {
     v("dir", dir, "directory for the resolved config, metrics.jsonl, weights and samples; not empty");
     v("save_weights", save_weights, "write the final weights to dir");
+    v("tensorboard", tensorboard, "also write metrics.jsonl's scalars as TensorBoard event files under dir/tensorboard");
     v("samples", samples, "text samples generated at the end, >= 0");
     v("sample_tokens", sample_tokens, "tokens per sample, >= 0");
     v("temperature", temperature, "sampling temperature, > 0");

@@ -25,6 +25,7 @@
 #include "trainer/session.h"
 #include "trainer/snapshots.h"
 #include "trainer/stop_signal.h"
+#include "trainer/tensorboard.h"
 
 namespace memtrain::trainer {
 namespace {
@@ -187,6 +188,11 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     MEMTRAIN_ASSIGN_OR_RETURN(MetricsLog log, MetricsLog::open(output_file(cfg, "metrics.jsonl"), first_step));
     metrics.emplace(std::move(log));
   }
+  std::optional<TensorBoardLog> tensorboard;
+  if (lead && cfg.output.tensorboard) {
+    MEMTRAIN_ASSIGN_OR_RETURN(TensorBoardLog log, TensorBoardLog::open(output_file(cfg, "tensorboard")));
+    tensorboard.emplace(std::move(log));
+  }
   // A pipeline has every micro-batch of a step in flight at once; otherwise they run one after the other.
   std::vector<Batch> micro_batches;
   std::vector<Tensor> inputs, targets;  // the pipeline's view of them
@@ -236,6 +242,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(batch_loss, batches, cfg.train.eval_batches, &run.dp()));
     engine->release_idle();
     if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_eval(step, val));
+    if (tensorboard) MEMTRAIN_RETURN_IF_ERROR(tensorboard->log_eval(step, val));
     if (!quiet) std::printf("step %6lld | val_loss %.4f\n", static_cast<long long>(step), val);
     return val;
   };
@@ -321,6 +328,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       m.io_ms = window_io_s * per_step_ms;
       m.compute_ms = std::max(0.0, m.step_ms - m.comm_ms - m.io_ms);
       if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_step(m));
+      if (tensorboard) MEMTRAIN_RETURN_IF_ERROR(tensorboard->log_step(m));
       if (!quiet) std::printf("%s\n", progress_line(m).c_str());
       std::fflush(stdout);
       window_s = window_io_s = window_wait_s = 0;
