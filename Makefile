@@ -34,7 +34,8 @@ ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1 \
 ASAN_MPI_ENV = ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 \
                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 test-asan: setup
-	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMTRAIN_SANITIZE=address,undefined $(CMAKE_ARGS)
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMEMTRAIN_SANITIZE=address,undefined \
+	  -DMEMTRAIN_BENCH=OFF $(CMAKE_ARGS)
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	$(ASAN_ENV) ctest --test-dir $(BUILD)-asan -LE "cuda|slow|mpi" --output-on-failure -j $(JOBS)
 	$(ASAN_MPI_ENV) ctest --test-dir $(BUILD)-asan -L mpi -E '_np[48]$$' --output-on-failure

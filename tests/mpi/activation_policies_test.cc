@@ -35,6 +35,9 @@ class MpiActivationPolicies : public ::testing::TestWithParam<PolicyCase> {};
 TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
   const PolicyCase& c = GetParam();
   if (world().size() % c.ranks_per_group != 0) GTEST_SKIP() << "the mesh does not divide the world";
+  // A policy acts within each rank's part of the model; more data-parallel ranks change nothing it does. On 8 ranks
+  // a group of 1 or 2 would run the code 4 ranks ran at a higher dp: only the groups of 4 run there.
+  if (world().size() == 8 && c.ranks_per_group < 4) GTEST_SKIP() << "covered by the run on 4 ranks";
   std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0",
                                    "parallel.dp=-1", "offload.ssd_path=" + shared_dir()};
   sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
@@ -64,6 +67,7 @@ TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
 // bound of tensor_parallel_test), and the curve must differ from keep's (something was compressed).
 TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
   if (world().size() % 2 != 0) GTEST_SKIP() << "tp = 2 does not divide the world";
+  if (world().size() == 8) GTEST_SKIP() << "tp 2 x dp 4: the code of tp 2 x dp 2, which 4 ranks ran";
   const int dp = world().size() / 2;
   const std::vector<std::string> common = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0",
                                            "memory.activations=compress", "optim.lr=1e-2"};

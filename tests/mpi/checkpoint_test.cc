@@ -30,6 +30,9 @@ std::vector<std::string> with(std::vector<std::string> sets, int64_t max_steps, 
 
 TEST(Checkpoint, ResumingOnTheSameMeshIsBitExact) {
   const int p = world().size();
+  // Each rank reads back the slices it wrote: 8 ranks would repeat 4 ranks' code with smaller slices, which the
+  // cross-mesh tests below read at 8 (where slices and readers differ).
+  if (p == 8) GTEST_SKIP() << "covered by the run on 4 ranks";
   const std::vector<std::pair<std::string, std::vector<std::string>>> meshes = {
       {"zero2", {"zero.stage=2"}},
       {"tp2_sp_zero1", {"parallel.tp=2", "parallel.dp=-1", "zero.stage=1", "parallel.sequence_parallel=true"}},

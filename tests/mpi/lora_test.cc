@@ -61,6 +61,10 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
  protected:
   void SetUp() override {
     if (world().size() % GetParam().tp != 0) GTEST_SKIP() << "tp does not divide the world";
+    // On 8 ranks only what 4 ranks cannot show: tp 4 composed with data parallelism, and ZeRO-3 over all 8 (the
+    // smallest adapter shards). The other meshes would run the code of 4 ranks at a higher dp.
+    if (world().size() == 8 && GetParam().tp < 4 && !(GetParam().tp == 1 && GetParam().stage == 3))
+      GTEST_SKIP() << "covered by the run on 4 ranks";
   }
   // Both runs: adapters on every projection, a learning rate that moves them in 30 steps; NF4 under tp needs
   // widths of whole 64-blocks per rank.
