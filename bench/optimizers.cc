@@ -21,7 +21,7 @@ static absl::Status run(const std::string& path, const std::vector<std::string>&
   // Each optimizer with its defaults; GaLore also with int8 projections (Q-GaLore).
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"adamw", ""}, {"adamw8bit", ""}, {"adafactor", ""}, {"apollo", ""}, {"apollo_mini", ""}, {"galore_adamw", ""},
-      {"galore_adamw", "optim.galore_int8_projection=true"}};
+      {"galore_adamw", "optim.galore_int8_projection=true"}, {"smmf", ""}};
   for (const auto& [name, extra] : runs) {
     std::vector<std::string> overrides = sets;
     overrides.push_back("optim.name=" + name);

@@ -13,7 +13,7 @@ steps=${2:-500}
 # Each optimizer at learning rates 1e-3, 3e-3, 1e-2 and 3e-2 (min_lr = lr / 10): the published low-rank recipes
 # train at 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
 # (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
-for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32; do
+for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf; do
   name=${spec%%:*}
   extra=()
   [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")

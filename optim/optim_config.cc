@@ -8,9 +8,9 @@ namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
   if (name != "adamw" && name != "adamw8bit" && name != "adafactor" && name != "apollo" && name != "apollo_mini" &&
-      name != "galore_adamw") {
-    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo, apollo_mini or "
-                                                   "galore_adamw, got '", name, "'"));
+      name != "galore_adamw" && name != "smmf") {
+    return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo, apollo_mini, "
+                                                   "galore_adamw or smmf, got '", name, "'"));
   }
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
@@ -39,6 +39,10 @@ absl::Status OptimConfig::validate() const {
   if (!(galore_scale > 0)) return config_error("optim.galore_scale", absl::StrCat("must be > 0, got ", galore_scale));
   if (!(adafactor_clip > 0))
     return config_error("optim.adafactor_clip", absl::StrCat("must be > 0, got ", adafactor_clip));
+  if (!(smmf_decay_rate >= -1 && smmf_decay_rate < 0))
+    return config_error("optim.smmf_decay_rate", absl::StrCat("must be in [-1, 0), got ", smmf_decay_rate));
+  if (!(smmf_growth_rate > 0 && smmf_growth_rate <= 1))
+    return config_error("optim.smmf_growth_rate", absl::StrCat("must be in (0, 1], got ", smmf_growth_rate));
   return absl::OkStatus();
 }
 

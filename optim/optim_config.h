@@ -34,6 +34,8 @@ struct OptimConfig {
   double apollo_norm_growth = 1.01;
   double galore_scale = 0.25;
   bool galore_int8_projection = false;
+  double smmf_decay_rate = -0.5;
+  double smmf_growth_rate = 0.999;
 
   template <class V> void visit(V& v) {
     v("name", name,
@@ -42,8 +44,10 @@ struct OptimConfig {
       "(a matrix's second moment as row and column means: rows + cols floats), or apollo / apollo_mini (AdamW "
       "moments of a random rank-optim.rank (mini: 1) projection of each weight matrix's gradient, which scale the "
       "full gradient per channel or per tensor), or galore_adamw (AdamW moments of each weight matrix's gradient "
-      "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps); adafactor, "
-      "apollo and galore_adamw update each (global) matrix whole on one rank: zero.stage <= 2");
+      "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps), or smmf (both "
+      "moments of each tensor, viewed as its most nearly square matrix, as rank-1 factors, the first moment's signs "
+      "as bits: about 1/8 byte per parameter); adafactor, apollo, galore_adamw and smmf update each (global) matrix "
+      "whole on one rank: zero.stage <= 2");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");
@@ -77,6 +81,10 @@ struct OptimConfig {
     v("galore_scale", galore_scale, "galore_adamw: the projected-back update's scale (GaLore's alpha), > 0");
     v("galore_int8_projection", galore_int8_projection,
       "galore_adamw: keep each projection as int8 with an fp32 absmax per singular vector (Q-GaLore)");
+    v("smmf_decay_rate", smmf_decay_rate,
+      "smmf: the second moment's decay at step t is 1 - t^rate (the paper's gamma), in [-1, 0)");
+    v("smmf_growth_rate", smmf_growth_rate,
+      "smmf: the first moment's decay at step t is optim.beta1 * rate^(t-1) (the paper's lambda), in (0, 1]");
   }
   absl::Status validate() const;
 

@@ -7,6 +7,7 @@
 #include "optim/apollo.h"
 #include "optim/galore.h"
 #include "optim/projection.h"
+#include "optim/smmf.h"
 
 namespace memtrain::optim {
 
@@ -27,11 +28,12 @@ bool decays(const model::Param& p, const OptimConfig& cfg) {
 }
 
 bool works_on_whole_matrices(const std::string& name) {
-  return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw";
+  return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw" || name == "smmf";
 }
 
 bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg) {
-  if (cfg.name == "adafactor") return true;  // vectors too: the update's RMS clipping spans the tensor
+  // Vectors too: Adafactor clips each tensor's update by its RMS, SMMF factors every tensor.
+  if (cfg.name == "adafactor" || cfg.name == "smmf") return true;
   if (!works_on_whole_matrices(cfg.name)) return false;
   return projects_matrix(p);
 }
@@ -41,6 +43,7 @@ int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "adafactor") return Adafactor::state_bytes(t, cfg);
   if (cfg.name == "apollo" || cfg.name == "apollo_mini") return Apollo::state_bytes(t, cfg, cfg.name == "apollo_mini");
   if (cfg.name == "galore_adamw") return GaLore::state_bytes(t, cfg);
+  if (cfg.name == "smmf") return Smmf::state_bytes(t);
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
@@ -50,6 +53,7 @@ std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const 
     return Apollo::checkpoint_layout(p, cfg, cfg.name == "apollo_mini");
   if (cfg.name == "galore_adamw") return GaLore::checkpoint_layout(p, cfg);
   if (cfg.name == "adamw8bit") return AdamW8bit::checkpoint_layout(p);
+  if (cfg.name == "smmf") return Smmf::checkpoint_layout(p);
   return {{"m", p.shape}, {"v", p.shape}};  // AdamW
 }
 
@@ -64,6 +68,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTar
   if (cfg.name == "apollo" || cfg.name == "apollo_mini")
     return Apollo::create(std::move(targets), cfg, cfg.name == "apollo_mini", seed);
   if (cfg.name == "galore_adamw") return GaLore::create(std::move(targets), cfg);
+  if (cfg.name == "smmf") return Smmf::create(std::move(targets), cfg);
   return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
 }
 

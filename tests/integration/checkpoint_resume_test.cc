@@ -159,7 +159,8 @@ INSTANTIATE_TEST_SUITE_P(
                       OptimizerCase{"apollo_mini", "optim.name=apollo_mini optim.update_proj_gap=4"},
                       OptimizerCase{"galore", "optim.name=galore_adamw optim.rank=4 optim.update_proj_gap=4"},
                       OptimizerCase{"galore_int8", "optim.name=galore_adamw optim.rank=4 optim.update_proj_gap=4 "
-                                                   "optim.galore_int8_projection=true"}),
+                                                   "optim.galore_int8_projection=true"},
+                      OptimizerCase{"smmf", "optim.name=smmf"}),
     [](const ::testing::TestParamInfo<OptimizerCase>& info) { return info.param.label; });
 
 }  // namespace

@@ -2,7 +2,7 @@
 // the uninterrupted run bit for bit (ZeRO-2 over all ranks; tp 2 with ZeRO-1 and sequence parallelism); resumed
 // on another mesh (ZeRO-3 over all ranks -> tp 2 x dp with ZeRO-1 and the same global batch; -> one process) it
 // stays within 1e-5 of it, since each rank reads its own slice of the global tensors. The same for GaLore, APOLLO,
-// Adafactor and 8-bit AdamW.
+// Adafactor, SMMF and 8-bit AdamW.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -41,6 +41,7 @@ TEST(Checkpoint, ResumingOnTheSameMeshIsBitExact) {
                             "optim.rank=4", "optim.update_proj_gap=4"}},
       {"adafactor_zero2", {"zero.stage=2", "optim.name=adafactor", "optim.adafactor_momentum=true"}},
       {"adamw8bit_zero2", {"zero.stage=2", "optim.name=adamw8bit"}},
+      {"smmf_zero1", {"zero.stage=1", "optim.name=smmf"}},
       // Written in the background over a duplicate of the world (MPI_THREAD_MULTIPLE).
       {"zero3_async", {"zero.stage=3", "train.checkpoint_async=true"}},
   };
@@ -90,8 +91,9 @@ TEST(Checkpoint, ResumingOnAnotherMeshStaysWithinTheTolerance) {
 }
 
 // The low-memory optimizers' state read back on another mesh: GaLore's and APOLLO's owner-held projections and
-// moments (tp 2 x dp, ZeRO-1 -> ZeRO-2 over all ranks), 8-bit AdamW's codes requantized for other blocks (ZeRO-2 ->
-// tp 2 x dp, ZeRO-1, where each rank's blocks are those of its tensor-parallel part).
+// moments and SMMF's owner-held factors and sign bits (tp 2 x dp, ZeRO-1 -> ZeRO-2 over all ranks), 8-bit AdamW's
+// codes requantized for other blocks (ZeRO-2 -> tp 2 x dp, ZeRO-1, where each rank's blocks are those of its
+// tensor-parallel part).
 TEST(Checkpoint, LowMemoryOptimizersResumeOnAnotherMesh) {
   const std::vector<std::string> tp2 = {"parallel.tp=2", "parallel.dp=-1", "zero.stage=1", "train.grad_accum=2"};
   const std::vector<std::string> zero2 = {"zero.stage=2"};
@@ -103,6 +105,7 @@ TEST(Checkpoint, LowMemoryOptimizersResumeOnAnotherMesh) {
       {"galore", {"optim.name=galore_adamw", "optim.rank=4", "optim.update_proj_gap=4"}, tp2, zero2},
       {"apollo", {"optim.name=apollo", "optim.rank=4", "optim.update_proj_gap=4"}, tp2, zero2},
       {"adamw8bit", {"optim.name=adamw8bit"}, zero2, tp2},
+      {"smmf", {"optim.name=smmf"}, tp2, zero2},  // factors and sign bits of global tensors, held by their owners
   };
   for (const Case& k : cases) {
     SCOPED_TRACE(k.name);

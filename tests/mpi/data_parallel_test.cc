@@ -87,7 +87,8 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"gpt2", 1, 1, "galore_adamw"}, Case{"llama", 2, 1, "galore_adamw"},
                                            Case{"gpt2", 2, 1, "apollo"}, Case{"llama", 1, 1, "apollo"},
                                            Case{"llama", 2, 1, "adafactor"}, Case{"gpt2", 1, 1, "adafactor"},
-                                           Case{"llama", 1, 1, "apollo_mini"}, Case{"gpt2", 2, 1, "apollo_mini"}),
+                                           Case{"llama", 1, 1, "apollo_mini"}, Case{"gpt2", 2, 1, "apollo_mini"},
+                                           Case{"gpt2", 1, 1, "smmf"}, Case{"llama", 2, 1, "smmf"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Two micro-batches per rank: a rank sums its own micro-batches before the ranks are summed, an order one process

@@ -66,6 +66,8 @@ inline const std::vector<Malformed>& cases() {
       {"beta1_one", "[optim]\nbeta1 = 1.0", {}, "optim.beta1: must be in [0, 1)"},
       {"beta2_integer_one", "[optim]\nbeta2 = 1", {}, "optim.beta2: must be in [0, 1)"},
       {"zero_eps", "[optim]\neps = 0", {}, "optim.eps: must be > 0"},
+      {"smmf_decay_rate_zero", "[optim]\nsmmf_decay_rate = 0.0", {}, "optim.smmf_decay_rate: must be in [-1, 0), got 0"},
+      {"smmf_growth_rate_above_one", "", {"optim.smmf_growth_rate=1.5"}, "optim.smmf_growth_rate: must be in (0, 1], got 1.5"},
       {"negative_clip", "[optim]\ngrad_clip = -1.0", {}, "optim.grad_clip: must be >= 0"},
       {"empty_output_dir", "[output]\ndir = \"\"", {}, "output.dir: must not be empty"},
       {"zero_temperature", "[output]\ntemperature = 0", {}, "output.temperature: must be > 0"},
