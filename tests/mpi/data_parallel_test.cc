@@ -51,6 +51,8 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const Case c = GetParam();
   const int d = world().size();
   if (c.hpz > 1 && d <= c.hpz) GTEST_SKIP() << "hpZ needs more dp ranks than the group size";
+  // The other optimizers' sharding (matrix owners, 8-bit blocks) is that of any dp; 8 ranks run the stages with AdamW.
+  if (d == 8 && c.optim != "adamw") GTEST_SKIP() << "covered by the runs on 2 and 4 ranks";
   const std::string name = case_name(c);
   const std::string mesh_out = shared_dir() + "/mesh_" + name;
   auto mesh = trainer::run_training(
