@@ -21,7 +21,9 @@ static absl::Status run(const std::string& path, const std::vector<std::string>&
   // Each optimizer with its defaults; GaLore also with int8 projections (Q-GaLore).
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"adamw", ""}, {"adamw8bit", ""}, {"adafactor", ""}, {"apollo", ""}, {"apollo_mini", ""}, {"galore_adamw", ""},
-      {"galore_adamw", "optim.galore_int8_projection=true"}, {"smmf", ""}};
+      {"galore_adamw", "optim.galore_int8_projection=true"}, {"smmf", ""},
+      // The update alone (no state); a zo_sgd step's cost is its two forwards, in the Shakespeare table.
+      {"zo_sgd", ""}};
   for (const auto& [name, extra] : runs) {
     std::vector<std::string> overrides = sets;
     overrides.push_back("optim.name=" + name);

@@ -13,11 +13,14 @@ steps=${2:-500}
 # Each optimizer at learning rates 1e-3, 3e-3, 1e-2 and 3e-2 (min_lr = lr / 10): the published low-rank recipes
 # train at 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
 # (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
-for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf; do
+# zo_sgd (one random direction a step) at rates ten times lower.
+for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf zo_sgd; do
   name=${spec%%:*}
   extra=()
   [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")
-  for lr in 1e-3 3e-3 1e-2 3e-2; do
+  lrs="1e-3 3e-3 1e-2 3e-2"
+  [ "$name" = zo_sgd ] && lrs="1e-4 3e-4 1e-3 3e-3"
+  for lr in $lrs; do
     out=$(mktemp -d)
     min=$(python3 -c "print($lr / 10)")
     "$build/memtrain" train configs/shakespeare_char.toml --set optim.name="$name" "${extra[@]}" --set optim.lr="$lr" \

@@ -49,6 +49,14 @@ struct PreNormBlock {
     return 4 * (4 * rows * cfg.n_embd) + 2 * Norm::saved_bytes(rows) + Attention::saved_bytes(cfg, B, T, tp.size) +
            Mlp::saved_bytes(cfg, N, tp.size);
   }
+  // The high-water mark of a forward that keeps nothing (evaluation, zo_sgd), in the MLP's second projection: the
+  // block's input, norm1's output (alive to the end of forward), the residual after attention, norm2's output and
+  // the projection's output (this rank's rows each), the MLP's hidden tensors and, under SP, the gathered input and
+  // the partial sum being reduce-scattered (N rows each).
+  static int64_t forward_only_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, const TensorParallel& tp) {
+    const int64_t N = B * T, rows = tp.local_rows(N);
+    return 4 * cfg.n_embd * (5 * rows + (tp.sequence_parallel ? 2 * N : 0)) + Mlp::forward_hidden_bytes(cfg, N, tp.size);
+  }
   // Bytes a deferring store (zero-bubble pipeline) keeps after backward until the weight gradients run: the inputs
   // and output gradients of the projections.
   static int64_t deferred_bytes(const ModelConfig& cfg, int64_t B, int64_t T, const TensorParallel& tp) {

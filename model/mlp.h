@@ -30,6 +30,8 @@ class Gpt2Mlp {
   static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * (2 * (cfg.ffn() / tp) + 2 * cfg.n_embd);
   }
+  // What a forward that keeps nothing holds in c_proj, besides its input and output: h and the GELU (N, F/tp).
+  static int64_t forward_hidden_bytes(const ModelConfig& cfg, int64_t N, int tp) { return 2 * 4 * N * (cfg.ffn() / tp); }
 
  private:
   std::string name_;
@@ -55,6 +57,8 @@ class LlamaMlp {
   static int64_t deferred_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * (3 * (cfg.ffn() / tp) + 2 * cfg.n_embd);
   }
+  // As Gpt2Mlp's: gate, up and the SwiGLU (N, F/tp).
+  static int64_t forward_hidden_bytes(const ModelConfig& cfg, int64_t N, int tp) { return 3 * 4 * N * (cfg.ffn() / tp); }
 
  private:
   std::string name_;

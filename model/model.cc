@@ -221,6 +221,11 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
          backward_peak_extra_bytes(b, t);
 }
 
+int64_t Model::predicted_forward_only_peak_bytes(int64_t B, int64_t T) const {
+  const auto [b, t] = local_batch(B, T);
+  return chunk_tokens_bytes(b, t) + (num_blocks() > 0 ? block_bytes(b, t).forward_only_peak : 0);
+}
+
 int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   // Ring attention's backward holds delta = rowsum(dO * O), one float per query and local head.

@@ -79,6 +79,9 @@ class Model {
   // saved tensors replaced by their deferred ones by then), in its MLP or its attention.
   int64_t predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const;
   int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
+  // The activation high-water mark of a forward into a store that keeps nothing (evaluation, zo_sgd): one block's
+  // (Block::forward_only_peak_bytes), besides the caller's batch tensors.
+  int64_t predicted_forward_only_peak_bytes(int64_t B, int64_t T) const;
   // What one micro-batch's forward sends to the tier of `policy` (swap_host or swap_ssd): the saved bytes of the
   // blocks with that policy.
   int64_t predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy) const;
@@ -126,13 +129,14 @@ class Model {
   virtual int64_t body_saved_bytes(int64_t B, int64_t T) const = 0;
   // One block's activation figures (PreNormBlock's static functions) for this rank's (B, T).
   struct BlockBytes {
-    int64_t saved, deferred, deferring_attention_peak, deferring_mlp_extra;
+    int64_t saved, deferred, deferring_attention_peak, deferring_mlp_extra, forward_only_peak;
   };
   virtual BlockBytes block_bytes(int64_t B, int64_t T) const = 0;
   template <class Block>
   BlockBytes block_bytes_of(int64_t B, int64_t T) const {
     return {Block::saved_bytes(cfg_, B, T, tp_), Block::deferred_bytes(cfg_, B, T, tp_),
-            Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_)};
+            Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_),
+            Block::forward_only_peak_bytes(cfg_, B, T, tp_)};
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
   int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.size > 1 && stage_.first ? 4 * b * t : 0; }

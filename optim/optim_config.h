@@ -36,6 +36,7 @@ struct OptimConfig {
   bool galore_int8_projection = false;
   double smmf_decay_rate = -0.5;
   double smmf_growth_rate = 0.999;
+  double zo_eps = 1e-3;
 
   template <class V> void visit(V& v) {
     v("name", name,
@@ -46,7 +47,9 @@ struct OptimConfig {
       "full gradient per channel or per tensor), or galore_adamw (AdamW moments of each weight matrix's gradient "
       "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps), or smmf (both "
       "moments of each tensor, viewed as its most nearly square matrix, as rank-1 factors, the first moment's signs "
-      "as bits: about 1/8 byte per parameter); adafactor, apollo, galore_adamw and smmf update each (global) matrix "
+      "as bits: about 1/8 byte per parameter), or zo_sgd (zeroth-order SGD, MeZO: two forwards per step along a "
+      "random direction regenerated from the seed, no backward, no gradients and no state; no pipeline or context "
+      "parallelism, hpZ, qwZ or offload); adafactor, apollo, galore_adamw and smmf update each (global) matrix "
       "whole on one rank: zero.stage <= 2");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
@@ -85,6 +88,7 @@ struct OptimConfig {
       "smmf: the second moment's decay at step t is 1 - t^rate (the paper's gamma), in [-1, 0)");
     v("smmf_growth_rate", smmf_growth_rate,
       "smmf: the first moment's decay at step t is optim.beta1 * rate^(t-1) (the paper's lambda), in (0, 1]");
+    v("zo_eps", zo_eps, "zo_sgd: the perturbation's scale (MeZO's epsilon: 1e-3 full-parameter, 1e-2 LoRA), > 0");
   }
   absl::Status validate() const;
 

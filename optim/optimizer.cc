@@ -8,6 +8,7 @@
 #include "optim/galore.h"
 #include "optim/projection.h"
 #include "optim/smmf.h"
+#include "optim/zo_sgd.h"
 
 namespace memtrain::optim {
 
@@ -44,6 +45,7 @@ int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "apollo" || cfg.name == "apollo_mini") return Apollo::state_bytes(t, cfg, cfg.name == "apollo_mini");
   if (cfg.name == "galore_adamw") return GaLore::state_bytes(t, cfg);
   if (cfg.name == "smmf") return Smmf::state_bytes(t);
+  if (cfg.name == "zo_sgd") return 0;
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
@@ -54,6 +56,7 @@ std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const 
   if (cfg.name == "galore_adamw") return GaLore::checkpoint_layout(p, cfg);
   if (cfg.name == "adamw8bit") return AdamW8bit::checkpoint_layout(p);
   if (cfg.name == "smmf") return Smmf::checkpoint_layout(p);
+  if (cfg.name == "zo_sgd") return {};
   return {{"m", p.shape}, {"v", p.shape}};  // AdamW
 }
 
@@ -69,6 +72,10 @@ absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTar
     return Apollo::create(std::move(targets), cfg, cfg.name == "apollo_mini", seed);
   if (cfg.name == "galore_adamw") return GaLore::create(std::move(targets), cfg);
   if (cfg.name == "smmf") return Smmf::create(std::move(targets), cfg);
+  if (cfg.name == "zo_sgd") {  // every target whole on this rank: it perturbs what it updates
+    std::vector<OptimTarget> perturbed = targets;
+    return std::unique_ptr<Optimizer>(ZoSgd::create(std::move(targets), std::move(perturbed), cfg, seed));
+  }
   return config_error("optim.name", absl::StrCat("no optimizer '", cfg.name, "'"));
 }
 

@@ -101,14 +101,14 @@ absl::Status DataParallel::allocate() {
                                                           MemCategory::kParameters));
     }
   }
-  if (stage <= 1) {
+  if (options_.gradients && stage <= 1) {
     MEMTRAIN_ASSIGN_OR_RETURN(grad_full_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
     for (int u = 0; u < layout_.num_units(); ++u)
       point(u, grad_full_.flat_view(layout_.unit_full_pos(u), {layout_.unit_padded(u)}), /*grads=*/true);
     if (options_.grad_accum > 1) {
       MEMTRAIN_ASSIGN_OR_RETURN(grad_accum_, Tensor::zeros({full}, DType::kF32, MemCategory::kGradients));
     }
-  } else {
+  } else if (options_.gradients) {
     MEMTRAIN_ASSIGN_OR_RETURN(grad_shard_, Tensor::zeros({shard}, DType::kF32, MemCategory::kGradients));
   }
 
@@ -116,7 +116,9 @@ absl::Status DataParallel::allocate() {
   for (const ShardSegment& s : mine) {
     float* value = stage == 3 ? values_->unit_values(s.unit) + (s.shard_pos - layout_.unit_shard_pos(s.unit))
                               : value_full_.f32() + s.full_pos;
-    float* grad = stage <= 1 ? reduced_full().f32() + s.full_pos : grad_shard_.f32() + s.shard_pos;
+    float* grad = !options_.gradients ? nullptr
+                  : stage <= 1        ? reduced_full().f32() + s.full_pos
+                                      : grad_shard_.f32() + s.shard_pos;
     owned_.push_back(LocalSegment{s, value, grad});
   }
   if (stage == 3) {
@@ -131,7 +133,7 @@ absl::Status DataParallel::allocate() {
   reduced_.assign(layout_.num_units(), false);
   in_shard_.assign(layout_.num_units(), false);
   const std::array<int64_t, 2> slot_elements = receive_buffer_elements(layout_, stage, options_.bucket_bytes);
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < 2 && options_.gradients; ++k) {
     if (slot_elements[k] > 0) {
       MEMTRAIN_ASSIGN_OR_RETURN(slots_[k], Tensor::empty({slot_elements[k]}, DType::kF32, MemCategory::kCommunication));
     }

@@ -43,6 +43,9 @@ struct DataParallelOptions {
   Communicator* hpz = nullptr;   // stage 3: the dp ranks of this rank's hpZ group (consecutive dp ranks); or none
   bool quantized_weights = false;  // stage 3: gathers from all dp ranks carry int8 + per-block scales (qwZ)
   SwapTier* param_tier = nullptr;  // stage 3 without hpZ: the value shard lives there between uses (ValueShard)
+  // false: no backward runs (zeroth-order training): no gradient or receive buffers, owned() grads null; only
+  // forwards, the values' gathers (stage 3) and finish_step's all-gathers (stages 1-2) are used.
+  bool gradients = true;
 };
 
 // One parameter as the engine sees it: the engine points *value and *grad into its buffers.

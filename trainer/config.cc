@@ -411,6 +411,20 @@ absl::Status parameter_offload_allowed(const Config& c) {
   return absl::OkStatus();
 }
 
+// Zeroth-order training (optim.name = "zo_sgd") runs forwards only, and perturbs the values each rank stores.
+absl::Status zeroth_order_allowed(const Config& c) {
+  const std::string why = "optim.name = \"zo_sgd\" ";
+  if (c.parallel.pp > 1) return config_error("parallel.pp", why + "runs without pipeline parallelism (pp = 1)");
+  if (c.parallel.cp > 1) return config_error("parallel.cp", why + "runs without context parallelism (cp = 1)");
+  if (c.zero.hpz_partition_size > 1)
+    return config_error("zero.hpz_partition_size", why + "keeps no hpZ copy (it would hold unperturbed values)");
+  if (c.zero.quantized_weights)
+    return config_error("zero.quantized_weights", why + "needs exact gathers: int8 would swamp the perturbation");
+  if (c.memory.activations == std::vector<std::string>{"auto"})
+    return config_error("memory.activations", why + "keeps no activations: there is nothing to plan");
+  return absl::OkStatus();
+}
+
 absl::Status Config::validate() const {
   absl::Status status;
   auto check = [&status](const char*, const auto& section) {
@@ -451,6 +465,7 @@ absl::Status Config::validate() const {
     return config_error("offload.optimizer", absl::StrCat("\"ssd\" streams AdamW's moments; optim.name is '",
                                                           optim.name, "'"));
   if (offload.parameters_offloaded()) MEMTRAIN_RETURN_IF_ERROR(parameter_offload_allowed(*this));
+  if (optim.name == "zo_sgd") MEMTRAIN_RETURN_IF_ERROR(zeroth_order_allowed(*this));
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

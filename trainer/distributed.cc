@@ -11,6 +11,7 @@
 #include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
 #include "optim/shard_residency.h"
+#include "optim/zo_sgd.h"
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
@@ -122,6 +123,7 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
   opts.grad_accum = run.pp().size() > 1 ? 1 : cfg.train.grad_accum;
   opts.hpz = run.hpz.get();
   opts.quantized_weights = cfg.zero.quantized_weights;
+  opts.gradients = cfg.optim.name != "zo_sgd";  // forwards only
   if (cfg.offload.parameters_offloaded())
     opts.param_tier = cfg.offload.parameters == "ssd" ? bundle.ssd_swap.get() : bundle.host_swap.get();
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<parallel::DataParallel> engine,
@@ -197,9 +199,16 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> optimizer_of_rank(const Config
                                                           : run.mesh.comm(parallel::Axis::kTp);
     return optim::MatrixOwners::create(comm, group, engine.owned(), engine.stored_values(), cfg.optim, seed);
   }
-  std::vector<optim::OptimTarget> targets;
-  for (const parallel::LocalSegment& s : engine.owned())
-    targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
+  auto targets_of = [&](const std::vector<parallel::LocalSegment>& segments) {
+    std::vector<optim::OptimTarget> targets;
+    for (const parallel::LocalSegment& s : segments)
+      targets.push_back({bundle.params.all()[s.seg.entry].get(), s.value, s.grad, s.seg.n, s.seg.offset});
+    return targets;
+  };
+  std::vector<optim::OptimTarget> targets = targets_of(engine.owned());
+  if (cfg.optim.name == "zo_sgd")  // perturbs every value this rank's forward reads, updates its own
+    return std::unique_ptr<optim::Optimizer>(optim::ZoSgd::create(std::move(targets),
+                                                                  targets_of(engine.stored_values()), cfg.optim, seed));
   if (cfg.offload.optimizer_on_ssd()) {
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::OffloadedAdamW> opt,
                               optim::OffloadedAdamW::create(std::move(targets), cfg.optim, bundle.ssd_swap.get()));

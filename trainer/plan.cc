@@ -117,7 +117,10 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     const int64_t secondary = cfg.zero.hpz_active(d) ? layout.full_size() / h : 0;
     at(MemCategory::kParameters) = 4 * (layout.shard_size() + secondary + (pipeline ? largest(3) : largest_pair));
   }
-  if (stage <= 1) {
+  const bool zeroth_order = cfg.optim.name == "zo_sgd";  // forwards only: no gradients
+  if (zeroth_order) {
+    at(MemCategory::kGradients) = 0;
+  } else if (stage <= 1) {
     // A second buffer accumulates micro-batches (a pipeline accumulates in place).
     at(MemCategory::kGradients) = 4 * layout.full_size() * (cfg.train.grad_accum > 1 && !pipeline ? 2 : 1);
   } else {
@@ -147,8 +150,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   at(MemCategory::kGradients) += owner_extra.gradient_copy;
   at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).
-  const std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
+  std::array<int64_t, 2> slots = parallel::receive_buffer_elements(
       layout, stage, static_cast<int64_t>(cfg.parallel.bucket_mb * (1 << 20)));
+  if (zeroth_order) slots = {0, 0};
   at(MemCategory::kCommunication) = 4 * (slots[0] + slots[1]) + most(&model::Model::predicted_communication_bytes) +
                                     owner_extra.staging;
   if (cfg.zero.quantized_weights && d > 1) {
@@ -158,7 +162,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
     at(MemCategory::kCommunication) += packed;
   }
   int64_t batch_tensors = 2 * 4 * B * T;  // int32 inputs and targets
-  int64_t activations = most(&model::Model::predicted_peak_activation_bytes);
+  int64_t activations = most(zeroth_order ? &model::Model::predicted_forward_only_peak_bytes
+                                          : &model::Model::predicted_peak_activation_bytes);
   // swap_host's copies of the blocks of every micro-batch whose forward ran here and whose backward has not begun
   // (all of them after the last forward).
   auto host_swapped = [&](const std::vector<int64_t>& micro_batches) {
@@ -167,7 +172,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
       bytes += micro_batches[c] * models[c]->predicted_swapped_bytes(B, T, model::LayerPolicy::kSwapHost);
     return bytes;
   };
-  int64_t host_swap = host_swapped(std::vector<int64_t>(models.size(), 1));
+  int64_t host_swap = zeroth_order ? 0 : host_swapped(std::vector<int64_t>(models.size(), 1));
   if (mesh.pp > 1) {
     // Every micro-batch's tokens; the largest, over the backwards of the simulated schedule, of what the rank
     // holds when one starts: that backward at its high-water mark (a zero-bubble backward-input at its own), the

@@ -14,6 +14,7 @@
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "optim/zo_sgd.h"
 #include "parallel/local_communicator.h"
 #include "trainer/activation_planner.h"
 #include "trainer/checkpointing.h"
@@ -166,6 +167,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
                               PipelineRunner::create(cfg, run.pp(), bundle->chunks(), bundle->params, *engine));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, create_sharded_optimizer(cfg, run, *bundle, *engine));
+  auto* zo = dynamic_cast<optim::ZoSgd*>(opt.get());  // zeroth-order: forwards only
   const CheckpointScope checkpoints{cfg, world, run, *bundle, *engine, *opt, quiet};
   MEMTRAIN_ASSIGN_OR_RETURN(int64_t first_step, resume_from_checkpoint(checkpoints));
   // In-memory snapshots: a restart continues from the newest complete one when it is newer than the checkpoint.
@@ -207,7 +209,9 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   // tokens (and, balanced, the attention pairs); a pipeline stage counts its own layers.
   double flops_per_token = 0;
   for (const model::Model* chunk : bundle->chunks()) flops_per_token += chunk->flops_per_token(T);
-  const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.size);
+  // zo_sgd runs two forwards, each a third of a training step's FLOPs.
+  const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.size) *
+                                (zo != nullptr ? 2.0 / 3.0 : 1.0);
   if (!quiet) {
     model::ParamSet whole;  // shapes only: the count of the whole model, whichever stages this rank holds
     MEMTRAIN_RETURN_IF_ERROR(model::Model::create(cfg.model, whole).status());
@@ -225,21 +229,22 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
                 static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
+  // A batch's loss sum, forward only, keeping nothing: evaluations and zo_sgd's perturbed forwards.
+  auto forward_loss = [&](const Batch& batch) -> absl::StatusOr<double> {
+    double loss = 0;
+    if (pipeline) {
+      MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->forward_only(batch.inputs, batch.targets));
+      MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->sum(loss));  // the last stage's
+    } else {
+      model::ActivationStore discard(/*keep=*/false);
+      batch.apply(discard);
+      MEMTRAIN_ASSIGN_OR_RETURN(loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
+    }
+    MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
+    return loss;
+  };
   auto run_eval = [&](int64_t step) -> absl::StatusOr<double> {
-    auto batch_loss = [&](const Batch& batch) -> absl::StatusOr<double> {
-      double loss = 0;
-      if (pipeline) {
-        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->forward_only(batch.inputs, batch.targets));
-        MEMTRAIN_ASSIGN_OR_RETURN(loss, pipeline->sum(loss));  // the last stage's
-      } else {
-        model::ActivationStore discard(/*keep=*/false);
-        batch.apply(discard);
-        MEMTRAIN_ASSIGN_OR_RETURN(loss, model.forward(batch.inputs, batch.targets, 0.0f, discard));
-      }
-      MEMTRAIN_RETURN_IF_ERROR(model.context_parallel().sum(loss));  // each cp rank ran its chunks
-      return loss;
-    };
-    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(batch_loss, batches, cfg.train.eval_batches, &run.dp()));
+    MEMTRAIN_ASSIGN_OR_RETURN(double val, evaluate_batches(forward_loss, batches, cfg.train.eval_batches, &run.dp()));
     engine->release_idle();
     if (metrics) MEMTRAIN_RETURN_IF_ERROR(metrics->log_eval(step, val));
     if (tensorboard) MEMTRAIN_RETURN_IF_ERROR(tensorboard->log_eval(step, val));
@@ -267,8 +272,36 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     const double lr = optim::learning_rate(cfg.optim, step, max_steps);
     // The loss is the mean over the step's positions (token windows) or trained targets (instructions).
     const float grad_scale = 1.0f / static_cast<float>(batches.train_normalizer(step));
-    double loss_sum = 0;
-    for (int64_t micro = 0; micro < accum; ++micro) {
+    double loss_sum = 0, norm = 0;
+    if (zo != nullptr) {
+      // MeZO: the step's direction z added to the values (scale eps), then -2 eps, then eps back; each time every
+      // micro-batch of the global batch runs forward. l+ and l- are global loss sums.
+      auto perturbed_loss = [&](double scale) -> absl::StatusOr<double> {
+        zo->perturb(scale);
+        double sum = 0;
+        for (int64_t micro = 0; micro < accum; ++micro) {
+          const int64_t row = (dp_rank * accum + micro) * B;
+          const auto t_data = Clock::now();
+          batches.fill_train(step, row, row + B, micro_batches[0]);
+          window_io_s += seconds_since(t_data);
+          MEMTRAIN_ASSIGN_OR_RETURN(const double loss, forward_loss(micro_batches[0]));
+          sum += loss;
+        }
+        engine->release_idle();  // stage 3: a unit prefetched past the last
+        return engine->sum_over_ranks(sum);
+      };
+      const double eps = cfg.optim.zo_eps;
+      MEMTRAIN_ASSIGN_OR_RETURN(const double plus, perturbed_loss(eps));
+      MEMTRAIN_ASSIGN_OR_RETURN(const double minus, perturbed_loss(-2 * eps));
+      zo->perturb(eps);
+      const double projected = (plus - minus) * grad_scale / (2 * eps);
+      zo->set_projected_gradient(projected);
+      MEMTRAIN_RETURN_IF_ERROR(opt->step(lr));
+      MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
+      norm = std::abs(projected);  // logged as grad_norm: the directional derivative's size
+      loss_sum = (plus + minus) / 2;  // L(theta) to second order
+    }
+    for (int64_t micro = 0; micro < accum && zo == nullptr; ++micro) {
       const size_t k = pipeline ? micro : 0;
       const int64_t row = (dp_rank * accum + micro) * B;
       const auto t_data = Clock::now();
@@ -289,15 +322,20 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       MEMTRAIN_RETURN_IF_ERROR(engine->begin_micro_batch(0));
       MEMTRAIN_ASSIGN_OR_RETURN(loss_sum, pipeline->run_step(inputs, targets, grad_scale));
     }
-    MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
-    MEMTRAIN_ASSIGN_OR_RETURN(const double norm, mesh_grad_norm(run, *bundle, *engine));
-    const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
-    if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
-    MEMTRAIN_RETURN_IF_ERROR(opt->step(lr));
-    MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
+    if (zo == nullptr) {
+      MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
+      MEMTRAIN_ASSIGN_OR_RETURN(norm, mesh_grad_norm(run, *bundle, *engine));
+      const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
+      if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));
+      MEMTRAIN_RETURN_IF_ERROR(opt->step(lr));
+      MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
+    }
     if (pipeline) MEMTRAIN_RETURN_IF_ERROR(pipeline->sync_tied_values());
     MEMTRAIN_FAULT_POINT("train.step");
-    MEMTRAIN_ASSIGN_OR_RETURN(double total, engine->sum_over_ranks(loss_sum));
+    double total = loss_sum;  // zo_sgd's is global already
+    if (zo == nullptr) {
+      MEMTRAIN_ASSIGN_OR_RETURN(total, engine->sum_over_ranks(loss_sum));
+    }
     if (pipeline) {
       MEMTRAIN_ASSIGN_OR_RETURN(total, pipeline->sum(total));  // the last stage's
     }

@@ -160,7 +160,9 @@ INSTANTIATE_TEST_SUITE_P(
                       OptimizerCase{"galore", "optim.name=galore_adamw optim.rank=4 optim.update_proj_gap=4"},
                       OptimizerCase{"galore_int8", "optim.name=galore_adamw optim.rank=4 optim.update_proj_gap=4 "
                                                    "optim.galore_int8_projection=true"},
-                      OptimizerCase{"smmf", "optim.name=smmf"}),
+                      OptimizerCase{"smmf", "optim.name=smmf"},
+                      // No state at all: the resumed run must redraw each step's direction from the step alone.
+                      OptimizerCase{"zo_sgd", "optim.name=zo_sgd"}),
     [](const ::testing::TestParamInfo<OptimizerCase>& info) { return info.param.label; });
 
 }  // namespace

@@ -71,6 +71,12 @@ INSTANTIATE_TEST_SUITE_P(WholeMatrices, Plan,
                                             ::testing::Values(0, 2), ::testing::Values("galore_adamw", "apollo")),
                          plan_case_name);
 
+// Zeroth-order training: no gradients, no state, a forward's activations; the values as every stage keeps them.
+INSTANTIATE_TEST_SUITE_P(ZerothOrder, Plan,
+                         ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
+                                            ::testing::Values(0, 1, 2, 3), ::testing::Values("zo_sgd")),
+                         plan_case_name);
+
 // (config, memory.activations, memory.recompute_segment) on 5 layers: swapping waits at block boundaries, so its
 // peaks do not depend on how fast the tier is.
 class PlanActivations : public ::testing::TestWithParam<std::tuple<std::string, std::string, int>> {};

@@ -55,17 +55,21 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   if (d == 8 && c.optim != "adamw") GTEST_SKIP() << "covered by the runs on 2 and 4 ranks";
   const std::string name = case_name(c);
   const std::string mesh_out = shared_dir() + "/mesh_" + name;
+  // One random direction a step learns more slowly than a gradient: a larger step, a smaller expectation.
+  const bool zo = c.optim == "zo_sgd";
+  const std::string lr = zo ? "optim.lr=1e-2" : "optim.min_lr=1e-4";  // the latter: the default
   auto mesh = trainer::run_training(
       tiny_config(c.arch, mesh_out, {"zero.stage=" + std::to_string(c.stage),
                                      "zero.hpz_partition_size=" + std::to_string(c.hpz), "optim.name=" + c.optim,
-                                     "optim.update_proj_gap=20"}),
+                                     "optim.update_proj_gap=20", lr}),
       world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
 
   // The reference: one process, the same global batch as d micro-batches of the same size, replicated states.
   const std::string single_out = shared_dir() + "/single_" + name;
   auto single = single_process_run(tiny_config(
-      c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20"}));
+      c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20",
+                           lr}));
   ASSERT_TRUE(single.ok()) << single.status();
 
   ASSERT_EQ(mesh->losses.size(), 50u);
@@ -76,7 +80,7 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
     // Safetensors files with the same names, shapes and bytes: the final parameters are identical.
     EXPECT_TRUE(slurp(mesh_out + "/model.safetensors") == slurp(single_out + "/model.safetensors"));
   }
-  EXPECT_LT(mesh->losses.back(), mesh->losses.front() - 0.5) << "the runs should learn something";
+  EXPECT_LT(mesh->losses.back(), mesh->losses.front() - (zo ? 0.02 : 0.5)) << "the runs should learn something";
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
@@ -90,7 +94,10 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"gpt2", 2, 1, "apollo"}, Case{"llama", 1, 1, "apollo"},
                                            Case{"llama", 2, 1, "adafactor"}, Case{"gpt2", 1, 1, "adafactor"},
                                            Case{"llama", 1, 1, "apollo_mini"}, Case{"gpt2", 2, 1, "apollo_mini"},
-                                           Case{"gpt2", 1, 1, "smmf"}, Case{"llama", 2, 1, "smmf"}),
+                                           Case{"gpt2", 1, 1, "smmf"}, Case{"llama", 2, 1, "smmf"},
+                                           // Forwards only: every rank draws the step's direction itself.
+                                           Case{"gpt2", 0, 1, "zo_sgd"}, Case{"gpt2", 1, 1, "zo_sgd"},
+                                           Case{"llama", 2, 1, "zo_sgd"}, Case{"llama", 3, 1, "zo_sgd"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Two micro-batches per rank: a rank sums its own micro-batches before the ranks are summed, an order one process

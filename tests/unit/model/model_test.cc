@@ -71,6 +71,22 @@ TEST_P(ModelTest, ActivationBytesMatchThePrediction) {
   }
 }
 
+// A forward into a store that keeps nothing (evaluation, zo_sgd) peaks at predicted_forward_only_peak_bytes and
+// leaves nothing behind.
+TEST_P(ModelTest, ForwardOnlyPeakMatchesThePrediction) {
+  for (auto [B, T] : {std::pair<int64_t, int64_t>{1, 1}, {3, 13}, {2, 24}}) {
+    auto r = make_run(tiny_model(GetParam()), B, T);
+    MemoryTracker& mt = MemoryTracker::host();
+    mt.reset_peaks();
+    const int64_t before = mt.current(MemCategory::kActivations);
+    ActivationStore discard(/*keep=*/false);
+    ASSERT_TRUE(r->model->forward(r->tokens, r->targets, 0.0f, discard).ok());
+    EXPECT_EQ(mt.current(MemCategory::kActivations), before);
+    EXPECT_EQ(mt.peak(MemCategory::kActivations) - before, r->model->predicted_forward_only_peak_bytes(B, T))
+        << "B=" << B << " T=" << T;
+  }
+}
+
 // A zero-bubble pipeline's backward-input leaves the projections' inputs and output gradients to the deferred
 // weight gradients: exactly what predicted_deferred_bytes says, all freed once they ran; and its high-water mark
 // over forward and backward is predicted_deferring_peak_activation_bytes.

@@ -137,6 +137,13 @@ inline const std::vector<Malformed>& cases() {
       {"offload_parameters_without_path", "", {"offload.parameters=ssd", "zero.stage=3"}, "offload.ssd_path: must name a directory: offload.parameters = \"ssd\""},
       {"offload_parameters_below_zero3", "", {"offload.parameters=host", "zero.stage=2"}, "offload.parameters: offloads ZeRO-3's parameter shard; zero.stage is 2"},
       {"offload_parameters_galore", "", {"offload.parameters=host", "zero.stage=3", "optim.name=galore_adamw"}, "offload.parameters: needs an optimizer that updates one piece at a time (adamw, adamw8bit); optim.name is 'galore_adamw'"},
+      {"zo_eps_zero", "", {"optim.zo_eps=0"}, "optim.zo_eps: must be > 0, got 0"},
+      {"zo_sgd_pipeline", "", {"optim.name=zo_sgd", "parallel.pp=2"}, "parallel.pp: optim.name = \"zo_sgd\" runs without pipeline parallelism (pp = 1)"},
+      {"zo_sgd_context_parallel", "", {"optim.name=zo_sgd", "parallel.cp=2"}, "parallel.cp: optim.name = \"zo_sgd\" runs without context parallelism (cp = 1)"},
+      {"zo_sgd_hpz", "", {"optim.name=zo_sgd", "zero.stage=3", "zero.hpz_partition_size=2"}, "zero.hpz_partition_size: optim.name = \"zo_sgd\" keeps no hpZ copy"},
+      {"zo_sgd_qwz", "", {"optim.name=zo_sgd", "zero.stage=3", "zero.quantized_weights=true"}, "zero.quantized_weights: optim.name = \"zo_sgd\" needs exact gathers"},
+      {"zo_sgd_auto_activations", "", {"optim.name=zo_sgd", "memory.activations=auto", "memory.budget=1GiB"}, "memory.activations: optim.name = \"zo_sgd\" keeps no activations"},
+      {"offload_parameters_zo_sgd", "", {"offload.parameters=host", "zero.stage=3", "optim.name=zo_sgd"}, "offload.parameters: needs an optimizer that updates one piece at a time (adamw, adamw8bit); optim.name is 'zo_sgd'"},
       {"offload_parameters_hpz", "", {"offload.parameters=host", "zero.stage=3", "zero.hpz_partition_size=2"}, "offload.parameters: keeps no hpZ copy in memory; set zero.hpz_partition_size = 1"},
   };
   return rows;
