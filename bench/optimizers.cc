@@ -21,7 +21,7 @@ static absl::Status run(const std::string& path, const std::vector<std::string>&
   // Each optimizer with its defaults; GaLore also with int8 projections (Q-GaLore).
   const std::vector<std::pair<std::string, std::string>> runs = {
       {"adamw", ""}, {"adamw8bit", ""}, {"adafactor", ""}, {"apollo", ""}, {"apollo_mini", ""}, {"galore_adamw", ""},
-      {"galore_adamw", "optim.galore_int8_projection=true"}, {"smmf", ""},
+      {"galore_adamw", "optim.galore_int8_projection=true"}, {"smmf", ""}, {"coap_adamw", ""},
       // The update alone (no state); a zo_sgd step's cost is its two forwards, in the Shakespeare table.
       {"zo_sgd", ""}};
   for (const auto& [name, extra] : runs) {

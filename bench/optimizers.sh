@@ -14,7 +14,7 @@ steps=${2:-500}
 # train at 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
 # (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
 # zo_sgd (one random direction a step) at rates ten times lower.
-for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf zo_sgd; do
+for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf coap_adamw:32 zo_sgd; do
   name=${spec%%:*}
   extra=()
   [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")

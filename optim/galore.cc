@@ -120,7 +120,6 @@ std::vector<float> GaLore::projection(size_t i) const {
 
 absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
   const MatrixProjection& mp = s.mp;
-  ThreadPool& pool = ThreadPool::global();
   float* P = proj_.data();
   float* R = projected_.data();
   if ((step_ - 1) % cfg_.update_proj_gap == 0) {
@@ -134,25 +133,7 @@ absl::Status GaLore::step_matrix(const OptimTarget& t, State& s, double lr) {
   } else {
     used = s.proj.f32();
   }
-  mp.project(used, t.grad, R, pool);
-  // Adam in the projected space; R becomes N = m / (sqrt(v) + eps), bias corrections folded into the step size.
-  const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
-  const float eps = static_cast<float>(cfg_.eps);
-  float* M = s.mom1.f32();
-  float* V = s.mom2.f32();
-  for (int64_t i = 0; i < mp.projected_numel(); ++i) {
-    M[i] = b1 * M[i] + (1 - b1) * R[i];
-    V[i] = b2 * V[i] + (1 - b2) * R[i] * R[i];
-    R[i] = M[i] / (std::sqrt(V[i]) + eps);
-  }
-  const double steps = static_cast<double>(step_);
-  const double step_size = lr * std::sqrt(1 - std::pow(cfg_.beta2, steps)) / (1 - std::pow(cfg_.beta1, steps));
-  // W -= step_size * scale * back(N), then the decay of the updated weight (galore_torch's order).
-  mp.project_back(used, R, static_cast<float>(-step_size * cfg_.galore_scale), 1.0f, t.value, pool);
-  if (decays(*t.param, cfg_) && cfg_.weight_decay > 0) {
-    const float keep = static_cast<float>(1 - lr * cfg_.weight_decay);
-    for (int64_t i = 0; i < mp.m * mp.n; ++i) t.value[i] *= keep;
-  }
+  projected_adamw_step(t, mp, used, s.mom1.f32(), s.mom2.f32(), R, cfg_, lr, step_, cfg_.galore_scale);
   return absl::OkStatus();
 }
 

@@ -8,9 +8,9 @@ namespace memtrain::optim {
 
 absl::Status OptimConfig::validate() const {
   if (name != "adamw" && name != "adamw8bit" && name != "adafactor" && name != "apollo" && name != "apollo_mini" &&
-      name != "galore_adamw" && name != "smmf" && name != "zo_sgd") {
+      name != "galore_adamw" && name != "smmf" && name != "zo_sgd" && name != "coap_adamw") {
     return config_error("optim.name", absl::StrCat("must be adamw, adamw8bit, adafactor, apollo, apollo_mini, "
-                                                   "galore_adamw, smmf or zo_sgd, got '", name, "'"));
+                                                   "galore_adamw, smmf, coap_adamw or zo_sgd, got '", name, "'"));
   }
   // Written as !(x > 0) so that NaN fails too.
   if (!(lr > 0)) return config_error("optim.lr", absl::StrCat("must be > 0, got ", lr));
@@ -43,6 +43,11 @@ absl::Status OptimConfig::validate() const {
     return config_error("optim.smmf_decay_rate", absl::StrCat("must be in [-1, 0), got ", smmf_decay_rate));
   if (!(smmf_growth_rate > 0 && smmf_growth_rate <= 1))
     return config_error("optim.smmf_growth_rate", absl::StrCat("must be in (0, 1], got ", smmf_growth_rate));
+  if (coap_update_interval < 1)
+    return config_error("optim.coap_update_interval", absl::StrCat("must be >= 1, got ", coap_update_interval));
+  if (coap_reproject_factor < 1)
+    return config_error("optim.coap_reproject_factor", absl::StrCat("must be >= 1, got ", coap_reproject_factor));
+  if (!(coap_scale > 0)) return config_error("optim.coap_scale", absl::StrCat("must be > 0, got ", coap_scale));
   if (!(zo_eps > 0)) return config_error("optim.zo_eps", absl::StrCat("must be > 0, got ", zo_eps));
   return absl::OkStatus();
 }

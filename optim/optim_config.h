@@ -37,6 +37,9 @@ struct OptimConfig {
   double smmf_decay_rate = -0.5;
   double smmf_growth_rate = 0.999;
   double zo_eps = 1e-3;
+  int64_t coap_update_interval = 32;
+  int64_t coap_reproject_factor = 5;
+  double coap_scale = 1.0;
 
   template <class V> void visit(V& v) {
     v("name", name,
@@ -47,10 +50,12 @@ struct OptimConfig {
       "full gradient per channel or per tensor), or galore_adamw (AdamW moments of each weight matrix's gradient "
       "projected on its top-optim.rank singular vectors, refreshed every optim.update_proj_gap steps), or smmf (both "
       "moments of each tensor, viewed as its most nearly square matrix, as rank-1 factors, the first moment's signs "
-      "as bits: about 1/8 byte per parameter), or zo_sgd (zeroth-order SGD, MeZO: two forwards per step along a "
+      "as bits: about 1/8 byte per parameter), or coap_adamw (AdamW moments of each weight matrix's gradient projected "
+      "on rank optim.rank, the projection moved by one correlation-aware gradient step every "
+      "optim.coap_update_interval steps and recomputed by a randomized SVD every optim.coap_reproject_factor of those), or zo_sgd (zeroth-order SGD, MeZO: two forwards per step along a "
       "random direction regenerated from the seed, no backward, no gradients and no state; no pipeline or context "
-      "parallelism, hpZ, qwZ or offload); adafactor, apollo, galore_adamw and smmf update each (global) matrix "
-      "whole on one rank: zero.stage <= 2");
+      "parallelism, hpZ, qwZ or offload); adafactor, apollo, galore_adamw, smmf and coap_adamw update each "
+      "(global) matrix whole on one rank: zero.stage <= 2");
     v("lr", lr, "peak learning rate, > 0");
     v("min_lr", min_lr, "learning rate at the end of the decay (the floor), in [0, lr]");
     v("beta1", beta1, "first-moment decay, in [0, 1)");
@@ -73,7 +78,8 @@ struct OptimConfig {
       "adafactor: the learning rate is min(1e-2, 1 / sqrt(step)) instead of the schedule's (Adafactor's relative "
       "step size)");
     v("rank", rank,
-      "apollo, galore_adamw: the projection rank (capped by the matrix's smaller side), >= 1; apollo_mini uses 1");
+      "apollo, galore_adamw, coap_adamw: the projection rank (capped by the matrix's smaller side), >= 1; "
+      "apollo_mini uses 1");
     v("update_proj_gap", update_proj_gap,
       "apollo, apollo_mini, galore_adamw: steps between new projections (random, or a new SVD), >= 1");
     v("apollo_scale", apollo_scale,
@@ -88,6 +94,12 @@ struct OptimConfig {
       "smmf: the second moment's decay at step t is 1 - t^rate (the paper's gamma), in [-1, 0)");
     v("smmf_growth_rate", smmf_growth_rate,
       "smmf: the first moment's decay at step t is optim.beta1 * rate^(t-1) (the paper's lambda), in (0, 1]");
+    v("coap_update_interval", coap_update_interval,
+      "coap_adamw: steps between updates of each projection (COAP's T_u), >= 1");
+    v("coap_reproject_factor", coap_reproject_factor,
+      "coap_adamw: every this many updates the projection is recomputed by a randomized SVD instead (COAP's "
+      "lambda), >= 1");
+    v("coap_scale", coap_scale, "coap_adamw: the projected-back update's scale, > 0");
     v("zo_eps", zo_eps, "zo_sgd: the perturbation's scale (MeZO's epsilon: 1e-3 full-parameter, 1e-2 LoRA), > 0");
   }
   absl::Status validate() const;

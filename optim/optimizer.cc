@@ -5,6 +5,7 @@
 #include "optim/adamw.h"
 #include "optim/adamw8bit.h"
 #include "optim/apollo.h"
+#include "optim/coap.h"
 #include "optim/galore.h"
 #include "optim/projection.h"
 #include "optim/smmf.h"
@@ -29,7 +30,8 @@ bool decays(const model::Param& p, const OptimConfig& cfg) {
 }
 
 bool works_on_whole_matrices(const std::string& name) {
-  return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw" || name == "smmf";
+  return name == "adafactor" || name == "apollo" || name == "apollo_mini" || name == "galore_adamw" || name == "smmf" ||
+         name == "coap_adamw";
 }
 
 bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg) {
@@ -46,6 +48,7 @@ int64_t optimizer_state_bytes(const OptimTarget& t, const OptimConfig& cfg) {
   if (cfg.name == "galore_adamw") return GaLore::state_bytes(t, cfg);
   if (cfg.name == "smmf") return Smmf::state_bytes(t);
   if (cfg.name == "zo_sgd") return 0;
+  if (cfg.name == "coap_adamw") return Coap::state_bytes(t, cfg);
   return 8 * t.n;  // AdamW: m and v in fp32
 }
 
@@ -57,6 +60,7 @@ std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const 
   if (cfg.name == "adamw8bit") return AdamW8bit::checkpoint_layout(p);
   if (cfg.name == "smmf") return Smmf::checkpoint_layout(p);
   if (cfg.name == "zo_sgd") return {};
+  if (cfg.name == "coap_adamw") return Coap::checkpoint_layout(p, cfg);
   return {{"m", p.shape}, {"v", p.shape}};  // AdamW
 }
 
@@ -72,6 +76,7 @@ absl::StatusOr<std::unique_ptr<Optimizer>> create_optimizer(std::vector<OptimTar
     return Apollo::create(std::move(targets), cfg, cfg.name == "apollo_mini", seed);
   if (cfg.name == "galore_adamw") return GaLore::create(std::move(targets), cfg);
   if (cfg.name == "smmf") return Smmf::create(std::move(targets), cfg);
+  if (cfg.name == "coap_adamw") return Coap::create(std::move(targets), cfg);
   if (cfg.name == "zo_sgd") {  // every target whole on this rank: it perturbs what it updates
     std::vector<OptimTarget> perturbed = targets;
     return std::unique_ptr<Optimizer>(ZoSgd::create(std::move(targets), std::move(perturbed), cfg, seed));

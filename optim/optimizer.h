@@ -94,10 +94,10 @@ class Optimizer {
 };
 
 // Whether optimizer `name` updates a weight matrix from its whole gradient (a projection or a factored moment), so
-// that a rank must hold whole matrices: adafactor, apollo, apollo_mini, galore_adamw, smmf.
+// that a rank must hold whole matrices: adafactor, apollo, apollo_mini, galore_adamw, smmf, coap_adamw.
 bool works_on_whole_matrices(const std::string& name);
 
-// Whether optimizer optim.name needs `p` whole: the matrices GaLore and APOLLO project (2-D weights); every tensor
+// Whether optimizer optim.name needs `p` whole: the matrices GaLore, APOLLO and COAP project (2-D weights); every tensor
 // for Adafactor (it factors matrices and clips each tensor's update by its RMS) and SMMF (it factors every tensor).
 bool needs_whole_tensor(const model::Param& p, const OptimConfig& cfg);
 

@@ -8,6 +8,7 @@
 
 #include "core/thread_pool.h"
 #include "model/params.h"
+#include "optim/optimizer.h"
 
 namespace memtrain::optim {
 
@@ -18,8 +19,9 @@ inline bool projects_matrix(const model::Param& p) {
 
 struct MatrixProjection {
   int64_t m = 0, n = 0, r = 0;  // r <= min(m, n)
+  bool columns_if_square = false;  // a square matrix's projection acts on its columns (COAP's choice), not its rows
 
-  bool on_rows() const { return m <= n; }
+  bool on_rows() const { return columns_if_square ? m < n : m <= n; }
   int64_t small() const { return on_rows() ? m : n; }
   int64_t large() const { return on_rows() ? n : m; }
   int64_t projected_numel() const { return r * large(); }
@@ -31,5 +33,11 @@ struct MatrixProjection {
   // out = alpha * back(N) + beta * out, back(N) being m x n.
   void project_back(const float* P, const float* N, float alpha, float beta, float* out, ThreadPool& pool) const;
 };
+
+// AdamW in the projected space, galore_torch's and COAP's step: R = project(P, G) (into the scratch R); M and V
+// updated from it; W -= step_size * scale * back(M / (sqrt(V) + eps)), step_size = lr sqrt(1 - b2^t) / (1 - b1^t);
+// then W *= 1 - lr * weight_decay where the parameter decays. t: this step's count, from 1.
+void projected_adamw_step(const OptimTarget& t, const MatrixProjection& mp, const float* P, float* M, float* V,
+                          float* R, const OptimConfig& cfg, double lr, int64_t step, double scale);
 
 }  // namespace memtrain::optim

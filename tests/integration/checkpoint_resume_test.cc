@@ -161,6 +161,8 @@ INSTANTIATE_TEST_SUITE_P(
                       OptimizerCase{"galore_int8", "optim.name=galore_adamw optim.rank=4 optim.update_proj_gap=4 "
                                                    "optim.galore_int8_projection=true"},
                       OptimizerCase{"smmf", "optim.name=smmf"},
+                      OptimizerCase{"coap", "optim.name=coap_adamw optim.rank=4 optim.coap_update_interval=3 "
+                                            "optim.coap_reproject_factor=2"},
                       // No state at all: the resumed run must redraw each step's direction from the step alone.
                       OptimizerCase{"zo_sgd", "optim.name=zo_sgd"}),
     [](const ::testing::TestParamInfo<OptimizerCase>& info) { return info.param.label; });

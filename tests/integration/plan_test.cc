@@ -68,7 +68,8 @@ INSTANTIATE_TEST_SUITE_P(Configs, Plan,
 // Optimizers that need whole matrices: ZeRO-3 is a config error for them.
 INSTANTIATE_TEST_SUITE_P(WholeMatrices, Plan,
                          ::testing::Combine(::testing::Values("configs/default.toml", "configs/llama_tiny.toml"),
-                                            ::testing::Values(0, 2), ::testing::Values("galore_adamw", "apollo")),
+                                            ::testing::Values(0, 2),
+                                            ::testing::Values("galore_adamw", "apollo", "coap_adamw")),
                          plan_case_name);
 
 // Zeroth-order training: no gradients, no state, a forward's activations; the values as every stage keeps them.

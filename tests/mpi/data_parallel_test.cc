@@ -95,6 +95,7 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"llama", 2, 1, "adafactor"}, Case{"gpt2", 1, 1, "adafactor"},
                                            Case{"llama", 1, 1, "apollo_mini"}, Case{"gpt2", 2, 1, "apollo_mini"},
                                            Case{"gpt2", 1, 1, "smmf"}, Case{"llama", 2, 1, "smmf"},
+                                           Case{"gpt2", 1, 1, "coap_adamw"}, Case{"llama", 2, 1, "coap_adamw"},
                                            // Forwards only: every rank draws the step's direction itself.
                                            Case{"gpt2", 0, 1, "zo_sgd"}, Case{"gpt2", 1, 1, "zo_sgd"},
                                            Case{"llama", 2, 1, "zo_sgd"}, Case{"llama", 3, 1, "zo_sgd"}),
