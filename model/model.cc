@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "model/attention.h"
 #include "model/gpt2.h"
@@ -9,6 +11,16 @@
 #include "model/ring_attention.h"
 
 namespace memtrain::model {
+
+int64_t block_layer_of(absl::string_view name) {
+  for (absl::string_view prefix : {"transformer.h.", "model.layers."}) {
+    if (!absl::StartsWith(name, prefix)) continue;
+    name.remove_prefix(prefix.size());
+    int64_t layer = 0;
+    if (absl::SimpleAtoi(name.substr(0, name.find('.')), &layer)) return layer;
+  }
+  return -1;
+}
 
 Model::Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp,
              const PipelineStage& stage)

@@ -27,6 +27,10 @@ struct PipelineStage {
   static PipelineStage whole() { return {}; }
 };
 
+// The global block (layer) index in a parameter's Hugging Face name ("transformer.h.3.mlp.c_fc.weight",
+// "model.layers.3.self_attn.q_proj.weight"), or -1 outside the blocks (embeddings, final norm, head).
+int64_t block_layer_of(absl::string_view name);
+
 class Model {
  public:
   virtual ~Model() = default;

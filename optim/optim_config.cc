@@ -48,6 +48,12 @@ absl::Status OptimConfig::validate() const {
   if (coap_reproject_factor < 1)
     return config_error("optim.coap_reproject_factor", absl::StrCat("must be >= 1, got ", coap_reproject_factor));
   if (!(coap_scale > 0)) return config_error("optim.coap_scale", absl::StrCat("must be > 0, got ", coap_scale));
+  if (lisa_layers < 0) return config_error("optim.lisa_layers", absl::StrCat("must be >= 0, got ", lisa_layers));
+  if (lisa_interval < 1)
+    return config_error("optim.lisa_interval", absl::StrCat("must be >= 1, got ", lisa_interval));
+  if (lisa_layers > 0 && name != "adamw" && name != "adamw8bit")
+    return config_error("optim.lisa_layers", absl::StrCat("trains with adamw or adamw8bit; optim.name is '", name,
+                                                          "'"));
   if (!(zo_eps > 0)) return config_error("optim.zo_eps", absl::StrCat("must be > 0, got ", zo_eps));
   return absl::OkStatus();
 }

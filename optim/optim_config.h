@@ -37,6 +37,8 @@ struct OptimConfig {
   double smmf_decay_rate = -0.5;
   double smmf_growth_rate = 0.999;
   double zo_eps = 1e-3;
+  int64_t lisa_layers = 0;
+  int64_t lisa_interval = 20;
   int64_t coap_update_interval = 32;
   int64_t coap_reproject_factor = 5;
   double coap_scale = 1.0;
@@ -100,6 +102,11 @@ struct OptimConfig {
       "coap_adamw: every this many updates the projection is recomputed by a randomized SVD instead (COAP's "
       "lambda), >= 1");
     v("coap_scale", coap_scale, "coap_adamw: the projected-back update's scale, > 0");
+    v("lisa_layers", lisa_layers,
+      "LISA (layerwise importance sampling): > 0 trains the embeddings, the final norm and the head always and only "
+      "this many blocks, drawn at random (the same on every rank) each optim.lisa_interval steps, whose optimizer "
+      "state exists only while they train (fresh each period); adamw or adamw8bit; 0 = off");
+    v("lisa_interval", lisa_interval, "LISA: steps between draws of the trained blocks (the paper's K), >= 1");
     v("zo_eps", zo_eps, "zo_sgd: the perturbation's scale (MeZO's epsilon: 1e-3 full-parameter, 1e-2 LoRA), > 0");
   }
   absl::Status validate() const;

@@ -71,6 +71,9 @@ class Optimizer {
   // elements (adamw, adamw8bit and AdamW with its state on SSD).
   virtual bool takes_value_residency() const { return false; }
   void set_value_residency(std::unique_ptr<ValueResidency> residency) { residency_ = std::move(residency); }
+  // Each step once the gradients are final, before their norm: an optimizer that trains a subset (LISA) picks it
+  // and zeroes the other targets' gradients, so that the norm and its clipping count only what it trains.
+  virtual absl::Status prepare_step() { return absl::OkStatus(); }
   // One update of every target from its gradient, at learning rate `lr`.
   virtual absl::Status step(double lr) = 0;
   virtual int64_t steps_taken() const = 0;
@@ -81,6 +84,9 @@ class Optimizer {
     std::vector<Tensor> staging;
   };
   virtual absl::StatusOr<CheckpointStates> checkpoint_state() = 0;
+  // Before a resume asks checkpoint_state() for the arrays to read: a state whose layout depends on the step
+  // (LISA's trained blocks) takes the one it has after `steps_taken` steps.
+  virtual absl::Status prepare_resume(int64_t steps_taken) { return absl::OkStatus(); }
   // After a resume read `states` (from checkpoint_state()) back: takes over staged arrays and the step count.
   virtual absl::Status restore(const CheckpointStates& states, int64_t steps_taken) = 0;
 

@@ -200,13 +200,14 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
   MEMTRAIN_RETURN_IF_ERROR(s.world.broadcast(&count, 8, DType::kU8, 0));
   steps.resize(count);
   if (count > 0) MEMTRAIN_RETURN_IF_ERROR(s.world.broadcast(steps.data(), 8 * count, DType::kU8, 0));
-  MEMTRAIN_ASSIGN_OR_RETURN(optim::Optimizer::CheckpointStates st, s.opt.checkpoint_state());
-  MEMTRAIN_ASSIGN_OR_RETURN(std::vector<Dataset> all, datasets(s, st));
   absl::Status newest;
   for (int64_t step : steps) {
     const std::string path = (fs::path(dir) / checkpoint_file_name(step)).string();
     absl::Status loaded;
     int64_t optimizer_steps = 0;
+    // The arrays to read, as the optimizer lays its state out after that many steps (LISA's drawn blocks).
+    optim::Optimizer::CheckpointStates st;
+    std::vector<Dataset> all;
     auto file = Hdf5File::open(path, file_comm(s.world));
     if (!file.ok()) loaded = file.status();
     if (loaded.ok()) {
@@ -223,7 +224,12 @@ absl::StatusOr<int64_t> resume_from_checkpoint(const CheckpointScope& s) {
       } else {
         optimizer_steps = (*manifest)["optimizer_steps"].get<int64_t>();
       }
-      if (loaded.ok()) loaded = check_fit(**file, all, with_optimizer);
+      if (loaded.ok()) {
+        MEMTRAIN_RETURN_IF_ERROR(s.opt.prepare_resume(optimizer_steps));
+        MEMTRAIN_ASSIGN_OR_RETURN(st, s.opt.checkpoint_state());
+        MEMTRAIN_ASSIGN_OR_RETURN(all, datasets(s, st));
+        loaded = check_fit(**file, all, with_optimizer);
+      }
       if (loaded.ok()) {
         for (const Dataset& d : all) {  // every rank reads the same datasets (collective), keeping its first error
           if (!with_optimizer && d.name.rfind("params/", 0) != 0) continue;

@@ -425,6 +425,23 @@ absl::Status zeroth_order_allowed(const Config& c) {
   return absl::OkStatus();
 }
 
+// LISA (optim.lisa_layers > 0) trains full parameters with a state that follows the drawn blocks.
+absl::Status lisa_allowed(const Config& c) {
+  if (c.optim.lisa_layers > c.model.n_layer)
+    return config_error("optim.lisa_layers", absl::StrCat(c.optim.lisa_layers, " exceeds model.n_layer (",
+                                                          c.model.n_layer, ")"));
+  if (c.lora.enabled()) return config_error("optim.lisa_layers", "trains full parameters; LoRA is on (lora.r > 0)");
+  if (c.parallel.pp > 1)
+    return config_error("optim.lisa_layers", "runs without pipeline parallelism (a stage's state would change "
+                                             "size with the draw)");
+  if (c.snapshot.interval > 0)
+    return config_error("optim.lisa_layers", "keeps no in-memory snapshots (set snapshot.interval = 0)");
+  if (c.offload.optimizer_on_ssd() || c.offload.parameters_offloaded())
+    return config_error("optim.lisa_layers", "keeps its state in memory: offload.optimizer and offload.parameters "
+                                             "must be \"none\"");
+  return absl::OkStatus();
+}
+
 absl::Status Config::validate() const {
   absl::Status status;
   auto check = [&status](const char*, const auto& section) {
@@ -466,6 +483,7 @@ absl::Status Config::validate() const {
                                                           optim.name, "'"));
   if (offload.parameters_offloaded()) MEMTRAIN_RETURN_IF_ERROR(parameter_offload_allowed(*this));
   if (optim.name == "zo_sgd") MEMTRAIN_RETURN_IF_ERROR(zeroth_order_allowed(*this));
+  if (optim.lisa_layers > 0) MEMTRAIN_RETURN_IF_ERROR(lisa_allowed(*this));
   if (parallel.dp > 0 && parallel.dp % zero.hpz_partition_size != 0)
     return config_error("zero.hpz_partition_size", absl::StrCat(zero.hpz_partition_size,
                                                                 " does not divide parallel.dp (", parallel.dp, ")"));

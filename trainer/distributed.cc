@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "checkpoint/snapshot_parity.h"
 #include "core/status.h"
+#include "optim/lisa.h"
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
@@ -209,6 +210,11 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> optimizer_of_rank(const Config
   if (cfg.optim.name == "zo_sgd")  // perturbs every value this rank's forward reads, updates its own
     return std::unique_ptr<optim::Optimizer>(optim::ZoSgd::create(std::move(targets),
                                                                   targets_of(engine.stored_values()), cfg.optim, seed));
+  if (cfg.optim.lisa_layers > 0) {
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Lisa> opt,
+                              optim::Lisa::create(std::move(targets), cfg.optim, cfg.model.n_layer, seed));
+    return std::unique_ptr<optim::Optimizer>(std::move(opt));
+  }
   if (cfg.offload.optimizer_on_ssd()) {
     MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::OffloadedAdamW> opt,
                               optim::OffloadedAdamW::create(std::move(targets), cfg.optim, bundle.ssd_swap.get()));

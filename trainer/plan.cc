@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "model/model.h"
 #include "offload/ssd_swap.h"
+#include "optim/lisa.h"
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
@@ -91,6 +92,8 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
       targets.push_back({params.all()[s.entry].get(), nullptr, nullptr, s.n, s.offset});
     if (cfg.offload.optimizer_on_ssd()) {
       optimizer_state = optim::OffloadedAdamW::peak_state_bytes(targets);  // three groups in memory at a time
+    } else if (cfg.optim.lisa_layers > 0) {
+      optimizer_state = optim::Lisa::peak_state_bytes(targets, cfg.optim);  // the draw with the most
     } else {
       for (const optim::OptimTarget& t : targets) optimizer_state += optim::optimizer_state_bytes(t, cfg.optim);
     }

@@ -324,6 +324,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     }
     if (zo == nullptr) {
       MEMTRAIN_RETURN_IF_ERROR(engine->finish_gradients());
+      MEMTRAIN_RETURN_IF_ERROR(opt->prepare_step());  // LISA: what does not train has no gradient
       MEMTRAIN_ASSIGN_OR_RETURN(norm, mesh_grad_norm(run, *bundle, *engine));
       const double coef = optim::clip_coefficient(norm, cfg.optim.grad_clip);
       if (coef < 1.0) engine->scale_grads(static_cast<float>(coef));

@@ -163,6 +163,10 @@ INSTANTIATE_TEST_SUITE_P(
                       OptimizerCase{"smmf", "optim.name=smmf"},
                       OptimizerCase{"coap", "optim.name=coap_adamw optim.rank=4 optim.coap_update_interval=3 "
                                             "optim.coap_reproject_factor=2"},
+                      // The checkpoint holds the drawn blocks' state: resumed within a period (step 10 of 9-11)
+                      // and at a period's end (10 of 6-10, the next period fresh).
+                      OptimizerCase{"lisa_mid_period", "optim.lisa_layers=1 optim.lisa_interval=3"},
+                      OptimizerCase{"lisa_period_end", "optim.lisa_layers=1 optim.lisa_interval=5"},
                       // No state at all: the resumed run must redraw each step's direction from the step alone.
                       OptimizerCase{"zo_sgd", "optim.name=zo_sgd"}),
     [](const ::testing::TestParamInfo<OptimizerCase>& info) { return info.param.label; });

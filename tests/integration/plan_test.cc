@@ -78,6 +78,13 @@ INSTANTIATE_TEST_SUITE_P(ZerothOrder, Plan,
                                             ::testing::Values(0, 1, 2, 3), ::testing::Values("zo_sgd")),
                          plan_case_name);
 
+// LISA: the always-trained tensors' state and two of the four blocks', whichever are drawn.
+TEST(PlanLisa, PredictionMatchesTheMeasuredPeaks) {
+  for (const char* config : {"configs/default.toml", "configs/llama_tiny.toml"}) {
+    expect_plan_matches_training(config, " --set model.n_layer=4 --set optim.lisa_layers=2 --set optim.lisa_interval=2");
+  }
+}
+
 // (config, memory.activations, memory.recompute_segment) on 5 layers: swapping waits at block boundaries, so its
 // peaks do not depend on how fast the tier is.
 class PlanActivations : public ::testing::TestWithParam<std::tuple<std::string, std::string, int>> {};

@@ -38,11 +38,12 @@ struct Case {
   int stage;
   int hpz;  // zero.hpz_partition_size
   std::string optim = "adamw";
+  int lisa = 0;  // optim.lisa_layers
 };
 
 std::string case_name(const Case& c) {
   return c.arch + "_zero" + std::to_string(c.stage) + (c.hpz > 1 ? "_hpz" + std::to_string(c.hpz) : "") +
-         (c.optim != "adamw" ? "_" + c.optim : "");
+         (c.optim != "adamw" ? "_" + c.optim : "") + (c.lisa > 0 ? "_lisa" + std::to_string(c.lisa) : "");
 }
 
 class MeshVsSingleProcess : public ::testing::TestWithParam<Case> {};
@@ -52,16 +53,17 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const int d = world().size();
   if (c.hpz > 1 && d <= c.hpz) GTEST_SKIP() << "hpZ needs more dp ranks than the group size";
   // The other optimizers' sharding (matrix owners, 8-bit blocks) is that of any dp; 8 ranks run the stages with AdamW.
-  if (d == 8 && c.optim != "adamw") GTEST_SKIP() << "covered by the runs on 2 and 4 ranks";
+  if (d == 8 && (c.optim != "adamw" || c.lisa > 0)) GTEST_SKIP() << "covered by the runs on 2 and 4 ranks";
   const std::string name = case_name(c);
   const std::string mesh_out = shared_dir() + "/mesh_" + name;
   // One random direction a step learns more slowly than a gradient: a larger step, a smaller expectation.
   const bool zo = c.optim == "zo_sgd";
   const std::string lr = zo ? "optim.lr=1e-2" : "optim.min_lr=1e-4";  // the latter: the default
+  const std::string lisa = "optim.lisa_layers=" + std::to_string(c.lisa);
   auto mesh = trainer::run_training(
       tiny_config(c.arch, mesh_out, {"zero.stage=" + std::to_string(c.stage),
                                      "zero.hpz_partition_size=" + std::to_string(c.hpz), "optim.name=" + c.optim,
-                                     "optim.update_proj_gap=20", lr}),
+                                     "optim.update_proj_gap=20", lr, lisa, "optim.lisa_interval=7"}),
       world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
 
@@ -69,7 +71,7 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const std::string single_out = shared_dir() + "/single_" + name;
   auto single = single_process_run(tiny_config(
       c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20",
-                           lr}));
+                           lr, lisa, "optim.lisa_interval=7"}));
   ASSERT_TRUE(single.ok()) << single.status();
 
   ASSERT_EQ(mesh->losses.size(), 50u);
@@ -96,6 +98,8 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"llama", 1, 1, "apollo_mini"}, Case{"gpt2", 2, 1, "apollo_mini"},
                                            Case{"gpt2", 1, 1, "smmf"}, Case{"llama", 2, 1, "smmf"},
                                            Case{"gpt2", 1, 1, "coap_adamw"}, Case{"llama", 2, 1, "coap_adamw"},
+                                           // LISA: every rank draws the same blocks; ZeRO shards their state.
+                                           Case{"gpt2", 0, 1, "adamw", 1}, Case{"llama", 2, 1, "adamw8bit", 1},
                                            // Forwards only: every rank draws the step's direction itself.
                                            Case{"gpt2", 0, 1, "zo_sgd"}, Case{"gpt2", 1, 1, "zo_sgd"},
                                            Case{"llama", 2, 1, "zo_sgd"}, Case{"llama", 3, 1, "zo_sgd"}),
