@@ -6,6 +6,8 @@
 // block's state exists only during a period it trains in, created fresh (zero moments, step count 0) at the period's
 // start and freed at its end, even when the block is drawn again. The other blocks' gradients are zeroed before
 // the norm (prepare_step), so clipping counts what trains. The inner optimizer is adamw or adamw8bit.
+// Known limit: backward still computes, and data parallelism still reduces, every block's gradient into the
+// engine's buffers; what LISA saves here is the optimizer state (and its update time) of the blocks not drawn.
 #pragma once
 
 #include <memory>
