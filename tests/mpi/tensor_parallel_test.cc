@@ -232,7 +232,8 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 4, 1, 259, false, 1, 1, "1f1b", 1, "", "adafactor"},
                                            TpCase{"llama", 2, 2, 259, false, 2, 1, "1f1b", 1, "", "apollo"},
                                            TpCase{"llama", 2, 2, 259, false, 1, 1, "1f1b", 1, "", "apollo_mini"},
-                                           TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b", 1, "", "galore_adamw"}),
+                                           TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b", 1, "", "galore_adamw"},
+                                           TpCase{"llama", 2, 1, 259, false, 1, 1, "1f1b", 1, "", "coap_adamw"}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
