@@ -13,11 +13,13 @@ steps=${2:-500}
 # Each optimizer at learning rates 1e-3, 3e-3, 1e-2 and 3e-2 (min_lr = lr / 10): the published low-rank recipes
 # train at 10x AdamW's rate, so each is compared at its best rate with AdamW at its own. GaLore and APOLLO at rank 32
 # (a quarter of the width, the papers' ratio), APOLLO-Mini at rank 1 with scale 128.
-# zo_sgd (one random direction a step) at rates ten times lower.
-for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf coap_adamw:32 zo_sgd; do
+# zo_sgd (one random direction a step) at rates ten times lower; LISA: AdamW on 2 of the 4 blocks (drawn every 20
+# steps) besides the embeddings and the final norm.
+for spec in adamw adamw8bit adafactor apollo:32 apollo_mini galore_adamw:32 smmf coap_adamw:32 zo_sgd lisa; do
   name=${spec%%:*}
   extra=()
   [ "$spec" != "$name" ] && extra=(--set optim.rank="${spec#*:}")
+  [ "$name" = lisa ] && name=adamw && extra=(--set optim.lisa_layers=2 --set optim.lisa_interval=20)
   lrs="1e-3 3e-3 1e-2 3e-2"
   [ "$name" = zo_sgd ] && lrs="1e-4 3e-4 1e-3 3e-3"
   for lr in $lrs; do
