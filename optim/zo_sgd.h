@@ -30,8 +30,13 @@ class ZoSgd final : public Optimizer {
   void perturb(double scale);
   // The scalar (l+ - l-) / (2 eps) the next step() applies.
   void set_projected_gradient(double g) { projected_gradient_ = g; }
-  // Elements [offset, offset + n) of p's direction at step `step` (local elements of this rank's tensor part).
-  static void direction(const model::Param& p, uint64_t seed, int64_t step, int64_t offset, int64_t n, float* out);
+  // The Philox stream of p's direction at step `step`.
+  static PhiloxKey direction_key(const model::Param& p, uint64_t seed, int64_t step);
+  // Elements [offset, offset + n) of p's direction (local elements of this rank's tensor part).
+  static void direction(const model::Param& p, PhiloxKey key, int64_t offset, int64_t n, float* out);
+  static void direction(const model::Param& p, uint64_t seed, int64_t step, int64_t offset, int64_t n, float* out) {
+    direction(p, direction_key(p, seed, step), offset, n, out);
+  }
 
   absl::Status step(double lr) override;
   int64_t steps_taken() const override { return step_; }

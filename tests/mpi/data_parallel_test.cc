@@ -58,20 +58,21 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const std::string mesh_out = shared_dir() + "/mesh_" + name;
   // One random direction a step learns more slowly than a gradient: a larger step, a smaller expectation.
   const bool zo = c.optim == "zo_sgd";
-  const std::string lr = zo ? "optim.lr=1e-2" : "optim.min_lr=1e-4";  // the latter: the default
-  const std::string lisa = "optim.lisa_layers=" + std::to_string(c.lisa);
-  auto mesh = trainer::run_training(
-      tiny_config(c.arch, mesh_out, {"zero.stage=" + std::to_string(c.stage),
-                                     "zero.hpz_partition_size=" + std::to_string(c.hpz), "optim.name=" + c.optim,
-                                     "optim.update_proj_gap=20", lr, lisa, "optim.lisa_interval=7"}),
-      world().comm(), 1, /*quiet=*/true);
+  // The optimizer's settings, the same in both runs.
+  std::vector<std::string> optim = {"optim.name=" + c.optim, "optim.update_proj_gap=20",
+                                    "optim.lisa_layers=" + std::to_string(c.lisa), "optim.lisa_interval=7"};
+  if (zo) optim.push_back("optim.lr=1e-2");
+  std::vector<std::string> mesh_sets = {"zero.stage=" + std::to_string(c.stage),
+                                        "zero.hpz_partition_size=" + std::to_string(c.hpz)};
+  mesh_sets.insert(mesh_sets.end(), optim.begin(), optim.end());
+  auto mesh = trainer::run_training(tiny_config(c.arch, mesh_out, mesh_sets), world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(mesh.ok()) << mesh.status();
 
   // The reference: one process, the same global batch as d micro-batches of the same size, replicated states.
   const std::string single_out = shared_dir() + "/single_" + name;
-  auto single = single_process_run(tiny_config(
-      c.arch, single_out, {"train.grad_accum=" + std::to_string(d), "optim.name=" + c.optim, "optim.update_proj_gap=20",
-                           lr, lisa, "optim.lisa_interval=7"}));
+  std::vector<std::string> single_sets = {"train.grad_accum=" + std::to_string(d)};
+  single_sets.insert(single_sets.end(), optim.begin(), optim.end());
+  auto single = single_process_run(tiny_config(c.arch, single_out, single_sets));
   ASSERT_TRUE(single.ok()) << single.status();
 
   ASSERT_EQ(mesh->losses.size(), 50u);
