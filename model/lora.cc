@@ -1,10 +1,12 @@
 #include "model/lora.h"
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/cpu/gemm.h"
+#include "core/philox.h"
 
 namespace memtrain::model {
 
@@ -35,15 +37,48 @@ void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool) {
   }
 }
 
+namespace {
+
+// A parameter of a fine-tune by name: trainable, or in its frozen set.
+Param* find_in_fine_tune(const ParamSet& tuned, const std::string& name) {
+  for (const ParamSet* set : {&tuned, static_cast<const ParamSet*>(tuned.frozen_set())})
+    for (const auto& p : set->all())
+      if (p->name == name) return p.get();
+  return nullptr;
+}
+
+}  // namespace
+
+absl::Status restart_adapters(ParamSet& params, uint64_t seed) {
+  MEMTRAIN_CHECK(params.lora() != nullptr);
+  const float scale = params.lora()->scale();
+  for (const auto& w : params.frozen_set()->all()) {
+    if (!w->projection) continue;
+    const std::string prefix = w->name.substr(0, w->name.rfind('.'));
+    Param* A = find_in_fine_tune(params, prefix + ".lora_A.weight");
+    Param* B = find_in_fine_tune(params, prefix + ".lora_B.weight");
+    if (A == nullptr || B == nullptr) continue;
+    if (!w->value.defined())
+      return absl::FailedPreconditionError(absl::StrCat("restart_adapters: '", w->name, "' is not stored in fp32"));
+    const int64_t r = A->local_shape[0], in = A->local_shape[1], out = B->local_shape[0];
+    lora_merge({in, out, r, scale, A->value.f32(), B->value.f32(), nullptr, nullptr}, w->in_out, w->value.f32(),
+               ThreadPool::global());
+    ParamSet::initialize_local(*A, seed, 0, A->value.numel(), A->value.f32());
+    B->value.fill_zero();
+  }
+  return absl::OkStatus();
+}
+
+uint64_t adapter_stage_seed(uint64_t seed, int64_t stage) {
+  if (stage == 0) return seed;
+  const std::array<uint32_t, 4> bits = philox4x32(philox_key(seed, "lora.stage"), static_cast<uint64_t>(stage));
+  return (static_cast<uint64_t>(bits[0]) << 32) | bits[1];
+}
+
 absl::Status merge_adapters(const ParamSet& tuned, ParamSet& whole) {
   MEMTRAIN_CHECK(tuned.lora() != nullptr);
   const float scale = tuned.lora()->scale();
-  auto find = [&](const std::string& name) -> const Param* {
-    for (const ParamSet* set : {&tuned, static_cast<const ParamSet*>(tuned.frozen_set())})
-      for (const auto& p : set->all())
-        if (p->name == name) return p.get();
-    return nullptr;
-  };
+  auto find = [&](const std::string& name) -> const Param* { return find_in_fine_tune(tuned, name); };
   for (const auto& w : whole.all()) {
     const Param* b = find(w->name);
     if (b == nullptr || b->adapter || b->shape != w->shape)

@@ -32,6 +32,16 @@ void lora_backward(const LoraAdapter& a, const float* x, const float* h, const f
 // W += scale * B A in W's layout: (out, in), or (in, out) when in_out (GPT-2's Conv1D).
 void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool);
 
+// PeriodicLoRA's stage end on this rank's parts of `params` (a fine-tune): W += scale * B A into every frozen
+// projection weight that carries an adapter, then A drawn from its initialisation again with `seed` and B zeroed, so
+// that the model computes the same function and a new low-rank update starts. Any tensor-parallel split works
+// locally: a column-parallel projection holds B's rows for its outputs and A whole, a row-parallel one A's columns
+// for its inputs and B whole, so the local B A is exactly this rank's part of the product. An NF4 base is an error.
+absl::Status restart_adapters(ParamSet& params, uint64_t seed);
+// The seed stage `stage` draws its adapters' A from: the run's own for stage 0 (PEFT's initialisation as without
+// restarts), a Philox-derived one after.
+uint64_t adapter_stage_seed(uint64_t seed, int64_t stage);
+
 // A fine-tuned model's weights as a plain model's: every parameter of `whole` (allocated, no tensor parallelism)
 // from `tuned`'s frozen set (fp32, or dequantized NF4) plus, on a projection with an adapter (trainable, or
 // LoRA-FA's frozen A), scale * B A. Names must match; errors name the missing tensor.

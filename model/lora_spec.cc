@@ -25,6 +25,13 @@ absl::Status LoraSpec::validate() const {
     return config_error("lora.quantize_base", absl::StrCat("must be none or nf4, got '", quantize_base, "'"));
   if (nf4() && r == 0)
     return config_error("lora.quantize_base", "nf4 needs lora.r > 0 (QLoRA trains adapters over the 4-bit base)");
+  if (periodic_interval < 0)
+    return config_error("lora.periodic_interval", absl::StrCat("must be >= 0, got ", periodic_interval));
+  if (periodic_interval > 0 && r == 0)
+    return config_error("lora.periodic_interval", "restarts adapters; set lora.r > 0");
+  if (periodic_interval > 0 && nf4())
+    return config_error("lora.periodic_interval", "merges the adapters into the base weights, which an NF4 base "
+                                                  "(lora.quantize_base = \"nf4\") cannot absorb");
   return absl::OkStatus();
 }
 

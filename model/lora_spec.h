@@ -1,7 +1,7 @@
 // The [lora] section: what a LoRA fine-tune attaches and how, as PEFT's LoraConfig names it. Adapters of rank r on
 // the projections named in target_modules (the last component of a Hugging Face name: "q_proj", "c_attn", ...),
 // scaled by alpha / r; LoRA-FA freezes A after its initialisation; QLoRA stores the frozen projection weights in
-// NF4. It knows nothing of TOML; trainer/config walks `visit`.
+// NF4; PeriodicLoRA merges the adapters into the base and restarts them every periodic_interval steps. It knows nothing of TOML; trainer/config walks `visit`.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,7 @@ struct LoraSpec {
   double dropout = 0.0;                     // PEFT's lora_dropout
   bool fa = false;                          // LoRA-FA
   std::string quantize_base = "none";       // or "nf4" (QLoRA)
+  int64_t periodic_interval = 0;            // PeriodicLoRA's stage length in optimizer steps; 0: plain LoRA
 
   template <class V> void visit(V& v) {
     v("r", r, "adapter rank, >= 0; 0 = no adapters (every parameter trains)");
@@ -31,6 +32,9 @@ struct LoraSpec {
       "probability of zeroing each input element of the adapters in training (PEFT's lora_dropout), in [0, 1)");
     v("fa", fa, "LoRA-FA: A stays as initialised, only B trains");
     v("quantize_base", quantize_base, "none | nf4: the frozen projection weights in 4-bit NormalFloat (QLoRA)");
+    v("periodic_interval", periodic_interval,
+      "PeriodicLoRA: every this many optimizer steps the adapters are merged into the base weights and start "
+      "again (A drawn afresh, B zero, their optimizer state new), so the total update can exceed rank r; 0 = off");
   }
   absl::Status validate() const;
   // The rules that need the architecture: every target is one of its projections.
@@ -38,6 +42,7 @@ struct LoraSpec {
 
   bool enabled() const { return r > 0; }
   bool nf4() const { return quantize_base == "nf4"; }
+  bool periodic() const { return enabled() && periodic_interval > 0; }
   float scale() const { return static_cast<float>(alpha / static_cast<double>(r)); }
   std::vector<std::string> targets(const std::string& arch) const;
   bool targets_module(const std::string& module) const;  // after resolve()

@@ -108,6 +108,19 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
       out.push_back(std::move(array));
     }
   }
+  // PeriodicLoRA changes the base at each stage's end: its adapted projection weights are stored as base/<name>
+  // (every engine rank holds them whole: the engine's first writes; LoRA runs without pipeline stages).
+  if (cfg.lora.periodic()) {
+    for (const auto& g : whole.frozen_set()->all()) {
+      if (!g->projection || whole.find(g->name.substr(0, g->name.rfind('.')) + ".lora_B.weight") == nullptr) continue;
+      model::Param* p = s.bundle.params.frozen_set()->find(g->name);
+      MEMTRAIN_CHECK(p != nullptr && p->value.defined());
+      Dataset base{"base/" + g->name, g->shape, DType::kF32, {}, {}};
+      base.read = {runs_of(*p, 0, p->value.numel()), p->value.f32()};
+      if (p->tp.primary && engine_lead) base.write = base.read;
+      out.push_back(std::move(base));
+    }
+  }
   return out;
 }
 

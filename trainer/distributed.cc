@@ -11,6 +11,7 @@
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
 #include "optim/optimizer.h"
+#include "optim/restartable.h"
 #include "optim/shard_residency.h"
 #include "optim/zo_sgd.h"
 #include "trainer/pipeline.h"
@@ -228,6 +229,12 @@ absl::StatusOr<std::unique_ptr<optim::Optimizer>> optimizer_of_rank(const Config
 absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
                                                                           const ModelBundle& bundle,
                                                                           const parallel::DataParallel& engine) {
+  if (cfg.lora.periodic()) {  // PeriodicLoRA: the adapters' state starts again with each stage
+    auto make = [&cfg, &run, &bundle, &engine] { return optimizer_of_rank(cfg, run, bundle, engine); };
+    MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Restartable> opt,
+                              optim::Restartable::create(make, cfg.lora.periodic_interval));
+    return std::unique_ptr<optim::Optimizer>(std::move(opt));
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<optim::Optimizer> opt, optimizer_of_rank(cfg, run, bundle, engine));
   if (engine.offloaded_values() != nullptr) {  // the shard's units come in for their update (offload.parameters)
     MEMTRAIN_CHECK_MSG(opt->takes_value_residency(), "config validation lets only adamw and adamw8bit through");
@@ -272,26 +279,38 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config
         create_rank_models(cfg, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size()), {}, pp_rank, pp)
             .status());
   }
-  const auto& mine = local.params.all();
-  for (size_t i = 0; i < mine.size(); ++i) {
-    std::vector<int64_t> counts(tp.size());
-    int64_t total = 0;
-    for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(parts[r].all()[i]->local_shape);
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
-    for (bool grads : {false, true}) {
-      const Tensor& part = grads ? mine[i]->grad : mine[i]->value;
-      if (!part.defined()) continue;  // stages 2-3 free gradients (on every rank of the group alike)
-      MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(part.f32(), blocks.f32(), counts, DType::kF32));
-      const model::Param& whole = *global->params.all()[i];
-      float* dst = (grads ? whole.grad : whole.value).f32();
-      const float* src = blocks.f32();
-      for (int r = 0; r < tp.size(); ++r) {
-        model::for_each_global_run(*parts[r].all()[i], [&](int64_t l, int64_t g, int64_t n) {
-          std::copy_n(src + l, n, dst + g);
-        });
-        src += counts[r];
+  // Set by set: what trains, and under PeriodicLoRA the frozen base too (its adapted projections changed).
+  auto gather_set = [&](const model::ParamSet& mine_set, auto part_of, const model::ParamSet& global_set) -> absl::Status {
+    const auto& mine = mine_set.all();
+    for (size_t i = 0; i < mine.size(); ++i) {
+      std::vector<int64_t> counts(tp.size());
+      int64_t total = 0;
+      for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(part_of(r).all()[i]->local_shape);
+      MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
+      for (bool grads : {false, true}) {
+        const Tensor& part = grads ? mine[i]->grad : mine[i]->value;
+        // Stages 2-3 free gradients, a frozen tensor has none, an NF4 one no fp32 value (on every rank alike).
+        if (!part.defined()) continue;
+        MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(part.f32(), blocks.f32(), counts, DType::kF32));
+        const model::Param& whole = *global_set.all()[i];
+        float* dst = (grads ? whole.grad : whole.value).f32();
+        const float* src = blocks.f32();
+        for (int r = 0; r < tp.size(); ++r) {
+          model::for_each_global_run(*part_of(r).all()[i], [&](int64_t l, int64_t g, int64_t n) {
+            std::copy_n(src + l, n, dst + g);
+          });
+          src += counts[r];
+        }
       }
     }
+    return absl::OkStatus();
+  };
+  MEMTRAIN_RETURN_IF_ERROR(
+      gather_set(local.params, [&](int r) -> const model::ParamSet& { return parts[r]; }, global->params));
+  if (cfg.lora.periodic()) {
+    MEMTRAIN_RETURN_IF_ERROR(gather_set(
+        *local.params.frozen_set(), [&](int r) -> const model::ParamSet& { return *parts[r].frozen_set(); },
+        *global->params.frozen_set()));
   }
   return global;
 }

@@ -59,7 +59,8 @@ absl::StatusOr<std::unique_ptr<parallel::DataParallel>> create_data_parallel(con
 
 // The optimizer optim.name names over the pieces of parameters this rank updates (engine.owned()): optimizer
 // state for those only. Optimizers that need whole matrices get them through optim::MatrixOwners when a rank holds
-// pieces (ZeRO-1/2 over several ranks, or tensor parallelism).
+// pieces (ZeRO-1/2 over several ranks, or tensor parallelism). Under PeriodicLoRA (lora.periodic_interval) it is an
+// optim::Restartable, which the caller restarts at each stage's end.
 absl::StatusOr<std::unique_ptr<optim::Optimizer>> create_sharded_optimizer(const Config& cfg, MeshRun& run,
                                                                           const ModelBundle& bundle,
                                                                           const parallel::DataParallel& engine);
@@ -78,7 +79,7 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
 
 // Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
 // values and gradients assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group
-// gets one. (Gradients are only meaningful where the engine keeps them whole: stages 0 and 1.)
+// gets one; under PeriodicLoRA with the frozen base as training left it. (Gradients are only meaningful where the engine keeps them whole: stages 0 and 1.)
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local);
 // Collective over pp (ranks with the same tp, cp and dp coordinates), after gather_tensor_parallel where tp > 1:

@@ -14,6 +14,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/thread_pool.h"
 #include "data/prepare.h"
+#include "model/lora.h"
 #include "offload/host_swap.h"
 #include "offload/ssd_swap.h"
 #include "parallel/world.h"
@@ -133,6 +134,14 @@ absl::Status save_weights(const ModelBundle& bundle, const std::string& path) {
   std::vector<checkpoint::NamedTensor> tensors;
   for (const auto& p : bundle.params.all()) tensors.push_back({p->name, p->value});
   return checkpoint::write_safetensors(path, tensors, {{"format", "pt"}, {"arch", bundle.model->config().arch}});
+}
+
+absl::Status save_merged_weights(const ModelBundle& tuned, const std::string& path) {
+  ModelBundle plain;
+  MEMTRAIN_ASSIGN_OR_RETURN(plain.model, model::Model::create(tuned.model->config(), plain.params));
+  MEMTRAIN_RETURN_IF_ERROR(plain.params.allocate());
+  MEMTRAIN_RETURN_IF_ERROR(model::merge_adapters(tuned.params, plain.params));
+  return save_weights(plain, path);
 }
 
 absl::Status load_weights(ModelBundle& bundle, const std::string& path) {

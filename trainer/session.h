@@ -43,6 +43,9 @@ std::string weights_path(const Config& cfg);
 // output.dir/adapter: a LoRA run's adapter in PEFT's layout (trainer/peft_adapter.h).
 std::string adapter_path(const Config& cfg);
 absl::Status save_weights(const ModelBundle& bundle, const std::string& path);
+// A fine-tune's model (whole: no tensor or pipeline parallelism) with every adapter merged into its base, saved as
+// save_weights saves a plain model.
+absl::Status save_merged_weights(const ModelBundle& tuned, const std::string& path);
 // Every parameter must be present with its shape (extra tensors are an error too); errors name the file.
 absl::Status load_weights(ModelBundle& bundle, const std::string& path);
 

@@ -11,9 +11,11 @@
 #include "core/fault_injection.h"
 #include "core/file_io.h"
 #include "data/tokenizer.h"
+#include "model/lora.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "optim/restartable.h"
 #include "optim/zo_sgd.h"
 #include "parallel/local_communicator.h"
 #include "trainer/activation_planner.h"
@@ -332,6 +334,14 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       MEMTRAIN_RETURN_IF_ERROR(engine->finish_step());
     }
     if (pipeline) MEMTRAIN_RETURN_IF_ERROR(pipeline->sync_tied_values());
+    if (cfg.lora.periodic() && (step + 1) % cfg.lora.periodic_interval == 0) {
+      // PeriodicLoRA's stage ends: the adapters go into the base (every rank holds them whole now) and start again,
+      // with new optimizer state. The next stage's A comes from its own seed, the same on every rank.
+      const int64_t stage = (step + 1) / cfg.lora.periodic_interval;
+      MEMTRAIN_RETURN_IF_ERROR(
+          model::restart_adapters(bundle->params, model::adapter_stage_seed(static_cast<uint64_t>(cfg.train.seed), stage)));
+      MEMTRAIN_RETURN_IF_ERROR(static_cast<optim::Restartable&>(*opt).restart());
+    }
     MEMTRAIN_FAULT_POINT("train.step");
     double total = loss_sum;  // zo_sgd's is global already
     if (zo == nullptr) {
@@ -425,14 +435,21 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   if (!lead) return result;
   const ModelBundle& whole = global ? *global : *bundle;
   if (cfg.output.save_weights) {
-    const std::string path = cfg.lora.enabled() ? adapter_path(cfg) : weights_path(cfg);
+    // PeriodicLoRA changed the base: its product is the merged model, not an adapter.
+    const bool adapter = cfg.lora.enabled() && !cfg.lora.periodic();
+    const std::string path = adapter ? adapter_path(cfg) : weights_path(cfg);
     MEMTRAIN_FAULT_POINT("train.before_save_weights");
-    if (cfg.lora.enabled()) {
+    if (adapter) {
       MEMTRAIN_RETURN_IF_ERROR(write_peft_adapter(path, whole.params, cfg.model));
+    } else if (cfg.lora.enabled()) {
+      MEMTRAIN_RETURN_IF_ERROR(save_merged_weights(whole, path));
     } else {
       MEMTRAIN_RETURN_IF_ERROR(save_weights(whole, path));
     }
-    if (!quiet) std::printf("saved %s to %s\n", cfg.lora.enabled() ? "the adapter" : "weights", path.c_str());
+    if (!quiet) {
+      std::printf("saved %s to %s\n", adapter ? "the adapter" : cfg.lora.enabled() ? "the merged weights" : "weights",
+                  path.c_str());
+    }
   }
   if (!quiet) MEMTRAIN_RETURN_IF_ERROR(print_samples(cfg, *whole.model));
   return result;

@@ -8,14 +8,20 @@
 // - QLoRA (nf4 base) trains and its loss stays near LoRA's over the fp32 base;
 // - `memtrain train`, `sample` (base + adapter) and `convert --merge-adapter` work from the command line;
 // - instruction data (JSONL), packed and padded, fine-tunes from the command line and `eval` scores it;
+// - PeriodicLoRA: one stage is plain LoRA merged; three stages of rank r update beyond rank r; resumes bit for bit;
 // - bad [lora] keys and a missing model.from_hf are config errors naming the key.
 #include <gtest/gtest.h>
+#include <lapacke.h>
 #include <unistd.h>
 
-#include <filesystem>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <fstream>
 
+#include "checkpoint/safetensors.h"
 #include "tests/integration/cli.h"
 #include "trainer/hf_convert.h"
 #include "trainer/peft_adapter.h"
@@ -114,6 +120,73 @@ TEST_F(Lora, AdaptersTrainSaveInPeftLayoutAndResumeBitForBit) {
   ASSERT_TRUE(qlora.ok()) << qlora.status();
   EXPECT_LT(qlora->losses.back(), qlora->losses.front() - 0.2);
   EXPECT_NEAR(qlora->losses.front(), whole->losses.front(), 0.05 * whole->losses.front());
+}
+
+// The significant singular values (above 1e-3 of the largest) of a - b, two (out, in) matrices.
+int64_t update_rank(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.shape()[0], n = a.shape()[1];
+  std::vector<double> d(m * n), s(std::min(m, n));
+  for (int64_t i = 0; i < m * n; ++i) d[i] = static_cast<double>(a.f32()[i]) - b.f32()[i];
+  std::vector<double> superb(s.size());
+  MEMTRAIN_CHECK(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', 'N', m, n, d.data(), n, s.data(), nullptr, 1, nullptr, 1,
+                                superb.data()) == 0);
+  return std::count_if(s.begin(), s.end(), [&](double v) { return v > 1e-3 * s[0]; });
+}
+
+// PeriodicLoRA. One stage as long as the run is plain LoRA: the same losses, and the merged model it saves is what
+// convert --merge-adapter makes of plain LoRA's adapter. Three stages of rank 2 give an update W - W0 of rank 6 (plain
+// LoRA's is rank 2: the measure tells them apart). A run stopped mid-stage or at a stage's end
+// resumes bit for bit: the checkpoint holds the merged base.
+TEST_F(Lora, PeriodicLoraMergesStagesIntoAHigherRankUpdate) {
+  const std::string hf = write_base(config(toml("x", tiny_llama())));
+  const std::string model = "from_hf = \"" + hf + "\"\n";
+  const std::string lora = "[lora]\nr = 2\nalpha = 4\ntarget_modules = [\"q_proj\", \"v_proj\", \"down_proj\"]\n";
+  const std::vector<std::string> twelve = {"train.max_steps=12"};
+  auto plain = trainer::run_training(config(toml("plain", model, lora), twelve), true);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  auto one = trainer::run_training(config(toml("one", model, lora), {twelve[0], "lora.periodic_interval=12"}), true);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->losses, plain->losses);
+  EXPECT_FALSE(fs::exists(dir_ + "/one/adapter"));
+  auto merged = trainer::merge_peft_adapter(dir_ + "/plain/adapter", hf, dir_ + "/plain_merged", std::nullopt, 1 << 30);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  auto expected = trainer::read_hf_model(dir_ + "/plain_merged", MemCategory::kWorkspace);
+  auto saved = checkpoint::read_safetensors(dir_ + "/one/model.safetensors", MemCategory::kWorkspace);
+  ASSERT_TRUE(expected.ok() && saved.ok()) << expected.status() << saved.status();
+  ASSERT_EQ(saved->tensors.size(), expected->params.size());
+  for (const checkpoint::NamedTensor& t : saved->tensors) {
+    const Tensor& e = expected->params.at(t.name);
+    ASSERT_EQ(t.tensor.shape(), e.shape()) << t.name;
+    for (int64_t i = 0; i < e.numel(); ++i)
+      ASSERT_NEAR(t.tensor.f32()[i], e.f32()[i], 1e-6 * (1 + std::fabs(e.f32()[i]))) << t.name << "[" << i << "]";
+  }
+
+  const std::string periodic = lora + "periodic_interval = 4\n";
+  auto three = trainer::run_training(config(toml("three", model, periodic), twelve), true);
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_LT(three->losses.back(), three->losses.front() - 0.2);
+  auto base = trainer::read_hf_model(hf, MemCategory::kWorkspace);
+  auto stages = checkpoint::read_safetensors(dir_ + "/three/model.safetensors", MemCategory::kWorkspace);
+  ASSERT_TRUE(base.ok() && stages.ok());
+  for (const checkpoint::NamedTensor& t : stages->tensors) {
+    if (t.name.find("q_proj") == std::string::npos && t.name.find("down_proj") == std::string::npos) continue;
+    const Tensor& w0 = base->params.at(t.name);
+    EXPECT_EQ(update_rank(t.tensor, w0), 3 * 2) << t.name << ": three stages of rank 2";
+    EXPECT_EQ(update_rank(expected->params.at(t.name), w0), 2) << t.name << ": plain LoRA";
+  }
+
+  for (const auto& [stop, every] : {std::pair{6, 3}, std::pair{8, 4}}) {
+    SCOPED_TRACE("stopped at " + std::to_string(stop));
+    const std::string text = toml("resumed_" + std::to_string(stop), model, periodic);
+    const std::vector<std::string> ckpt = {"train.checkpoint_interval=" + std::to_string(every), "train.resume=auto"};
+    auto first = trainer::run_training(config(text, {ckpt[0], ckpt[1], "train.max_steps=" + std::to_string(stop)}), true);
+    ASSERT_TRUE(first.ok()) << first.status();
+    auto second = trainer::run_training(config(text, {ckpt[0], ckpt[1], twelve[0]}), true);
+    ASSERT_TRUE(second.ok()) << second.status();
+    ASSERT_EQ(second->losses.size(), static_cast<size_t>(12 - stop));
+    for (int i = stop; i < 12; ++i) EXPECT_EQ(second->losses[i - stop], three->losses[i]) << "step " << i + 1;
+    EXPECT_EQ(second->final_val_loss, three->final_val_loss);
+  }
 }
 
 TEST_F(Lora, CommandLineTrainSampleAndMerge) {

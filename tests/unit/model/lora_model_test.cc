@@ -3,10 +3,13 @@
 // weights W + (alpha/r) B A, and its adapter gradients equal what the chain rule makes of the merged model's
 // weight gradient: dB = s dW A^T, dA = s B^T dW (dW in (out, in)). The base stays frozen: no gradients, nothing
 // in the trainable set but adapters. QLoRA's NF4 base gives the same loss and gradients as an fp32 base holding
-// the dequantized weights, and a few adapter elements are checked against finite differences.
+// the dequantized weights, and a few adapter elements are checked against finite differences. PeriodicLoRA's
+// restart merges into the base exactly and keeps the function.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "model/lora.h"
@@ -218,6 +221,52 @@ TEST_P(LoraModelTest, LossAndGradientsMatchTheMergedModel) {
     const double lt = run(*t->model, b), lm = run(*m->model, b);
     EXPECT_NEAR(lt, lm, 1e-5 * std::fabs(lm));
     expect_adapter_grads_match(*t, *m, spec.scale(), freeze_a);
+  }
+}
+
+// PeriodicLoRA's stage end: each adapted weight becomes W + s B A (against float64 from the values before, in either
+// layout), A is drawn again from the new seed exactly as an initialisation with it (and differs from before), B is
+// zero, and the model computes what it did (loss within 1e-5 relative). LoRA-FA's frozen A starts again too.
+TEST_P(LoraModelTest, RestartMergesIntoTheBaseAndKeepsTheFunction) {
+  const std::string arch = GetParam();
+  for (bool freeze_a : {false, true}) {
+    SCOPED_TRACE(freeze_a ? "LoRA-FA" : "LoRA");
+    const LoraSpec spec = spec_for(arch, /*nf4=*/false, freeze_a);
+    auto t = make_tuned(arch, spec);
+    const Batch b = batch(tiny_model(arch).vocab_size);
+    const double before = run(*t->model, b);
+    std::map<std::string, std::vector<float>> old;
+    for (const ParamSet* set : {&t->adapters, &t->base()})
+      for (const auto& p : set->all()) old[p->name].assign(p->value.f32(), p->value.f32() + p->value.numel());
+    const uint64_t seed = adapter_stage_seed(kSeed, 3);
+    ASSERT_NE(seed, kSeed);
+    ASSERT_TRUE(restart_adapters(t->adapters, seed).ok());
+    int merged_count = 0;
+    for (const auto& w : t->base().all()) {
+      if (!w->projection) continue;
+      const std::string prefix = w->name.substr(0, w->name.rfind('.'));
+      const Param& A = find(freeze_a ? t->base() : t->adapters, prefix + ".lora_A.weight");
+      const Param& B = find(t->adapters, prefix + ".lora_B.weight");
+      const std::vector<float>&a = old[A.name], &bv = old[B.name], &w0 = old[w->name];
+      const int64_t out = B.shape[0], in = A.shape[1], r = A.shape[0];
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t i = 0; i < in; ++i) {
+          double delta = 0;
+          for (int64_t k = 0; k < r; ++k) delta += static_cast<double>(bv[o * r + k]) * a[k * in + i];
+          const int64_t at = w->in_out ? i * out + o : o * in + i;
+          const double expected = w0[at] + spec.scale() * delta;
+          ASSERT_NEAR(w->value.f32()[at], expected, 1e-6 * (1 + std::fabs(expected))) << w->name;
+        }
+      std::vector<float> fresh(A.value.numel());
+      ParamSet::initialize_local(A, seed, 0, A.value.numel(), fresh.data());
+      EXPECT_TRUE(std::equal(fresh.begin(), fresh.end(), A.value.f32())) << A.name;
+      EXPECT_FALSE(std::equal(a.begin(), a.end(), A.value.f32())) << A.name;
+      for (int64_t k = 0; k < B.value.numel(); ++k) ASSERT_EQ(B.value.f32()[k], 0.0f) << B.name;
+      ++merged_count;
+    }
+    EXPECT_EQ(merged_count, (arch == "gpt2" ? 4 : 7) * tiny_model(arch).n_layer);
+    t->adapters.zero_grad();
+    EXPECT_NEAR(run(*t->model, b), before, 1e-5 * std::fabs(before));
   }
 }
 

@@ -38,26 +38,6 @@ TEST(Lisa, DrawsDistinctBlocksUniformly) {
   EXPECT_NE(Lisa::trained_layers(7, 0, N, gamma), Lisa::trained_layers(8, 0, N, gamma));
 }
 
-struct Ref {  // one tensor, float64 AdamW
-  std::vector<double> w, m, v;
-  int64_t t = 0;
-  void step(const float* g, double lr, const OptimConfig& c, bool decay) {
-    ++t;
-    for (size_t i = 0; i < w.size(); ++i) {
-      if (decay) w[i] *= 1 - lr * c.weight_decay;
-      m[i] = c.beta1 * m[i] + (1 - c.beta1) * g[i];
-      v[i] = c.beta2 * v[i] + (1 - c.beta2) * g[i] * g[i];
-      const double mh = m[i] / (1 - std::pow(c.beta1, t)), vh = v[i] / (1 - std::pow(c.beta2, t));
-      w[i] -= lr * mh / (std::sqrt(vh) + c.eps);
-    }
-  }
-  void reset() {
-    std::fill(m.begin(), m.end(), 0.0);
-    std::fill(v.begin(), v.end(), 0.0);
-    t = 0;
-  }
-};
-
 TEST(Lisa, StepsMatchPeriodicallyFreshAdamWOnTheDrawnBlocks) {
   OptimConfig c;
   c.lisa_layers = 2;
@@ -72,9 +52,9 @@ TEST(Lisa, StepsMatchPeriodicallyFreshAdamWOnTheDrawnBlocks) {
   ASSERT_TRUE(ps.allocate().ok());
   std::mt19937 rng(11);
   std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<Ref> refs;
+  std::vector<testing::AdamWReference> refs;
   for (const auto& p : ps.all()) {
-    Ref r;
+    testing::AdamWReference r;
     for (int64_t i = 0; i < p->value.numel(); ++i) r.w.push_back(p->value.f32()[i] = d(rng));
     r.m.assign(r.w.size(), 0.0);
     r.v = r.m;
