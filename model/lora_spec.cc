@@ -29,6 +29,13 @@ absl::Status LoraSpec::validate() const {
     return config_error("lora.periodic_interval", absl::StrCat("must be >= 0, got ", periodic_interval));
   if (periodic_interval > 0 && r == 0)
     return config_error("lora.periodic_interval", "restarts adapters; set lora.r > 0");
+  if (init != "default" && init != "lora_ga")
+    return config_error("lora.init", absl::StrCat("must be default or lora_ga, got '", init, "'"));
+  if (ga_batches < 1) return config_error("lora.ga_batches", absl::StrCat("must be >= 1, got ", ga_batches));
+  if (!(ga_gamma > 0)) return config_error("lora.ga_gamma", absl::StrCat("must be > 0, got ", ga_gamma));
+  if (init == "lora_ga" && nf4())
+    return config_error("lora.init", "lora_ga offsets the base weights, which an NF4 base (lora.quantize_base = "
+                                     "\"nf4\") would have to be quantized again for");
   if (periodic_interval > 0 && nf4())
     return config_error("lora.periodic_interval", "merges the adapters into the base weights, which an NF4 base "
                                                   "(lora.quantize_base = \"nf4\") cannot absorb");

@@ -1,7 +1,7 @@
 // The [lora] section: what a LoRA fine-tune attaches and how, as PEFT's LoraConfig names it. Adapters of rank r on
 // the projections named in target_modules (the last component of a Hugging Face name: "q_proj", "c_attn", ...),
 // scaled by alpha / r; LoRA-FA freezes A after its initialisation; QLoRA stores the frozen projection weights in
-// NF4; PeriodicLoRA merges the adapters into the base and restarts them every periodic_interval steps. It knows nothing of TOML; trainer/config walks `visit`.
+// NF4; LoRA-GA initialises the adapters from the gradient's singular vectors; PeriodicLoRA merges the adapters into the base and restarts them every periodic_interval steps. It knows nothing of TOML; trainer/config walks `visit`.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +20,9 @@ struct LoraSpec {
   bool fa = false;                          // LoRA-FA
   std::string quantize_base = "none";       // or "nf4" (QLoRA)
   int64_t periodic_interval = 0;            // PeriodicLoRA's stage length in optimizer steps; 0: plain LoRA
+  std::string init = "default";             // or "lora_ga"
+  int64_t ga_batches = 2;                   // LoRA-GA: global batches its gradient estimate averages
+  double ga_gamma = 16;                     // LoRA-GA's stable_gamma
 
   template <class V> void visit(V& v) {
     v("r", r, "adapter rank, >= 0; 0 = no adapters (every parameter trains)");
@@ -35,6 +38,11 @@ struct LoraSpec {
     v("periodic_interval", periodic_interval,
       "PeriodicLoRA: every this many optimizer steps the adapters are merged into the base weights and start "
       "again (A drawn afresh, B zero, their optimizer state new), so the total update can exceed rank r; 0 = off");
+    v("init", init,
+      "default | lora_ga: PEFT's initialisation (B = 0), or LoRA-GA's: A and B from the singular vectors of the "
+      "weight gradient estimated over lora.ga_batches batches, the base offset so the model starts unchanged");
+    v("ga_batches", ga_batches, "LoRA-GA: the first global batches of the run its gradient estimate averages, >= 1");
+    v("ga_gamma", ga_gamma, "LoRA-GA's stable scale: A and B times out^(1/4) / sqrt(ga_gamma), > 0");
   }
   absl::Status validate() const;
   // The rules that need the architecture: every target is one of its projections.
@@ -43,6 +51,10 @@ struct LoraSpec {
   bool enabled() const { return r > 0; }
   bool nf4() const { return quantize_base == "nf4"; }
   bool periodic() const { return enabled() && periodic_interval > 0; }
+  bool lora_ga() const { return enabled() && init == "lora_ga"; }
+  // Whether training changes the frozen base (PeriodicLoRA's merges, LoRA-GA's offset): checkpoints then hold it,
+  // and the run saves the merged model instead of an adapter.
+  bool changes_base() const { return periodic() || lora_ga(); }
   float scale() const { return static_cast<float>(alpha / static_cast<double>(r)); }
   std::vector<std::string> targets(const std::string& arch) const;
   bool targets_module(const std::string& module) const;  // after resolve()

@@ -108,9 +108,9 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
       out.push_back(std::move(array));
     }
   }
-  // PeriodicLoRA changes the base at each stage's end: its adapted projection weights are stored as base/<name>
+  // PeriodicLoRA and LoRA-GA change the base: its adapted projection weights are stored as base/<name>
   // (every engine rank holds them whole: the engine's first writes; LoRA runs without pipeline stages).
-  if (cfg.lora.periodic()) {
+  if (cfg.lora.changes_base()) {
     for (const auto& g : whole.frozen_set()->all()) {
       if (!g->projection || whole.find(g->name.substr(0, g->name.rfind('.')) + ".lora_B.weight") == nullptr) continue;
       model::Param* p = s.bundle.params.frozen_set()->find(g->name);

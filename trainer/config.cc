@@ -442,18 +442,21 @@ absl::Status lisa_allowed(const Config& c) {
   return absl::OkStatus();
 }
 
-// PeriodicLoRA (lora.periodic_interval > 0) changes the frozen base, which every rank holds whole (its tp part).
-absl::Status periodic_lora_allowed(const Config& c) {
-  const std::string why = "lora.periodic_interval ";
-  if (c.zero.stage == 3)
-    return config_error("zero.stage", why + "merges whole adapters into the base on every rank; ZeRO-3 shards "
-                                            "them (use zero.stage <= 2)");
-  if (c.offload.optimizer_on_ssd() || c.offload.parameters_offloaded())
-    return config_error("lora.periodic_interval", "restarts the optimizer state in memory: offload.optimizer and "
-                                                  "offload.parameters must be \"none\"");
+// PeriodicLoRA (lora.periodic_interval > 0) and LoRA-GA (lora.init = "lora_ga") change the frozen base, which every
+// rank holds whole (its tp part).
+absl::Status base_changing_lora_allowed(const Config& c) {
+  const std::string key = c.lora.periodic() ? "lora.periodic_interval" : "lora.init";
+  if (c.lora.periodic() && c.zero.stage == 3)
+    return config_error("zero.stage", "lora.periodic_interval merges whole adapters into the base on every rank; "
+                                      "ZeRO-3 shards them (use zero.stage <= 2)");
+  if (c.offload.parameters_offloaded())
+    return config_error(key, "changes adapters in memory: offload.parameters must be \"none\"");
+  if (c.lora.periodic() && c.offload.optimizer_on_ssd())
+    return config_error(key, "restarts the optimizer state in memory: offload.optimizer must be \"none\"");
   if (c.snapshot.interval > 0)
-    return config_error("lora.periodic_interval", "keeps no in-memory snapshots (they would not hold the merged "
-                                                  "base); set snapshot.interval = 0");
+    return config_error(key, "changes the base, which in-memory snapshots do not hold; set snapshot.interval = 0");
+  if (c.lora.lora_ga() && c.optim.name == "zo_sgd")
+    return config_error("lora.init", "lora_ga estimates a gradient by backward, which zo_sgd runs without");
   return absl::OkStatus();
 }
 
@@ -484,7 +487,7 @@ absl::Status Config::validate() const {
                                                       "pipeline parallelism (lora.r > 0)"));
     if (lora.dropout > 0 && parallel.cp > 1)
       return config_error("lora.dropout", "runs without context parallelism (parallel.cp = 1)");
-    if (lora.periodic()) MEMTRAIN_RETURN_IF_ERROR(periodic_lora_allowed(*this));
+    if (lora.changes_base()) MEMTRAIN_RETURN_IF_ERROR(base_changing_lora_allowed(*this));
   }
   if (memory.activations == std::vector<std::string>{"auto"}) {
     if (memory.budget_bytes() == 0)

@@ -266,6 +266,21 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
   return std::sqrt(total);
 }
 
+absl::Status gather_tp_parts(parallel::Communicator& tp, const float* part,
+                             const std::vector<const model::Param*>& rank_parts, float* whole) {
+  std::vector<int64_t> counts(tp.size());
+  int64_t total = 0;
+  for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(rank_parts[r]->local_shape);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
+  MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(part, blocks.f32(), counts, DType::kF32));
+  const float* src = blocks.f32();
+  for (int r = 0; r < tp.size(); ++r) {
+    model::for_each_global_run(*rank_parts[r], [&](int64_t l, int64_t g, int64_t n) { std::copy_n(src + l, n, whole + g); });
+    src += counts[r];
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local) {
   parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);
@@ -279,35 +294,25 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config
         create_rank_models(cfg, parts[r], model::TensorParallel::shapes_of_rank(r, tp.size()), {}, pp_rank, pp)
             .status());
   }
-  // Set by set: what trains, and under PeriodicLoRA the frozen base too (its adapted projections changed).
+  // Set by set: what trains, and where PeriodicLoRA or LoRA-GA changed it the frozen base too.
   auto gather_set = [&](const model::ParamSet& mine_set, auto part_of, const model::ParamSet& global_set) -> absl::Status {
     const auto& mine = mine_set.all();
     for (size_t i = 0; i < mine.size(); ++i) {
-      std::vector<int64_t> counts(tp.size());
-      int64_t total = 0;
-      for (int r = 0; r < tp.size(); ++r) total += counts[r] = shape_numel(part_of(r).all()[i]->local_shape);
-      MEMTRAIN_ASSIGN_OR_RETURN(Tensor blocks, Tensor::empty({total}, DType::kF32, MemCategory::kWorkspace));
+      std::vector<const model::Param*> rank_parts;
+      for (int r = 0; r < tp.size(); ++r) rank_parts.push_back(part_of(r).all()[i].get());
       for (bool grads : {false, true}) {
         const Tensor& part = grads ? mine[i]->grad : mine[i]->value;
         // Stages 2-3 free gradients, a frozen tensor has none, an NF4 one no fp32 value (on every rank alike).
         if (!part.defined()) continue;
-        MEMTRAIN_RETURN_IF_ERROR(tp.all_gather_v(part.f32(), blocks.f32(), counts, DType::kF32));
         const model::Param& whole = *global_set.all()[i];
-        float* dst = (grads ? whole.grad : whole.value).f32();
-        const float* src = blocks.f32();
-        for (int r = 0; r < tp.size(); ++r) {
-          model::for_each_global_run(*part_of(r).all()[i], [&](int64_t l, int64_t g, int64_t n) {
-            std::copy_n(src + l, n, dst + g);
-          });
-          src += counts[r];
-        }
+        MEMTRAIN_RETURN_IF_ERROR(gather_tp_parts(tp, part.f32(), rank_parts, (grads ? whole.grad : whole.value).f32()));
       }
     }
     return absl::OkStatus();
   };
   MEMTRAIN_RETURN_IF_ERROR(
       gather_set(local.params, [&](int r) -> const model::ParamSet& { return parts[r]; }, global->params));
-  if (cfg.lora.periodic()) {
+  if (cfg.lora.changes_base()) {
     MEMTRAIN_RETURN_IF_ERROR(gather_set(
         *local.params.frozen_set(), [&](int r) -> const model::ParamSet& { return *parts[r].frozen_set(); },
         *global->params.frozen_set()));

@@ -77,9 +77,14 @@ absl::StatusOr<optim::MatrixGroup> matrix_group_shapes(const Config& cfg, const 
 // own (bitwise) norm.
 absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, parallel::DataParallel& engine);
 
+// Collective over tp: one tensor whole (global shape, into `whole`) from every tp rank's part, `part` this rank's;
+// rank_parts[r] is the tensor as tp rank r holds it (its split, from that rank's shapes-only model).
+absl::Status gather_tp_parts(parallel::Communicator& tp, const float* part,
+                             const std::vector<const model::Param*>& rank_parts, float* whole);
 // Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
 // values and gradients assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group
-// gets one; under PeriodicLoRA with the frozen base as training left it. (Gradients are only meaningful where the engine keeps them whole: stages 0 and 1.)
+// gets one; under PeriodicLoRA or LoRA-GA with the frozen base as training left it. (Gradients are only meaningful
+// where the engine keeps them whole: stages 0 and 1.)
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local);
 // Collective over pp (ranks with the same tp, cp and dp coordinates), after gather_tensor_parallel where tp > 1:

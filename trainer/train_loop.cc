@@ -22,6 +22,7 @@
 #include "trainer/checkpointing.h"
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
+#include "trainer/lora_ga.h"
 #include "trainer/metrics.h"
 #include "trainer/peft_adapter.h"
 #include "trainer/pipeline.h"
@@ -176,6 +177,14 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotStore> snapshots, SnapshotStore::create(checkpoints));
   if (snapshots && cfg.train.resume == "auto") {
     MEMTRAIN_ASSIGN_OR_RETURN(first_step, snapshots->recover(first_step));
+  }
+  if (cfg.lora.lora_ga() && first_step == 0) {  // a resumed run has its adapters and base from the checkpoint
+    const auto t_init = Clock::now();
+    MEMTRAIN_RETURN_IF_ERROR(lora_ga_initialize(cfg, world, run, *bundle, *engine, batches));
+    if (!quiet) {
+      std::printf("LoRA-GA: adapters initialised from the gradient of %lld batches in %.2f s\n",
+                  static_cast<long long>(cfg.lora.ga_batches), seconds_since(t_init));
+    }
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSaver> saver, CheckpointSaver::create(checkpoints));
   // A failed save stops the run, or (train.checkpoint_failure = "continue") is a warning.
@@ -435,8 +444,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   if (!lead) return result;
   const ModelBundle& whole = global ? *global : *bundle;
   if (cfg.output.save_weights) {
-    // PeriodicLoRA changed the base: its product is the merged model, not an adapter.
-    const bool adapter = cfg.lora.enabled() && !cfg.lora.periodic();
+    // PeriodicLoRA and LoRA-GA change the base: its product is the merged model, not an adapter.
+    const bool adapter = cfg.lora.enabled() && !cfg.lora.changes_base();
     const std::string path = adapter ? adapter_path(cfg) : weights_path(cfg);
     MEMTRAIN_FAULT_POINT("train.before_save_weights");
     if (adapter) {

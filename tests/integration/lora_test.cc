@@ -8,6 +8,7 @@
 // - QLoRA (nf4 base) trains and its loss stays near LoRA's over the fp32 base;
 // - `memtrain train`, `sample` (base + adapter) and `convert --merge-adapter` work from the command line;
 // - instruction data (JSONL), packed and padded, fine-tunes from the command line and `eval` scores it;
+// - LoRA-GA's adapters span the singular vectors of the full model's gradient, its base is offset to match;
 // - PeriodicLoRA: one stage is plain LoRA merged; three stages of rank r update beyond rank r; resumes bit for bit;
 // - bad [lora] keys and a missing model.from_hf are config errors naming the key.
 #include <gtest/gtest.h>
@@ -21,10 +22,12 @@
 #include <optional>
 #include <fstream>
 
+#include "checkpoint/hdf5_file.h"
 #include "checkpoint/safetensors.h"
 #include "tests/integration/cli.h"
 #include "trainer/hf_convert.h"
 #include "trainer/peft_adapter.h"
+#include "trainer/run_data.h"
 #include "trainer/session.h"
 #include "trainer/train_loop.h"
 
@@ -187,6 +190,117 @@ TEST_F(Lora, PeriodicLoraMergesStagesIntoAHigherRankUpdate) {
     for (int i = stop; i < 12; ++i) EXPECT_EQ(second->losses[i - stop], three->losses[i]) << "step " << i + 1;
     EXPECT_EQ(second->final_val_loss, three->final_val_loss);
   }
+}
+
+// Projector onto the eigenvectors [lo, hi) (by descending eigenvalue) of the symmetric n x n matrix S (float64,
+// LAPACK's symmetric eigensolver: another algorithm than the SVD LoRA-GA uses).
+std::vector<double> eigen_projector(std::vector<double> S, int64_t n, int64_t lo, int64_t hi) {
+  std::vector<double> w(n);
+  MEMTRAIN_CHECK(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', n, S.data(), n, w.data()) == 0);  // ascending
+  std::vector<double> P(n * n, 0.0);
+  for (int64_t e = lo; e < hi; ++e) {
+    const int64_t col = n - 1 - e;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) P[i * n + j] += S[i * n + col] * S[j * n + col];
+  }
+  return P;
+}
+
+// A dataset of a checkpoint file, whole.
+Tensor read_dataset(checkpoint::Hdf5File& file, const std::string& name, const Shape& shape) {
+  Tensor t = *Tensor::empty(shape, DType::kF32, MemCategory::kWorkspace);
+  const checkpoint::GlobalRun all{0, t.numel()};
+  MEMTRAIN_CHECK_OK(file.read(name, shape, DType::kF32, {&all, 1}, t.raw()));
+  return t;
+}
+
+// LoRA-GA against the full model's weight gradient computed directly (a plain model, forward and backward on the
+// run's first batch): A's rows span the gradient's top r right singular vectors and B's columns the left ones
+// r..2r (projectors within 1e-3, from an eigensolver on G^T G and G G^T), both scaled by out^(1/4) / sqrt(16);
+// the checkpointed base is W0 - (alpha / r) B A, so the first loss is plain LoRA's (the base's); and it resumes.
+TEST_F(Lora, LoraGaStartsFromTheGradientsSingularVectors) {
+  const trainer::Config plain_cfg = config(toml("plain_base", tiny_llama()), {"train.max_steps=1"});
+  const std::string hf = write_base(plain_cfg);
+  auto full = trainer::build_model(plain_cfg);
+  ASSERT_TRUE(full.ok()) << full.status();
+  {
+    auto data = trainer::RunData::open(plain_cfg, plain_cfg.train.batch_size);
+    ASSERT_TRUE(data.ok()) << data.status();
+    auto batch = (*data)->make_batch(plain_cfg.train.batch_size);
+    (*data)->fill_train(0, 0, plain_cfg.train.batch_size, *batch);
+    model::ActivationStore store;
+    batch->apply(store);
+    ASSERT_TRUE((*full)->model->forward(batch->inputs, batch->targets,
+                                        1.0f / static_cast<float>((*data)->train_normalizer(0)), store).ok());
+    ASSERT_TRUE((*full)->model->backward(store).ok());
+  }
+  const std::string model = "from_hf = \"" + hf + "\"\n";
+  const std::string lora = "[lora]\nr = 2\nalpha = 4\ntarget_modules = [\"q_proj\", \"down_proj\"]\n";
+  // One step at a learning rate too small to move anything: the checkpoint holds the initialisation.
+  const std::vector<std::string> sets = {"train.max_steps=1", "optim.lr=1e-12", "optim.min_lr=0",
+                                         "train.checkpoint_interval=1"};
+  auto ga = trainer::run_training(config(toml("ga", model, lora + "init = \"lora_ga\"\nga_batches = 1\n"), sets), true);
+  ASSERT_TRUE(ga.ok()) << ga.status();
+  auto plain = trainer::run_training(config(toml("plain", model, lora), sets), true);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_NEAR(ga->losses[0], plain->losses[0], 1e-5 * plain->losses[0]);
+  auto file = checkpoint::Hdf5File::open(dir_ + "/ga/checkpoints/step_00000001.h5", MPI_COMM_NULL);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const double s = 4.0 / 2, c = 1.0 / std::sqrt(16.0);
+  int checked = 0;
+  for (const auto& p : (*full)->params.all()) {
+    if (p->name.find("q_proj") == std::string::npos && p->name.find("down_proj") == std::string::npos) continue;
+    SCOPED_TRACE(p->name);
+    const std::string prefix = p->name.substr(0, p->name.rfind('.'));
+    const int64_t out = p->shape[0], in = p->shape[1], r = 2;
+    const Tensor A = read_dataset(**file, "params/" + prefix + ".lora_A.weight", {r, in});
+    const Tensor B = read_dataset(**file, "params/" + prefix + ".lora_B.weight", {out, r});
+    const Tensor W = read_dataset(**file, "base/" + p->name, p->shape);
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i) {
+        double ba = 0;
+        for (int64_t k = 0; k < r; ++k) ba += static_cast<double>(B.f32()[o * r + k]) * A.f32()[k * in + i];
+        ASSERT_NEAR(W.f32()[o * in + i], p->value.f32()[o * in + i] - s * ba, 1e-6);
+      }
+    // The projectors: A^T A / (c^2 sqrt(out)) against V_r V_r^T, B B^T / (c^2 sqrt(out)) against U_{r..2r} U^T.
+    const float* G = p->grad.f32();
+    std::vector<double> gtg(in * in, 0.0), ggt(out * out, 0.0);
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j < in; ++j)
+        for (int64_t o = 0; o < out; ++o) gtg[i * in + j] += static_cast<double>(G[o * in + i]) * G[o * in + j];
+    for (int64_t a = 0; a < out; ++a)
+      for (int64_t b = 0; b < out; ++b)
+        for (int64_t i = 0; i < in; ++i) ggt[a * out + b] += static_cast<double>(G[a * in + i]) * G[b * in + i];
+    const std::vector<double> pv = eigen_projector(gtg, in, 0, r), pu = eigen_projector(ggt, out, r, 2 * r);
+    const double norm = c * c * std::sqrt(static_cast<double>(out));
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j < in; ++j) {
+        double ata = 0;
+        for (int64_t k = 0; k < r; ++k) ata += static_cast<double>(A.f32()[k * in + i]) * A.f32()[k * in + j];
+        ASSERT_NEAR(ata / norm, pv[i * in + j], 1e-3) << "A^T A (" << i << ", " << j << ")";
+      }
+    for (int64_t a = 0; a < out; ++a)
+      for (int64_t b = 0; b < out; ++b) {
+        double bbt = 0;
+        for (int64_t k = 0; k < r; ++k) bbt += static_cast<double>(B.f32()[a * r + k]) * B.f32()[b * r + k];
+        ASSERT_NEAR(bbt / norm, pu[a * out + b], 1e-3) << "B B^T (" << a << ", " << b << ")";
+      }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);  // two modules, two layers
+  (void)(*file)->close();
+
+  // Stopped at step 3 and resumed to 6: the checkpoint holds the offset base; the initialisation does not run again.
+  const std::string text = toml("ga_resumed", model, lora + "init = \"lora_ga\"\n");
+  auto whole = trainer::run_training(config(text), true);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_LT(whole->losses.back(), whole->losses.front() - 0.2);
+  const std::vector<std::string> ckpt = {"train.checkpoint_interval=3", "train.resume=auto"};
+  ASSERT_TRUE(trainer::run_training(config(text, {ckpt[0], ckpt[1], "train.max_steps=3"}), true).ok());
+  auto second = trainer::run_training(config(text, {ckpt[0], ckpt[1]}), true);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_EQ(second->losses.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(second->losses[i], whole->losses[3 + i]) << "step " << 4 + i;
 }
 
 TEST_F(Lora, CommandLineTrainSampleAndMerge) {

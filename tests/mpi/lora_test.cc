@@ -4,11 +4,12 @@
 // by two tp ranks (LLaMA, 2 kv heads, tp = 4), LoRA-FA, QLoRA's NF4 base under data and tensor parallelism (each
 // rank's blocks cut from the whole matrix quantized, so it dequantizes to the single process's weights), LoRA dropout
 // (each rank draws the masks of its micro-batches and features that one process draws), and instruction data,
-// packed and padded, PeriodicLoRA (three stages: every rank merges its parts into its base and restarts; the merged
+// packed and padded, LoRA-GA's initialisation (the gradient estimate summed over dp, gathered over tp, the
+// factors from one SVD; the offset base), PeriodicLoRA (three stages: every rank merges its parts into its base and restarts; the merged
 // model is saved). The bounds
 // are tensor_parallel_test's: every step's loss within 1e-5 relative of the single process over 30 steps, and the
 // saved adapters within 1e-4 relative per tensor (Adam magnifies rounding differences of small gradients; a
-// wrongly split or summed adapter is off by O(1)); PeriodicLoRA's merged models within 1e-4 relative per tensor.
+// wrongly split or summed adapter is off by O(1)); PeriodicLoRA's and LoRA-GA's merged models within 1e-4 relative per tensor.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -37,10 +38,11 @@ struct LoraCase {
   std::string instructions = "";  // "packed" or "padded": train on JSONL examples instead of token windows
   bool dropout = false;           // lora.dropout = 0.1
   bool periodic = false;          // PeriodicLoRA, stages of 10 steps: the merged model is what is saved
+  bool ga = false;                // LoRA-GA's initialisation (2 batches): the merged model is what is saved
   std::string name() const {
     return arch + "_tp" + std::to_string(tp) + (sp ? "_sp" : "") + "_zero" + std::to_string(stage) +
            (fa ? "_fa" : "") + (nf4 ? "_nf4" : "") + (instructions.empty() ? "" : "_" + instructions) +
-           (dropout ? "_dropout" : "") + (periodic ? "_periodic" : "");
+           (dropout ? "_dropout" : "") + (periodic ? "_periodic" : "") + (ga ? "_ga" : "");
   }
 };
 
@@ -80,6 +82,7 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
             std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"),
             std::string("lora.dropout=") + (c.dropout ? "0.1" : "0"),
             std::string("lora.periodic_interval=") + (c.periodic ? "10" : "0"),
+            std::string("lora.init=") + (c.ga ? "lora_ga" : "default"),
             "model.vocab_size=256",
             "model.n_embd=" + std::string(c.nf4 ? "128" : "32"),
             "model.ffn_hidden=" + std::string(c.nf4 ? "256" : "0"),
@@ -128,12 +131,12 @@ TEST_P(LoraVsSingleProcess, LossCurveAndSavedAdapter) {
   EXPECT_LT(mesh->losses.back(), mesh->losses.front() - 0.2) << "the adapters should learn something";
   if (world().rank() != 0) return;
   std::printf("%s, dp=%d: largest relative loss difference over 30 steps %.2e\n", c.name().c_str(), dp, worst);
-  const std::string saved = c.periodic ? "/model.safetensors" : "/adapter/adapter_model.safetensors";
+  const std::string saved = c.periodic || c.ga ? "/model.safetensors" : "/adapter/adapter_model.safetensors";
   auto a = checkpoint::read_safetensors(mesh_out + saved, MemCategory::kWorkspace);
   auto b = checkpoint::read_safetensors(single_out + saved, MemCategory::kWorkspace);
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   ASSERT_EQ(a->tensors.size(), b->tensors.size());
-  if (!c.periodic) EXPECT_EQ(b->tensors.size(), (c.arch == "gpt2" ? 3u + 1u : 7u) * 2 * 2);  // per layer, A and B, 2 layers
+  if (!c.periodic && !c.ga) EXPECT_EQ(b->tensors.size(), (c.arch == "gpt2" ? 3u + 1u : 7u) * 2 * 2);  // per layer, A and B, 2 layers
   for (size_t i = 0; i < b->tensors.size(); ++i) {
     const Tensor& x = a->tensors[i].tensor;
     const Tensor& y = b->tensors[i].tensor;
@@ -161,7 +164,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, LoraVsSingleProcess,
                                            LoraCase{"llama", 2, 2, true, false, false, "packed", true},
                                            LoraCase{"gpt2", 1, 1, false, false, false, "", false, true},
                                            LoraCase{"llama", 2, 2, false, false, false, "", false, true},
-                                           LoraCase{"gpt2", 2, 0, false, true, false, "", false, true}),
+                                           LoraCase{"gpt2", 2, 0, false, true, false, "", false, true},
+                                           LoraCase{"gpt2", 1, 1, false, false, false, "", false, false, true},
+                                           LoraCase{"llama", 2, 0, true, false, false, "", false, false, true},
+                                           LoraCase{"gpt2", 1, 3, false, false, false, "", false, false, true}),
                          [](const auto& info) { return info.param.name(); });
 
 }  // namespace
