@@ -170,7 +170,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
   return a;
 }
 
-absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(const Config& cfg, const Args& args) {
+absl::StatusOr<std::unique_ptr<ModelBundle>> load_trained(Config cfg, const Args& args) {
+  if (cfg.lora.changes_base()) cfg.lora = model::LoraSpec{};  // PeriodicLoRA and LoRA-GA save the merged model
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<ModelBundle> bundle, build_model(cfg));
   if (cfg.lora.enabled()) {  // the base from model.from_hf (or the seed), the adapter from its directory
     const std::string dir = args.weights.empty() ? adapter_path(cfg) : args.weights;

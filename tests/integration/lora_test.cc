@@ -178,6 +178,15 @@ TEST_F(Lora, PeriodicLoraMergesStagesIntoAHigherRankUpdate) {
     EXPECT_EQ(update_rank(expected->params.at(t.name), w0), 2) << t.name << ": plain LoRA";
   }
 
+  // eval reads the merged model the run saved.
+  const std::string path = dir_ + "/three.toml";
+  std::ofstream(path) << toml("three", model, periodic);
+  auto eval = testing::run_memtrain("eval " + path + " --set train.max_steps=12", dir_);
+  ASSERT_EQ(eval.exit_code, 0) << eval.err;
+  double val = 0;
+  ASSERT_EQ(std::sscanf(eval.out.c_str(), "val_loss %lf", &val), 1) << eval.out;
+  EXPECT_NEAR(val, three->final_val_loss, 1e-5 * three->final_val_loss);
+
   for (const auto& [stop, every] : {std::pair{6, 3}, std::pair{8, 4}}) {
     SCOPED_TRACE("stopped at " + std::to_string(stop));
     const std::string text = toml("resumed_" + std::to_string(stop), model, periodic);
