@@ -11,15 +11,34 @@
 namespace memtrain::model {
 namespace {
 
-// y = x W^T, through the NF4 weight when the base is stored 4-bit.
-void matmul(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
-  if (w.weight->nf4) return cpu::nf4_matmul_xwt(x, N, w.weight->nf4->matrix, 0.0f, y, pool);
-  const float* W = w.weight->value.f32();
+// SLTrain's S as a dense tensor of this rank's part of W (workspace, for one matmul).
+absl::StatusOr<Tensor> sparse_dense(const LinearWeights& w) {
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor W, Tensor::empty(w.in_out ? Shape{w.in, w.out} : Shape{w.out, w.in}, DType::kF32,
+                                                    MemCategory::kWorkspace));
+  sparse_scatter(w.sparse, W.f32(), W.numel());
+  return W;
+}
+
+// Whether this rank counts the projection's split tensors in global sums (TpSplit::primary).
+bool primary(const LinearWeights& w) { return w.weight ? w.weight->tp.primary : w.sparse.values->tp.primary; }
+
+// y = x W^T, through the NF4 weight when the base is stored 4-bit, or S under SLTrain (the low-rank part is the
+// adapter's).
+absl::Status matmul(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool) {
+  Tensor dense;
+  if (w.sparse.values) {
+    MEMTRAIN_ASSIGN_OR_RETURN(dense, sparse_dense(w));
+  } else if (w.weight->nf4) {
+    cpu::nf4_matmul_xwt(x, N, w.weight->nf4->matrix, 0.0f, y, pool);
+    return absl::OkStatus();
+  }
+  const float* W = dense.defined() ? dense.f32() : w.weight->value.f32();
   if (w.in_out) {
     cpu::sgemm(false, false, N, w.out, w.in, 1.0f, x, w.in, W, w.out, 0.0f, y, w.out, pool);
   } else {
     cpu::sgemm(false, true, N, w.out, w.in, 1.0f, x, w.in, W, w.in, 0.0f, y, w.out, pool);
   }
+  return absl::OkStatus();
 }
 
 // The adapter's kernels' view; gradients only in backward (a data-parallel engine points them into its buffers
@@ -79,8 +98,12 @@ absl::Status add_adapter_output(const LinearWeights& w, const float* x, int64_t 
   return absl::OkStatus();
 }
 
-void base_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N, ThreadPool& pool) {
-  if (!w.weight->frozen) {
+absl::Status base_backward_weight(const LinearWeights& w, const float* x, const float* dy, int64_t N,
+                                  ThreadPool& pool) {
+  if (w.sparse.values) {
+    MEMTRAIN_RETURN_IF_ERROR(
+        sparse_values_grad(w.sparse, x, dy, N, w.in, w.out, w.in_out, w.sparse.values->grad.f32(), pool));
+  } else if (!w.weight->frozen) {
     float* dW = w.weight->grad.f32();
     if (w.in_out) {
       cpu::sgemm(true, false, w.in, w.out, N, 1.0f, x, w.in, dy, w.out, 1.0f, dW, w.out, pool);
@@ -89,6 +112,7 @@ void base_backward_weight(const LinearWeights& w, const float* x, const float* d
     }
   }
   if (w.bias && !w.bias->frozen) cpu::bias_backward(dy, N, w.out, w.bias->grad.f32(), pool);
+  return absl::OkStatus();
 }
 
 // The adapter's weight gradients need h = x A^T and dh = scale * dy B whole: a row-parallel rank holds a part of
@@ -107,7 +131,7 @@ absl::StatusOr<std::pair<Tensor, Tensor>> adapter_grad_inputs(const LinearWeight
   if (l.row) {
     MEMTRAIN_RETURN_IF_ERROR(l.tp.sum(h));
   } else if (l.tp.size > 1) {
-    if (!w.weight->tp.primary) dh.fill_zero();
+    if (!primary(w)) dh.fill_zero();
     MEMTRAIN_RETURN_IF_ERROR(l.tp.sum(dh));
   }
   return std::pair{std::move(h), std::move(dh)};
@@ -134,36 +158,52 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
   w.in_out = in_out;
   // The split dimension of the weight: outputs are dim 1 of (in, out) and dim 0 of (out, in).
   const int dim = (column == in_out) ? 1 : 0;
-  w.weight = &params.add(prefix + ".weight", in_out ? Shape{in, out} : Shape{out, in}, ParamKind::kWeight,
-                         ParamInit{ParamInit::kNormal, init_std}, TpSplit::along(dim, split.ranges, split.primary));
-  w.weight->projection = true;
-  w.weight->in_out = in_out;
+  const TpSplit a_split = column ? TpSplit::whole(tp) : TpSplit::along(1, split.ranges);
+  const TpSplit b_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
+  // nn.Linear's default initialisation (Kaiming-uniform, bound 1 / sqrt(in)): LoRA's A, SLTrain's A and S.
+  const ParamInit kaiming{ParamInit::kUniform, 1.0f / std::sqrt(static_cast<float>(in))};
+  auto low_rank = [&](Param* A, Param* B, float scale) {  // an adapter (LoRA's, or SLTrain's trainable factors)
+    w.lora.A = A;
+    w.lora.B = B;
+    w.lora.scale = scale;
+    w.lora.row = !column;
+    w.lora.tp = tp;
+    w.lora.in_global = in;
+    w.lora.in_offset = column ? 0 : split.ranges.front().first;
+  };
+  const Shape shape = in_out ? Shape{in, out} : Shape{out, in};
+  if (const SlTrainShape* sl = params.sltrain()) {
+    MEMTRAIN_CHECK_MSG(params.lora() == nullptr, "SLTrain and LoRA do not combine");
+    w.sparse = make_sparse_weight(params, prefix, shape, TpSplit::along(dim, split.ranges, split.primary), sl->delta,
+                                  kaiming.std);
+    low_rank(&params.add(prefix + ".sltrain.A", {sl->r, in}, ParamKind::kWeight, kaiming, a_split),
+             &params.add(prefix + ".sltrain.B", {out, sl->r}, ParamKind::kWeight, ParamInit{ParamInit::kZeros}, b_split),
+             sl->scale);
+  } else {
+    w.weight = &params.add(prefix + ".weight", shape, ParamKind::kWeight, ParamInit{ParamInit::kNormal, init_std},
+                           TpSplit::along(dim, split.ranges, split.primary));
+    w.weight->projection = true;
+    w.weight->in_out = in_out;
+  }
   if (bias) {
     const TpSplit bias_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
     w.bias = &params.add(prefix + ".bias", {out}, ParamKind::kBias, ParamInit{ParamInit::kZeros}, bias_split);
   }
   const LoraSpec* lora = params.lora();
   if (lora != nullptr && lora->targets_module(prefix.substr(prefix.rfind('.') + 1))) {
-    // PEFT's initialisation: A as nn.Linear's default (Kaiming-uniform, bound 1 / sqrt(in)), B zero.
-    const ParamInit a_init{ParamInit::kUniform, 1.0f / std::sqrt(static_cast<float>(in))};
-    const TpSplit a_split = column ? TpSplit::whole(tp) : TpSplit::along(1, split.ranges);
-    const TpSplit b_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
-    w.lora.A = &params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, a_init, a_split, !lora->fa);
-    w.lora.B = &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
-                                   /*trainable=*/true);
-    w.lora.scale = lora->scale();
-    w.lora.row = !column;
-    w.lora.tp = tp;
+    // PEFT's initialisation: A as nn.Linear's default, B zero.
+    low_rank(&params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, kaiming, a_split, !lora->fa),
+             &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
+                                 /*trainable=*/true),
+             lora->scale());
     w.lora.dropout = static_cast<float>(lora->dropout);
-    w.lora.in_global = in;
-    w.lora.in_offset = column ? 0 : split.ranges.front().first;
   }
   return w;
 }
 
 absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
                             const ActivationStore& store) {
-  matmul(w, x, N, y, pool);
+  MEMTRAIN_RETURN_IF_ERROR(matmul(w, x, N, y, pool));
   if (w.bias) cpu::add_bias(y, w.bias->value.f32(), N, w.out, pool);
   return add_adapter_output(w, x, N, y, pool, store);
 }
@@ -171,7 +211,7 @@ absl::Status linear_forward(const LinearWeights& w, const float* x, int64_t N, f
 absl::StatusOr<Tensor> row_parallel_forward(const LinearWeights& w, const float* x, int64_t N, ThreadPool& pool,
                                             const TensorParallel& tp, const ActivationStore& store) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor partial, Tensor::empty({N, w.out}, DType::kF32, MemCategory::kActivations));
-  matmul(w, x, N, partial.f32(), pool);
+  MEMTRAIN_RETURN_IF_ERROR(matmul(w, x, N, partial.f32(), pool));
   MEMTRAIN_RETURN_IF_ERROR(add_adapter_output(w, x, N, partial.f32(), pool, store));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, tp.sum_rows(partial));
   if (w.bias) cpu::add_bias(y.f32(), w.bias->value.f32(), y.rows(), w.out, pool);
@@ -188,7 +228,7 @@ absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tens
   }
   MEMTRAIN_RETURN_IF_ERROR(store.weight_grad([w, x, dy, N, h_dh, dropped] {
     ThreadPool& pool = ThreadPool::global();
-    base_backward_weight(w, x.f32(), dy.f32(), N, pool);
+    MEMTRAIN_RETURN_IF_ERROR(base_backward_weight(w, x.f32(), dy.f32(), N, pool));
     if (w.lora.A != nullptr) {
       const float* in = dropped.defined() ? dropped.f32() : x.f32();
       adapter_backward_weight(w, in, dy.f32(), h_dh.first.f32(), h_dh.second.f32(), N, pool);
@@ -202,12 +242,17 @@ absl::Status linear_backward(const LinearWeights& w, const Tensor& x, const Tens
 absl::Status linear_backward_input(const LinearWeights& w, const float* dy, int64_t N, float* dx, ThreadPool& pool,
                                    bool accumulate_dx, const ActivationStore& store) {
   const float beta = accumulate_dx ? 1.0f : 0.0f;
-  if (w.weight->nf4) {
+  Tensor dense;  // SLTrain's S, rebuilt for this matmul
+  if (w.sparse.values) {
+    MEMTRAIN_ASSIGN_OR_RETURN(dense, sparse_dense(w));
+  }
+  const float* W = dense.defined() ? dense.f32() : w.weight->nf4 ? nullptr : w.weight->value.f32();
+  if (W == nullptr) {
     cpu::nf4_matmul_dyw(dy, N, w.weight->nf4->matrix, beta, dx, pool);
   } else if (w.in_out) {
-    cpu::sgemm(false, true, N, w.in, w.out, 1.0f, dy, w.out, w.weight->value.f32(), w.out, beta, dx, w.in, pool);
+    cpu::sgemm(false, true, N, w.in, w.out, 1.0f, dy, w.out, W, w.out, beta, dx, w.in, pool);
   } else {
-    cpu::sgemm(false, false, N, w.in, w.out, 1.0f, dy, w.out, w.weight->value.f32(), w.in, beta, dx, w.in, pool);
+    cpu::sgemm(false, false, N, w.in, w.out, 1.0f, dy, w.out, W, w.in, beta, dx, w.in, pool);
   }
   if (w.lora.A == nullptr) return absl::OkStatus();
   // dx += (scale * dy B) A: this rank's part of a column-parallel dx (the layer sums it over tp), or a row-parallel

@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "model/activation_store.h"
 #include "model/params.h"
+#include "model/sltrain.h"
 #include "model/tensor_parallel.h"
 
 namespace memtrain::model {
@@ -38,7 +39,8 @@ struct LoraWeights {
 };
 
 struct LinearWeights {
-  Param* weight = nullptr;  // not owned: the ParamSet outlives layers; frozen under LoRA (maybe NF4)
+  Param* weight = nullptr;  // not owned: the ParamSet outlives layers; frozen under LoRA (maybe NF4); null under SLTrain
+  SparseWeight sparse;      // SLTrain: W = scale * B A (`lora`, trainable) + S (these values); else values null
   Param* bias = nullptr;    // optional
   bool in_out = false;      // true: Conv1D layout (in, out)
   int64_t in = 0, out = 0;  // this rank's sizes
@@ -48,7 +50,8 @@ struct LinearWeights {
 // Registers `prefix.weight` (global (out, in) or (in, out)) and `prefix.bias` (out) in `params`, split as `split`
 // says; a row-parallel bias is whole on every rank. When params fine-tunes (ParamSet::fine_tune) a projection
 // whose last name component is a LoRA target, also `prefix.lora_A.weight` and `prefix.lora_B.weight` (PEFT's
-// names below base_model.model.).
+// names below base_model.model.). Under SLTrain (ParamSet::sltrain) the weight is `prefix.sltrain.values` (sparse)
+// and the low-rank `prefix.sltrain.A` (r, in) and `prefix.sltrain.B` (out, r), all trainable, instead.
 LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t in, int64_t out, bool bias,
                           bool in_out, float init_std, const TensorParallel& tp, LinearSplit split = {});
 

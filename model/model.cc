@@ -44,6 +44,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::create(const ModelConfig& cfg, Par
   const int64_t end = stage.end_layer < 0 ? cfg.n_layer : stage.end_layer;
   MEMTRAIN_CHECK_MSG(0 <= stage.first_layer && stage.first_layer <= end && end <= cfg.n_layer,
                      "a pipeline stage's layers lie within the model");
+  if (cfg.sltrain()) {
+    params.use_sltrain({cfg.sltrain_rank, cfg.sltrain_delta,
+                        static_cast<float>(cfg.sltrain_alpha / static_cast<double>(cfg.sltrain_rank))});
+  }
   if (cfg.is_llama()) return std::unique_ptr<Model>(new LlamaModel(cfg, params, tp, cp, stage));
   return std::unique_ptr<Model>(new Gpt2Model(cfg, params, tp, cp, stage));
 }
@@ -244,7 +248,13 @@ int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
   const int64_t ring = cp_.size > 1 ? 4 * b * t * (cfg_.n_head / tp_.size) : 0;
   const int64_t head = stage_.last ? head_->workspace_bytes(b * t) : 0;
   const int64_t positions = 4 * b * t;  // the position ids (GPT-2's embeddings, LLaMA's RoPE)
-  return std::max({head, body_workspace_bytes(b, t), ring, positions});
+  // SLTrain: a projection's S as a dense matrix (forward, backward input), or x^T and dy^T for its values' gradient.
+  int64_t sltrain = 0;
+  if (cfg_.sltrain()) {
+    const int64_t C = cfg_.n_embd, wide = std::max(cfg_.is_llama() ? C : 3 * C, cfg_.ffn()) / tp_.size;
+    sltrain = 4 * std::max(C * wide, b * t * (C + wide));
+  }
+  return std::max({head, body_workspace_bytes(b, t), ring, positions, sltrain});
 }
 
 int64_t Model::predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy) const {

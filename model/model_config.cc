@@ -40,6 +40,10 @@ absl::Status ModelConfig::validate() const {
   if (!(norm_eps > 0)) return config_error("model.norm_eps", absl::StrCat("must be > 0, got ", norm_eps));
   if (!(rope_theta > 0)) return config_error("model.rope_theta", absl::StrCat("must be > 0, got ", rope_theta));
   if (!(init_std > 0)) return config_error("model.init_std", absl::StrCat("must be > 0, got ", init_std));
+  if (sltrain_rank < 0) return config_error("model.sltrain_rank", absl::StrCat("must be >= 0, got ", sltrain_rank));
+  if (!(sltrain_delta > 0 && sltrain_delta < 1))
+    return config_error("model.sltrain_delta", absl::StrCat("must be in (0, 1), got ", sltrain_delta));
+  if (!(sltrain_alpha > 0)) return config_error("model.sltrain_alpha", absl::StrCat("must be > 0, got ", sltrain_alpha));
   return absl::OkStatus();
 }
 

@@ -23,6 +23,10 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double init_std = 0.02;
   std::string from_hf;  // a Hugging Face model directory the architecture and starting weights come from
+  // SLTrain (Han et al. 2024): every block projection W = (alpha / r) B A + S, S sparse on a fixed random support.
+  int64_t sltrain_rank = 0;  // r; 0: dense projections
+  double sltrain_delta = 0.03;
+  double sltrain_alpha = 32;
 
   template <class V> void visit(V& v) {
     v("arch", arch, "gpt2 | llama");
@@ -38,6 +42,12 @@ struct ModelConfig {
     v("norm_eps", norm_eps, "LayerNorm / RMSNorm epsilon, > 0");
     v("rope_theta", rope_theta, "llama: RoPE base, > 0");
     v("init_std", init_std, "std of the normal initialisation, > 0");
+    v("sltrain_rank", sltrain_rank,
+      "SLTrain: every block projection is (sltrain_alpha / r) B A + S, B (out, r) and A (r, in) low-rank, S sparse on "
+      "a fixed uniformly random support; r >= 0, 0 = dense projections");
+    v("sltrain_delta", sltrain_delta, "SLTrain: the density of S's support (each weight element kept with this "
+                                      "probability), in (0, 1)");
+    v("sltrain_alpha", sltrain_alpha, "SLTrain: the low-rank part's scale numerator (scale = alpha / r), > 0");
     v("from_hf", from_hf,
       "a Hugging Face model directory (config.json + safetensors, sharded or not): its config.json replaces the "
       "other model keys and its weights are where training starts (with [lora], the frozen base); \"\" = none");
@@ -49,6 +59,7 @@ struct ModelConfig {
   int64_t kv_heads() const { return n_kv_head == 0 ? n_head : n_kv_head; }
   int64_t head_dim() const { return n_embd / n_head; }
   int64_t ffn() const;
+  bool sltrain() const { return sltrain_rank > 0; }
   bool tied() const { return tie_embeddings == "auto" ? !is_llama() : tie_embeddings == "true"; }
 };
 

@@ -62,6 +62,13 @@ struct Param {
 // (row-major flat offsets into the local and the global tensor), in local order.
 void for_each_global_run(const Param& p, const std::function<void(int64_t, int64_t, int64_t)>& fn);
 
+// SLTrain's shape of every block projection (ModelConfig's sltrain_*): rank, support density, low-rank scale.
+struct SlTrainShape {
+  int64_t r = 0;
+  double delta = 0;
+  float scale = 0;  // alpha / r
+};
+
 class ParamSet {
  public:
   // Registers a parameter in the current unit; storage is allocated by allocate() (or by a data-parallel engine
@@ -73,6 +80,9 @@ class ParamSet {
   // that `spec` asks for (make_linear reads it). Both sets advance their units together.
   void fine_tune(LoraSpec spec);
   const LoraSpec* lora() const { return frozen_ ? &lora_ : nullptr; }
+  // SLTrain: from now on make_linear registers low-rank + sparse factors instead of dense weights.
+  void use_sltrain(SlTrainShape s) { sltrain_ = s; }
+  const SlTrainShape* sltrain() const { return sltrain_.r > 0 ? &sltrain_ : nullptr; }
   ParamSet* frozen_set() const { return frozen_.get(); }  // null unless fine-tuning
   // An adapter tensor: trainable here, or (frozen) in frozen_set().
   Param& add_adapter(std::string name, Shape shape, ParamInit init, TpSplit tp, bool trainable);
@@ -112,6 +122,7 @@ class ParamSet {
   int current_unit_ = 0;
   std::unique_ptr<ParamSet> frozen_;  // fine_tune's
   LoraSpec lora_;
+  SlTrainShape sltrain_;
 };
 
 }  // namespace memtrain::model

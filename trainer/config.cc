@@ -480,6 +480,11 @@ absl::Status Config::validate() const {
   if (!data.instructions.empty() && data.packing && (parallel.pp > 1 || parallel.cp > 1))
     return config_error("data.packing", "packed rows run without pipeline and context parallelism (parallel.pp and "
                                         "parallel.cp = 1); set data.packing = false to pad instead");
+  if (model.sltrain() && lora.enabled())
+    return config_error("lora.r", "fine-tunes dense projections; model.sltrain_rank > 0 trains factored ones");
+  if (model.sltrain() && !model.from_hf.empty())
+    return config_error("model.sltrain_rank", "SLTrain trains its factors from their initialisation; model.from_hf's "
+                                              "dense weights have no place in them");
   if (lora.enabled()) {
     MEMTRAIN_RETURN_IF_ERROR(lora.validate_for(model.arch));
     if (parallel.pp > 1)

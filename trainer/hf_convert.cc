@@ -287,6 +287,11 @@ absl::StatusOr<ConvertSummary> write_hf_model(const std::string& out_dir, const 
 absl::StatusOr<ConvertSummary> export_hf(const std::string& checkpoint, const std::string& out_dir,
                                          std::optional<DType> dtype, int64_t max_shard_bytes) {
   MEMTRAIN_ASSIGN_OR_RETURN(CheckpointWeights w, read_checkpoint_weights(checkpoint));
+  if (w.config.model.sltrain()) {
+    return absl::InvalidArgumentError(absl::StrCat(w.path, ": an SLTrain run's checkpoint holds each projection as "
+                                                   "low-rank and sparse factors (model.sltrain_rank > 0), which a "
+                                                   "Hugging Face model has no place for"));
+  }
   const json manifest = json::parse(w.manifest_json);
   std::map<std::string, std::string> dtypes;  // as imported
   if (manifest.contains("hf") && manifest["hf"].contains("dtypes") && manifest["hf"]["dtypes"].is_object()) {

@@ -150,6 +150,9 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   // A fine-tune's frozen base: this rank's tp part on every data-parallel rank, fp32 or (QLoRA) NF4.
   if (const model::ParamSet* frozen = params.frozen_set())
     at(MemCategory::kParameters) += frozen->local_value_bytes(cfg.lora.nf4());
+  // SLTrain: each sparse value's position in this rank's part of its weight (int32), on every data-parallel rank.
+  for (const auto& p : params.all())
+    if (p->name.ends_with(".sltrain.values")) at(MemCategory::kParameters) += 4 * shape_numel(p->local_shape);
   at(MemCategory::kGradients) += owner_extra.gradient_copy;
   at(MemCategory::kOptimizerState) = optimizer_state;
   // The reduction receive buffers (none with one rank).

@@ -168,7 +168,9 @@ INSTANTIATE_TEST_SUITE_P(
                       OptimizerCase{"lisa_mid_period", "optim.lisa_layers=1 optim.lisa_interval=3"},
                       OptimizerCase{"lisa_period_end", "optim.lisa_layers=1 optim.lisa_interval=5"},
                       // No state at all: the resumed run must redraw each step's direction from the step alone.
-                      OptimizerCase{"zo_sgd", "optim.name=zo_sgd"}),
+                      OptimizerCase{"zo_sgd", "optim.name=zo_sgd"},
+                      // Not an optimizer: SLTrain's factors (the support comes back from its Philox draw).
+                      OptimizerCase{"sltrain", "model.sltrain_rank=4"}),
     [](const ::testing::TestParamInfo<OptimizerCase>& info) { return info.param.label; });
 
 }  // namespace

@@ -78,6 +78,16 @@ INSTANTIATE_TEST_SUITE_P(ZerothOrder, Plan,
                                             ::testing::Values(0, 1, 2, 3), ::testing::Values("zo_sgd")),
                          plan_case_name);
 
+// SLTrain: factored projections (values, their int32 positions, A and B), the workspace of the sparse part.
+INSTANTIATE_TEST_SUITE_P(SlTrain, Plan,
+                         ::testing::Combine(::testing::Values("configs/default.toml --set model.sltrain_rank=8",
+                                                              "configs/llama_tiny.toml --set model.sltrain_rank=8"),
+                                            ::testing::Values(0, 3), ::testing::Values("adamw")),
+                         [](const ::testing::TestParamInfo<Plan::ParamType>& info) {
+                           return std::string(std::get<0>(info.param).starts_with("configs/default") ? "gpt2" : "llama") +
+                                  "_zero" + std::to_string(std::get<1>(info.param));
+                         });
+
 // LISA: the always-trained tensors' state and two of the four blocks', whichever are drawn.
 TEST(PlanLisa, PredictionMatchesTheMeasuredPeaks) {
   for (const char* config : {"configs/default.toml", "configs/llama_tiny.toml"}) {

@@ -39,11 +39,13 @@ struct Case {
   int hpz;  // zero.hpz_partition_size
   std::string optim = "adamw";
   int lisa = 0;  // optim.lisa_layers
+  int sltrain = 0;  // model.sltrain_rank
 };
 
 std::string case_name(const Case& c) {
   return c.arch + "_zero" + std::to_string(c.stage) + (c.hpz > 1 ? "_hpz" + std::to_string(c.hpz) : "") +
-         (c.optim != "adamw" ? "_" + c.optim : "") + (c.lisa > 0 ? "_lisa" + std::to_string(c.lisa) : "");
+         (c.optim != "adamw" ? "_" + c.optim : "") + (c.lisa > 0 ? "_lisa" + std::to_string(c.lisa) : "") +
+         (c.sltrain > 0 ? "_sltrain" + std::to_string(c.sltrain) : "");
 }
 
 class MeshVsSingleProcess : public ::testing::TestWithParam<Case> {};
@@ -60,7 +62,8 @@ TEST_P(MeshVsSingleProcess, LossCurveAndWeightsAreBitwiseEqual) {
   const bool zo = c.optim == "zo_sgd";
   // The optimizer's settings, the same in both runs.
   std::vector<std::string> optim = {"optim.name=" + c.optim, "optim.update_proj_gap=20",
-                                    "optim.lisa_layers=" + std::to_string(c.lisa), "optim.lisa_interval=7"};
+                                    "optim.lisa_layers=" + std::to_string(c.lisa), "optim.lisa_interval=7",
+                                    "model.sltrain_rank=" + std::to_string(c.sltrain)};
   if (zo) optim.push_back("optim.lr=1e-2");
   std::vector<std::string> mesh_sets = {"zero.stage=" + std::to_string(c.stage),
                                         "zero.hpz_partition_size=" + std::to_string(c.hpz)};
@@ -103,7 +106,8 @@ INSTANTIATE_TEST_SUITE_P(Stages, MeshVsSingleProcess,
                                            Case{"gpt2", 0, 1, "adamw", 1}, Case{"llama", 2, 1, "adamw8bit", 1},
                                            // Forwards only: every rank draws the step's direction itself.
                                            Case{"gpt2", 0, 1, "zo_sgd"}, Case{"gpt2", 1, 1, "zo_sgd"},
-                                           Case{"llama", 2, 1, "zo_sgd"}, Case{"llama", 3, 1, "zo_sgd"}),
+                                           Case{"llama", 2, 1, "zo_sgd"}, Case{"llama", 3, 1, "zo_sgd"},
+                                           Case{"gpt2", 1, 1, "adamw", 0, 4}, Case{"llama", 3, 1, "adamw", 0, 4}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Two micro-batches per rank: a rank sums its own micro-batches before the ranks are summed, an order one process

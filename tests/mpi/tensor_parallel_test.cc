@@ -55,6 +55,7 @@ struct TpCase {
   int chunks = 1;     // stages per pp rank (interleaved: 8 layers when pp * chunks = 8)
   std::string pp_layers = "";  // parallel.pp_layers, comma-separated; "" = an even split
   std::string optim = "adamw";  // optim.name: whole-matrix optimizers assemble global matrices on owner ranks
+  int sltrain = 0;    // model.sltrain_rank: projections as low-rank + sparse factors, split as their weights
   int ranks() const { return tp * cp * pp; }
   int layers() const { return pp == 1 ? 2 : std::max(4, pp * chunks); }
 };
@@ -65,7 +66,8 @@ std::string case_name(const TpCase& c) {
          (c.chunks > 1 ? "_v" + std::to_string(c.chunks) : "") +
          (c.pp_layers.empty() ? "" : "_layers" + absl::StrReplaceAll(c.pp_layers, {{",", "_"}})) + "_zero" +
          std::to_string(c.stage) +
-         "_v" + std::to_string(c.vocab) + (c.optim == "adamw" ? "" : "_" + c.optim);
+         "_v" + std::to_string(c.vocab) + (c.optim == "adamw" ? "" : "_" + c.optim) +
+         (c.sltrain > 0 ? "_sltrain" + std::to_string(c.sltrain) : "");
 }
 
 // What a pipeline case changes in both runs: 4 layers (8 for 4 ranks x 2 chunks, so every stage gets at least one)
@@ -90,19 +92,21 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
             "parallel.pp_layers=" + c.pp_layers,
             "model.n_layer=" + std::to_string(c.layers()),
             "train.grad_accum=" + std::to_string(c.pp > 1 ? kPipelineMicroBatches : 1), optim_sets()[0],
-            optim_sets()[1], optim_sets()[2]};
+            optim_sets()[1], optim_sets()[2], optim_sets()[3]};
   }
   // The single process: the whole global batch of a step as micro-batches.
   std::vector<std::string> single_sets() const {
     const TpCase& c = GetParam();
     const int micro = (c.pp > 1 ? kPipelineMicroBatches : 1) * dp();
     return {"train.grad_accum=" + std::to_string(micro), "model.vocab_size=" + std::to_string(c.vocab),
-            "model.n_layer=" + std::to_string(c.layers()), optim_sets()[0], optim_sets()[1], optim_sets()[2]};
+            "model.n_layer=" + std::to_string(c.layers()), optim_sets()[0], optim_sets()[1], optim_sets()[2],
+            optim_sets()[3]};
   }
   int dp() const { return world().size() / GetParam().ranks(); }
   // Both runs' optimizer: small ranks and projections renewed within the 50 steps.
   std::vector<std::string> optim_sets() const {
-    return {"optim.name=" + GetParam().optim, "optim.rank=8", "optim.update_proj_gap=20"};
+    return {"optim.name=" + GetParam().optim, "optim.rank=8", "optim.update_proj_gap=20",
+            "model.sltrain_rank=" + std::to_string(GetParam().sltrain)};
   }
 };
 
@@ -188,9 +192,17 @@ TEST_P(TensorParallelVsSingleProcess, LossCurveAndSavedWeights) {
   for (size_t i = 0; i < b->tensors.size(); ++i) {
     ASSERT_EQ(a->tensors[i].name, b->tensors[i].name);
     ASSERT_EQ(a->tensors[i].tensor.shape(), b->tensors[i].tensor.shape());
-    EXPECT_LE(relative_difference(a->tensors[i].tensor.f32(), b->tensors[i].tensor.f32(), b->tensors[i].tensor.numel()),
-              1e-4)
-        << b->tensors[i].name;
+    const float* x = a->tensors[i].tensor.f32();
+    const float* y = b->tensors[i].tensor.f32();
+    const int64_t n = b->tensors[i].tensor.numel();
+    if (b->tensors[i].name.ends_with("attn.c_attn.bias")) {
+      // The key bias's gradient is zero in exact arithmetic (softmax ignores a shift shared by a query's scores):
+      // Adam turns its rounding noise into steps, so only the query and value thirds are compared.
+      EXPECT_LE(relative_difference(x, y, n / 3), 1e-4) << b->tensors[i].name << " (query)";
+      EXPECT_LE(relative_difference(x + 2 * n / 3, y + 2 * n / 3, n / 3), 1e-4) << b->tensors[i].name << " (value)";
+      continue;
+    }
+    EXPECT_LE(relative_difference(x, y, n), 1e-4) << b->tensors[i].name;
   }
 }
 
@@ -233,7 +245,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"llama", 2, 2, 259, false, 2, 1, "1f1b", 1, "", "apollo"},
                                            TpCase{"llama", 2, 2, 259, false, 1, 1, "1f1b", 1, "", "apollo_mini"},
                                            TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b", 1, "", "galore_adamw"},
-                                           TpCase{"llama", 2, 1, 259, false, 1, 1, "1f1b", 1, "", "coap_adamw"}),
+                                           TpCase{"llama", 2, 1, 259, false, 1, 1, "1f1b", 1, "", "coap_adamw"},
+                                           TpCase{"gpt2", 2, 1, 256, false, 1, 1, "1f1b", 1, "", "adamw", 4},
+                                           TpCase{"llama", 2, 2, 259, true, 1, 1, "1f1b", 1, "", "adamw", 4},
+                                           TpCase{"gpt2", 1, 1, 256, false, 1, 2, "1f1b", 1, "", "adamw", 4}),
                          [](const auto& info) { return case_name(info.param); });
 
 // Bytes each rank sends over tp in one training forward + backward, against Megatron's count: every all-reduce of n
