@@ -162,7 +162,8 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
   const TpSplit b_split = column ? TpSplit::along(0, split.ranges, split.primary) : TpSplit::whole(tp);
   // nn.Linear's default initialisation (Kaiming-uniform, bound 1 / sqrt(in)): LoRA's A, SLTrain's A and S.
   const ParamInit kaiming{ParamInit::kUniform, 1.0f / std::sqrt(static_cast<float>(in))};
-  auto low_rank = [&](Param* A, Param* B, float scale) {  // an adapter (LoRA's, or SLTrain's trainable factors)
+  // An adapter (LoRA's, or SLTrain's trainable factors); A is registered before B (the order checkpoints list).
+  auto low_rank = [&](Param* A, Param* B, float scale) {
     w.lora.A = A;
     w.lora.B = B;
     w.lora.scale = scale;
@@ -176,9 +177,9 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
     MEMTRAIN_CHECK_MSG(params.lora() == nullptr, "SLTrain and LoRA do not combine");
     w.sparse = make_sparse_weight(params, prefix, shape, TpSplit::along(dim, split.ranges, split.primary), sl->delta,
                                   kaiming.std);
-    low_rank(&params.add(prefix + ".sltrain.A", {sl->r, in}, ParamKind::kWeight, kaiming, a_split),
-             &params.add(prefix + ".sltrain.B", {out, sl->r}, ParamKind::kWeight, ParamInit{ParamInit::kZeros}, b_split),
-             sl->scale);
+    Param* A = &params.add(prefix + ".sltrain.A", {sl->r, in}, ParamKind::kWeight, kaiming, a_split);
+    Param* B = &params.add(prefix + ".sltrain.B", {out, sl->r}, ParamKind::kWeight, ParamInit{ParamInit::kZeros}, b_split);
+    low_rank(A, B, sl->scale);
   } else {
     w.weight = &params.add(prefix + ".weight", shape, ParamKind::kWeight, ParamInit{ParamInit::kNormal, init_std},
                            TpSplit::along(dim, split.ranges, split.primary));
@@ -192,10 +193,10 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
   const LoraSpec* lora = params.lora();
   if (lora != nullptr && lora->targets_module(prefix.substr(prefix.rfind('.') + 1))) {
     // PEFT's initialisation: A as nn.Linear's default, B zero.
-    low_rank(&params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, kaiming, a_split, !lora->fa),
-             &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
-                                 /*trainable=*/true),
-             lora->scale());
+    Param* A = &params.add_adapter(prefix + ".lora_A.weight", {lora->r, in}, kaiming, a_split, !lora->fa);
+    Param* B = &params.add_adapter(prefix + ".lora_B.weight", {out, lora->r}, ParamInit{ParamInit::kZeros}, b_split,
+                                   /*trainable=*/true);
+    low_rank(A, B, lora->scale());
     w.lora.dropout = static_cast<float>(lora->dropout);
   }
   return w;

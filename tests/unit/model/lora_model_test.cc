@@ -19,6 +19,7 @@
 namespace memtrain::model {
 namespace {
 
+using testing::find;
 using testing::tiny_model;
 
 constexpr int64_t kB = 2, kT = 11;
@@ -94,13 +95,6 @@ double run(Model& model, const Batch& b) {
   MEMTRAIN_CHECK_OK(model.backward(store));
   MEMTRAIN_CHECK(store.empty());
   return loss;
-}
-
-const Param& find(const ParamSet& s, const std::string& name) {
-  for (const auto& p : s.all())
-    if (p->name == name) return *p;
-  ADD_FAILURE() << "no " << name;
-  return *s.all().front();
 }
 
 // The merged model's weight gradient of projection `prefix` as (out, in).

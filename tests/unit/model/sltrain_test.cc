@@ -18,6 +18,7 @@
 namespace memtrain::model {
 namespace {
 
+using testing::find;
 using testing::tiny_model;
 
 TEST(SlTrainSupport, IsUniformWithTheConfiguredDensity) {
@@ -48,13 +49,6 @@ double run(Model& model, const Tensor& tokens, const Tensor& targets) {
   const double loss = *model.forward(tokens, targets, 1.0f / (kB * kT), store);
   MEMTRAIN_CHECK_OK(model.backward(store));
   return loss;
-}
-
-const Param& find(const ParamSet& s, const std::string& name) {
-  for (const auto& p : s.all())
-    if (p->name == name) return *p;
-  ADD_FAILURE() << "no " << name;
-  return *s.all().front();
 }
 
 class SlTrainModelTest : public ::testing::TestWithParam<std::string> {};
