@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fine-tuning table of docs/benchmarks.md: every optimizer and adapter method memtrain has, fine-tuning the same
-# pretrained model on new text. The base: configs/shakespeare_char.toml (4 layers, width 128, byte vocabulary)
+# pretrained model on new text. The base: configs/shakespeare_char.toml with biases, as GPT-2 has them (4 layers,
+# width 128, byte vocabulary)
 # trained PRE steps with AdamW, exported as a Hugging Face directory. Each method then trains STEPS steps on Debian's
-# fortune-cookie texts from it (model.from_hf), at two learning rates (warmup 20, cosine to lr / 10), and prints its
+# fortune-cookie texts from it (model.from_hf), at two learning rates (warmup 10, cosine to lr / 10), and prints its
 # validation loss, the plan's optimizer-state and gradient bytes per parameter of the model (= the allocator's), the
 # run's peak bytes over all categories and its mean step time over the last 50 steps.
 # Usage: bench/finetune_methods.sh [BUILD_DIR] [PRE] [STEPS]
@@ -12,16 +13,19 @@ pre=${2:-500}
 steps=${3:-200}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$build/memtrain" train configs/shakespeare_char.toml --set optim.lr=1e-2 --set optim.min_lr=1e-3 \
+"$build/memtrain" train configs/shakespeare_char.toml --set model.bias=true --set optim.lr=1e-2 --set optim.min_lr=1e-3 \
+  --set optim.warmup_steps=10 \
   --set train.max_steps="$pre" --set optim.decay_steps="$pre" --set train.eval_interval=0 --set output.samples=0 \
   --set train.checkpoint_interval="$pre" --set output.dir="$work/pre" | grep val_loss | sed "s/^/base: /"
 "$build/memtrain" convert --to-hf "$work/pre" --out "$work/base" > /dev/null
 common=(--set model.from_hf="$work/base" --set data.text=/usr/share/games/fortunes --set train.max_steps="$steps"
-        --set optim.decay_steps="$steps" --set optim.warmup_steps=20 --set train.eval_interval=0
+        --set optim.decay_steps="$steps" --set optim.warmup_steps=10 --set train.eval_interval=0
         --set output.samples=0 --set output.save_weights=false --set train.log_interval=50)
-params=$("$build/memtrain" plan configs/shakespeare_char.toml "${common[@]}" --json |
-         python3 -c "import json, sys; print(json.load(sys.stdin)['parameters'] // 4)")
+params=$("$build/memtrain" plan configs/shakespeare_char.toml "${common[@]}" | head -1 |
+         sed -E 's/.*, ([0-9]+) parameters,.*/\1/')
 echo "model: $params parameters; fine-tuning $steps steps on /usr/share/games/fortunes"
+"$build/memtrain" eval configs/shakespeare_char.toml "${common[@]}" --weights "$work/base/model.safetensors" |
+  sed "s/^/the base, not fine-tuned: /"
 lora="--set lora.r=8 --set lora.alpha=16 --set lora.target_modules=c_attn,c_proj,c_fc"
 # name | sets | learning rates
 while IFS='|' read -r name sets lrs; do
