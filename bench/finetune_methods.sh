@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The fine-tuning table of docs/benchmarks.md: every optimizer and adapter method memtrain has, fine-tuning the same
 # pretrained model on new text. The base: configs/shakespeare_char.toml with biases, as GPT-2 has them (4 layers,
-# width 128, byte vocabulary)
-# trained PRE steps with AdamW, exported as a Hugging Face directory. Each method then trains STEPS steps on Debian's
-# fortune-cookie texts from it (model.from_hf), at two learning rates (warmup 10, cosine to lr / 10), and prints its
-# validation loss, the plan's optimizer-state and gradient bytes per parameter of the model (= the allocator's), the
-# run's peak bytes over all categories and its mean step time over the last 50 steps.
+# width 128, byte vocabulary), trained PRE steps with AdamW, exported as a Hugging Face directory (and scored on the
+# new text as it is). Each method then trains STEPS steps on Debian's fortune-cookie texts from it (model.from_hf),
+# at two learning rates (warmup 10, cosine to lr / 10), and prints its validation loss, the plan's optimizer-state
+# and gradient bytes per parameter of the model (= the allocator's), the sum of the run's per-category peak bytes
+# and its mean step time over the last 50 steps.
 # Usage: bench/finetune_methods.sh [BUILD_DIR] [PRE] [STEPS]
 set -euo pipefail
 build=${1:-build}
@@ -13,10 +13,10 @@ pre=${2:-500}
 steps=${3:-200}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$build/memtrain" train configs/shakespeare_char.toml --set model.bias=true --set optim.lr=1e-2 --set optim.min_lr=1e-3 \
-  --set optim.warmup_steps=10 \
-  --set train.max_steps="$pre" --set optim.decay_steps="$pre" --set train.eval_interval=0 --set output.samples=0 \
-  --set train.checkpoint_interval="$pre" --set output.dir="$work/pre" | grep val_loss | sed "s/^/base: /"
+"$build/memtrain" train configs/shakespeare_char.toml --set model.bias=true --set optim.lr=1e-2 \
+  --set optim.min_lr=1e-3 --set optim.warmup_steps=10 --set train.max_steps="$pre" --set optim.decay_steps="$pre" \
+  --set train.eval_interval=0 --set output.samples=0 --set train.checkpoint_interval="$pre" \
+  --set output.dir="$work/pre" | grep val_loss | sed "s/^/base: /"
 "$build/memtrain" convert --to-hf "$work/pre" --out "$work/base" > /dev/null
 common=(--set model.from_hf="$work/base" --set data.text=/usr/share/games/fortunes --set train.max_steps="$steps"
         --set optim.decay_steps="$steps" --set optim.warmup_steps=10 --set train.eval_interval=0

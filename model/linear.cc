@@ -178,7 +178,8 @@ LinearWeights make_linear(ParamSet& params, const std::string& prefix, int64_t i
     w.sparse = make_sparse_weight(params, prefix, shape, TpSplit::along(dim, split.ranges, split.primary), sl->delta,
                                   kaiming.std);
     Param* A = &params.add(prefix + ".sltrain.A", {sl->r, in}, ParamKind::kWeight, kaiming, a_split);
-    Param* B = &params.add(prefix + ".sltrain.B", {out, sl->r}, ParamKind::kWeight, ParamInit{ParamInit::kZeros}, b_split);
+    Param* B =
+        &params.add(prefix + ".sltrain.B", {out, sl->r}, ParamKind::kWeight, ParamInit{ParamInit::kZeros}, b_split);
     low_rank(A, B, sl->scale);
   } else {
     w.weight = &params.add(prefix + ".weight", shape, ParamKind::kWeight, ParamInit{ParamInit::kNormal, init_std},

@@ -39,7 +39,7 @@ struct LoraWeights {
 };
 
 struct LinearWeights {
-  Param* weight = nullptr;  // not owned: the ParamSet outlives layers; frozen under LoRA (maybe NF4); null under SLTrain
+  Param* weight = nullptr;  // not owned (the ParamSet outlives layers); frozen under LoRA (maybe NF4); SLTrain: null
   SparseWeight sparse;      // SLTrain: W = scale * B A (`lora`, trainable) + S (these values); else values null
   Param* bias = nullptr;    // optional
   bool in_out = false;      // true: Conv1D layout (in, out)

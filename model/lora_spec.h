@@ -1,7 +1,8 @@
 // The [lora] section: what a LoRA fine-tune attaches and how, as PEFT's LoraConfig names it. Adapters of rank r on
 // the projections named in target_modules (the last component of a Hugging Face name: "q_proj", "c_attn", ...),
 // scaled by alpha / r; LoRA-FA freezes A after its initialisation; QLoRA stores the frozen projection weights in
-// NF4; LoRA-GA initialises the adapters from the gradient's singular vectors; PeriodicLoRA merges the adapters into the base and restarts them every periodic_interval steps. It knows nothing of TOML; trainer/config walks `visit`.
+// NF4; LoRA-GA initialises the adapters from the gradient's singular vectors; PeriodicLoRA merges the adapters into
+// the base and restarts them every periodic_interval steps. It knows nothing of TOML; trainer/config walks `visit`.
 #pragma once
 
 #include <cstdint>

@@ -43,7 +43,8 @@ absl::Status ModelConfig::validate() const {
   if (sltrain_rank < 0) return config_error("model.sltrain_rank", absl::StrCat("must be >= 0, got ", sltrain_rank));
   if (!(sltrain_delta > 0 && sltrain_delta < 1))
     return config_error("model.sltrain_delta", absl::StrCat("must be in (0, 1), got ", sltrain_delta));
-  if (!(sltrain_alpha > 0)) return config_error("model.sltrain_alpha", absl::StrCat("must be > 0, got ", sltrain_alpha));
+  if (!(sltrain_alpha > 0))
+    return config_error("model.sltrain_alpha", absl::StrCat("must be > 0, got ", sltrain_alpha));
   return absl::OkStatus();
 }
 

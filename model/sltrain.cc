@@ -48,7 +48,8 @@ SparseWeight make_sparse_weight(ParamSet& params, const std::string& name, const
   MEMTRAIN_CHECK_MSG(local_numel < std::numeric_limits<int32_t>::max(), "an SLTrain weight part over 2^31 elements");
   SparseWeight s;
   s.values = &params.add(name + ".sltrain.values", {static_cast<int64_t>(support.size())}, ParamKind::kWeight,
-                         ParamInit{ParamInit::kUniform, bound}, TpSplit::along(0, std::move(ranges), weight_split.primary));
+                         ParamInit{ParamInit::kUniform, bound},
+                         TpSplit::along(0, std::move(ranges), weight_split.primary));
   auto positions = Tensor::empty({static_cast<int64_t>(local_positions.size())}, DType::kI32, MemCategory::kParameters);
   MEMTRAIN_CHECK_MSG(positions.ok(), absl::StrCat("SLTrain support of ", name, ": ", positions.status().message()));
   std::copy(local_positions.begin(), local_positions.end(), positions->i32());

@@ -347,8 +347,8 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
       // PeriodicLoRA's stage ends: the adapters go into the base (every rank holds them whole now) and start again,
       // with new optimizer state. The next stage's A comes from its own seed, the same on every rank.
       const int64_t stage = (step + 1) / cfg.lora.periodic_interval;
-      MEMTRAIN_RETURN_IF_ERROR(
-          model::restart_adapters(bundle->params, model::adapter_stage_seed(static_cast<uint64_t>(cfg.train.seed), stage)));
+      const uint64_t seed = model::adapter_stage_seed(static_cast<uint64_t>(cfg.train.seed), stage);
+      MEMTRAIN_RETURN_IF_ERROR(model::restart_adapters(bundle->params, seed));
       MEMTRAIN_RETURN_IF_ERROR(static_cast<optim::Restartable&>(*opt).restart());
     }
     MEMTRAIN_FAULT_POINT("train.step");

@@ -191,7 +191,8 @@ TEST_F(Lora, PeriodicLoraMergesStagesIntoAHigherRankUpdate) {
     SCOPED_TRACE("stopped at " + std::to_string(stop));
     const std::string text = toml("resumed_" + std::to_string(stop), model, periodic);
     const std::vector<std::string> ckpt = {"train.checkpoint_interval=" + std::to_string(every), "train.resume=auto"};
-    auto first = trainer::run_training(config(text, {ckpt[0], ckpt[1], "train.max_steps=" + std::to_string(stop)}), true);
+    const std::string until = "train.max_steps=" + std::to_string(stop);
+    auto first = trainer::run_training(config(text, {ckpt[0], ckpt[1], until}), true);
     ASSERT_TRUE(first.ok()) << first.status();
     auto second = trainer::run_training(config(text, {ckpt[0], ckpt[1], twelve[0]}), true);
     ASSERT_TRUE(second.ok()) << second.status();

@@ -84,8 +84,9 @@ INSTANTIATE_TEST_SUITE_P(SlTrain, Plan,
                                                               "configs/llama_tiny.toml --set model.sltrain_rank=8"),
                                             ::testing::Values(0, 3), ::testing::Values("adamw")),
                          [](const ::testing::TestParamInfo<Plan::ParamType>& info) {
-                           return std::string(std::get<0>(info.param).starts_with("configs/default") ? "gpt2" : "llama") +
-                                  "_zero" + std::to_string(std::get<1>(info.param));
+                           const bool gpt2 = std::get<0>(info.param).starts_with("configs/default");
+                           return std::string(gpt2 ? "gpt2" : "llama") + "_zero" +
+                                  std::to_string(std::get<1>(info.param));
                          });
 
 // LISA: the always-trained tensors' state and two of the four blocks', whichever are drawn.

@@ -94,7 +94,8 @@ TEST(Restartable, ResumesMidPeriodBitForBit) {
   auto into = second.opt->checkpoint_state();
   ASSERT_TRUE(into.ok());
   ASSERT_EQ(into->arrays.size(), arrays.size());
-  for (size_t k = 0; k < arrays.size(); ++k) std::copy(arrays[k].begin(), arrays[k].end(), static_cast<float*>(into->arrays[k].data));
+  for (size_t k = 0; k < arrays.size(); ++k)
+    std::copy(arrays[k].begin(), arrays[k].end(), static_cast<float*>(into->arrays[k].data));
   ASSERT_TRUE(second.opt->restore(*into, 4).ok());
   EXPECT_EQ(second.opt->steps_taken(), 4);
   for (int64_t step = 4; step < 8; ++step) second.step(step);
