@@ -49,15 +49,23 @@ Param* find_in_fine_tune(const ParamSet& tuned, const std::string& name) {
 
 }  // namespace
 
+std::vector<AdaptedProjection> adapted_projections(const ParamSet& tuned) {
+  std::vector<AdaptedProjection> out;
+  const auto& base = tuned.frozen_set()->all();
+  for (size_t i = 0; i < base.size(); ++i) {
+    if (!base[i]->projection) continue;
+    const std::string prefix = base[i]->name.substr(0, base[i]->name.rfind('.'));
+    Param* A = find_in_fine_tune(tuned, prefix + ".lora_A.weight");
+    Param* B = find_in_fine_tune(tuned, prefix + ".lora_B.weight");
+    if (A != nullptr && B != nullptr) out.push_back({base[i].get(), A, B, i});
+  }
+  return out;
+}
+
 absl::Status restart_adapters(ParamSet& params, uint64_t seed) {
   MEMTRAIN_CHECK(params.lora() != nullptr);
   const float scale = params.lora()->scale();
-  for (const auto& w : params.frozen_set()->all()) {
-    if (!w->projection) continue;
-    const std::string prefix = w->name.substr(0, w->name.rfind('.'));
-    Param* A = find_in_fine_tune(params, prefix + ".lora_A.weight");
-    Param* B = find_in_fine_tune(params, prefix + ".lora_B.weight");
-    if (A == nullptr || B == nullptr) continue;
+  for (const auto& [w, A, B, index] : adapted_projections(params)) {
     if (!w->value.defined())
       return absl::FailedPreconditionError(absl::StrCat("restart_adapters: '", w->name, "' is not stored in fp32"));
     const int64_t r = A->local_shape[0], in = A->local_shape[1], out = B->local_shape[0];

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/thread_pool.h"
@@ -31,6 +32,16 @@ void lora_backward(const LoraAdapter& a, const float* x, const float* h, const f
                    float* dx, ThreadPool& pool);
 // W += scale * B A in W's layout: (out, in), or (in, out) when in_out (GPT-2's Conv1D).
 void lora_merge(const LoraAdapter& a, bool in_out, float* W, ThreadPool& pool);
+
+// A fine-tune's frozen projection weight that carries an adapter: W (at `index` of frozen_set()->all()), A
+// (trainable, or frozen under LoRA-FA) and B, in registration order.
+struct AdaptedProjection {
+  Param* W;
+  Param* A;
+  Param* B;
+  size_t index;
+};
+std::vector<AdaptedProjection> adapted_projections(const ParamSet& tuned);
 
 // PeriodicLoRA's stage end on this rank's parts of `params` (a fine-tune): W += scale * B A into every frozen
 // projection weight that carries an adapter, then A drawn from its initialisation again with `seed` and B zeroed, so

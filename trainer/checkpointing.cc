@@ -22,6 +22,7 @@
 #include "core/fault_injection.h"
 #include "core/file_io.h"
 #include "core/status.h"
+#include "model/lora.h"
 #include "parallel/mpi_communicator.h"
 #include "trainer/checkpoint_file.h"
 #include "trainer/pipeline.h"
@@ -111,8 +112,8 @@ absl::StatusOr<std::vector<Dataset>> datasets(const CheckpointScope& s, const op
   // PeriodicLoRA and LoRA-GA change the base: its adapted projection weights are stored as base/<name>
   // (every engine rank holds them whole: the engine's first writes; LoRA runs without pipeline stages).
   if (cfg.lora.changes_base()) {
-    for (const auto& g : whole.frozen_set()->all()) {
-      if (!g->projection || whole.find(g->name.substr(0, g->name.rfind('.')) + ".lora_B.weight") == nullptr) continue;
+    for (const model::AdaptedProjection& adapted : model::adapted_projections(whole)) {
+      const model::Param* g = adapted.W;
       model::Param* p = s.bundle.params.frozen_set()->find(g->name);
       MEMTRAIN_CHECK(p != nullptr && p->value.defined());
       Dataset base{"base/" + g->name, g->shape, DType::kF32, {}, {}};

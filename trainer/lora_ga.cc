@@ -13,38 +13,6 @@
 namespace memtrain::trainer {
 namespace {
 
-// An adapted projection: its frozen weight and adapter tensors (A trainable, or frozen under LoRA-FA), and their
-// indices in the frozen and trainable sets (for the shapes of other tp ranks and the engine's segments).
-struct Target {
-  model::Param* W;
-  model::Param* A;
-  model::Param* B;
-  size_t w_index;
-};
-
-model::Param* find(const model::ParamSet& set, const std::string& name) {
-  for (const auto& p : set.all())
-    if (p->name == name) return p.get();
-  return nullptr;
-}
-
-std::vector<Target> targets_of(model::ParamSet& params) {
-  std::vector<Target> out;
-  const auto& base = params.frozen_set()->all();
-  for (size_t i = 0; i < base.size(); ++i) {
-    model::Param* w = base[i].get();
-    if (!w->projection) continue;
-    const std::string prefix = w->name.substr(0, w->name.rfind('.'));
-    model::Param* B = find(params, prefix + ".lora_B.weight");
-    if (B == nullptr) continue;
-    model::Param* A = find(params, prefix + ".lora_A.weight");
-    if (A == nullptr) A = find(*params.frozen_set(), prefix + ".lora_A.weight");  // LoRA-FA
-    MEMTRAIN_CHECK(A != nullptr);
-    out.push_back({w, A, B, i});
-  }
-  return out;
-}
-
 // `global` (p's whole tensor) into what this rank stores of trainable p: its engine segments (a ZeRO-3 shard holds
 // slices), or for a frozen tensor its local value.
 void store_value(const model::Param& p, const float* global, const parallel::DataParallel& engine,
@@ -81,10 +49,10 @@ absl::Status lora_ga_factors(const float* G, int64_t out, int64_t in, int64_t r,
 
 absl::Status lora_ga_initialize(const Config& cfg, parallel::Communicator& world, MeshRun& run, ModelBundle& bundle,
                                 parallel::DataParallel& engine, const RunData& data) {
-  const std::vector<Target> targets = targets_of(bundle.params);
+  const std::vector<model::AdaptedProjection> targets = model::adapted_projections(bundle.params);
   // The frozen weights take gradients for the estimate (workspace, freed at the end).
   std::vector<Tensor> grads;
-  for (const Target& t : targets) {
+  for (const model::AdaptedProjection& t : targets) {
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor g, Tensor::empty(t.W->local_shape, DType::kF32, MemCategory::kWorkspace));
     g.fill_zero();
     t.W->grad = g;
@@ -109,7 +77,7 @@ absl::Status lora_ga_initialize(const Config& cfg, parallel::Communicator& world
     if (ran.ok()) ran = engine.finish_gradients();
     if (ran.ok()) ran = engine.finish_step();  // nothing changed: keeps the engine's step order
   }
-  for (const Target& t : targets) {
+  for (const model::AdaptedProjection& t : targets) {
     t.W->frozen = true;
     t.W->grad = Tensor();
   }
@@ -124,7 +92,7 @@ absl::Status lora_ga_initialize(const Config& cfg, parallel::Communicator& world
   const float scale = cfg.lora.scale();
   const int64_t r = cfg.lora.r;
   for (size_t k = 0; k < targets.size(); ++k) {
-    const Target& t = targets[k];
+    const model::AdaptedProjection& t = targets[k];
     Tensor& g = grads[k];
     MEMTRAIN_RETURN_IF_ERROR(
         run.data_parallel().all_reduce(g.f32(), g.f32(), g.numel(), DType::kF32, parallel::ReduceOp::kSum));
@@ -132,7 +100,7 @@ absl::Status lora_ga_initialize(const Config& cfg, parallel::Communicator& world
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor whole, Tensor::empty(t.W->shape, DType::kF32, MemCategory::kWorkspace));
     if (tp.size() > 1) {
       std::vector<const model::Param*> rank_parts;
-      for (int q = 0; q < tp.size(); ++q) rank_parts.push_back(parts[q].frozen_set()->all()[t.w_index].get());
+      for (int q = 0; q < tp.size(); ++q) rank_parts.push_back(parts[q].frozen_set()->all()[t.index].get());
       MEMTRAIN_RETURN_IF_ERROR(gather_tp_parts(tp, g.f32(), rank_parts, whole.f32()));
     } else {
       std::copy_n(g.f32(), g.numel(), whole.f32());
