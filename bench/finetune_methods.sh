@@ -6,7 +6,7 @@
 # at two learning rates (warmup 10, cosine to lr / 10), and prints its validation loss, the plan's optimizer-state
 # and gradient bytes per parameter of the model (= the allocator's), the sum of the run's per-category peak bytes
 # and its mean step time over the last 50 steps.
-# Usage: bench/finetune_methods.sh [BUILD_DIR] [PRE] [STEPS]
+# Usage: [ONLY=REGEX] bench/finetune_methods.sh [BUILD_DIR] [PRE] [STEPS]   (ONLY: the methods whose names match)
 set -euo pipefail
 build=${1:-build}
 pre=${2:-500}
@@ -29,6 +29,7 @@ echo "model: $params parameters; fine-tuning $steps steps on /usr/share/games/fo
 lora="--set lora.r=8 --set lora.alpha=16 --set lora.target_modules=c_attn,c_proj,c_fc"
 # name | sets | learning rates
 while IFS='|' read -r name sets lrs; do
+  [[ "$name" =~ ${ONLY:-.} ]] || continue
   for lr in $lrs; do
     out="$work/$name-$lr"
     # shellcheck disable=SC2086  # $sets holds several --set words
@@ -36,6 +37,7 @@ while IFS='|' read -r name sets lrs; do
          --set optim.min_lr="$(python3 -c "print($lr / 10)")" --set output.dir="$out")
     plan=$("$build/memtrain" plan "${run[@]}" --json)
     "$build/memtrain" train "${run[@]}" > "$out.log"
+    grep "^QuAILoRA:" "$out.log" || true
     python3 - "$name" "$lr" "$params" "$plan" "$out" <<'PY'
 import json, sys
 name, lr, params, plan, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
@@ -63,5 +65,6 @@ lora_r8|$lora|3e-3 1e-2
 lora_fa_r8|$lora --set lora.fa=true|3e-3 1e-2
 qlora_r8|$lora --set lora.quantize_base=nf4|3e-3 1e-2
 lora_ga_r8|$lora --set lora.init=lora_ga|3e-3 1e-2
+quailora_r8|$lora --set lora.quantize_base=nf4 --set lora.init=quailora|3e-3 1e-2
 plora_r8_k50|$lora --set lora.periodic_interval=50|3e-3 1e-2
 LIST

@@ -32,6 +32,16 @@ struct PackedRows {
   Tensor positions, first;
 };
 
+struct Param;
+
+// An adapted projection's input as its forward sees it (QuAILoRA's calibration collects them): x (N, in) holds
+// the input features [in_offset, in_offset + in) of in_global (a row-parallel rank's part).
+struct ProjectionInput {
+  const Param* weight;  // the frozen base weight
+  const float* x;
+  int64_t N, in, in_offset, in_global;
+};
+
 class ActivationStore {
  public:
   explicit ActivationStore(bool keep = true) : keep_(keep) {}
@@ -87,6 +97,12 @@ class ActivationStore {
   };
   const DropoutStream* dropout() const { return dropout_.micro_batch >= 0 ? &dropout_ : nullptr; }
 
+  // Called with every adapted projection's input during forward (none by default). It may communicate over tp:
+  // every tp rank's forward reaches the same projections in the same order.
+  using InputObserver = std::function<absl::Status(const ProjectionInput&)>;
+  void set_input_observer(InputObserver fn) { observer_ = std::move(fn); }
+  absl::Status observe_input(const ProjectionInput& in) const { return observer_ ? observer_(in) : absl::OkStatus(); }
+
   void defer_weight_grads(bool on) { defer_ = on; }
   bool deferring_weight_grads() const { return defer_; }
   absl::Status weight_grad(std::function<absl::Status()> fn);
@@ -118,6 +134,7 @@ class ActivationStore {
   PackedRows packed_;
   DropoutStream dropout_;
   std::vector<std::function<absl::Status()>> weight_grads_;
+  InputObserver observer_;
 };
 
 }  // namespace memtrain::model

@@ -86,11 +86,15 @@ absl::StatusOr<const float*> adapter_input(const LinearWeights& w, const float* 
   return static_cast<const float*>(kept.f32());
 }
 
-// y += scale * (x A^T) B^T. On a row-parallel projection x A^T is this rank's part of a sum over tp and B is
-// whole: adding its product to the partial output, which is summed over tp next, adds the whole update once.
+// y += scale * (x A^T) B^T (x shown to the store's input observer first). On a row-parallel projection x A^T is
+// this rank's part of a sum over tp and B is whole: adding its product to the partial output, which is summed over
+// tp next, adds the whole update once.
 absl::Status add_adapter_output(const LinearWeights& w, const float* x, int64_t N, float* y, ThreadPool& pool,
                                 const ActivationStore& store) {
   if (w.lora.A == nullptr) return absl::OkStatus();
+  if (w.weight != nullptr) {
+    MEMTRAIN_RETURN_IF_ERROR(store.observe_input({w.weight, x, N, w.in, w.lora.in_offset, w.lora.in_global}));
+  }
   Tensor dropped;
   MEMTRAIN_ASSIGN_OR_RETURN(const float* in, adapter_input(w, x, N, store, dropped));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor h, rank_rows(N, w));

@@ -29,13 +29,19 @@ absl::Status LoraSpec::validate() const {
     return config_error("lora.periodic_interval", absl::StrCat("must be >= 0, got ", periodic_interval));
   if (periodic_interval > 0 && r == 0)
     return config_error("lora.periodic_interval", "restarts adapters; set lora.r > 0");
-  if (init != "default" && init != "lora_ga")
-    return config_error("lora.init", absl::StrCat("must be default or lora_ga, got '", init, "'"));
+  if (init != "default" && init != "lora_ga" && init != "quailora")
+    return config_error("lora.init", absl::StrCat("must be default, lora_ga or quailora, got '", init, "'"));
   if (ga_batches < 1) return config_error("lora.ga_batches", absl::StrCat("must be >= 1, got ", ga_batches));
   if (!(ga_gamma > 0)) return config_error("lora.ga_gamma", absl::StrCat("must be > 0, got ", ga_gamma));
   if (init == "lora_ga" && nf4())
     return config_error("lora.init", "lora_ga offsets the base weights, which an NF4 base (lora.quantize_base = "
                                      "\"nf4\") would have to be quantized again for");
+  if (calib_batches < 1)
+    return config_error("lora.calib_batches", absl::StrCat("must be >= 1, got ", calib_batches));
+  if (als_iters < 0) return config_error("lora.als_iters", absl::StrCat("must be >= 0, got ", als_iters));
+  if (init == "quailora" && !nf4())
+    return config_error("lora.init", "quailora starts the adapters from an NF4 base's quantization error: set "
+                                     "lora.quantize_base = \"nf4\"");
   if (periodic_interval > 0 && nf4())
     return config_error("lora.periodic_interval", "merges the adapters into the base weights, which an NF4 base "
                                                   "(lora.quantize_base = \"nf4\") cannot absorb");

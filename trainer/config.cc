@@ -493,6 +493,8 @@ absl::Status Config::validate() const {
     if (lora.dropout > 0 && parallel.cp > 1)
       return config_error("lora.dropout", "runs without context parallelism (parallel.cp = 1)");
     if (lora.changes_base()) MEMTRAIN_RETURN_IF_ERROR(base_changing_lora_allowed(*this));
+    if (lora.quailora() && offload.parameters_offloaded())
+      return config_error("lora.init", "quailora sets the adapters in memory: offload.parameters must be \"none\"");
   }
   if (memory.activations == std::vector<std::string>{"auto"}) {
     if (memory.budget_bytes() == 0)

@@ -281,6 +281,18 @@ absl::Status gather_tp_parts(parallel::Communicator& tp, const float* part,
   return absl::OkStatus();
 }
 
+void store_global_value(const model::Param& p, const float* global, const parallel::DataParallel& engine,
+                        const model::ParamSet& trainable) {
+  if (p.frozen) {
+    model::ParamSet::copy_local(p, global, 0, p.value.numel(), p.value.f32());
+    return;
+  }
+  for (const parallel::LocalSegment& seg : engine.stored_values()) {
+    if (trainable.all()[seg.seg.entry].get() != &p) continue;
+    model::ParamSet::copy_local(p, global, seg.seg.offset, seg.seg.n, seg.value);
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ModelBundle>> gather_tensor_parallel(const Config& cfg, MeshRun& run,
                                                                     const ModelBundle& local) {
   parallel::Communicator& tp = run.mesh.comm(parallel::Axis::kTp);

@@ -81,6 +81,11 @@ absl::StatusOr<double> mesh_grad_norm(MeshRun& run, const ModelBundle& bundle, p
 // rank_parts[r] is the tensor as tp rank r holds it (its split, from that rank's shapes-only model).
 absl::Status gather_tp_parts(parallel::Communicator& tp, const float* part,
                              const std::vector<const model::Param*>& rank_parts, float* whole);
+// `global` (p's whole tensor) into what this rank stores of p, a parameter of `trainable`: its engine segments (a
+// ZeRO-3 shard holds slices), or for a frozen tensor (LoRA-FA's A) its local value. For initialisations that
+// compute whole adapters (LoRA-GA, QuAILoRA).
+void store_global_value(const model::Param& p, const float* global, const parallel::DataParallel& engine,
+                        const model::ParamSet& trainable);
 // Collective over tp (after engine.materialize_values()): a single-process model whose parameters hold the global
 // values and gradients assembled from every tp rank's parts, for saving and sampling. Every rank of the tp group
 // gets one; under PeriodicLoRA or LoRA-GA with the frozen base as training left it. (Gradients are only meaningful

@@ -11,23 +11,6 @@
 #include "trainer/pipeline.h"
 
 namespace memtrain::trainer {
-namespace {
-
-// `global` (p's whole tensor) into what this rank stores of trainable p: its engine segments (a ZeRO-3 shard holds
-// slices), or for a frozen tensor its local value.
-void store_value(const model::Param& p, const float* global, const parallel::DataParallel& engine,
-                 const model::ParamSet& trainable) {
-  if (p.frozen) {
-    model::ParamSet::copy_local(p, global, 0, p.value.numel(), p.value.f32());
-    return;
-  }
-  for (const parallel::LocalSegment& seg : engine.stored_values()) {
-    if (trainable.all()[seg.seg.entry].get() != &p) continue;
-    model::ParamSet::copy_local(p, global, seg.seg.offset, seg.seg.n, seg.value);
-  }
-}
-
-}  // namespace
 
 absl::Status lora_ga_factors(const float* G, int64_t out, int64_t in, int64_t r, double gamma, float* A, float* B) {
   const int64_t k = std::min(out, in);
@@ -118,8 +101,8 @@ absl::Status lora_ga_initialize(const Config& cfg, parallel::Communicator& world
     MEMTRAIN_RETURN_IF_ERROR(agree(world, factored));
     MEMTRAIN_RETURN_IF_ERROR(world.broadcast(A0.data(), A0.size(), DType::kF32, 0));
     MEMTRAIN_RETURN_IF_ERROR(world.broadcast(B0.data(), B0.size(), DType::kF32, 0));
-    store_value(*t.A, A0.data(), engine, bundle.params);
-    store_value(*t.B, B0.data(), engine, bundle.params);
+    store_global_value(*t.A, A0.data(), engine, bundle.params);
+    store_global_value(*t.B, B0.data(), engine, bundle.params);
     // W -= scale * B0 A0 on this rank's part, from the parts of A0 and B0 a rank holding W holds (restart_adapters'
     // reasoning: the local product is the local part).
     std::vector<float> a(shape_numel(t.A->local_shape)), b(shape_numel(t.B->local_shape));

@@ -42,10 +42,12 @@ constexpr char kUsage[] =
     "  convert --to-hf CHECKPOINT --out HF_DIR [--dtype f32|bf16|f16] [--max-shard-mb N]\n"
     "                                                 a checkpoint (file, checkpoints dir or output.dir) into a\n"
     "                                                 Hugging Face directory; shards above N MB (default 5000)\n"
-    "  convert --merge-adapter ADAPTER_DIR [--base HF_DIR] --out HF_DIR [--dtype ...] [--max-shard-mb N]\n"
+    "  convert --merge-adapter ADAPTER_DIR [--base HF_DIR] [--nf4-base] --out HF_DIR [--dtype ...] [--max-shard-mb N]\n"
     "                                                 a PEFT LoRA adapter (a LoRA run's output.dir/adapter) merged\n"
     "                                                 into its base (default: the adapter's base_model_name_or_path)\n"
-    "                                                 as a Hugging Face directory\n"
+    "                                                 as a Hugging Face directory; --nf4-base: into the base's\n"
+    "                                                 projections as QLoRA's NF4 leaves them (the model a QLoRA run\n"
+    "                                                 trained; QuAILoRA's adapters cancel the NF4 error, so need it)\n"
     "  keeper  CONFIG [--set ...] [--node N] [--stop] the snapshot keeper of the config's job on this node (or\n"
     "                                                 simulated node N): holds the in-memory snapshots until the job\n"
     "                                                 is over; the trainer starts one when none runs. --stop: frees\n"
@@ -66,6 +68,7 @@ struct Args {
   bool json = false;
   int world_size = 0;  // plan: 0 = from the config
   std::string from_hf, to_hf, merge_adapter, base, dtype;  // convert
+  bool nf4_base = false;                                    // convert --merge-adapter
   std::string tokenizer = "byte";     // prepare
   int64_t max_shard_mb = 5000;
   std::vector<std::string> inputs;
@@ -105,6 +108,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
       MEMTRAIN_ASSIGN_OR_RETURN(a.merge_adapter, value("--merge-adapter"));
     } else if (arg == "--base" && command == "convert") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.base, value("--base"));
+    } else if (arg == "--nf4-base" && command == "convert") {
+      a.nf4_base = true;
     } else if (arg == "--dtype" && command == "convert") {
       MEMTRAIN_ASSIGN_OR_RETURN(a.dtype, value("--dtype"));
     } else if (arg == "--max-shard-mb" && command == "convert") {
@@ -151,8 +156,8 @@ absl::StatusOr<Args> parse_args(const std::string& command, int argc, char** arg
     if (modes != 1 || a.out.empty())
       return absl::InvalidArgumentError("convert: needs --out DIR and one of --from-hf HF_DIR, --to-hf CHECKPOINT, "
                                         "--merge-adapter ADAPTER_DIR");
-    if (!a.base.empty() && a.merge_adapter.empty())
-      return absl::InvalidArgumentError("convert: --base is for --merge-adapter");
+    if ((!a.base.empty() || a.nf4_base) && a.merge_adapter.empty())
+      return absl::InvalidArgumentError("convert: --base and --nf4-base are for --merge-adapter");
     if (!a.from_hf.empty() && (!a.dtype.empty() || a.max_shard_mb != 5000))
       return absl::InvalidArgumentError("convert --from-hf: --dtype and --max-shard-mb are for --to-hf");
     return a;
@@ -204,7 +209,7 @@ absl::Status convert(const Args& args) {
   }
   if (!args.merge_adapter.empty()) {
     MEMTRAIN_ASSIGN_OR_RETURN(ConvertSummary s, merge_peft_adapter(args.merge_adapter, args.base, args.out, dtype,
-                                                                   args.max_shard_mb << 20));
+                                                                   args.max_shard_mb << 20, args.nf4_base));
     std::printf("merged the adapter %s into %lld tensors of its base model in %s\n", args.merge_adapter.c_str(),
                 static_cast<long long>(s.tensors), s.written.c_str());
     return absl::OkStatus();

@@ -141,7 +141,7 @@ absl::Status copy_adapter_tensors(const PeftAdapter& adapter, const std::string&
 
 absl::StatusOr<ConvertSummary> merge_peft_adapter(const std::string& adapter_dir, std::string base_dir,
                                                   const std::string& out_dir, std::optional<DType> dtype,
-                                                  int64_t max_shard_bytes) {
+                                                  int64_t max_shard_bytes, bool nf4_base) {
   MEMTRAIN_ASSIGN_OR_RETURN(PeftAdapter adapter, read_peft_adapter(adapter_dir));
   if (base_dir.empty()) base_dir = adapter.base_model;
   if (base_dir.empty())
@@ -161,6 +161,7 @@ absl::StatusOr<ConvertSummary> merge_peft_adapter(const std::string& adapter_dir
     const Tensor& src = base.params.at(p->name);
     std::copy_n(src.f32(), src.numel(), p->value.f32());
   }
+  if (nf4_base) MEMTRAIN_RETURN_IF_ERROR(tuned.frozen_set()->quantize_frozen_projections());
   MEMTRAIN_RETURN_IF_ERROR(copy_adapter_tensors(adapter, adapter_dir, tuned));
   model::ParamSet whole;
   MEMTRAIN_RETURN_IF_ERROR(model::Model::create(m, whole).status());

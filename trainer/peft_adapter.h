@@ -40,9 +40,10 @@ absl::Status copy_adapter_tensors(const PeftAdapter& adapter, const std::string&
 
 // The merged model of adapter_dir over base_dir (empty: the adapter's base_model_name_or_path) into out_dir as
 // a Hugging Face model directory (dtype: each tensor's; nullopt: the base's types). Every adapter tensor must
-// belong to a projection of the base (errors name it).
+// belong to a projection of the base (errors name it). nf4_base: every projection of the base goes through NF4
+// first, as a QLoRA run held it, so the merged model is the one that run trained.
 absl::StatusOr<ConvertSummary> merge_peft_adapter(const std::string& adapter_dir, std::string base_dir,
                                                   const std::string& out_dir, std::optional<DType> dtype,
-                                                  int64_t max_shard_bytes);
+                                                  int64_t max_shard_bytes, bool nf4_base = false);
 
 }  // namespace memtrain::trainer

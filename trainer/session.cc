@@ -34,6 +34,14 @@ absl::StatusOr<std::optional<HfModel>> read_starting_weights(const Config& cfg) 
   return std::optional<HfModel>(std::move(hf));
 }
 
+absl::StatusOr<Tensor> starting_whole_value(const Config& cfg, const std::optional<HfModel>& hf,
+                                            const model::Param& p) {
+  if (hf) return hf->params.at(p.name);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty(p.shape, DType::kF32, MemCategory::kWorkspace));
+  model::ParamSet::initialize_slice(p, static_cast<uint64_t>(cfg.train.seed), 0, t.numel(), t.f32());
+  return t;
+}
+
 namespace {
 
 // The frozen base of a fine-tune: model.from_hf's weights (this rank's parts) or the seed's, LoRA-FA's frozen A
@@ -50,13 +58,7 @@ absl::Status load_frozen(const Config& cfg, model::ParamSet& frozen) {
   }
   if (!cfg.lora.nf4()) return absl::OkStatus();
   // A tensor-parallel part is cut from the whole weight quantized, which comes from the file or the seed again.
-  auto whole = [&](const model::Param& p) -> absl::StatusOr<Tensor> {
-    if (hf) return hf->params.at(p.name);
-    MEMTRAIN_ASSIGN_OR_RETURN(Tensor t, Tensor::empty(p.shape, DType::kF32, MemCategory::kWorkspace));
-    model::ParamSet::initialize_slice(p, static_cast<uint64_t>(cfg.train.seed), 0, t.numel(), t.f32());
-    return t;
-  };
-  return frozen.quantize_frozen_projections(whole);
+  return frozen.quantize_frozen_projections([&](const model::Param& p) { return starting_whole_value(cfg, hf, p); });
 }
 
 }  // namespace

@@ -28,6 +28,10 @@ struct ModelBundle {
 };
 // model.from_hf's parameters (fp32, whole, category workspace), or nullopt without it.
 absl::StatusOr<std::optional<HfModel>> read_starting_weights(const Config& cfg);
+// p's whole starting value (p.shape, fp32, workspace): `hf`'s tensor (read_starting_weights), or without it the
+// train.seed initialisation.
+absl::StatusOr<Tensor> starting_whole_value(const Config& cfg, const std::optional<HfModel>& hf,
+                                            const model::Param& p);
 
 // Builds the model (this tp rank's part, running this cp rank's chunks of the sequences; with pp > 1 the pipeline
 // stages pp rank `pp_rank` holds), allocates its parameters and initialises them from train.seed, or

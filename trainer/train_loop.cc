@@ -23,6 +23,7 @@
 #include "trainer/distributed.h"
 #include "trainer/generate.h"
 #include "trainer/lora_ga.h"
+#include "trainer/quailora.h"
 #include "trainer/metrics.h"
 #include "trainer/peft_adapter.h"
 #include "trainer/pipeline.h"
@@ -184,6 +185,16 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
     if (!quiet) {
       std::printf("LoRA-GA: adapters initialised from the gradient of %lld batches in %.2f s\n",
                   static_cast<long long>(cfg.lora.ga_batches), seconds_since(t_init));
+    }
+  }
+  if (cfg.lora.quailora() && first_step == 0) {
+    const auto t_init = Clock::now();
+    MEMTRAIN_ASSIGN_OR_RETURN(const QuantizationError err,
+                              quailora_initialize(cfg, world, run, *bundle, *engine, batches));
+    if (!quiet) {
+      std::printf("QuAILoRA: adapters cancel %.1f%% of the NF4 base's quantization error on the inputs of %lld "
+                  "batches (%.2f s)\n", 100.0 * (1.0 - err.quailora / std::max(err.qlora, 1e-300)),
+                  static_cast<long long>(cfg.lora.calib_batches), seconds_since(t_init));
     }
   }
   MEMTRAIN_ASSIGN_OR_RETURN(std::unique_ptr<CheckpointSaver> saver, CheckpointSaver::create(checkpoints));

@@ -6,7 +6,8 @@
 // (each rank draws the masks of its micro-batches and features that one process draws), and instruction data,
 // packed and padded, LoRA-GA's initialisation (the gradient estimate summed over dp, gathered over tp, the
 // factors from one SVD; the offset base), PeriodicLoRA (three stages: every rank merges its parts into its base and
-// restarts; the merged model is saved). The bounds are tensor_parallel_test's: every step's loss within 1e-5
+// restarts; the merged model is saved), QuAILoRA's initialisation (H summed over dp, a row-parallel projection's
+// input columns gathered over tp, the factors from world rank 0, stored in ZeRO-3 shards). The bounds are tensor_parallel_test's: every step's loss within 1e-5
 // relative of the single process over 30 steps, and the saved adapters (PeriodicLoRA's and LoRA-GA's merged models)
 // within 1e-4 relative per tensor (Adam magnifies rounding differences of small gradients; a wrongly split or summed
 // adapter is off by O(1)).
@@ -39,10 +40,12 @@ struct LoraCase {
   bool dropout = false;           // lora.dropout = 0.1
   bool periodic = false;          // PeriodicLoRA, stages of 10 steps: the merged model is what is saved
   bool ga = false;                // LoRA-GA's initialisation (2 batches): the merged model is what is saved
+  bool quail = false;             // QuAILoRA's initialisation (with nf4: 4 calibration batches, 20 ALS steps)
   std::string name() const {
     return arch + "_tp" + std::to_string(tp) + (sp ? "_sp" : "") + "_zero" + std::to_string(stage) +
            (fa ? "_fa" : "") + (nf4 ? "_nf4" : "") + (instructions.empty() ? "" : "_" + instructions) +
-           (dropout ? "_dropout" : "") + (periodic ? "_periodic" : "") + (ga ? "_ga" : "");
+           (dropout ? "_dropout" : "") + (periodic ? "_periodic" : "") + (ga ? "_ga" : "") +
+           (quail ? "_quailora" : "");
   }
 };
 
@@ -82,7 +85,7 @@ class LoraVsSingleProcess : public ::testing::TestWithParam<LoraCase> {
             std::string("lora.quantize_base=") + (c.nf4 ? "nf4" : "none"),
             std::string("lora.dropout=") + (c.dropout ? "0.1" : "0"),
             std::string("lora.periodic_interval=") + (c.periodic ? "10" : "0"),
-            std::string("lora.init=") + (c.ga ? "lora_ga" : "default"),
+            std::string("lora.init=") + (c.ga ? "lora_ga" : c.quail ? "quailora" : "default"),
             "model.vocab_size=256",
             "model.n_embd=" + std::string(c.nf4 ? "128" : "32"),
             "model.ffn_hidden=" + std::string(c.nf4 ? "256" : "0"),
@@ -137,7 +140,9 @@ TEST_P(LoraVsSingleProcess, LossCurveAndSavedAdapter) {
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   ASSERT_EQ(a->tensors.size(), b->tensors.size());
   // Per layer A and B of each projection, 2 layers (the merged models hold every tensor).
-  if (!c.periodic && !c.ga) EXPECT_EQ(b->tensors.size(), (c.arch == "gpt2" ? 3u + 1u : 7u) * 2 * 2);
+  if (!c.periodic && !c.ga) {
+    EXPECT_EQ(b->tensors.size(), (c.arch == "gpt2" ? 3u + 1u : 7u) * 2 * 2);
+  }
   for (size_t i = 0; i < b->tensors.size(); ++i) {
     const Tensor& x = a->tensors[i].tensor;
     const Tensor& y = b->tensors[i].tensor;
@@ -168,7 +173,10 @@ INSTANTIATE_TEST_SUITE_P(Meshes, LoraVsSingleProcess,
                                            LoraCase{"gpt2", 2, 0, false, true, false, "", false, true},
                                            LoraCase{"gpt2", 1, 1, false, false, false, "", false, false, true},
                                            LoraCase{"llama", 2, 0, true, false, false, "", false, false, true},
-                                           LoraCase{"gpt2", 1, 3, false, false, false, "", false, false, true}),
+                                           LoraCase{"gpt2", 1, 3, false, false, false, "", false, false, true},
+                                           LoraCase{"gpt2", 1, 1, false, false, true, "", false, false, false, true},
+                                           LoraCase{"llama", 2, 3, true, false, true, "", false, false, false, true},
+                                           LoraCase{"gpt2", 2, 2, false, false, true, "", false, false, false, true}),
                          [](const auto& info) { return info.param.name(); });
 
 }  // namespace

@@ -10,27 +10,12 @@
 #include <random>
 #include <vector>
 
+#include "tests/unit/trainer/low_rank_oracle.h"
+
 namespace memtrain::trainer {
 namespace {
 
-// n orthonormal columns of length m (column-major in a row-major (m, n) array), by Gram-Schmidt twice.
-std::vector<double> orthonormal(int64_t m, int64_t n, std::mt19937& rng) {
-  std::normal_distribution<double> d;
-  std::vector<double> q(m * n);
-  for (double& v : q) v = d(rng);
-  for (int64_t j = 0; j < n; ++j) {
-    for (int pass = 0; pass < 2; ++pass)
-      for (int64_t k = 0; k < j; ++k) {
-        double dot = 0;
-        for (int64_t i = 0; i < m; ++i) dot += q[i * n + j] * q[i * n + k];
-        for (int64_t i = 0; i < m; ++i) q[i * n + j] -= dot * q[i * n + k];
-      }
-    double norm = 0;
-    for (int64_t i = 0; i < m; ++i) norm += q[i * n + j] * q[i * n + j];
-    for (int64_t i = 0; i < m; ++i) q[i * n + j] /= std::sqrt(norm);
-  }
-  return q;
-}
+using testing::orthonormal;
 
 TEST(LoraGa, FactorsAreTheScaledSingularVectors) {
   for (const auto& [out, in] : {std::pair<int64_t, int64_t>{24, 16}, {12, 30}}) {
