@@ -50,25 +50,29 @@ std::array<uint32_t, 4> philox4x32_block(PhiloxKey key, std::array<uint32_t, 4> 
   return {c0, c1, c2, c3};
 }
 
+// Both fill elements [offset, offset + n) block by block: one Philox block gives four consecutive elements, so each
+// block is generated once (per element it was four times), and Box-Muller's radius and angle once per pair. The
+// values are those of the element-wise formula, bit for bit, whatever the offset and n.
 void philox_uniform(PhiloxKey key, int64_t offset, int64_t n, float lo, float hi, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t e = offset + i;
+  for (int64_t e = offset; e < offset + n;) {
     const auto block = philox4x32(key, static_cast<uint64_t>(e / 4));
-    const double u = static_cast<double>(block[e % 4]) * (1.0 / 4294967296.0);  // [0, 1)
-    out[i] = static_cast<float>(lo + (hi - lo) * u);
+    for (int64_t lane = e % 4; lane < 4 && e < offset + n; ++lane, ++e) {
+      const double u = static_cast<double>(block[lane]) * (1.0 / 4294967296.0);  // [0, 1)
+      out[e - offset] = static_cast<float>(lo + (hi - lo) * u);
+    }
   }
 }
 
 void philox_normal(PhiloxKey key, int64_t offset, int64_t n, float mean, float std, float* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t e = offset + i;
+  for (int64_t e = offset; e < offset + n;) {
     const auto block = philox4x32(key, static_cast<uint64_t>(e / 4));
-    const int lane = static_cast<int>(e % 4);
-    const int pair = lane / 2 * 2;  // lanes (0,1) and (2,3) form Box-Muller pairs
-    const double r = std::sqrt(-2.0 * std::log(unit_open_closed(block[pair])));
-    const double theta = 2.0 * M_PI * unit_open_closed(block[pair + 1]);
-    const double z = (lane % 2 == 0) ? r * std::cos(theta) : r * std::sin(theta);
-    out[i] = static_cast<float>(mean + std * z);
+    for (int pair = static_cast<int>(e % 4) / 2 * 2; pair < 4 && e < offset + n; pair += 2) {
+      // Lanes (0,1) and (2,3) form Box-Muller pairs: the even lane takes the cosine, the odd one the sine.
+      const double r = std::sqrt(-2.0 * std::log(unit_open_closed(block[pair])));
+      const double theta = 2.0 * M_PI * unit_open_closed(block[pair + 1]);
+      if (e % 2 == 0) out[e++ - offset] = static_cast<float>(mean + std * (r * std::cos(theta)));
+      if (e < offset + n) out[e++ - offset] = static_cast<float>(mean + std * (r * std::sin(theta)));
+    }
   }
 }
 

@@ -31,6 +31,30 @@ TEST(Philox, AnySliceEqualsTheSameSliceOfTheWhole) {
   }
 }
 
+// The streams are defined element by element: element e is lane e % 4 of block e / 4, a normal from the Box-Muller
+// pair of its lanes (cosine for the even lane, sine for the odd). The fills generate each block once; every
+// element of every slice must equal that definition, bit for bit (checkpoints and zo_sgd's directions rely on it).
+TEST(Philox, FillsEqualTheElementWiseDefinition) {
+  const PhiloxKey key = philox_key(3, "w");
+  auto unit = [](uint32_t u) { return (static_cast<double>(u) + 1.0) * (1.0 / 4294967296.0); };
+  for (int64_t offset = 0; offset < 8; ++offset)
+    for (int64_t n = 0; n < 14; ++n) {
+      std::vector<float> z(n), u(n);
+      philox_normal(key, offset, n, 0.5f, 2.0f, z.data());
+      philox_uniform(key, offset, n, -1.0f, 3.0f, u.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t e = offset + i;
+        const auto b = philox4x32(key, static_cast<uint64_t>(e / 4));
+        const int pair = static_cast<int>(e % 4) / 2 * 2;
+        const double r = std::sqrt(-2.0 * std::log(unit(b[pair]))), theta = 2.0 * M_PI * unit(b[pair + 1]);
+        const double normal = e % 2 == 0 ? r * std::cos(theta) : r * std::sin(theta);
+        ASSERT_EQ(z[i], static_cast<float>(0.5f + 2.0f * normal)) << offset << " " << n << " " << i;
+        ASSERT_EQ(u[i], static_cast<float>(-1.0f + 4.0f * (static_cast<double>(b[e % 4]) * (1.0 / 4294967296.0))))
+            << offset << " " << n << " " << i;
+      }
+    }
+}
+
 TEST(Philox, NamesAndSeedsGiveDifferentStreams) {
   std::vector<float> a(64), b(64), c(64);
   philox_uniform(philox_key(1, "a"), 0, 64, 0, 1, a.data());
