@@ -24,12 +24,7 @@ class Adafactor final : public Optimizer {
   // row (rows) and col (cols) for a matrix, else v; m (the parameter's shape) with momentum.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
 
  private:
   struct State {
@@ -43,7 +38,6 @@ class Adafactor final : public Optimizer {
   OptimConfig cfg_;
   std::vector<State> states_;
   std::vector<float> update_;  // scratch, the largest target's size
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

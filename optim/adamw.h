@@ -22,13 +22,8 @@ class AdamW final : public Optimizer {
   static absl::StatusOr<AdamW> create(std::vector<OptimTarget> targets, const OptimConfig& cfg);
 
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
   bool decays(const model::Param& p) const { return optim::decays(p, cfg_); }
 
  private:
@@ -37,7 +32,6 @@ class AdamW final : public Optimizer {
   std::vector<OptimTarget> targets_;
   OptimConfig cfg_;
   std::vector<Tensor> m_, v_;  // parallel to targets_
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

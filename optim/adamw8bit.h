@@ -29,7 +29,6 @@ class AdamW8bit final : public Optimizer {
   // requantizes it); small tensors: m and v.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
@@ -48,7 +47,6 @@ class AdamW8bit final : public Optimizer {
   std::vector<OptimTarget> targets_;
   OptimConfig cfg_;
   std::vector<State> states_;  // parallel to targets_
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

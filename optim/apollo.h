@@ -37,12 +37,7 @@ class Apollo final : public Optimizer {
   // others mom1 and mom2 of the parameter's shape. The projections are drawn again from the seed and the step.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg, bool mini);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
 
  private:
   struct State {
@@ -60,7 +55,6 @@ class Apollo final : public Optimizer {
   uint64_t seed_;
   std::vector<State> states_;
   std::vector<float> proj_, projected_, adam_;  // scratch: P, R and adam(R) of the largest matrix
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

@@ -38,12 +38,7 @@ class Coap final : public Optimizer {
   // Projected matrices: proj (r x s), mom1 and mom2 (r x L, flat, in R's layout); others mom1 and mom2.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
   // Target i's projection (r x s); empty when not projected. Tests.
   std::vector<float> projection(size_t i) const;
 
@@ -60,7 +55,6 @@ class Coap final : public Optimizer {
   OptimConfig cfg_;
   std::vector<State> states_;
   std::vector<float> projected_;  // scratch: R of the largest matrix
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

@@ -31,12 +31,7 @@ class GaLore final : public Optimizer {
   // (r x max(m, n), flat); others mom1 and mom2 of the parameter's shape.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p, const OptimConfig& cfg);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
 
   // Target i's current projection as fp32 (dequantized with int8 projections); empty when not projected. Tests.
   std::vector<float> projection(size_t i) const;
@@ -57,7 +52,6 @@ class GaLore final : public Optimizer {
   OptimConfig cfg_;
   std::vector<State> states_;
   std::vector<float> proj_, projected_;  // scratch: P and R of the largest matrix
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

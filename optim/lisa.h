@@ -31,7 +31,6 @@ class Lisa final : public Optimizer {
 
   absl::Status prepare_step() override;
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status prepare_resume(int64_t steps_taken) override;
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
@@ -49,7 +48,7 @@ class Lisa final : public Optimizer {
   std::vector<std::vector<OptimTarget>> block_targets_;  // by global layer; empty for blocks on other ranks
   std::unique_ptr<Optimizer> always_, blocks_;           // blocks_: null when this rank holds none of the drawn
   std::vector<int64_t> trained_;
-  int64_t period_ = -1, step_ = 0;
+  int64_t period_ = -1;
   size_t always_arrays_ = 0, always_staging_ = 0;  // always_'s part of the last checkpoint_state()
 };
 

@@ -24,7 +24,6 @@ class OffloadedAdamW final : public Optimizer {
   ~OffloadedAdamW() override;
 
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   bool takes_value_residency() const override { return true; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
@@ -49,7 +48,6 @@ class OffloadedAdamW final : public Optimizer {
   SwapTier* tier_;
   std::vector<Group> groups_;
   std::vector<OptimTarget> targets_;
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

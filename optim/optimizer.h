@@ -76,7 +76,8 @@ class Optimizer {
   virtual absl::Status prepare_step() { return absl::OkStatus(); }
   // One update of every target from its gradient, at learning rate `lr`.
   virtual absl::Status step(double lr) = 0;
-  virtual int64_t steps_taken() const = 0;
+  // Steps taken: counted by each step() (step_), or a wrapper's inner optimizer's.
+  virtual int64_t steps_taken() const { return step_; }
   // What a checkpoint stores of this rank's state: its arrays, pointing into the state itself or, for state kept in
   // another form (8-bit codes), into `staging`, filled with the current values.
   struct CheckpointStates {
@@ -87,10 +88,15 @@ class Optimizer {
   // Before a resume asks checkpoint_state() for the arrays to read: a state whose layout depends on the step
   // (LISA's trained blocks) takes the one it has after `steps_taken` steps.
   virtual absl::Status prepare_resume(int64_t steps_taken) { return absl::OkStatus(); }
-  // After a resume read `states` (from checkpoint_state()) back: takes over staged arrays and the step count.
-  virtual absl::Status restore(const CheckpointStates& states, int64_t steps_taken) = 0;
+  // After a resume read `states` (from checkpoint_state()) back: takes over staged arrays and the step count. By
+  // default only the count: state whose arrays checkpoint_state() pointed into was read in place.
+  virtual absl::Status restore(const CheckpointStates& states, int64_t steps_taken) {
+    step_ = steps_taken;
+    return absl::OkStatus();
+  }
 
  protected:
+  int64_t step_ = 0;  // step() counts
   absl::Status before_target(size_t i) { return residency_ ? residency_->before(i) : absl::OkStatus(); }
   absl::Status after_target(size_t i) { return residency_ ? residency_->after(i) : absl::OkStatus(); }
   absl::Status finish_targets() { return residency_ ? residency_->finish() : absl::OkStatus(); }

@@ -23,7 +23,6 @@ class Restartable final : public Optimizer {
   bool takes_value_residency() const override { return false; }
   absl::Status prepare_step() override { return inner_->prepare_step(); }
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override { return inner_->checkpoint_state(); }
   absl::Status prepare_resume(int64_t steps_taken) override { return inner_->prepare_resume(steps_taken % period_); }
   absl::Status restore(const CheckpointStates& states, int64_t steps_taken) override;
@@ -32,7 +31,7 @@ class Restartable final : public Optimizer {
   Restartable(Factory factory, int64_t period) : factory_(std::move(factory)), period_(period) {}
 
   Factory factory_;
-  int64_t period_, step_ = 0;
+  int64_t period_;
   std::unique_ptr<Optimizer> inner_;
 };
 

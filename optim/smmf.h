@@ -33,12 +33,7 @@ class Smmf final : public Optimizer {
   // m_row, m_col, m_sign (bytes, bit k of byte i: element 8 i + k is positive), v_row, v_col.
   static std::vector<CheckpointArraySpec> checkpoint_layout(const model::Param& p);
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override;
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
 
  private:
   struct State {
@@ -52,7 +47,6 @@ class Smmf final : public Optimizer {
   OptimConfig cfg_;
   std::vector<State> states_;
   std::vector<double> m_col_sum_, v_col_sum_;  // scratch, the widest target's cols
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim

@@ -39,12 +39,7 @@ class ZoSgd final : public Optimizer {
   }
 
   absl::Status step(double lr) override;
-  int64_t steps_taken() const override { return step_; }
   absl::StatusOr<CheckpointStates> checkpoint_state() override { return CheckpointStates{}; }
-  absl::Status restore(const CheckpointStates&, int64_t steps_taken) override {
-    step_ = steps_taken;
-    return absl::OkStatus();
-  }
 
  private:
   ZoSgd(std::vector<OptimTarget> targets, std::vector<OptimTarget> perturbed, const OptimConfig& cfg, uint64_t seed)
@@ -56,7 +51,6 @@ class ZoSgd final : public Optimizer {
   OptimConfig cfg_;
   uint64_t seed_;
   double projected_gradient_ = 0;
-  int64_t step_ = 0;
 };
 
 }  // namespace memtrain::optim
