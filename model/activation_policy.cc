@@ -16,6 +16,7 @@ constexpr std::pair<LayerPolicy, absl::string_view> kNames[] = {
     {LayerPolicy::kSwapHost, "swap_host"},
     {LayerPolicy::kSwapSsd, "swap_ssd"},
     {LayerPolicy::kCompress, "compress"},
+    {LayerPolicy::kStream, "stream"},
 };
 }  // namespace
 
@@ -85,6 +86,10 @@ std::string ActivationPolicy::describe() const {
     l += n;
   }
   if (uses(LayerPolicy::kRecompute)) absl::StrAppend(&out, " (segments of ", segment, ")");
+  if (uses(LayerPolicy::kStream)) {
+    absl::StrAppend(&out, stream_chunk > 0 ? absl::StrCat(" (chunks of ", stream_chunk, " positions)")
+                                           : std::string(" (chunks of a third of the sequence)"));
+  }
   return out;
 }
 

@@ -2,13 +2,18 @@
 // activation store; `recompute` saves only the input of each recompute segment (a run of up to `segment`
 // consecutive recompute blocks, the sqrt(n) rule of Chen et al. when segment = ceil(sqrt(n_layer))) and runs the
 // segment's forward again just before its backward; `recompute_attention` (Megatron's selective recompute) leaves
-// out the attention core's output and log-sum-exps, which backward recomputes from q, k and v; `swap_host` and `swap_ssd` send the block's saved tensors to a
-// swap tier (offload/) while forward goes on and bring them back ahead of backward. Recomputed and swapped tensors
-// are the same bits as the first forward's, so gradients do not change. `compress` keeps the inputs of the block's
-// projections as int8 blocks with one fp32 absmax scale per 64 values (the idea of Few-bit backward and DIVISION):
-// only the weight gradients read them, each value off by at most scale / 2 = absmax / 254.
+// out the attention core's output and log-sum-exps, which backward recomputes from q, k and v; `swap_host` and
+// `swap_ssd` send the block's saved tensors to a swap tier (offload/) while forward goes on and bring them back
+// ahead of backward. Recomputed and swapped tensors are the same bits as the first forward's, so gradients do not
+// change. `compress` keeps the inputs of the block's projections as int8 blocks with one fp32 absmax scale per 64
+// values (the idea of Few-bit backward and DIVISION): only the weight gradients read them, each value off by at
+// most scale / 2 = absmax / 254. `stream` (StreamBP, stream_block.h) saves only the block's input, as a recompute
+// segment of one block does, and runs the block's forward and backward `stream_chunk` positions at a time, so
+// besides its input, output, keys and values it holds one chunk's worth; its results are the others' up to the
+// order of sums.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -19,7 +24,7 @@
 
 namespace memtrain::model {
 
-enum class LayerPolicy : uint8_t { kKeep, kRecompute, kRecomputeAttention, kSwapHost, kSwapSsd, kCompress };
+enum class LayerPolicy : uint8_t { kKeep, kRecompute, kRecomputeAttention, kSwapHost, kSwapSsd, kCompress, kStream };
 
 absl::StatusOr<LayerPolicy> parse_layer_policy(absl::string_view name);  // InvalidArgument lists the names
 absl::string_view layer_policy_name(LayerPolicy p);
@@ -27,6 +32,12 @@ absl::string_view layer_policy_name(LayerPolicy p);
 struct ActivationPolicy {
   std::vector<LayerPolicy> layers;  // one per global layer; empty: keep everywhere
   int64_t segment = 1;              // recompute blocks checkpointed together
+  int64_t stream_chunk = 0;         // positions per StreamBP chunk; 0: a third of the sequence
+
+  // The chunk a stream block's backward uses on sequences of T positions (this rank's, with cp).
+  int64_t stream_chunk_for(int64_t T) const {
+    return stream_chunk > 0 ? std::min(stream_chunk, T) : std::max<int64_t>(1, (T + 2) / 3);
+  }
 
   // From the config's names: one for every layer, or one per layer. `segment` 0 means ceil(sqrt(n_layer)).
   // Errors (InvalidArgument, without a key) say which entry and why.
@@ -36,6 +47,7 @@ struct ActivationPolicy {
 
   LayerPolicy at(int64_t layer) const { return layers.empty() ? LayerPolicy::kKeep : layers[layer]; }
   bool recomputes(int64_t layer) const { return at(layer) == LayerPolicy::kRecompute; }
+  bool streams(int64_t layer) const { return at(layer) == LayerPolicy::kStream; }
   bool swaps(int64_t layer) const { return at(layer) == LayerPolicy::kSwapHost || at(layer) == LayerPolicy::kSwapSsd; }
   bool uses(LayerPolicy p) const;  // some layer has policy p
   // The recompute segment [s, e) holding `layer` (a recompute layer) among the layers [first, end) a pipeline

@@ -214,19 +214,27 @@ absl::StatusOr<Tensor> LlamaAttention::backward(const Tensor& dy, int64_t B, int
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor xf, tp_.gather_rows(x));
   MEMTRAIN_RETURN_IF_ERROR(linear_backward(q_, xf, dq, N, dx.f32(), store));
+  MEMTRAIN_RETURN_IF_ERROR(key_value_backward(xf, dk, dv, dx, store));
+  return tp_.sum_rows(dx);
+}
+
+absl::Status LlamaAttention::key_value_backward(const Tensor& xf, const Tensor& dk, const Tensor& dv, Tensor& dx,
+                                                ActivationStore& store) const {
+  ThreadPool& pool = ThreadPool::global();
+  const int64_t N = xf.rows();
   if (kv_sharers_ == 1) {
     MEMTRAIN_RETURN_IF_ERROR(linear_backward(k_, xf, dk, N, dx.f32(), store, /*accumulate_dx=*/true));
     MEMTRAIN_RETURN_IF_ERROR(linear_backward(v_, xf, dv, N, dx.f32(), store, /*accumulate_dx=*/true));
   } else {
     // A shared kv head's weight gradient comes from all its sharers' query heads; dx takes only this rank's part,
-    // since dx is summed over tp below.
+    // since the caller sums dx over tp.
     for (auto [w, d] : {std::pair{&k_, &dk}, std::pair{&v_, &dv}}) {
       MEMTRAIN_ASSIGN_OR_RETURN(Tensor summed, sum_over_kv_sharers(*d));
       MEMTRAIN_RETURN_IF_ERROR(linear_backward(*w, xf, summed, N, nullptr, store));
       MEMTRAIN_RETURN_IF_ERROR(linear_backward_input(*w, d->f32(), N, dx.f32(), pool, /*accumulate_dx=*/true, store));
     }
   }
-  return tp_.sum_rows(dx);
+  return absl::OkStatus();
 }
 
 }  // namespace memtrain::model

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/activation_store.h"
+#include "model/chunk_attention.h"
 #include "model/context_parallel.h"
 #include "model/linear.h"
 #include "model/model_config.h"
@@ -43,6 +44,23 @@ class Gpt2Attention {
   static int64_t deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
                                                const TensorParallel& tp);
 
+  // StreamBP (memory.activations = "stream", block.h), on the chunk's rows of this layer's input y (B*c, C):
+  // the keys and values into kv (StreamKeyValues of width kv_width()); the chunk's forward, saving what its
+  // backward needs; its backward, which adds into kv.dkv and returns dL/dy of the chunk's rows. Without SP.
+  int64_t kv_width() const { return Cl_; }
+  absl::Status stream_key_values(const Tensor& y, const SequenceChunk& rows, StreamKeyValues& kv,
+                                 const ActivationStore& store) const;
+  absl::StatusOr<Tensor> stream_forward(const Tensor& y, const SequenceChunk& rows, const StreamKeyValues& kv,
+                                        ActivationStore& store) const;
+  absl::StatusOr<Tensor> stream_backward(const Tensor& dy, const SequenceChunk& rows, StreamKeyValues& kv,
+                                         ActivationStore& store);
+  // What a chunk's forward saves (besides y) for a (B, c) chunk.
+  static int64_t stream_saved_bytes(const ModelConfig& cfg, int64_t B, int64_t c, int tp);
+  // The keys and values of N rows (StreamKeyValues::kv, or its gradient).
+  static int64_t stream_key_value_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * 2 * (cfg.n_embd / tp);
+  }
+
  private:
   std::string name_;
   int64_t C_, H_, Cl_;  // H_: this rank's heads; Cl_ = H_ * head dim
@@ -73,9 +91,29 @@ class LlamaAttention {
   // This rank's key/value heads: Hkv / tp, or 1 when tp ranks share each kv head.
   static int64_t local_kv_heads(const ModelConfig& cfg, int tp);
 
+  // StreamBP (memory.activations = "stream", block.h), on the chunk's rows of this layer's input y (B*c, C):
+  // the keys and values into kv (StreamKeyValues of width kv_width()); the chunk's forward, saving what its
+  // backward needs; its backward, which adds into kv.dkv and returns dL/dy of the chunk's rows. Without SP.
+  int64_t kv_width() const { return Hkv_ * D_; }
+  absl::Status stream_key_values(const Tensor& y, const SequenceChunk& rows, StreamKeyValues& kv,
+                                 const ActivationStore& store) const;
+  absl::StatusOr<Tensor> stream_forward(const Tensor& y, const SequenceChunk& rows, const StreamKeyValues& kv,
+                                        ActivationStore& store) const;
+  absl::StatusOr<Tensor> stream_backward(const Tensor& dy, const SequenceChunk& rows, StreamKeyValues& kv,
+                                         ActivationStore& store);
+  // What a chunk's forward saves (besides y) for a (B, c) chunk.
+  static int64_t stream_saved_bytes(const ModelConfig& cfg, int64_t B, int64_t c, int tp);
+  static int64_t stream_key_value_bytes(const ModelConfig& cfg, int64_t N, int tp) {
+    return 4 * N * 2 * local_kv_heads(cfg, tp) * cfg.head_dim();
+  }
+
  private:
   // Sums d (N, Hkv_ * D_), this rank's key or value gradient, over the ranks that share its kv head.
   absl::StatusOr<Tensor> sum_over_kv_sharers(const Tensor& d) const;
+  // The key and value projections' backward from dk, dv (N, Hkv_ * D_, after RoPE's backward): their weight
+  // gradients, and dx (N, C, this rank's part of the sum over tp) += their input gradients.
+  absl::Status key_value_backward(const Tensor& xf, const Tensor& dk, const Tensor& dv, Tensor& dx,
+                                  ActivationStore& store) const;
 
   std::string name_;
   int64_t C_, H_, Hkv_, D_;  // H_, Hkv_: this rank's heads

@@ -12,6 +12,10 @@ namespace memtrain::model {
 
 template <class Norm, class Attention, class Mlp>
 struct PreNormBlock {
+  using NormLayer = Norm;
+  using AttentionLayer = Attention;
+  using MlpLayer = Mlp;
+
   Norm norm1;
   Attention attn;
   Norm norm2;

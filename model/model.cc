@@ -1,6 +1,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -167,6 +168,8 @@ int64_t Model::blocks_stored_bytes(size_t end, int64_t b, int64_t t) const {
   for (size_t j = 0; j < end; ++j) {
     if (recomputes(j)) {
       sum += segment_of(j).first == j ? input : 0;
+    } else if (streams(j)) {
+      sum += input;
     } else {
       sum += block_stored_bytes(j, b, t);
     }
@@ -231,10 +234,20 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   // Reached in some block's MLP backward: what the blocks below hold and its own saved tensors (recomputed, with
   // those of its segment below it, under recompute), besides what lives outside the blocks.
-  int64_t blocks = 0;
-  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) blocks = std::max(blocks, blocks_held_bytes(l, b, t));
-  return predicted_activation_bytes(B, T) - blocks_stored_bytes(num_blocks(), b, t) + blocks +
-         backward_peak_extra_bytes(b, t);
+  // A stream block's is in its chunk's MLP backward, with a chunk's scratch instead of the whole batch's, or in
+  // its forward (stream_block.h), with the blocks below it stored.
+  const BlockBytes blk = block_bytes(b, t);
+  // (A stream block's term can be negative: the extra below counts a whole batch's MLP scratch.)
+  int64_t blocks = num_blocks() > 0 ? std::numeric_limits<int64_t>::min() : 0, forward = 0;
+  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
+    const int64_t below = blocks_stored_bytes(l, b, t);
+    const int64_t held = streams(l) ? below + blk.stream_backward_peak - blk.mlp_backward_scratch
+                                    : blocks_held_bytes(l, b, t);
+    blocks = std::max(blocks, held);
+    if (streams(l)) forward = std::max(forward, chunk_tokens_bytes(b, t) + below + blk.stream_forward_peak);
+  }
+  return std::max(forward, predicted_activation_bytes(B, T) - blocks_stored_bytes(num_blocks(), b, t) + blocks +
+                               backward_peak_extra_bytes(b, t));
 }
 
 int64_t Model::predicted_forward_only_peak_bytes(int64_t B, int64_t T) const {

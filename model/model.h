@@ -14,6 +14,7 @@
 #include "model/lm_head.h"
 #include "model/model_config.h"
 #include "model/params.h"
+#include "model/stream_block.h"
 #include "model/tensor_parallel.h"
 #include "parallel/unit_hooks.h"
 
@@ -134,13 +135,17 @@ class Model {
   // One block's activation figures (PreNormBlock's static functions) for this rank's (B, T).
   struct BlockBytes {
     int64_t saved, deferred, deferring_attention_peak, deferring_mlp_extra, forward_only_peak;
+    int64_t mlp_backward_scratch, stream_forward_peak, stream_backward_peak;  // stream: for the policy's chunk
   };
   virtual BlockBytes block_bytes(int64_t B, int64_t T) const = 0;
   template <class Block>
   BlockBytes block_bytes_of(int64_t B, int64_t T) const {
     return {Block::saved_bytes(cfg_, B, T, tp_), Block::deferred_bytes(cfg_, B, T, tp_),
             Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_),
-            Block::forward_only_peak_bytes(cfg_, B, T, tp_)};
+            Block::forward_only_peak_bytes(cfg_, B, T, tp_),
+            Block::MlpLayer::backward_scratch_bytes(cfg_, B * T, tp_.size),
+            stream_forward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_),
+            stream_backward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_)};
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
   int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.size > 1 && stage_.first ? 4 * b * t : 0; }
@@ -177,6 +182,7 @@ class Model {
     return {static_cast<size_t>(s - stage_.first_layer), static_cast<size_t>(e - stage_.first_layer)};
   }
   std::string segment_input_key(size_t l) const { return absl::StrCat("block.", global_layer(l), "/input"); }
+  bool streams(size_t l) const { return policy_.streams(global_layer(l)); }
   bool swaps(size_t l) const { return policy_.swaps(global_layer(l)); }
   bool compresses(size_t l) const { return policy_.at(global_layer(l)) == LayerPolicy::kCompress; }
   bool recomputes_attention(size_t l) const {
@@ -240,12 +246,19 @@ absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks
   for (size_t l = 0; l < blocks.size(); ++l) {
     const int unit = block_unit(l);
     // A recompute segment keeps only its input; its blocks save nothing now (their backward runs them again).
+    // A stream block keeps only its input too, and runs chunk by chunk both ways (stream_block.h).
     const bool recompute = recomputes(l);
-    if (recompute && segment_of(l).first == l) MEMTRAIN_RETURN_IF_ERROR(store.save(segment_input_key(l), x));
-    store.set_discarding(recompute);
+    if ((recompute && segment_of(l).first == l) || streams(l)) {
+      MEMTRAIN_RETURN_IF_ERROR(store.save(segment_input_key(l), x));
+    }
+    store.set_discarding(recompute || streams(l));
     store.begin_block(global_layer(l), {swap_tier(l), compresses(l), recomputes_attention(l)});
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
-    MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
+    if (streams(l)) {
+      MEMTRAIN_ASSIGN_OR_RETURN(x, stream_block_forward(blocks[l], x, B, T, policy_.stream_chunk_for(T), store));
+    } else {
+      MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
+    }
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
     MEMTRAIN_RETURN_IF_ERROR(store.end_block());
     store.set_discarding(false);
@@ -285,7 +298,12 @@ absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& block
       }
     }
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
-    MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
+    if (streams(l)) {
+      MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(segment_input_key(l)));
+      MEMTRAIN_ASSIGN_OR_RETURN(dx, stream_block_backward(blocks[l], x, dx, B, T, policy_.stream_chunk_for(T), store));
+    } else {
+      MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
+    }
     MEMTRAIN_RETURN_IF_ERROR(release(unit, kUse));
     MEMTRAIN_RETURN_IF_ERROR(grads_ready(unit));
   }

@@ -426,6 +426,20 @@ absl::Status zeroth_order_allowed(const Config& c) {
 }
 
 // LISA (optim.lisa_layers > 0) trains full parameters with a state that follows the drawn blocks.
+// StreamBP's chunks are whole positions of whole sequences on one rank: its first version leaves out the layouts
+// that split or relabel positions (cp, SP, packed rows) and LoRA dropout, whose masks are drawn per row.
+absl::Status stream_allowed(const Config& c) {
+  const std::string why = "memory.activations = stream ";
+  if (c.parallel.cp > 1) return config_error("parallel.cp", why + "runs without context parallelism (cp = 1)");
+  if (c.parallel.sequence_parallel)
+    return config_error("parallel.sequence_parallel", why + "runs without sequence parallelism");
+  if (!c.data.instructions.empty() && c.data.packing)
+    return config_error("data.packing", why + "runs on padded rows; set data.packing = false");
+  if (c.lora.enabled() && c.lora.dropout > 0)
+    return config_error("lora.dropout", why + "runs without dropout (its masks are drawn per row of the batch)");
+  return absl::OkStatus();
+}
+
 absl::Status lisa_allowed(const Config& c) {
   if (c.optim.lisa_layers > c.model.n_layer)
     return config_error("optim.lisa_layers", absl::StrCat(c.optim.lisa_layers, " exceeds model.n_layer (",
@@ -503,6 +517,7 @@ absl::Status Config::validate() const {
     MEMTRAIN_ASSIGN_OR_RETURN(const model::ActivationPolicy policy, memory.activation_policy(model.n_layer));
     if (policy.uses(model::LayerPolicy::kSwapSsd) && offload.ssd_path.empty())
       return config_error("offload.ssd_path", "must name a directory: memory.activations uses swap_ssd");
+    if (policy.uses(model::LayerPolicy::kStream)) MEMTRAIN_RETURN_IF_ERROR(stream_allowed(*this));
   }
   if (offload.optimizer_on_ssd() && optim.name != "adamw")
     return config_error("offload.optimizer", absl::StrCat("\"ssd\" streams AdamW's moments; optim.name is '",

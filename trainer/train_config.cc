@@ -57,6 +57,7 @@ absl::Status MemoryConfig::validate() const {
   absl::StatusOr<int64_t> bytes = parse_bytes(budget);
   if (!bytes.ok()) return config_error("memory.budget", bytes.status().message());
   MEMTRAIN_RETURN_IF_ERROR(non_negative("memory.recompute_segment", recompute_segment, " (0 = ceil(sqrt(n_layer)))"));
+  MEMTRAIN_RETURN_IF_ERROR(non_negative("memory.stream_chunk", stream_chunk, " (0 = a third of the sequence)"));
   return absl::OkStatus();
 }
 
@@ -93,6 +94,7 @@ absl::Status SnapshotConfig::validate() const {
 absl::StatusOr<model::ActivationPolicy> MemoryConfig::activation_policy(int64_t n_layer) const {
   absl::StatusOr<model::ActivationPolicy> policy = model::ActivationPolicy::parse(activations, recompute_segment, n_layer);
   if (!policy.ok()) return config_error("memory.activations", policy.status().message());
+  policy->stream_chunk = stream_chunk;
   return policy;
 }
 

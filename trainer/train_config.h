@@ -85,19 +85,25 @@ struct MemoryConfig {
   std::string budget = "0";
   std::vector<std::string> activations = {"keep"};
   int64_t recompute_segment = 1;
+  int64_t stream_chunk = 0;
 
   template <class V> void visit(V& v) {
     v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
                         "\"0\" = no budget");
     v("activations", activations, "how each transformer block keeps what its backward needs: keep, recompute (its "
                                   "forward runs again in backward), recompute_attention (only the attention core "
-                                  "again), swap_host, swap_ssd (written out during forward, "
-                                  "read back ahead of backward; offload.ssd_path), compress (projection inputs as "
-                                  "int8 blocks: weight gradients within ~1e-2); one entry for every block or one per "
-                                  "block; or [\"auto\"]: the planner picks keep, recompute or swap_ssd (and if need "
-                                  "be a smaller micro-batch, the same global batch) to fit memory.budget");
+                                  "again), swap_host, swap_ssd (written out during forward, read back ahead of "
+                                  "backward; offload.ssd_path), compress (projection inputs as int8 blocks: weight "
+                                  "gradients within ~1e-2), stream (StreamBP: only its input kept, forward and "
+                                  "backward chunk by chunk along the sequence, memory.stream_chunk); one entry for "
+                                  "every block or one per block; or [\"auto\"]: the planner picks keep, recompute "
+                                  "or swap_ssd (and if need be a smaller micro-batch, the same global batch) to fit "
+                                  "memory.budget");
     v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
                                               "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
+    v("stream_chunk", stream_chunk, "positions per chunk of a stream block's backward (StreamBP): it holds its "
+                                    "input, output, keys and values for the whole sequence and the rest for one "
+                                    "chunk; 0 = a third of the sequence (this rank's part of it under parallel.cp)");
   }
   absl::Status validate() const;
   // The blocks' policy for a model of n_layer blocks; errors name memory.activations.

@@ -1,0 +1,131 @@
+// StreamBP (memory.activations = "stream"; Luo et al., arXiv 2506.03077): a pre-norm block (block.h) run chunk by
+// chunk along the sequence, forward and backward, so that besides its input, output, keys and values (all rows)
+// it holds one chunk's worth. The block keeps only its input through forward, as a recompute segment of one
+// block does.
+//
+// Both directions first make the keys and values of every row (norm1 and the key/value projections, chunk by
+// chunk, keeping nothing). Forward then runs each chunk's attention (its queries against the prefix and itself,
+// chunk_attention.h), the residuals, norm2 and the MLP, keeping nothing. Backward runs the chunks from the last:
+// each chunk's forward again, keeping what its backward needs, then its backward, whose key/value gradients add
+// into the block's; a chunk's own key/value gradients are complete once the chunks after it have run, and its
+// key/value projections' backward runs then. Results are the unchunked block's up to the order of sums (the
+// attention's online softmax over two key blocks; dW = sum over chunks of dy^T x); one chunk (chunk >= T) runs
+// the unchunked operations, bit for bit `recompute`.
+#pragma once
+
+#include <algorithm>
+
+#include "core/cpu/elementwise.h"
+#include "model/chunk_attention.h"
+#include "model/sequence_chunk.h"
+
+namespace memtrain::model {
+
+namespace stream_detail {
+
+inline SequenceChunk chunk_rows(int64_t B, int64_t T, int64_t chunk, int64_t i) {
+  return {B, T, i * chunk, std::min(T, (i + 1) * chunk)};
+}
+
+// The keys and values of every row of x (B*T, C), and a zeroed gradient for them when `with_gradient`.
+template <class Block>
+absl::StatusOr<StreamKeyValues> key_values(const Block& block, const Tensor& x, int64_t B, int64_t T, int64_t chunk,
+                                           bool with_gradient, const ActivationStore& store) {
+  MEMTRAIN_ASSIGN_OR_RETURN(StreamKeyValues kv, StreamKeyValues::create(B * T, block.attn.kv_width(), with_gradient));
+  ActivationStore passing(/*keep=*/false);  // norm1 keeps nothing here
+  for (int64_t i = 0; i * chunk < T; ++i) {
+    const SequenceChunk rows = chunk_rows(B, T, chunk, i);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor xc, rows.gather(x));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, block.norm1.forward(xc, passing));
+    MEMTRAIN_RETURN_IF_ERROR(block.attn.stream_key_values(y1, rows, kv, store));
+  }
+  return kv;
+}
+
+// The block's output on one chunk's rows xc; saves what the chunk's backward needs when the store keeps.
+template <class Block>
+absl::StatusOr<Tensor> chunk_forward(const Block& block, const Tensor& xc, const SequenceChunk& rows,
+                                     const StreamKeyValues& kv, ActivationStore& store) {
+  ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, block.norm1.forward(xc, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x2, block.attn.stream_forward(y1, rows, kv, store));
+  cpu::add_inplace(x2.f32(), xc.f32(), xc.numel(), pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y2, block.norm2.forward(x2, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor x3, block.mlp.forward(y2, store));
+  cpu::add_inplace(x3.f32(), x2.f32(), xc.numel(), pool);
+  return x3;
+}
+
+}  // namespace stream_detail
+
+// The block's output for x (B*T, C), chunk positions at a time, into a store that keeps nothing of it.
+template <class Block>
+absl::StatusOr<Tensor> stream_block_forward(const Block& block, const Tensor& x, int64_t B, int64_t T, int64_t chunk,
+                                            ActivationStore& store) {
+  using namespace stream_detail;
+  MEMTRAIN_ASSIGN_OR_RETURN(StreamKeyValues kv, key_values(block, x, B, T, chunk, false, store));
+  if (chunk >= T) return chunk_forward(block, x, chunk_rows(B, T, chunk, 0), kv, store);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor y, Tensor::empty_like(x, MemCategory::kActivations));
+  for (int64_t i = 0; i * chunk < T; ++i) {
+    const SequenceChunk rows = chunk_rows(B, T, chunk, i);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor xc, rows.gather(x));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor yc, chunk_forward(block, xc, rows, kv, store));
+    rows.to_full(yc.f32(), yc.cols(), y.f32(), y.cols(), y.cols());
+  }
+  return y;
+}
+
+// dL/dx from the block's input x and dy = dL/d(output).
+template <class Block>
+absl::StatusOr<Tensor> stream_block_backward(Block& block, const Tensor& x, const Tensor& dy, int64_t B, int64_t T,
+                                             int64_t chunk, ActivationStore& store) {
+  using namespace stream_detail;
+  ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_ASSIGN_OR_RETURN(StreamKeyValues kv, key_values(block, x, B, T, chunk, true, store));
+  Tensor dx;
+  if (chunk < T) {
+    MEMTRAIN_ASSIGN_OR_RETURN(dx, Tensor::empty_like(x, MemCategory::kActivations));
+  }
+  for (int64_t i = (T + chunk - 1) / chunk; i-- > 0;) {
+    const SequenceChunk rows = chunk_rows(B, T, chunk, i);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor xc, rows.gather(x));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dyc, rows.gather(dy));
+    MEMTRAIN_RETURN_IF_ERROR(chunk_forward(block, xc, rows, kv, store).status());
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy2, block.mlp.backward(dyc, store));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx2, block.norm2.backward(dy2, store));
+    cpu::add_inplace(dx2.f32(), dyc.f32(), dyc.numel(), pool);  // the residual branch
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy1, block.attn.stream_backward(dx2, rows, kv, store));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dxc, block.norm1.backward(dy1, store));
+    cpu::add_inplace(dxc.f32(), dx2.f32(), dyc.numel(), pool);
+    if (rows.whole()) return dxc;
+    rows.to_full(dxc.f32(), dxc.cols(), dx.f32(), dx.cols(), dx.cols());
+  }
+  return dx;
+}
+
+// The high-water marks, for chunks of c positions, besides the incoming dy. Forward: in a chunk's MLP, the block's
+// input and (with more than one chunk) output, the keys and values, and what a forward that keeps nothing holds on
+// the chunk's rows (Block::forward_only_peak_bytes, which counts the chunk's input). Backward: in a chunk's MLP
+// backward, the block's input, the keys and values and their gradient, dx and the chunk's rows of x and dy (with
+// more than one chunk), what the chunk's forward saved (the attention's own, the keys and values being the
+// block's) and the MLP backward's scratch.
+template <class Block>
+int64_t stream_forward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp) {
+  const int64_t N = B * T, C = cfg.n_embd;
+  const int64_t chunked = c < T ? 4 * 2 * N * C : 0;
+  return chunked + Block::AttentionLayer::stream_key_value_bytes(cfg, N, tp.size) +
+         Block::forward_only_peak_bytes(cfg, B, std::min(c, T), tp);
+}
+template <class Block>
+int64_t stream_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp) {
+  using Attention = typename Block::AttentionLayer;
+  const int64_t N = B * T, rows = B * std::min(c, T), C = cfg.n_embd;
+  const int64_t chunked = c < T ? 4 * (N + 2 * rows) * C : 0;
+  const int64_t chunk_saved = Block::saved_bytes(cfg, B, std::min(c, T), tp) - 4 * rows * C -
+                              Attention::saved_bytes(cfg, B, std::min(c, T), tp.size) +
+                              Attention::stream_saved_bytes(cfg, B, std::min(c, T), tp.size);
+  return 4 * N * C + 2 * Attention::stream_key_value_bytes(cfg, N, tp.size) + chunked + chunk_saved +
+         Block::MlpLayer::backward_scratch_bytes(cfg, rows, tp.size);
+}
+
+}  // namespace memtrain::model
