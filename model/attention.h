@@ -44,7 +44,7 @@ class Gpt2Attention {
   static int64_t deferring_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T,
                                                const TensorParallel& tp);
 
-  // StreamBP (memory.activations = "stream", block.h), on the chunk's rows of this layer's input y (B*c, C):
+  // StreamBP (memory.activations = "stream", stream_block.h), on the chunk's rows of this layer's input y (B*c, C):
   // the keys and values into kv (StreamKeyValues of width kv_width()); the chunk's forward, saving what its
   // backward needs; its backward, which adds into kv.dkv and returns dL/dy of the chunk's rows. Without SP.
   int64_t kv_width() const { return Cl_; }
@@ -91,9 +91,7 @@ class LlamaAttention {
   // This rank's key/value heads: Hkv / tp, or 1 when tp ranks share each kv head.
   static int64_t local_kv_heads(const ModelConfig& cfg, int tp);
 
-  // StreamBP (memory.activations = "stream", block.h), on the chunk's rows of this layer's input y (B*c, C):
-  // the keys and values into kv (StreamKeyValues of width kv_width()); the chunk's forward, saving what its
-  // backward needs; its backward, which adds into kv.dkv and returns dL/dy of the chunk's rows. Without SP.
+  // StreamBP's steps, as Gpt2Attention's.
   int64_t kv_width() const { return Hkv_ * D_; }
   absl::Status stream_key_values(const Tensor& y, const SequenceChunk& rows, StreamKeyValues& kv,
                                  const ActivationStore& store) const;
@@ -101,7 +99,6 @@ class LlamaAttention {
                                         ActivationStore& store) const;
   absl::StatusOr<Tensor> stream_backward(const Tensor& dy, const SequenceChunk& rows, StreamKeyValues& kv,
                                          ActivationStore& store);
-  // What a chunk's forward saves (besides y) for a (B, c) chunk.
   static int64_t stream_saved_bytes(const ModelConfig& cfg, int64_t B, int64_t c, int tp);
   static int64_t stream_key_value_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * 2 * local_kv_heads(cfg, tp) * cfg.head_dim();

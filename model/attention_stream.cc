@@ -9,14 +9,23 @@ namespace {
 absl::StatusOr<Tensor> act(Shape shape) {
   return Tensor::empty(std::move(shape), DType::kF32, MemCategory::kActivations);
 }
+
+// StreamBP runs on whole sequences of one rank: no SP, cp or packed rows (config validation rejects them).
+void check_stream_layout(const TensorParallel& tp, const ContextParallel& cp, const ActivationStore& store) {
+  MEMTRAIN_CHECK_MSG(!tp.sequence_parallel && cp.size == 1 && store.packed() == nullptr,
+                     "stream blocks run without SP, cp and packed rows");
+}
 }  // namespace
 
 absl::Status Gpt2Attention::stream_key_values(const Tensor& y, const SequenceChunk& rows, StreamKeyValues& kv,
                                               const ActivationStore& store) const {
-  MEMTRAIN_CHECK(!tp_.sequence_parallel);
+  check_stream_layout(tp_, cp_, store);
   const int64_t W = 3 * Cl_;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor qkv, act({rows.rows(), W}));
-  MEMTRAIN_RETURN_IF_ERROR(linear_forward(c_attn_, y.f32(), rows.rows(), qkv.f32(), ThreadPool::global(), store));
+  // c_attn's input reaches an input observer (QuAILoRA's calibration) in the chunk's forward; not here as well.
+  const ActivationStore unobserved(/*keep=*/false);
+  MEMTRAIN_RETURN_IF_ERROR(
+      linear_forward(c_attn_, y.f32(), rows.rows(), qkv.f32(), ThreadPool::global(), unobserved));
   rows.to_full(qkv.f32() + Cl_, W, kv.kv.f32(), kv.ld(), 2 * Cl_);  // k and v side by side, as kv holds them
   return absl::OkStatus();
 }
@@ -63,7 +72,7 @@ int64_t Gpt2Attention::stream_saved_bytes(const ModelConfig& cfg, int64_t B, int
 
 absl::Status LlamaAttention::stream_key_values(const Tensor& y, const SequenceChunk& rows, StreamKeyValues& kv,
                                                const ActivationStore& store) const {
-  MEMTRAIN_CHECK(!tp_.sequence_parallel);
+  check_stream_layout(tp_, cp_, store);
   ThreadPool& pool = ThreadPool::global();
   const int64_t N = rows.rows(), w = Hkv_ * D_;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor k, act({N, w}));

@@ -240,7 +240,8 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
   // (A stream block's term can be negative: the extra below counts a whole batch's MLP scratch.)
   int64_t blocks = num_blocks() > 0 ? std::numeric_limits<int64_t>::min() : 0, forward = 0;
   for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
-    const int64_t below = blocks_stored_bytes(l, b, t);
+    // A swapped block below is in memory too: still being written in forward, read back ahead in backward.
+    const int64_t below = blocks_stored_bytes(l, b, t) + (l > 0 && swaps(l - 1) ? blk.saved : 0);
     const int64_t held = streams(l) ? below + blk.stream_backward_peak - blk.mlp_backward_scratch
                                     : blocks_held_bytes(l, b, t);
     blocks = std::max(blocks, held);
@@ -252,7 +253,11 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
 
 int64_t Model::predicted_forward_only_peak_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
-  return chunk_tokens_bytes(b, t) + (num_blocks() > 0 ? block_bytes(b, t).forward_only_peak : 0);
+  const BlockBytes blk = block_bytes(b, t);
+  int64_t block = 0;
+  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l)
+    block = std::max(block, streams(l) ? blk.stream_forward_peak : blk.forward_only_peak);
+  return chunk_tokens_bytes(b, t) + block;
 }
 
 int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {

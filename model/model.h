@@ -85,7 +85,7 @@ class Model {
   int64_t predicted_deferring_peak_activation_bytes(int64_t B, int64_t T) const;
   int64_t predicted_workspace_bytes(int64_t B, int64_t T) const;
   // The activation high-water mark of a forward into a store that keeps nothing (evaluation, zo_sgd): one block's
-  // (Block::forward_only_peak_bytes), besides the caller's batch tensors.
+  // (Block::forward_only_peak_bytes, or a stream block's chunked forward), besides the caller's batch tensors.
   int64_t predicted_forward_only_peak_bytes(int64_t B, int64_t T) const;
   // What one micro-batch's forward sends to the tier of `policy` (swap_host or swap_ssd): the saved bytes of the
   // blocks with that policy.

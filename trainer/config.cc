@@ -425,9 +425,9 @@ absl::Status zeroth_order_allowed(const Config& c) {
   return absl::OkStatus();
 }
 
-// LISA (optim.lisa_layers > 0) trains full parameters with a state that follows the drawn blocks.
 // StreamBP's chunks are whole positions of whole sequences on one rank: its first version leaves out the layouts
-// that split or relabel positions (cp, SP, packed rows) and LoRA dropout, whose masks are drawn per row.
+// that split or relabel positions (cp, SP, packed rows), LoRA dropout, whose masks are drawn per row, and the
+// zero-bubble schedule, whose deferred weight gradients would pile up chunk by chunk beyond what the plan counts.
 absl::Status stream_allowed(const Config& c) {
   const std::string why = "memory.activations = stream ";
   if (c.parallel.cp > 1) return config_error("parallel.cp", why + "runs without context parallelism (cp = 1)");
@@ -437,9 +437,12 @@ absl::Status stream_allowed(const Config& c) {
     return config_error("data.packing", why + "runs on padded rows; set data.packing = false");
   if (c.lora.enabled() && c.lora.dropout > 0)
     return config_error("lora.dropout", why + "runs without dropout (its masks are drawn per row of the batch)");
+  if (c.parallel.pp > 1 && c.parallel.pp_schedule == "zb-h1")
+    return config_error("parallel.pp_schedule", why + "runs with gpipe, 1f1b or interleaved pipelines, not zb-h1");
   return absl::OkStatus();
 }
 
+// LISA (optim.lisa_layers > 0) trains full parameters with a state that follows the drawn blocks.
 absl::Status lisa_allowed(const Config& c) {
   if (c.optim.lisa_layers > c.model.n_layer)
     return config_error("optim.lisa_layers", absl::StrCat(c.optim.lisa_layers, " exceeds model.n_layer (",

@@ -101,9 +101,9 @@ struct MemoryConfig {
                                   "memory.budget");
     v("recompute_segment", recompute_segment, "consecutive recompute blocks that keep one input together and run "
                                               "their forward again as one; 0 = ceil(sqrt(model.n_layer))");
-    v("stream_chunk", stream_chunk, "positions per chunk of a stream block's backward (StreamBP): it holds its "
-                                    "input, output, keys and values for the whole sequence and the rest for one "
-                                    "chunk; 0 = a third of the sequence (this rank's part of it under parallel.cp)");
+    v("stream_chunk", stream_chunk, "positions per chunk of a stream block's forward and backward (StreamBP): it "
+                                    "holds its input, output, keys and values for the whole sequence and the rest "
+                                    "for one chunk; 0 = a third of the sequence");
   }
   absl::Status validate() const;
   // The blocks' policy for a model of n_layer blocks; errors name memory.activations.

@@ -96,8 +96,7 @@ TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
 // stream on a mesh (StreamBP): chunks of 12 of the 32 positions (12 + 12 + 8) reorder the weight gradients' sums,
 // so every step's loss within 1e-5 relative of keep's on the same mesh (the bound of tensor_parallel_test); one
 // whole-sequence chunk is keep's run bit for bit (MpiActivationPolicies below). Under ZeRO-3 the block's
-// parameters stay gathered through all its chunks; its gradients are reduced once, after the last chunk; a
-// pipeline's deferred weight gradients (zb-h1) run per chunk later.
+// parameters stay gathered through all its chunks; its gradients are reduced once, after the last chunk.
 TEST_P(MpiActivationPolicies, StreamFollowsKeepWithinRounding) {
   const PolicyCase& c = GetParam();
   if (c.name.find("stream") == std::string::npos) GTEST_SKIP() << "not a stream case";
@@ -182,8 +181,8 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"gpt2_dp_zero3_stream", "gpt2", 1, {"zero.stage=3"}, kStreamWhole},
                       PolicyCase{"llama_tp2_zero2_stream", "llama", 2, {"parallel.tp=2", "zero.stage=2"}, kStreamWhole},
                       PolicyCase{"llama_tp4_stream", "llama", 4, {"parallel.tp=4", "zero.stage=1"}, kStreamWhole},
-                      PolicyCase{"gpt2_pp2_zb_stream", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=zb-h1",
-                                                                   "train.grad_accum=4"}, kStreamWhole}),
+                      PolicyCase{"gpt2_pp2_1f1b_stream", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                                     "train.grad_accum=4"}, kStreamWhole}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

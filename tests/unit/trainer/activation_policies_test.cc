@@ -30,6 +30,7 @@ struct Result {
   std::vector<std::vector<float>> grads;
   int64_t left = 0, peak = 0;              // activation bytes after forward, and the high-water mark
   int64_t predicted = 0, predicted_peak = 0;
+  int64_t eval_peak = 0, predicted_eval_peak = 0;  // a forward that keeps nothing (evaluation)
 };
 
 // One forward + backward from the same parameters and batch under `policy`.
@@ -54,6 +55,11 @@ Result run(const ModelConfig& cfg, const ActivationPolicy& policy, bool defer = 
   mt.reset_peaks();
   const int64_t before = mt.current(MemCategory::kActivations);
   Result r;
+  ActivationStore discard(/*keep=*/false);
+  MEMTRAIN_CHECK_OK(model->forward(tokens, targets, 0.0f, discard).status());
+  r.eval_peak = mt.peak(MemCategory::kActivations) - before;
+  r.predicted_eval_peak = model->predicted_forward_only_peak_bytes(B, T);
+  mt.reset_peaks();
   ActivationStore store;
   r.loss = *model->forward(tokens, targets, 1.0f / (B * T), store);
   r.left = mt.current(MemCategory::kActivations) - before;
@@ -67,6 +73,16 @@ Result run(const ModelConfig& cfg, const ActivationPolicy& policy, bool defer = 
                            : model->predicted_peak_activation_bytes(B, T);
   for (const auto& p : params.all()) r.grads.emplace_back(p->grad.f32(), p->grad.f32() + p->grad.numel());
   return r;
+}
+
+// ||a - ref|| / ||ref|| (the absolute difference when ref is zero).
+double relative_difference(const std::vector<float>& a, const std::vector<float>& ref) {
+  double diff = 0, norm = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    diff += std::pow(static_cast<double>(a[k]) - ref[k], 2);
+    norm += std::pow(static_cast<double>(ref[k]), 2);
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
 
 struct Case {
@@ -131,12 +147,7 @@ TEST_P(ActivationPolicies, CompressBoundsTheWeightGradientErrorAndBytesArePredic
       double worst = 0;
       int changed = 0;
       for (size_t i = 0; i < r.grads.size(); ++i) {
-        double diff = 0, ref = 0;
-        for (size_t k = 0; k < r.grads[i].size(); ++k) {
-          diff += std::pow(static_cast<double>(r.grads[i][k]) - keep.grads[i][k], 2);
-          ref += std::pow(static_cast<double>(keep.grads[i][k]), 2);
-        }
-        const double rel = std::sqrt(diff / ref);
+        const double rel = relative_difference(r.grads[i], keep.grads[i]);
         const std::string& name = names.all()[i]->name;
         if (rel > 0) ++changed;
         EXPECT_LE(rel, 1e-2) << name;
@@ -161,7 +172,9 @@ TEST_P(ActivationPolicies, StreamGivesTheUnchunkedGradients) {
   const Result keep = run(cfg, ActivationPolicy::keep_all());
   ParamSet names;
   MEMTRAIN_CHECK_OK(Model::create(cfg, names).status());
-  const std::vector<Names> layouts = {{"stream"}, {"stream", "keep", "recompute", "stream", "swap_host"}};
+  const std::vector<Names> layouts = {{"stream"},
+                                      {"stream", "keep", "recompute", "stream", "swap_host"},
+                                      {"swap_host", "stream", "swap_ssd", "stream", "keep"}};
   for (const Names& layout : layouts) {
     std::map<int64_t, int64_t> peaks;  // chunk -> high-water mark
     for (int64_t chunk : {13, 100, 12, 7, 0, 5, 4, 1}) {
@@ -174,12 +187,7 @@ TEST_P(ActivationPolicies, StreamGivesTheUnchunkedGradients) {
       ASSERT_EQ(r.grads.size(), keep.grads.size());
       double worst = 0;
       for (size_t i = 0; i < r.grads.size(); ++i) {
-        double diff = 0, ref = 0;
-        for (size_t k = 0; k < r.grads[i].size(); ++k) {
-          diff += std::pow(static_cast<double>(r.grads[i][k]) - keep.grads[i][k], 2);
-          ref += std::pow(static_cast<double>(keep.grads[i][k]), 2);
-        }
-        const double rel = ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+        const double rel = relative_difference(r.grads[i], keep.grads[i]);
         EXPECT_LE(rel, one_chunk ? 0.0 : 1e-6) << names.all()[i]->name;
         worst = std::max(worst, rel);
       }
@@ -187,6 +195,7 @@ TEST_P(ActivationPolicies, StreamGivesTheUnchunkedGradients) {
                   policy.describe().c_str(), static_cast<long long>(policy.stream_chunk_for(13)), worst);
       EXPECT_EQ(r.left, r.predicted);
       EXPECT_EQ(r.peak, r.predicted_peak);
+      EXPECT_EQ(r.eval_peak, r.predicted_eval_peak);
       EXPECT_LT(r.left, keep.left);
       if (layout.size() == 1) {
         EXPECT_LT(r.peak, keep.peak);

@@ -125,6 +125,7 @@ inline const std::vector<Malformed>& cases() {
       {"stream_context_parallel", "", {"memory.activations=stream", "parallel.cp=2"}, "parallel.cp: memory.activations = stream runs without context parallelism (cp = 1)"},
       {"stream_sequence_parallel", "", {"memory.activations=stream", "parallel.tp=2", "parallel.sequence_parallel=true"}, "parallel.sequence_parallel: memory.activations = stream runs without sequence parallelism"},
       {"stream_lora_dropout", "", {"memory.activations=stream", "lora.r=4", "lora.dropout=0.1"}, "lora.dropout: memory.activations = stream runs without dropout"},
+      {"stream_zero_bubble", "", {"memory.activations=stream", "model.n_layer=4", "parallel.pp=2", "parallel.pp_schedule=zb-h1", "train.grad_accum=4"}, "parallel.pp_schedule: memory.activations = stream runs with gpipe, 1f1b or interleaved pipelines, not zb-h1"},
       {"swap_ssd_without_path", "", {"memory.activations=swap_ssd"}, "offload.ssd_path: must name a directory: memory.activations uses swap_ssd"},
       {"auto_without_budget", "", {"memory.activations=auto"}, "memory.activations: \"auto\" chooses policies that fit memory.budget; set one"},
       {"offload_optimizer_unknown", "[offload]\noptimizer = \"disk\"", {}, "offload.optimizer: must be \"none\" or \"ssd\", got 'disk'"},
