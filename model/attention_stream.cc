@@ -12,7 +12,7 @@ absl::StatusOr<Tensor> act(Shape shape) {
 
 // StreamBP runs on whole sequences of one rank: no SP, cp or packed rows (config validation rejects them).
 void check_stream_layout(const TensorParallel& tp, const ContextParallel& cp, const ActivationStore& store) {
-  MEMTRAIN_CHECK_MSG(!tp.sequence_parallel && cp.size == 1 && store.packed() == nullptr,
+  MEMTRAIN_CHECK_MSG(!tp.sequence_parallel && cp.group_size() == 1 && store.packed() == nullptr,
                      "stream blocks run without SP, cp and packed rows");
 }
 }  // namespace

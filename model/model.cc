@@ -104,10 +104,10 @@ absl::Status Model::backward(ActivationStore& store) { return backward_stage(Ten
 absl::StatusOr<Tensor> Model::forward_stage(const Tensor& tokens, const Tensor& targets, const Tensor& x,
                                             float grad_scale, ActivationStore& store, double* loss) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
-  if (cp_.size == 1) return forward_local(tokens, targets, x, grad_scale, store, loss);
-  if (tokens.dim(1) % cp_.chunks() != 0) {
+  if (cp_.group_size() == 1) return forward_local(tokens, targets, x, grad_scale, store, loss);
+  if (tokens.dim(1) % cp_.pieces() != 0) {
     return absl::InvalidArgumentError(absl::StrCat("a sequence of ", tokens.dim(1), " tokens does not split into ",
-                                                   cp_.chunks(), " context-parallel chunks"));
+                                                   cp_.pieces(), " context-parallel pieces"));
   }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor local_tokens, cp_.local_tokens(tokens));
   Tensor local_targets;
@@ -137,7 +137,7 @@ absl::StatusOr<Tensor> Model::backward_stage(const Tensor& dy, ActivationStore& 
 
 absl::StatusOr<Tensor> Model::last_logits(const Tensor& tokens) {
   MEMTRAIN_RETURN_IF_ERROR(check_tokens(tokens));
-  if (cp_.size > 1 || !stage_.first || !stage_.last) {
+  if (cp_.group_size() > 1 || !stage_.first || !stage_.last) {
     return absl::FailedPreconditionError("last_logits: sampling runs on a whole model without cp");
   }
   ActivationStore discard(/*keep=*/false);

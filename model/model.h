@@ -122,8 +122,8 @@ class Model {
  protected:
   Model(const ModelConfig& cfg, ParamSet& params, const TensorParallel& tp, const ContextParallel& cp,
         const PipelineStage& stage);
-  // The batch this rank's layers see for (B, T) whole sequences: (cp.slots * B, T / cp.chunks()).
-  std::pair<int64_t, int64_t> local_batch(int64_t B, int64_t T) const { return {cp_.slots * B, T / cp_.chunks()}; }
+  // The batch this rank's layers see for (B, T) whole sequences: (cp.slots * B, T / cp.pieces()).
+  std::pair<int64_t, int64_t> local_batch(int64_t B, int64_t T) const { return {cp_.slots * B, T / cp_.pieces()}; }
   // tokens (B, T) this rank's chunks (all of it without cp); x the previous stage's output. Checked tokens.
   absl::StatusOr<Tensor> forward_local(const Tensor& tokens, const Tensor& targets, const Tensor& x, float grad_scale,
                                        ActivationStore& store, double* loss);
@@ -148,7 +148,7 @@ class Model {
             stream_backward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_)};
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
-  int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.size > 1 && stage_.first ? 4 * b * t : 0; }
+  int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.group_size() > 1 && stage_.first ? 4 * b * t : 0; }
   // What blocks [0, end) of this stage keep through forward: saved tensors, or a recompute segment's input.
   int64_t blocks_stored_bytes(size_t end, int64_t b, int64_t t) const;
   // What blocks [0, l] hold when block l's backward runs: the stored bytes below, and its own saved tensors (with

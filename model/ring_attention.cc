@@ -7,6 +7,7 @@
 
 #include "core/cpu/attention.h"
 #include "core/status.h"
+#include "model/ulysses.h"
 
 namespace memtrain::model {
 namespace {
@@ -65,6 +66,7 @@ absl::Status wait_both(std::pair<parallel::CommHandle, parallel::CommHandle>& h)
 absl::Status ring_attention_forward(const ContextParallel& cp, const float* q, int64_t ldq, const float* k,
                                     int64_t ldk, const float* v, int64_t ldv, const RingAttentionDims& s,
                                     float* out, int64_t ldo, float* lse) {
+  if (cp.a2a_size > 1) return ulysses_attention_forward(cp, q, ldq, k, ldk, v, ldv, s, out, ldo, lse);
   ThreadPool& pool = ThreadPool::global();
   if (cp.size == 1 && s.causal) {
     cpu::attention_forward(q, ldq, k, ldk, v, ldv, s.B, s.T, s.H, s.Hkv, s.D, out, ldo, lse, pool, s.first);
@@ -105,6 +107,10 @@ absl::Status ring_attention_backward(const ContextParallel& cp, const float* dou
                                      int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                                      const float* out, int64_t ldo, const float* lse, const RingAttentionDims& s,
                                      float* dq, int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv) {
+  if (cp.a2a_size > 1) {
+    return ulysses_attention_backward(cp, dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, s, dq, lddq, dk, lddk,
+                                      dv, lddv);
+  }
   ThreadPool& pool = ThreadPool::global();
   if (cp.size == 1 && s.causal) {
     cpu::attention_backward(dout, lddo, q, ldq, k, ldk, v, ldv, out, ldo, lse, s.B, s.T, s.H, s.Hkv, s.D, dq, lddq,
@@ -181,11 +187,13 @@ absl::Status ring_attention_backward(const ContextParallel& cp, const float* dou
 }
 
 int64_t ring_attention_forward_buffer_bytes(const ContextParallel& cp, const RingAttentionDims& s) {
+  if (cp.a2a_size > 1) return ulysses_forward_buffer_bytes(cp, s);
   if (cp.size == 1 && s.causal) return 0;
   return (cp.size > 1 ? 2 : 1) * 4 * (2 * s.B * s.T * s.Hkv * s.D);
 }
 
 int64_t ring_attention_backward_buffer_bytes(const ContextParallel& cp, const RingAttentionDims& s) {
+  if (cp.a2a_size > 1) return ulysses_backward_buffer_bytes(cp, s);
   if (cp.size == 1 && s.causal) return 0;
   return (cp.size > 1 ? 5 : 2) * 4 * (2 * s.B * s.T * s.Hkv * s.D);
 }

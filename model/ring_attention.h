@@ -5,7 +5,8 @@
 // blocks again in the same order with the final log-sum-exp, and each block's key/value gradient travels with it,
 // summed by every rank it visits, back to the rank that owns it.
 //
-// With one cp rank these are the single-process kernels of core/cpu/attention.h, bitwise.
+// With one cp rank these are the single-process kernels of core/cpu/attention.h, bitwise. With an all-to-all part
+// (cp.a2a_size > 1) they exchange heads around the ring (model/ulysses.h); the arguments stay the token layout.
 #pragma once
 
 #include <cstdint>

@@ -13,6 +13,11 @@ absl::Status ParallelConfig::validate() const {
   if (tp < 1) return config_error("parallel.tp", absl::StrCat("must be >= 1, got ", tp));
   if (pp < 1) return config_error("parallel.pp", absl::StrCat("must be >= 1, got ", pp));
   if (cp < 1) return config_error("parallel.cp", absl::StrCat("must be >= 1, got ", cp));
+  if (cp_a2a < 1 || cp % cp_a2a != 0)
+    return config_error("parallel.cp_a2a", absl::StrCat(cp_a2a, " must be >= 1 and divide parallel.cp = ", cp));
+  if (cp_ring != -1 && cp_ring * cp_a2a != cp)
+    return config_error("parallel.cp_ring", absl::StrCat("parallel.cp_a2a * parallel.cp_ring = ", cp_a2a, " * ",
+                                                         cp_ring, " must equal parallel.cp = ", cp, " (or -1)"));
   if (absl::StatusOr<ScheduleKind> kind = parse_schedule_kind(pp_schedule); !kind.ok()) {
     return config_error("parallel.pp_schedule", kind.status().message());
   } else if ((*kind == ScheduleKind::kInterleaved) != (pp_chunks > 1) || pp_chunks < 1) {

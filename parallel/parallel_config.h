@@ -15,6 +15,8 @@ struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
   int64_t cp = 1;
+  int64_t cp_a2a = 1;   // unified SP: the all-to-all (Ulysses) part of cp
+  int64_t cp_ring = -1;  // -1: cp / cp_a2a
   double timeout_s = 300;
   double bucket_mb = 25;
   bool sequence_parallel = false;
@@ -43,6 +45,12 @@ struct ParallelConfig {
     v("cp", cp,
       "context-parallel ranks, >= 1 (between tp and dp): each holds 2 of the 2 * cp chunks of every sequence (one "
       "early, one late) and attention passes key/value blocks around a ring; 2 * cp divides the sequence length");
+    v("cp_a2a", cp_a2a,
+      "unified sequence parallelism: the cp ranks form groups of cp_a2a consecutive ranks that exchange attention "
+      "heads by all-to-all (Ulysses) around a ring of cp / cp_a2a ranks; each rank holds 1/cp_a2a of its ring "
+      "chunks' tokens; divides cp and this rank's attention heads (n_head / tp), and the key/value heads divide "
+      "it or it them; 1 = ring only");
+    v("cp_ring", cp_ring, "the ring part of cp: cp / cp_a2a, or -1 = the rest");
     v("sequence_parallel", sequence_parallel,
       "with tp > 1: the norms and residual stream hold 1/tp of the tokens; all-reduces become reduce-scatter + "
       "all-gather (tp divides the sequence length)");

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "checkpoint/snapshot_parity.h"
 #include "core/status.h"
+#include "model/attention.h"
+#include "model/ulysses.h"
 #include "optim/lisa.h"
 #include "optim/matrix_owners.h"
 #include "optim/offloaded_adamw.h"
@@ -52,10 +54,23 @@ absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape&
     return config_error("train.grad_accum", absl::StrCat(cfg.train.grad_accum, " micro-batches are not a multiple "
                                                          "of parallel.pp = ", s.pp, " (the interleaved schedule)"));
   const int64_t T = cfg.train.resolved_seq_len(m.block_size);
-  if (s.cp > 1 && T % (2 * s.cp) != 0)
+  const int64_t a2a = cfg.parallel.cp_a2a, ring = s.cp / a2a;
+  if (ring > 1 && T % (2 * s.cp) != 0) {
     return config_error("parallel.cp", absl::StrCat(s.cp, " ranks hold 2 * ", s.cp, " chunks (causal load "
                                                     "balancing), which do not divide the sequence length ", T));
-  const int64_t chunk = s.cp > 1 ? T / (2 * s.cp) : T;  // the tokens of a sequence one rank holds together
+  }
+  if (a2a > 1) {
+    if (T % (ring > 1 ? 2 * s.cp : a2a) != 0)
+      return config_error("parallel.cp_a2a", absl::StrCat(a2a, " ranks split each ring chunk, which does not "
+                                                          "divide the sequence length ", T));
+    const int64_t kv_heads = m.is_llama() ? model::LlamaAttention::local_kv_heads(m, s.tp) : m.n_head / s.tp;
+    if (std::string why = model::ulysses_head_mismatch(m.n_head / s.tp, kv_heads, static_cast<int>(a2a));
+        !why.empty()) {
+      return config_error("parallel.cp_a2a", absl::StrCat(why, " (per tensor-parallel rank)"));
+    }
+  }
+  // The tokens of a sequence one rank holds together.
+  const int64_t chunk = s.cp > 1 ? T / (ring > 1 ? 2 * s.cp : s.cp) : T;
   if (cfg.parallel.sequence_parallel && chunk % s.tp != 0)
     return config_error("parallel.sequence_parallel",
                         absl::StrCat("parallel.tp = ", s.tp, " does not divide the ", chunk, " tokens of ",
@@ -77,6 +92,13 @@ absl::StatusOr<MeshRun> create_mesh_run(parallel::Communicator& world, const Con
     const parallel::MeshCoord& c = run.mesh.coord();
     MEMTRAIN_ASSIGN_OR_RETURN(run.dp_cp, world.split(c.pp * shape.tp + c.tp, c.dp * shape.cp + c.cp, "dp_cp"));
     run.dp_cp->set_timeout_s(cfg.parallel.timeout_s);
+  }
+  if (const int a2a = static_cast<int>(cfg.parallel.cp_a2a); a2a > 1) {
+    // cp rank g = ring rank * a2a + a2a rank: the all-to-all runs between neighbours (the faster links).
+    parallel::Communicator& cp = run.mesh.comm(parallel::Axis::kCp);
+    const int g = cp.rank();
+    MEMTRAIN_ASSIGN_OR_RETURN(run.cp_a2a, cp.split(g / a2a, g % a2a, "cp_a2a"));
+    MEMTRAIN_ASSIGN_OR_RETURN(run.cp_ring, cp.split(g % a2a, g / a2a, "cp_ring"));
   }
   if (shape.tp > 1 && cfg.zero.stage >= 1 && uses_matrix_owners(cfg, shape)) {
     const parallel::MeshCoord& c = run.mesh.coord();
@@ -103,6 +125,8 @@ CommTotals comm_totals(parallel::Communicator& world, MeshRun& run) {
   add(&world);
   for (parallel::Axis a : parallel::kAllAxes) add(&run.mesh.comm(a));
   add(run.dp_cp.get());
+  add(run.cp_a2a.get());
+  add(run.cp_ring.get());
   add(run.hpz.get());
   add(run.matrix_group.get());
   return t;

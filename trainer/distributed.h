@@ -20,7 +20,8 @@ namespace memtrain::trainer {
 
 // Every mesh dimension must divide what it splits: tp the attention heads (and the key/value heads, or be a
 // multiple of them), the MLP width and not exceed the vocabulary, pp the layers, cp the sequence into 2 * cp
-// chunks (and with SP, tp the tokens of a chunk); hpZ groups the data-parallel ranks; pipelines run with ZeRO 0-1.
+// chunks (with cp_a2a: 2 * cp_ring chunks of cp_a2a pieces, and cp_a2a this rank's heads; with SP, tp the tokens
+// of a piece); hpZ groups the data-parallel ranks; pipelines run with ZeRO 0-1.
 absl::Status check_mesh_fits_model(const Config& cfg, const parallel::MeshShape& shape);
 
 struct MeshRun {
@@ -33,12 +34,18 @@ struct MeshRun {
   // Optimizers that need whole matrices, with tp > 1 and ZeRO-1/2: the tp x dp x cp ranks of this pipeline stage,
   // rank q * tp + t for engine rank q of tp rank t (optim::MatrixGroup's members). Null otherwise.
   std::unique_ptr<parallel::Communicator> matrix_group;
+  // Unified SP (parallel.cp_a2a > 1): the cp group's all-to-all part (cp_a2a consecutive cp ranks) and its ring
+  // (the ranks with the same a2a rank). Null otherwise: the ring is the cp axis.
+  std::unique_ptr<parallel::Communicator> cp_a2a, cp_ring;
   parallel::Communicator& dp() { return mesh.comm(parallel::Axis::kDp); }  // ranks that read different data
   parallel::Communicator& data_parallel() { return dp_cp ? *dp_cp : dp(); }  // the engine's group
   model::TensorParallel tp() {
     return model::TensorParallel::over(mesh.comm(parallel::Axis::kTp), sequence_parallel);
   }
-  model::ContextParallel cp() { return model::ContextParallel::over(mesh.comm(parallel::Axis::kCp)); }
+  model::ContextParallel cp() {
+    parallel::Communicator& whole = mesh.comm(parallel::Axis::kCp);
+    return cp_a2a ? model::ContextParallel::over(*cp_ring, *cp_a2a, whole) : model::ContextParallel::over(whole);
+  }
   parallel::Communicator& pp() { return mesh.comm(parallel::Axis::kPp); }
 };
 // Collective over `world`: the mesh and, with hpZ, the group communicator. Config errors come before any split.

@@ -49,7 +49,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   MEMTRAIN_ASSIGN_OR_RETURN(
       std::vector<std::unique_ptr<model::Model>> models,
       create_rank_models(cfg, params, model::TensorParallel::shapes_of_rank(0, mesh.tp, cfg.parallel.sequence_parallel),
-                         model::ContextParallel::shapes_of_rank(0, mesh.cp), pp_rank, mesh.pp));
+                         model::ContextParallel::shapes_of_rank(0, mesh.cp, true, static_cast<int>(cfg.parallel.cp_a2a)), pp_rank, mesh.pp));
   const int64_t B = cfg.train.batch_size, T = cfg.train.resolved_seq_len(cfg.model.block_size);
   const model::Model* model = models[0].get();
   // A rank's chunks may differ (the embeddings, the head, parallel.pp_layers): each figure is the largest chunk's.

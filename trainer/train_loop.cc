@@ -232,7 +232,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   double flops_per_token = 0;
   for (const model::Model* chunk : bundle->chunks()) flops_per_token += chunk->flops_per_token(T);
   // zo_sgd runs two forwards, each a third of a training step's FLOPs.
-  const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.size) *
+  const double flops_per_step = flops_per_token * static_cast<double>(B * T * accum) / (tp.size * cp.group_size()) *
                                 (zo != nullptr ? 2.0 / 3.0 : 1.0);
   if (!quiet) {
     model::ParamSet whole;  // shapes only: the count of the whole model, whichever stages this rank holds
@@ -248,7 +248,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
                 "%d threads, sgemm peak %.0f GFLOP/s (OpenBLAS %s)\n",
                 cfg.model.arch.c_str(), static_cast<long long>(whole.numel()), trained.c_str(),
                 static_cast<long long>(batches.train_tokens()), static_cast<long long>(batches.val_tokens()),
-                static_cast<long long>(d), tp.size, cp.size, pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
+                static_cast<long long>(d), tp.size, cp.group_size(), pp, static_cast<long long>(cfg.zero.stage), ThreadPool::global().size(),
                 peak_gflops, cpu::blas_core_name());
   }
   // A batch's loss sum, forward only, keeping nothing: evaluations and zo_sgd's perturbed forwards.
@@ -445,7 +445,7 @@ absl::StatusOr<TrainResult> run_training(const Config& cfg, parallel::Communicat
   for (model::Model* chunk : bundle->chunks()) chunk->set_unit_hooks(nullptr);
   if (run.mesh.coord().dp != 0 || run.mesh.coord().cp != 0) return result;
   std::unique_ptr<ModelBundle> global;
-  if (tp.size > 1 || cp.size > 1) {  // a model without tp and cp, to save and to sample from
+  if (tp.size > 1 || cp.group_size() > 1) {  // a model without tp and cp, to save and to sample from
     MEMTRAIN_ASSIGN_OR_RETURN(global, gather_tensor_parallel(cfg, run, *bundle));
   }
   if (pp > 1) {  // and the stages' parts assembled on pp rank 0 (tp rank 0 of each stage sends)

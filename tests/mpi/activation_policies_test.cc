@@ -161,6 +161,11 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"gpt2_dp_zero2_optimizer_ssd", "gpt2", 1, {"zero.stage=2"}, kOptimizerOnSsd},
                       PolicyCase{"llama_cp2_tp2_selective", "llama", 4, {"parallel.cp=2", "parallel.tp=2"},
                                  kSelective},
+                      // Unified SP: the all-to-all runs again with the recomputed blocks' attention.
+                      PolicyCase{"llama_cp4_a2a2", "llama", 4, {"parallel.cp=4", "parallel.cp_a2a=2", "zero.stage=2"},
+                                 kSegments},
+                      PolicyCase{"gpt2_cp2_a2a2_selective", "gpt2", 2, {"parallel.cp=2", "parallel.cp_a2a=2"},
+                                 kSelective},
                       PolicyCase{"gpt2_tp2_sp_selective", "gpt2", 2, {"parallel.tp=2",
                                                                       "parallel.sequence_parallel=true"}, kSelective},
                       PolicyCase{"llama_tp2_zero1_optimizer_ssd", "llama", 2, {"parallel.tp=2", "zero.stage=1"},

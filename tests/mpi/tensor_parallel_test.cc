@@ -56,6 +56,7 @@ struct TpCase {
   std::string pp_layers = "";  // parallel.pp_layers, comma-separated; "" = an even split
   std::string optim = "adamw";  // optim.name: whole-matrix optimizers assemble global matrices on owner ranks
   int sltrain = 0;    // model.sltrain_rank: projections as low-rank + sparse factors, split as their weights
+  int cp_a2a = 1;     // unified SP: the all-to-all part of cp (Ulysses) around a ring of cp / cp_a2a
   int ranks() const { return tp * cp * pp; }
   int layers() const { return pp == 1 ? 2 : std::max(4, pp * chunks); }
 };
@@ -67,7 +68,8 @@ std::string case_name(const TpCase& c) {
          (c.pp_layers.empty() ? "" : "_layers" + absl::StrReplaceAll(c.pp_layers, {{",", "_"}})) + "_zero" +
          std::to_string(c.stage) +
          "_v" + std::to_string(c.vocab) + (c.optim == "adamw" ? "" : "_" + c.optim) +
-         (c.sltrain > 0 ? "_sltrain" + std::to_string(c.sltrain) : "");
+         (c.sltrain > 0 ? "_sltrain" + std::to_string(c.sltrain) : "") +
+         (c.cp_a2a > 1 ? "_a2a" + std::to_string(c.cp_a2a) : "");
 }
 
 // What a pipeline case changes in both runs: 4 layers (8 for 4 ranks x 2 chunks, so every stage gets at least one)
@@ -87,7 +89,8 @@ class TensorParallelVsSingleProcess : public ::testing::TestWithParam<TpCase> {
     return {"parallel.tp=" + std::to_string(c.tp), "parallel.dp=-1", "zero.stage=" + std::to_string(stage),
             "model.vocab_size=" + std::to_string(c.vocab),
             std::string("parallel.sequence_parallel=") + (c.sp ? "true" : "false"),
-            "parallel.cp=" + std::to_string(c.cp), "parallel.pp=" + std::to_string(c.pp),
+            "parallel.cp=" + std::to_string(c.cp), "parallel.cp_a2a=" + std::to_string(c.cp_a2a),
+            "parallel.pp=" + std::to_string(c.pp),
             "parallel.pp_schedule=" + c.schedule, "parallel.pp_chunks=" + std::to_string(c.chunks),
             "parallel.pp_layers=" + c.pp_layers,
             "model.n_layer=" + std::to_string(c.layers()),
@@ -247,6 +250,16 @@ INSTANTIATE_TEST_SUITE_P(Meshes, TensorParallelVsSingleProcess,
                                            TpCase{"gpt2", 2, 1, 256, false, 1, 2, "1f1b", 1, "", "galore_adamw"},
                                            TpCase{"llama", 2, 1, 259, false, 1, 1, "1f1b", 1, "", "coap_adamw"},
                                            TpCase{"gpt2", 2, 1, 256, false, 1, 1, "1f1b", 1, "", "adamw", 4},
+                                           // Unified SP: all-to-all parts of 2 and 4 around rings of 1, 2 and 4;
+                                           // LLaMA's 2 kv heads per rank split (U = 2) and repeated (U = 4, and
+                                           // tp 2 x U 2 with one kv head per tp rank).
+                                           TpCase{"gpt2", 1, 0, 256, false, 2, 1, "1f1b", 1, "", "adamw", 0, 2},
+                                           TpCase{"llama", 1, 2, 259, false, 4, 1, "1f1b", 1, "", "adamw", 0, 2},
+                                           TpCase{"llama", 1, 0, 259, false, 4, 1, "1f1b", 1, "", "adamw", 0, 4},
+                                           TpCase{"gpt2", 1, 3, 256, false, 4, 1, "1f1b", 1, "", "adamw", 0, 4},
+                                           TpCase{"llama", 2, 1, 259, true, 2, 1, "1f1b", 1, "", "adamw", 0, 2},
+                                           TpCase{"gpt2", 1, 2, 256, false, 8, 1, "1f1b", 1, "", "adamw", 0, 2},
+                                           TpCase{"llama", 1, 0, 259, false, 8, 1, "1f1b", 1, "", "adamw", 0, 4},
                                            TpCase{"llama", 2, 2, 259, true, 1, 1, "1f1b", 1, "", "adamw", 4},
                                            TpCase{"gpt2", 1, 1, 256, false, 1, 2, "1f1b", 1, "", "adamw", 4}),
                          [](const auto& info) { return case_name(info.param); });
@@ -289,7 +302,8 @@ TEST(TensorParallelBytes, OneStepSendsWhatTheRingFormulaSays) {
   }
 }
 
-// A tp that cannot split the model (or, with SP, the sequence or a cp chunk), a cp that cannot split the sequence,
+// A tp that cannot split the model (or, with SP, the sequence or a cp chunk), a cp (or its all-to-all part) that
+// cannot split the sequence or the heads,
 // and a pipeline that cannot split the layers (evenly, or as parallel.pp_layers says) are config errors naming the key and the reason,
 // before anything is allocated or written. (The other tp reasons, kv heads and vocabulary, are unit-tested:
 // tests/unit/model.)
@@ -311,6 +325,10 @@ TEST(TensorParallelErrors, ComeBeforeAnyAllocation) {
        "parallel.sequence_parallel",
        four ? "parallel.tp = 2 does not divide the 3 tokens of a context-parallel chunk"
             : "parallel.tp = 2 does not divide the 3 tokens of the sequence"},
+      {{"parallel.tp=1", "parallel.cp=2", "parallel.cp_a2a=2", "model.block_size=31"}, "parallel.cp_a2a",
+       "2 ranks split each ring chunk, which does not divide the sequence length 31"},
+      {{"parallel.tp=1", "parallel.cp=2", "parallel.cp_a2a=2", "model.n_head=1"}, "parallel.cp_a2a",
+       "2 all-to-all ranks do not divide the 1 attention heads (per tensor-parallel rank)"},
       {{"parallel.tp=1", "parallel.pp=2", "model.n_layer=3"}, "parallel.pp", "2 does not divide model.n_layer (3)"},
       {{"optim.name=adafactor", "zero.stage=3"}, "optim.name",
        "adafactor updates whole matrices, which ZeRO-3 never holds: it needs zero.stage <= 2, got 3"},
