@@ -54,6 +54,11 @@ class Gpt2Attention {
                                         ActivationStore& store) const;
   absl::StatusOr<Tensor> stream_backward(const Tensor& dy, const SequenceChunk& rows, StreamKeyValues& kv,
                                          ActivationStore& store);
+  // With kv.deferred (cp): the key/value projections' backward of the chunk's rows from the reduced kv.dkv, on the
+  // chunk's layer input y again; returns their part of dL/dy.
+  absl::StatusOr<Tensor> stream_key_value_backward(const Tensor& y, const SequenceChunk& rows,
+                                                   const StreamKeyValues& kv, ActivationStore& store);
+  const ContextParallel& context_parallel() const { return cp_; }
   // What a chunk's forward saves (besides y) for a (B, c) chunk.
   static int64_t stream_saved_bytes(const ModelConfig& cfg, int64_t B, int64_t c, int tp);
   // The keys and values of N rows (StreamKeyValues::kv, or its gradient).
@@ -99,6 +104,9 @@ class LlamaAttention {
                                         ActivationStore& store) const;
   absl::StatusOr<Tensor> stream_backward(const Tensor& dy, const SequenceChunk& rows, StreamKeyValues& kv,
                                          ActivationStore& store);
+  absl::StatusOr<Tensor> stream_key_value_backward(const Tensor& y, const SequenceChunk& rows,
+                                                   const StreamKeyValues& kv, ActivationStore& store);
+  const ContextParallel& context_parallel() const { return cp_; }
   static int64_t stream_saved_bytes(const ModelConfig& cfg, int64_t B, int64_t c, int tp);
   static int64_t stream_key_value_bytes(const ModelConfig& cfg, int64_t N, int tp) {
     return 4 * N * 2 * local_kv_heads(cfg, tp) * cfg.head_dim();
@@ -111,6 +119,9 @@ class LlamaAttention {
   // gradients, and dx (N, C, this rank's part of the sum over tp) += their input gradients.
   absl::Status key_value_backward(const Tensor& xf, const Tensor& dk, const Tensor& dv, Tensor& dx,
                                   ActivationStore& store) const;
+  // The chunk's rows of kv.dkv through RoPE's backward (positions pos) into key_value_backward.
+  absl::Status stream_key_value_gradient(const Tensor& y, const SequenceChunk& rows, const StreamKeyValues& kv,
+                                         const Tensor& pos, Tensor& dx, ActivationStore& store) const;
 
   std::string name_;
   int64_t C_, H_, Hkv_, D_;  // H_, Hkv_: this rank's heads

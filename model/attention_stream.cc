@@ -10,10 +10,10 @@ absl::StatusOr<Tensor> act(Shape shape) {
   return Tensor::empty(std::move(shape), DType::kF32, MemCategory::kActivations);
 }
 
-// StreamBP runs on whole sequences of one rank: no SP, cp or packed rows (config validation rejects them).
+// StreamBP runs without SP, the all-to-all part of cp or packed rows (config validation rejects them).
 void check_stream_layout(const TensorParallel& tp, const ContextParallel& cp, const ActivationStore& store) {
-  MEMTRAIN_CHECK_MSG(!tp.sequence_parallel && cp.group_size() == 1 && store.packed() == nullptr,
-                     "stream blocks run without SP, cp and packed rows");
+  MEMTRAIN_CHECK_MSG(!tp.sequence_parallel && cp.a2a_size == 1 && store.packed() == nullptr,
+                     "stream blocks run without SP, cp_a2a and packed rows");
 }
 }  // namespace
 
@@ -59,10 +59,23 @@ absl::StatusOr<Tensor> Gpt2Attention::stream_backward(const Tensor& dy, const Se
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, act({N, W}));
   MEMTRAIN_RETURN_IF_ERROR(chunk_attention_backward(dout.f32(), Cl_, qkv.f32(), W, kv, out.f32(), Cl_, lse.f32(),
                                                     rows, H_, H_, D, dqkv.f32(), W));
-  // The chunk's keys and values have their whole gradient now: every later chunk has run.
-  rows.to_part(kv.dkv.f32(), kv.ld(), dqkv.f32() + Cl_, W, 2 * Cl_);
+  if (kv.deferred) {  // the keys' and values' part comes in stream_key_value_backward
+    for (int64_t i = 0; i < N; ++i) std::fill_n(dqkv.f32() + i * W + Cl_, 2 * Cl_, 0.0f);
+  } else {  // the chunk's keys and values have their whole gradient now: every later chunk has run
+    rows.to_part(kv.dkv.f32(), kv.ld(), dqkv.f32() + Cl_, W, 2 * Cl_);
+  }
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
   MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_attn_, x, dqkv, N, dx.f32(), store));
+  return tp_.sum_rows(dx);
+}
+
+absl::StatusOr<Tensor> Gpt2Attention::stream_key_value_backward(const Tensor& y, const SequenceChunk& rows,
+                                                                const StreamKeyValues& kv, ActivationStore& store) {
+  const int64_t N = rows.rows(), W = 3 * Cl_;
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dqkv, Tensor::zeros({N, W}, DType::kF32, MemCategory::kActivations));
+  rows.to_part(kv.dkv.f32(), kv.ld(), dqkv.f32() + Cl_, W, 2 * Cl_);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(c_attn_, y, dqkv, N, dx.f32(), store));
   return tp_.sum_rows(dx);
 }
 
@@ -120,18 +133,34 @@ absl::StatusOr<Tensor> LlamaAttention::stream_backward(const Tensor& dy, const S
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dq, act({N, qw}));
   MEMTRAIN_RETURN_IF_ERROR(chunk_attention_backward(dout.f32(), qw, q.f32(), qw, kv, out.f32(), qw, lse.f32(), rows,
                                                     H_, Hkv_, D_, dq.f32(), qw));
-  // The chunk's keys and values have their whole gradient now: every later chunk has run.
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(rows.B, rows.T, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(pos, rows.gather(pos.view({rows.B * rows.T, 1}), MemCategory::kWorkspace));
+  cpu::rope_backward(dq.f32(), N, H_, D_, qw, pos.i32(), theta_, pool);
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
+  MEMTRAIN_RETURN_IF_ERROR(linear_backward(q_, x, dq, N, dx.f32(), store));
+  // Without cp the chunk's keys and values have their whole gradient now: every later chunk has run.
+  if (!kv.deferred) MEMTRAIN_RETURN_IF_ERROR(stream_key_value_gradient(x, rows, kv, pos, dx, store));
+  return tp_.sum_rows(dx);
+}
+
+absl::Status LlamaAttention::stream_key_value_gradient(const Tensor& y, const SequenceChunk& rows,
+                                                       const StreamKeyValues& kv, const Tensor& pos, Tensor& dx,
+                                                       ActivationStore& store) const {
+  const int64_t N = rows.rows(), w = Hkv_ * D_;
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dk, act({N, w}));
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor dv, act({N, w}));
   rows.to_part(kv.dkv.f32(), kv.ld(), dk.f32(), w, w);
   rows.to_part(kv.dkv.f32() + w, kv.ld(), dv.f32(), w, w);
+  cpu::rope_backward(dk.f32(), N, Hkv_, D_, w, pos.i32(), theta_, ThreadPool::global());
+  return key_value_backward(y, dk, dv, dx, store);
+}
+
+absl::StatusOr<Tensor> LlamaAttention::stream_key_value_backward(const Tensor& y, const SequenceChunk& rows,
+                                                                 const StreamKeyValues& kv, ActivationStore& store) {
   MEMTRAIN_ASSIGN_OR_RETURN(Tensor pos, cp_.positions(rows.B, rows.T, store));
   MEMTRAIN_ASSIGN_OR_RETURN(pos, rows.gather(pos.view({rows.B * rows.T, 1}), MemCategory::kWorkspace));
-  cpu::rope_backward(dq.f32(), N, H_, D_, qw, pos.i32(), theta_, pool);
-  cpu::rope_backward(dk.f32(), N, Hkv_, D_, w, pos.i32(), theta_, pool);
-  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, act({N, C_}));
-  MEMTRAIN_RETURN_IF_ERROR(linear_backward(q_, x, dq, N, dx.f32(), store));
-  MEMTRAIN_RETURN_IF_ERROR(key_value_backward(x, dk, dv, dx, store));
+  MEMTRAIN_ASSIGN_OR_RETURN(Tensor dx, Tensor::zeros({rows.rows(), C_}, DType::kF32, MemCategory::kActivations));
+  MEMTRAIN_RETURN_IF_ERROR(stream_key_value_gradient(y, rows, kv, pos, dx, store));
   return tp_.sum_rows(dx);
 }
 

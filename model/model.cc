@@ -285,7 +285,14 @@ int64_t Model::predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy)
 int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {
   const auto [b, t] = local_batch(B, T);
   const int64_t kv_heads = cfg_.is_llama() ? LlamaAttention::local_kv_heads(cfg_, tp_.size) : cfg_.n_head / tp_.size;
-  return ring_attention_backward_buffer_bytes(cp_, {b, t, cfg_.n_head / tp_.size, kv_heads, cfg_.head_dim()});
+  // The ring's buffer in blocks that attend unchunked; StreamBP's blocks gather every rank's keys and values (and
+  // sum their gradients) through one buffer instead.
+  bool any_stream = false, any_ring = false;
+  for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) (streams(l) ? any_stream : any_ring) = true;
+  const int64_t ring =
+      any_ring ? ring_attention_backward_buffer_bytes(cp_, {b, t, cfg_.n_head / tp_.size, kv_heads, cfg_.head_dim()})
+               : 0;
+  return any_stream ? std::max(ring, key_value_exchange_bytes(cp_, b * t, kv_heads * cfg_.head_dim())) : ring;
 }
 
 double Model::flops_per_token(int64_t T) const {

@@ -144,8 +144,8 @@ class Model {
             Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_),
             Block::forward_only_peak_bytes(cfg_, B, T, tp_),
             Block::MlpLayer::backward_scratch_bytes(cfg_, B * T, tp_.size),
-            stream_forward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_),
-            stream_backward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_)};
+            stream_forward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_, cp_),
+            stream_backward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_, cp_)};
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
   int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.group_size() > 1 && stage_.first ? 4 * b * t : 0; }

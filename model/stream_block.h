@@ -11,6 +11,10 @@
 // key/value projections' backward runs then. Results are the unchunked block's up to the order of sums (the
 // attention's online softmax over two key blocks; dW = sum over chunks of dy^T x); one chunk (chunk >= T) runs
 // the unchunked operations, bit for bit `recompute`.
+//
+// With context parallelism (a ring, chunk_attention.h) the chunks are positions of this rank's local rows, the
+// keys and values are gathered over cp into whole sequences, and after the chunk loop the key/value gradients are
+// summed over cp and each chunk's key/value projections run backward (norm1 again on its rows).
 #pragma once
 
 #include <algorithm>
@@ -39,7 +43,29 @@ absl::StatusOr<StreamKeyValues> key_values(const Block& block, const Tensor& x, 
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, block.norm1.forward(xc, passing));
     MEMTRAIN_RETURN_IF_ERROR(block.attn.stream_key_values(y1, rows, kv, store));
   }
+  const ContextParallel& cp = block.attn.context_parallel();
+  if (cp.group_size() > 1) MEMTRAIN_RETURN_IF_ERROR(gather_key_values(cp, B, T, kv));
   return kv;
+}
+
+// With cp, after the chunk loop: the key/value gradients summed over cp, then each chunk's key/value projections'
+// backward (norm1 again on its rows) added into dx.
+template <class Block>
+absl::Status deferred_key_value_backward(Block& block, const Tensor& x, int64_t B, int64_t T, int64_t chunk,
+                                         StreamKeyValues& kv, Tensor& dx, ActivationStore& store) {
+  ThreadPool& pool = ThreadPool::global();
+  MEMTRAIN_RETURN_IF_ERROR(reduce_key_value_gradients(block.attn.context_parallel(), B, T, kv));
+  for (int64_t i = (T + chunk - 1) / chunk; i-- > 0;) {
+    const SequenceChunk rows = chunk_rows(B, T, chunk, i);
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor xc, rows.gather(x));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor y1, block.norm1.forward(xc, store));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy1, block.attn.stream_key_value_backward(y1, rows, kv, store));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor dxc, block.norm1.backward(dy1, store));
+    MEMTRAIN_ASSIGN_OR_RETURN(Tensor part, rows.gather(dx));
+    cpu::add_inplace(part.f32(), dxc.f32(), dxc.numel(), pool);
+    rows.to_full(part.f32(), part.cols(), dx.f32(), dx.cols(), dx.cols());
+  }
+  return absl::OkStatus();
 }
 
 // The block's output on one chunk's rows xc; saves what the chunk's backward needs when the store keeps.
@@ -83,7 +109,7 @@ absl::StatusOr<Tensor> stream_block_backward(Block& block, const Tensor& x, cons
   ThreadPool& pool = ThreadPool::global();
   MEMTRAIN_ASSIGN_OR_RETURN(StreamKeyValues kv, key_values(block, x, B, T, chunk, true, store));
   Tensor dx;
-  if (chunk < T) {
+  if (chunk < T || kv.deferred) {
     MEMTRAIN_ASSIGN_OR_RETURN(dx, Tensor::empty_like(x, MemCategory::kActivations));
   }
   for (int64_t i = (T + chunk - 1) / chunk; i-- > 0;) {
@@ -97,9 +123,10 @@ absl::StatusOr<Tensor> stream_block_backward(Block& block, const Tensor& x, cons
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor dy1, block.attn.stream_backward(dx2, rows, kv, store));
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor dxc, block.norm1.backward(dy1, store));
     cpu::add_inplace(dxc.f32(), dx2.f32(), dyc.numel(), pool);
-    if (rows.whole()) return dxc;
+    if (rows.whole() && !kv.deferred) return dxc;
     rows.to_full(dxc.f32(), dxc.cols(), dx.f32(), dx.cols(), dx.cols());
   }
+  if (kv.deferred) MEMTRAIN_RETURN_IF_ERROR(deferred_key_value_backward(block, x, B, T, chunk, kv, dx, store));
   return dx;
 }
 
@@ -108,23 +135,26 @@ absl::StatusOr<Tensor> stream_block_backward(Block& block, const Tensor& x, cons
 // the chunk's rows (Block::forward_only_peak_bytes, which counts the chunk's input). Backward: in a chunk's MLP
 // backward, the block's input, the keys and values and their gradient, dx and the chunk's rows of x and dy (with
 // more than one chunk), what the chunk's forward saved (the attention's own, the keys and values being the
-// block's) and the MLP backward's scratch.
+// block's) and the MLP backward's scratch. With cp the keys and values (and their gradient) are the whole
+// sequences' (cp.size times this rank's rows), and dx exists also for one chunk.
 template <class Block>
-int64_t stream_forward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp) {
+int64_t stream_forward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp,
+                                  const ContextParallel& cp) {
   const int64_t N = B * T, C = cfg.n_embd;
   const int64_t chunked = c < T ? 4 * 2 * N * C : 0;
-  return chunked + Block::AttentionLayer::stream_key_value_bytes(cfg, N, tp.size) +
+  return chunked + Block::AttentionLayer::stream_key_value_bytes(cfg, N * cp.size, tp.size) +
          Block::forward_only_peak_bytes(cfg, B, std::min(c, T), tp);
 }
 template <class Block>
-int64_t stream_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp) {
+int64_t stream_backward_peak_bytes(const ModelConfig& cfg, int64_t B, int64_t T, int64_t c, const TensorParallel& tp,
+                                   const ContextParallel& cp) {
   using Attention = typename Block::AttentionLayer;
   const int64_t N = B * T, rows = B * std::min(c, T), C = cfg.n_embd;
-  const int64_t chunked = c < T ? 4 * (N + 2 * rows) * C : 0;
+  const int64_t chunked = c < T ? 4 * (N + 2 * rows) * C : cp.size > 1 ? 4 * N * C : 0;
   const int64_t chunk_saved = Block::saved_bytes(cfg, B, std::min(c, T), tp) - 4 * rows * C -
                               Attention::saved_bytes(cfg, B, std::min(c, T), tp.size) +
                               Attention::stream_saved_bytes(cfg, B, std::min(c, T), tp.size);
-  return 4 * N * C + 2 * Attention::stream_key_value_bytes(cfg, N, tp.size) + chunked + chunk_saved +
+  return 4 * N * C + 2 * Attention::stream_key_value_bytes(cfg, N * cp.size, tp.size) + chunked + chunk_saved +
          Block::MlpLayer::backward_scratch_bytes(cfg, rows, tp.size);
 }
 

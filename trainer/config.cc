@@ -430,7 +430,8 @@ absl::Status zeroth_order_allowed(const Config& c) {
 // zero-bubble schedule, whose deferred weight gradients would pile up chunk by chunk beyond what the plan counts.
 absl::Status stream_allowed(const Config& c) {
   const std::string why = "memory.activations = stream ";
-  if (c.parallel.cp > 1) return config_error("parallel.cp", why + "runs without context parallelism (cp = 1)");
+  if (c.parallel.cp_a2a > 1)
+    return config_error("parallel.cp_a2a", why + "runs with ring context parallelism only (cp_a2a = 1)");
   if (c.parallel.sequence_parallel)
     return config_error("parallel.sequence_parallel", why + "runs without sequence parallelism");
   if (!c.data.instructions.empty() && c.data.packing)

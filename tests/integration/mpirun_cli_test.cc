@@ -113,7 +113,7 @@ TEST_F(MpiCli, MetricsCountTheRingBytesOfDataParallelismAndSplitTheStepTime) {
   }
 }
 
-// Tensor, context (ring or all-to-all) or pipeline parallelism from the command line: `memtrain plan` predicts rank
+// Tensor, context (ring, all-to-all, or ring under StreamBP) or pipeline parallelism from the command line: `memtrain plan` predicts rank
 // 0's peak bytes per category, and rank 0 samples from the model gathered from both ranks' parts. Bound: DESIGN.md's 5% (the plan is exact today).
 TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
   const std::vector<std::tuple<std::string, std::string, std::string>> meshes = {
@@ -121,6 +121,8 @@ TEST_F(MpiCli, TwoTensorContextOrPipelineParallelRanksMatchThePlan) {
       {"tp_sp", " --set parallel.tp=2 --set parallel.sequence_parallel=true", "dp=1 tp=2 cp=1 pp=1"},
       {"cp", " --set parallel.cp=2", "dp=1 tp=1 cp=2 pp=1"},
       {"cp_a2a", " --set parallel.cp=2 --set parallel.cp_a2a=2", "dp=1 tp=1 cp=2 pp=1"},
+      {"cp_stream", " --set parallel.cp=2 --set memory.activations=stream --set memory.stream_chunk=3",
+       "dp=1 tp=1 cp=2 pp=1"},
       {"pp", " --set parallel.pp=2 --set train.grad_accum=4", "dp=1 tp=1 cp=1 pp=2"},
   };
   for (const auto& [out, sets, banner] : meshes) {

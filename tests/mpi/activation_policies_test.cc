@@ -38,6 +38,7 @@ TEST_P(MpiActivationPolicies, LossCurveAndWeightsAreBitwiseThoseOfKeep) {
   // A policy acts within each rank's part of the model; more data-parallel ranks change nothing it does. On 8 ranks
   // a group of 1 or 2 would run the code 4 ranks ran at a higher dp: only the groups of 4 run there.
   if (world().size() == 8 && c.ranks_per_group < 4) GTEST_SKIP() << "covered by the run on 4 ranks";
+  if (c.name.find("stream_cp") != std::string::npos) GTEST_SKIP() << "stream with cp is keep's within rounding";
   std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0",
                                    "parallel.dp=-1", "offload.ssd_path=" + shared_dir()};
   sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
@@ -96,7 +97,9 @@ TEST(MpiCompress, MeshFollowsTheSingleProcessCompressedRun) {
 // stream on a mesh (StreamBP): chunks of 12 of the 32 positions (12 + 12 + 8) reorder the weight gradients' sums,
 // so every step's loss within 1e-5 relative of keep's on the same mesh (the bound of tensor_parallel_test); one
 // whole-sequence chunk is keep's run bit for bit (MpiActivationPolicies below). Under ZeRO-3 the block's
-// parameters stay gathered through all its chunks; its gradients are reduced once, after the last chunk.
+// parameters stay gathered through all its chunks; its gradients are reduced once, after the last chunk. With ring
+// cp the keys and values are gathered over the ring and their gradients summed back after the chunk loop, so even
+// one chunk per piece differs from keep's ring attention in the order of sums: within rounding there too.
 TEST_P(MpiActivationPolicies, StreamFollowsKeepWithinRounding) {
   const PolicyCase& c = GetParam();
   if (c.name.find("stream") == std::string::npos) GTEST_SKIP() << "not a stream case";
@@ -104,8 +107,10 @@ TEST_P(MpiActivationPolicies, StreamFollowsKeepWithinRounding) {
   if (world().size() == 8 && c.ranks_per_group < 4) GTEST_SKIP() << "covered by the run on 4 ranks";
   std::vector<std::string> sets = {"model.n_layer=4", "train.max_steps=8", "train.eval_interval=0", "parallel.dp=-1"};
   sets.insert(sets.end(), c.mesh.begin(), c.mesh.end());
+  // With cp a rank holds cp.chunks() pieces of 32 / (2 * cp) positions each: chunks of 3 split them too.
+  const bool cp = c.name.find("stream_cp") != std::string::npos;
   std::vector<std::string> stream_sets = sets;
-  stream_sets.insert(stream_sets.end(), {"memory.activations=stream", "memory.stream_chunk=12"});
+  stream_sets.insert(stream_sets.end(), {"memory.activations=stream", cp ? "memory.stream_chunk=3" : "memory.stream_chunk=12"});
   auto keep = trainer::run_training(tiny_config(c.arch, shared_dir() + "/stream_keep_" + c.name, sets),
                                     world().comm(), 1, /*quiet=*/true);
   ASSERT_TRUE(keep.ok()) << keep.status();
@@ -187,7 +192,12 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"llama_tp2_zero2_stream", "llama", 2, {"parallel.tp=2", "zero.stage=2"}, kStreamWhole},
                       PolicyCase{"llama_tp4_stream", "llama", 4, {"parallel.tp=4", "zero.stage=1"}, kStreamWhole},
                       PolicyCase{"gpt2_pp2_1f1b_stream", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
-                                                                     "train.grad_accum=4"}, kStreamWhole}),
+                                                                     "train.grad_accum=4"}, kStreamWhole},
+                      PolicyCase{"llama_stream_cp2_zero3", "llama", 2, {"parallel.cp=2", "zero.stage=3"}, {}},
+                      PolicyCase{"gpt2_stream_cp4_zero2", "gpt2", 4, {"parallel.cp=4", "zero.stage=2"}, {}},
+                      PolicyCase{"llama_stream_cp2_tp2", "llama", 4, {"parallel.cp=2", "parallel.tp=2"}, {}},
+                      PolicyCase{"llama_stream_cp4_grad_accum", "llama", 4, {"parallel.cp=4", "train.grad_accum=2"},
+                                 {}}),
     [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -125,7 +125,7 @@ inline const std::vector<Malformed>& cases() {
       {"activation_policy_entry", "", {"model.n_layer=2", "memory.activations=keep,swap"}, "memory.activations: entry 1: unknown activation policy \"swap\""},
       {"recompute_segment_negative", "[memory]\nrecompute_segment = -1", {}, "memory.recompute_segment: must be >= 0"},
       {"stream_chunk_negative", "[memory]\nstream_chunk = -2", {}, "memory.stream_chunk: must be >= 0"},
-      {"stream_context_parallel", "", {"memory.activations=stream", "parallel.cp=2"}, "parallel.cp: memory.activations = stream runs without context parallelism (cp = 1)"},
+      {"stream_all_to_all", "", {"memory.activations=stream", "parallel.cp=2", "parallel.cp_a2a=2"}, "parallel.cp_a2a: memory.activations = stream runs with ring context parallelism only (cp_a2a = 1)"},
       {"stream_sequence_parallel", "", {"memory.activations=stream", "parallel.tp=2", "parallel.sequence_parallel=true"}, "parallel.sequence_parallel: memory.activations = stream runs without sequence parallelism"},
       {"stream_lora_dropout", "", {"memory.activations=stream", "lora.r=4", "lora.dropout=0.1"}, "lora.dropout: memory.activations = stream runs without dropout"},
       {"stream_zero_bubble", "", {"memory.activations=stream", "model.n_layer=4", "parallel.pp=2", "parallel.pp_schedule=zb-h1", "train.grad_accum=4"}, "parallel.pp_schedule: memory.activations = stream runs with gpipe, 1f1b or interleaved pipelines, not zb-h1"},
