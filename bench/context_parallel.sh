@@ -7,11 +7,15 @@
 # the context is not bounded by a position table), one sequence per data-parallel rank.
 # For each technique, `memtrain plan` finds the longest sequence (a multiple of 256 tokens) whose predicted peak
 # fits the budget; that length is trained for 2 steps under mpirun with memory.budget set (it must run: rank 0's
-# measured peaks are printed), and 256 tokens more is tried too.
-# Usage: bench/context_parallel.sh [BUILD_DIR] [BUDGET]
+# measured peaks are printed), and 256 tokens more is tried too. Then the step time of each technique at one length
+# every one of them trains (STEP_T, 2,048 by default): the mean step_ms of steps 2-4 (step 1 warms up) as rank 0
+# logs it. Eight ranks share this machine's cores, so the times say what each technique adds in compute and
+# copies, not what a network would cost.
+# Usage: bench/context_parallel.sh [BUILD_DIR] [BUDGET] [STEP_T]
 set -euo pipefail
 build=${1:-build}
 budget=${2:-32MiB}
+step_t=${3:-2048}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 model="configs/default.toml --set model.arch=llama --set model.n_layer=2 --set model.n_head=8 --set model.n_kv_head=2
@@ -30,6 +34,7 @@ techniques=(
   "USP a2a 2 x ring 4|--set parallel.cp=8 --set parallel.cp_a2a=2"
   "USP a2a 4 x ring 2|--set parallel.cp=8 --set parallel.cp_a2a=4"
   "ring cp 8 + recompute|--set parallel.cp=8 --set memory.activations=recompute"
+  "ring cp 8 + stream|--set parallel.cp=8 --set memory.activations=stream --set memory.stream_chunk=256"
   "USP a2a 4 x ring 2 + recompute|--set parallel.cp=8 --set parallel.cp_a2a=4 --set memory.activations=recompute"
 )
 fits() {  # fits T SETS
@@ -48,6 +53,13 @@ mem = json.load(sys.stdin)["mem"]
 print("%.2f MiB (activations %.2f, communication %.2f, workspace %.2f)" % (
     sum(mem.values()) / 2**20, mem["activations"] / 2**20, mem["communication"] / 2**20, mem["workspace"] / 2**20))'
 }
+step_ms() {  # the mean step_ms of the logged steps after the first
+  python3 -c '
+import json, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+times = [s["step_ms"] for s in steps if "step_ms" in s][1:]
+print("%.0f" % (sum(times) / len(times)))' "$out/run/metrics.jsonl"
+}
 echo "budget $budget per rank, 8 ranks"
 for t in "${techniques[@]}"; do
   label=${t%%|*} sets=${t#*|}
@@ -65,4 +77,10 @@ for t in "${techniques[@]}"; do
   elif grep -q "memory.budget" "$out/log"; then over="stops: memory.budget exceeded"
   else echo "$label: T=$((lo + 256)) failed otherwise"; cat "$out/log"; exit 1; fi
   echo "$label: longest T = $lo tokens; trained 2 steps, rank 0 sum of category peaks $p; T = $((lo + 256)) $over"
+done
+echo "step time at T = $step_t (mean of steps 2-4, rank 0)"
+for t in "${techniques[@]}"; do
+  label=${t%%|*} sets=${t#*|}
+  if ! train "$step_t" 4 "$sets"; then echo "$label: T=$step_t failed to train"; cat "$out/log"; exit 1; fi
+  echo "$label: $(step_ms) ms per step"
 done

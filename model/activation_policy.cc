@@ -17,6 +17,8 @@ constexpr std::pair<LayerPolicy, absl::string_view> kNames[] = {
     {LayerPolicy::kSwapSsd, "swap_ssd"},
     {LayerPolicy::kCompress, "compress"},
     {LayerPolicy::kStream, "stream"},
+    {LayerPolicy::kStreamSwapHost, "stream_swap_host"},
+    {LayerPolicy::kStreamSwapSsd, "stream_swap_ssd"},
 };
 }  // namespace
 
@@ -65,6 +67,10 @@ bool ActivationPolicy::uses(LayerPolicy p) const {
   return p == LayerPolicy::kKeep && layers.empty();
 }
 
+bool ActivationPolicy::streams_any() const {
+  return uses(LayerPolicy::kStream) || uses(LayerPolicy::kStreamSwapHost) || uses(LayerPolicy::kStreamSwapSsd);
+}
+
 std::pair<int64_t, int64_t> ActivationPolicy::segment_of(int64_t layer, int64_t first, int64_t end) const {
   MEMTRAIN_CHECK(recomputes(layer) && first <= layer && layer < end);
   int64_t run = layer;
@@ -86,9 +92,12 @@ std::string ActivationPolicy::describe() const {
     l += n;
   }
   if (uses(LayerPolicy::kRecompute)) absl::StrAppend(&out, " (segments of ", segment, ")");
-  if (uses(LayerPolicy::kStream)) {
-    absl::StrAppend(&out, stream_chunk > 0 ? absl::StrCat(" (chunks of ", stream_chunk, " positions)")
-                                           : std::string(" (chunks of a third of the sequence)"));
+  if (streams_any()) {
+    absl::StrAppend(&out, stream_chunk > 0 ? absl::StrCat(" (chunks of ", stream_chunk, " positions")
+                                           : std::string(" (chunks of a third of the sequence"));
+    if (uses(LayerPolicy::kStreamSwapHost) || uses(LayerPolicy::kStreamSwapSsd))
+      absl::StrAppend(&out, ", the last ", stream_swap_fraction * 100, "% swapped");
+    absl::StrAppend(&out, ")");
   }
   return out;
 }

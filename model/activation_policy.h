@@ -10,10 +10,14 @@
 // most scale / 2 = absmax / 254. `stream` (StreamBP, stream_block.h) saves only the block's input, as a recompute
 // segment of one block does, and runs the block's forward and backward `stream_chunk` positions at a time, so
 // besides its input, output, keys and values it holds one chunk's worth; its results are the others' up to the
-// order of sums.
+// order of sums. `stream_swap_host` and `stream_swap_ssd` (token-wise swap, the idea of MEMO) are stream blocks
+// whose last chunks (a fraction `stream_swap_fraction` of them: their queries see the longest prefix, so their
+// forward costs most to run again) send what their forward saves to a swap tier, chunk by chunk while forward goes
+// on, and read it back ahead of their backward instead of running their forward again; the same bits as stream.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -24,7 +28,17 @@
 
 namespace memtrain::model {
 
-enum class LayerPolicy : uint8_t { kKeep, kRecompute, kRecomputeAttention, kSwapHost, kSwapSsd, kCompress, kStream };
+enum class LayerPolicy : uint8_t {
+  kKeep,
+  kRecompute,
+  kRecomputeAttention,
+  kSwapHost,
+  kSwapSsd,
+  kCompress,
+  kStream,
+  kStreamSwapHost,
+  kStreamSwapSsd,
+};
 
 absl::StatusOr<LayerPolicy> parse_layer_policy(absl::string_view name);  // InvalidArgument lists the names
 absl::string_view layer_policy_name(LayerPolicy p);
@@ -33,6 +47,7 @@ struct ActivationPolicy {
   std::vector<LayerPolicy> layers;  // one per global layer; empty: keep everywhere
   int64_t segment = 1;              // recompute blocks checkpointed together
   int64_t stream_chunk = 0;         // positions per StreamBP chunk; 0: a third of the sequence
+  double stream_swap_fraction = 1;  // of a stream_swap block's chunks, the last ones, swapped
 
   // The chunk a stream block's backward uses on sequences of T positions (this rank's, with cp).
   int64_t stream_chunk_for(int64_t T) const {
@@ -47,7 +62,17 @@ struct ActivationPolicy {
 
   LayerPolicy at(int64_t layer) const { return layers.empty() ? LayerPolicy::kKeep : layers[layer]; }
   bool recomputes(int64_t layer) const { return at(layer) == LayerPolicy::kRecompute; }
-  bool streams(int64_t layer) const { return at(layer) == LayerPolicy::kStream; }
+  bool streams(int64_t layer) const { return at(layer) == LayerPolicy::kStream || stream_swaps(layer); }
+  bool stream_swaps(int64_t layer) const {
+    return at(layer) == LayerPolicy::kStreamSwapHost || at(layer) == LayerPolicy::kStreamSwapSsd;
+  }
+  // Of a stream_swap block's n chunks, the first swapped: the last ceil(fraction * n) are.
+  int64_t first_swapped_chunk(int64_t n) const {
+    return n - std::min(n, static_cast<int64_t>(std::ceil(stream_swap_fraction * static_cast<double>(n) - 1e-9)));
+  }
+  bool streams_any() const;
+  bool uses_host_tier() const { return uses(LayerPolicy::kSwapHost) || uses(LayerPolicy::kStreamSwapHost); }
+  bool uses_ssd_tier() const { return uses(LayerPolicy::kSwapSsd) || uses(LayerPolicy::kStreamSwapSsd); }
   bool swaps(int64_t layer) const { return at(layer) == LayerPolicy::kSwapHost || at(layer) == LayerPolicy::kSwapSsd; }
   bool uses(LayerPolicy p) const;  // some layer has policy p
   // The recompute segment [s, e) holding `layer` (a recompute layer) among the layers [first, end) a pipeline

@@ -37,14 +37,15 @@ absl::Status ActivationStore::save(const std::string& key, const Tensor& t, Kind
     cpu::quantize_int8_blocks(t.f32(), n, b, s.tensor.data<int8_t>(), s.scales.f32(), ThreadPool::global());
     s.where = Where::kCompressed;
   }
-  const bool inserted = saved_.emplace(key, std::move(s)).second;
+  const bool inserted = saved_.emplace(key + suffix_, std::move(s)).second;
   MEMTRAIN_CHECK_MSG(inserted, "activation saved twice: " + key);
   return absl::OkStatus();
 }
 
 absl::StatusOr<Tensor> ActivationStore::take(const std::string& key) {
-  auto it = saved_.find(key);
-  if (it == saved_.end()) return absl::NotFoundError(absl::StrCat("activation store: no tensor saved as '", key, "'"));
+  auto it = saved_.find(key + suffix_);
+  if (it == saved_.end())
+    return absl::NotFoundError(absl::StrCat("activation store: no tensor saved as '", key + suffix_, "'"));
   Saved& s = it->second;
   if (s.where == Where::kCompressed) {
     MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, Tensor::empty(s.shape, DType::kF32, MemCategory::kActivations));
@@ -82,6 +83,23 @@ absl::Status ActivationStore::end_block() {
   }
   MEMTRAIN_RETURN_IF_ERROR(finish_forward());  // the block before, whatever this one's policy: written by now
   if (tier != nullptr) writing_block_ = layer;
+  return absl::OkStatus();
+}
+
+void ActivationStore::begin_chunk(int64_t unit, SwapTier* tier, std::string key_suffix) {
+  MEMTRAIN_CHECK(keep_ && suffix_.empty());
+  outer_ = {block_, block_mode_, discarding_};
+  discarding_ = false;
+  suffix_ = std::move(key_suffix);
+  begin_block(unit, {tier});
+}
+
+absl::Status ActivationStore::end_chunk() {
+  MEMTRAIN_RETURN_IF_ERROR(end_block());
+  suffix_.clear();
+  block_ = outer_.block;
+  block_mode_ = outer_.mode;
+  discarding_ = outer_.discarding;
   return absl::OkStatus();
 }
 

@@ -8,6 +8,9 @@
 // its tensors dropped: at most two swapped blocks are in memory during forward, however fast the tier is (the
 // memory plan relies on it). Before each block's backward, fetch_block(layer, next) brings the block back (reads
 // issued earlier by the previous fetch are waited for) and starts reading `next`, the block backward reaches next.
+// A stream block swaps chunk by chunk the same way (token-wise swap): begin_chunk / end_chunk bracket a chunk's
+// forward inside the block's, its tensors saved under keys ending in the chunk's suffix (set_key_suffix picks the
+// chunk again in backward) as a unit of their own (chunk_unit), which fetch_block brings back.
 //
 // It also holds the weight-gradient products a zero-bubble pipeline defers: layers hand them to weight_grad(),
 // which runs them at once unless deferring is on; then run_weight_grads() runs them later, in the same order,
@@ -74,12 +77,18 @@ class ActivationStore {
   };
   void begin_block(int64_t layer, BlockMode mode);
   bool recomputing_attention() const { return keep_ && block_mode_.recompute_attention; }
-  bool has(const std::string& key) const { return saved_.count(key) > 0; }
+  bool has(const std::string& key) const { return saved_.count(key + suffix_) > 0; }
   // The int8 block length a compressed tensor of n floats uses (64, or the largest power of two dividing n), and
   // its bytes (codes and one fp32 scale per block).
   static int64_t compress_block(int64_t n);
   static int64_t compressed_bytes(int64_t n) { return n + 4 * (n / compress_block(n)); }
   absl::Status end_block();
+  // A stream block's chunk as a swapped unit of its own (see above); the block's state comes back at end_chunk.
+  // (Past every layer's number; negative numbers mean none.)
+  static int64_t chunk_unit(int64_t layer, int64_t chunk) { return (int64_t{1} << 56) + (layer << 24) + chunk; }
+  void begin_chunk(int64_t unit, SwapTier* tier, std::string key_suffix);
+  absl::Status end_chunk();
+  void set_key_suffix(std::string suffix) { suffix_ = std::move(suffix); }
   absl::Status finish_forward();  // after the last block: waits for the writes still in flight
   absl::Status fetch_block(int64_t layer, int64_t next = -1);
 
@@ -131,6 +140,12 @@ class ActivationStore {
   int64_t block_ = -1;            // the block whose forward is running (begin_block)
   BlockMode block_mode_;
   int64_t writing_block_ = -1;    // the swapped block whose writes are in flight
+  std::string suffix_;            // appended to every key (a swapped chunk's)
+  struct Outer {                  // the block around a swapped chunk (begin_chunk)
+    int64_t block;
+    BlockMode mode;
+    bool discarding;
+  } outer_{};
   PackedRows packed_;
   DropoutStream dropout_;
   std::vector<std::function<absl::Status()>> weight_grads_;

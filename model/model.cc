@@ -242,10 +242,17 @@ int64_t Model::predicted_peak_activation_bytes(int64_t B, int64_t T) const {
   for (size_t l = 0; l < static_cast<size_t>(num_blocks()); ++l) {
     // A swapped block below is in memory too: still being written in forward, read back ahead in backward.
     const int64_t below = blocks_stored_bytes(l, b, t) + (l > 0 && swaps(l - 1) ? blk.saved : 0);
-    const int64_t held = streams(l) ? below + blk.stream_backward_peak - blk.mlp_backward_scratch
+    // A stream_swap block's swapped chunk keeps its saved tensors in forward, next to the chunk before it (still
+    // being written); in backward the next swapped chunk is read while one runs.
+    const int64_t swapped = policy_.stream_swaps(global_layer(l)) ? swapped_chunks(t) : 0;
+    const int64_t held = streams(l) ? below + blk.stream_backward_peak - blk.mlp_backward_scratch +
+                                          (swapped > 1 ? blk.stream_chunk_saved : 0)
                                     : blocks_held_bytes(l, b, t);
     blocks = std::max(blocks, held);
-    if (streams(l)) forward = std::max(forward, chunk_tokens_bytes(b, t) + below + blk.stream_forward_peak);
+    if (streams(l)) {
+      forward = std::max(forward, chunk_tokens_bytes(b, t) + below + blk.stream_forward_peak +
+                                      (swapped > 0 ? blk.stream_last_two_swapped : 0));
+    }
   }
   return std::max(forward, predicted_activation_bytes(B, T) - blocks_stored_bytes(num_blocks(), b, t) + blocks +
                                backward_peak_extra_bytes(b, t));
@@ -277,9 +284,14 @@ int64_t Model::predicted_workspace_bytes(int64_t B, int64_t T) const {
 
 int64_t Model::predicted_swapped_bytes(int64_t B, int64_t T, LayerPolicy policy) const {
   const auto [b, t] = local_batch(B, T);
-  int64_t blocks = 0;
-  for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l) blocks += policy_.at(l) == policy ? 1 : 0;
-  return blocks * block_bytes(b, t).saved;
+  // Whole blocks, and stream_swap blocks' swapped chunks, on the tier `policy` names.
+  const LayerPolicy chunks = policy == LayerPolicy::kSwapHost ? LayerPolicy::kStreamSwapHost
+                                                               : LayerPolicy::kStreamSwapSsd;
+  const BlockBytes blk = block_bytes(b, t);
+  int64_t bytes = 0;
+  for (int64_t l = stage_.first_layer; l < stage_.end_layer; ++l)
+    bytes += policy_.at(l) == policy ? blk.saved : policy_.at(l) == chunks ? blk.stream_swapped : 0;
+  return bytes;
 }
 
 int64_t Model::predicted_communication_bytes(int64_t B, int64_t T) const {

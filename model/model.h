@@ -136,16 +136,28 @@ class Model {
   struct BlockBytes {
     int64_t saved, deferred, deferring_attention_peak, deferring_mlp_extra, forward_only_peak;
     int64_t mlp_backward_scratch, stream_forward_peak, stream_backward_peak;  // stream: for the policy's chunk
+    // stream_swap: what one (whole) chunk's forward saves, what a block's swapped chunks save together, and what
+    // its last two do (the most two swapped chunks hold in forward: one saving, the one before it being written).
+    int64_t stream_chunk_saved, stream_swapped, stream_last_two_swapped;
   };
   virtual BlockBytes block_bytes(int64_t B, int64_t T) const = 0;
   template <class Block>
   BlockBytes block_bytes_of(int64_t B, int64_t T) const {
+    const int64_t c = policy_.stream_chunk_for(T), chunks = (T + c - 1) / c;
+    int64_t swapped = 0, last_two = 0;
+    for (int64_t i = policy_.first_swapped_chunk(chunks); i < chunks; ++i) {
+      const int64_t bytes = stream_chunk_saved_bytes<Block>(cfg_, B, std::min(c, T - i * c), tp_);
+      swapped += bytes;
+      last_two += i >= chunks - 2 ? bytes : 0;
+    }
     return {Block::saved_bytes(cfg_, B, T, tp_), Block::deferred_bytes(cfg_, B, T, tp_),
             Block::deferring_attention_peak_bytes(cfg_, B, T, tp_), Block::deferring_mlp_extra_bytes(cfg_, B, T, tp_),
             Block::forward_only_peak_bytes(cfg_, B, T, tp_),
             Block::MlpLayer::backward_scratch_bytes(cfg_, B * T, tp_.size),
-            stream_forward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_, cp_),
-            stream_backward_peak_bytes<Block>(cfg_, B, T, policy_.stream_chunk_for(T), tp_, cp_)};
+            stream_forward_peak_bytes<Block>(cfg_, B, T, c, tp_, cp_),
+            stream_backward_peak_bytes<Block>(cfg_, B, T, c, tp_, cp_),
+            stream_chunk_saved_bytes<Block>(cfg_, B, std::min(c, T), tp_),
+            swapped, last_two};
   }
   // With cp, the first stage saves a copy of the tokens of this rank's chunks for the embeddings' backward.
   int64_t chunk_tokens_bytes(int64_t b, int64_t t) const { return cp_.group_size() > 1 && stage_.first ? 4 * b * t : 0; }
@@ -204,6 +216,19 @@ class Model {
     MEMTRAIN_CHECK_MSG(tier != nullptr, "a swap policy without its tier (Model::set_swap_tiers)");
     return tier;
   }
+  // A stream_swap block's swapped chunks on sequences of T positions (none for other blocks).
+  ChunkSwap chunk_swap(size_t l, int64_t T) const {
+    const int64_t layer = global_layer(l);
+    if (!policy_.stream_swaps(layer)) return {};
+    SwapTier* tier = policy_.at(layer) == LayerPolicy::kStreamSwapHost ? host_tier_ : ssd_tier_;
+    MEMTRAIN_CHECK_MSG(tier != nullptr, "a swap policy without its tier (Model::set_swap_tiers)");
+    const int64_t chunk = policy_.stream_chunk_for(T);
+    return {tier, layer, policy_.first_swapped_chunk((T + chunk - 1) / chunk)};
+  }
+  int64_t swapped_chunks(int64_t T) const {
+    const int64_t chunk = policy_.stream_chunk_for(T), n = (T + chunk - 1) / chunk;
+    return n - policy_.first_swapped_chunk(n);
+  }
   int final_unit() const { return block_unit(num_blocks()); }
   // What both architectures run after their embeddings: the stage's blocks and, on the last stage, the final norm
   // (the final unit; norm is null on other stages), each between acquire and release; backward goes the other way
@@ -255,7 +280,8 @@ absl::StatusOr<Tensor> Model::blocks_and_norm_forward(std::vector<Block>& blocks
     store.begin_block(global_layer(l), {swap_tier(l), compresses(l), recomputes_attention(l)});
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     if (streams(l)) {
-      MEMTRAIN_ASSIGN_OR_RETURN(x, stream_block_forward(blocks[l], x, B, T, policy_.stream_chunk_for(T), store));
+      MEMTRAIN_ASSIGN_OR_RETURN(
+          x, stream_block_forward(blocks[l], x, B, T, policy_.stream_chunk_for(T), chunk_swap(l, T), store));
     } else {
       MEMTRAIN_ASSIGN_OR_RETURN(x, blocks[l].forward(x, B, T, store));
     }
@@ -300,7 +326,8 @@ absl::StatusOr<Tensor> Model::norm_and_blocks_backward(std::vector<Block>& block
     MEMTRAIN_RETURN_IF_ERROR(acquire(unit, kUse));
     if (streams(l)) {
       MEMTRAIN_ASSIGN_OR_RETURN(Tensor x, store.take(segment_input_key(l)));
-      MEMTRAIN_ASSIGN_OR_RETURN(dx, stream_block_backward(blocks[l], x, dx, B, T, policy_.stream_chunk_for(T), store));
+      MEMTRAIN_ASSIGN_OR_RETURN(
+          dx, stream_block_backward(blocks[l], x, dx, B, T, policy_.stream_chunk_for(T), chunk_swap(l, T), store));
     } else {
       MEMTRAIN_ASSIGN_OR_RETURN(dx, blocks[l].backward(dx, B, T, store));
     }

@@ -519,9 +519,10 @@ absl::Status Config::validate() const {
       return config_error("memory.activations", "\"auto\" chooses policies that fit memory.budget; set one");
   } else {
     MEMTRAIN_ASSIGN_OR_RETURN(const model::ActivationPolicy policy, memory.activation_policy(model.n_layer));
-    if (policy.uses(model::LayerPolicy::kSwapSsd) && offload.ssd_path.empty())
-      return config_error("offload.ssd_path", "must name a directory: memory.activations uses swap_ssd");
-    if (policy.uses(model::LayerPolicy::kStream)) MEMTRAIN_RETURN_IF_ERROR(stream_allowed(*this));
+    if (policy.uses_ssd_tier() && offload.ssd_path.empty())
+      return config_error("offload.ssd_path",
+                          "must name a directory: memory.activations uses swap_ssd or stream_swap_ssd");
+    if (policy.streams_any()) MEMTRAIN_RETURN_IF_ERROR(stream_allowed(*this));
   }
   if (offload.optimizer_on_ssd() && optim.name != "adamw")
     return config_error("offload.optimizer", absl::StrCat("\"ssd\" streams AdamW's moments; optim.name is '",

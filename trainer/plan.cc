@@ -222,7 +222,7 @@ absl::StatusOr<MemoryPlan> plan_memory(const Config& cfg, int world_size, int pp
   at(MemCategory::kActivations) = activations + batch_tensors;
   // Swap: swap_ssd's two staging buffers; swap_host's copies (see host_swap above).
   at(MemCategory::kSwap) = host_swap;
-  if (model->activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.uses_ssd())
+  if (model->activation_policy().uses_ssd_tier() || cfg.offload.uses_ssd())
     at(MemCategory::kSwap) += offload::SsdSwap::kStagingBytes;
   if (stage == 3 && cfg.offload.parameters == "host") {  // the host tier's copy of every unit's slice
     for (int u = 0; u < U; ++u) at(MemCategory::kSwap) += parallel::ValueShard::unit_bytes(layout, u);

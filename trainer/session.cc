@@ -70,9 +70,9 @@ namespace {
 // The SSD tier's directory must have room for what one micro-batch swaps.
 absl::Status attach_swap_tiers(const Config& cfg, ModelBundle& bundle) {
   const model::Model& m = *bundle.model;
-  if (m.activation_policy().uses(model::LayerPolicy::kSwapHost) || cfg.offload.parameters == "host")
+  if (m.activation_policy().uses_host_tier() || cfg.offload.parameters == "host")
     bundle.host_swap = offload::HostSwap::create();
-  if (m.activation_policy().uses(model::LayerPolicy::kSwapSsd) || cfg.offload.uses_ssd()) {
+  if (m.activation_policy().uses_ssd_tier() || cfg.offload.uses_ssd()) {
     const std::string& dir = cfg.offload.ssd_path;
     absl::StatusOr<parallel::LaunchInfo> launch = parallel::detect_launch(std::getenv);
     auto tier = offload::SsdSwap::create(dir, absl::StrCat("rank", launch.ok() ? launch->rank : 0));

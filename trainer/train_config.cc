@@ -58,6 +58,8 @@ absl::Status MemoryConfig::validate() const {
   if (!bytes.ok()) return config_error("memory.budget", bytes.status().message());
   MEMTRAIN_RETURN_IF_ERROR(non_negative("memory.recompute_segment", recompute_segment, " (0 = ceil(sqrt(n_layer)))"));
   MEMTRAIN_RETURN_IF_ERROR(non_negative("memory.stream_chunk", stream_chunk, " (0 = a third of the sequence)"));
+  if (!(stream_swap_fraction >= 0 && stream_swap_fraction <= 1))
+    return config_error("memory.stream_swap_fraction", absl::StrCat("must be in [0, 1], got ", stream_swap_fraction));
   return absl::OkStatus();
 }
 
@@ -95,6 +97,7 @@ absl::StatusOr<model::ActivationPolicy> MemoryConfig::activation_policy(int64_t 
   absl::StatusOr<model::ActivationPolicy> policy = model::ActivationPolicy::parse(activations, recompute_segment, n_layer);
   if (!policy.ok()) return config_error("memory.activations", policy.status().message());
   policy->stream_chunk = stream_chunk;
+  policy->stream_swap_fraction = stream_swap_fraction;
   return policy;
 }
 

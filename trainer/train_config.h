@@ -86,6 +86,7 @@ struct MemoryConfig {
   std::vector<std::string> activations = {"keep"};
   int64_t recompute_segment = 1;
   int64_t stream_chunk = 0;
+  double stream_swap_fraction = 1;
 
   template <class V> void visit(V& v) {
     v("budget", budget, "bytes per process: an integer or with KB, MB, GB, TB, KiB, MiB, GiB, TiB (\"2GiB\"); "
@@ -95,7 +96,9 @@ struct MemoryConfig {
                                   "again), swap_host, swap_ssd (written out during forward, read back ahead of "
                                   "backward; offload.ssd_path), compress (projection inputs as int8 blocks: weight "
                                   "gradients within ~1e-2), stream (StreamBP: only its input kept, forward and "
-                                  "backward chunk by chunk along the sequence, memory.stream_chunk); one entry for "
+                                  "backward chunk by chunk along the sequence, memory.stream_chunk), stream_swap_host, "
+                                  "stream_swap_ssd (stream whose last chunks' saved tensors are swapped out and read "
+                                  "back instead of recomputed, memory.stream_swap_fraction); one entry for "
                                   "every block or one per block; or [\"auto\"]: the planner picks keep, recompute "
                                   "or swap_ssd (and if need be a smaller micro-batch, the same global batch) to fit "
                                   "memory.budget");
@@ -104,6 +107,9 @@ struct MemoryConfig {
     v("stream_chunk", stream_chunk, "positions per chunk of a stream block's forward and backward (StreamBP): it "
                                     "holds its input, output, keys and values for the whole sequence and the rest "
                                     "for one chunk; 0 = a third of the sequence");
+    v("stream_swap_fraction", stream_swap_fraction, "of a stream_swap_host/ssd block's chunks, the fraction (the "
+                                                    "last ones: their forward costs most to run again) whose saved "
+                                                    "tensors are swapped instead of recomputed; 0 to 1");
   }
   absl::Status validate() const;
   // The blocks' policy for a model of n_layer blocks; errors name memory.activations.

@@ -125,6 +125,20 @@ INSTANTIATE_TEST_SUITE_P(
              "_segment" + std::to_string(std::get<2>(info.param));
     });
 
+// StreamBP and token-wise swap (stream_swap_host/ssd): the blocks' inputs and one chunk's tensors, the swapped
+// chunks' copies in `swap` (host) or the swap file's staging buffers (SSD).
+TEST(PlanStream, PredictionMatchesTheMeasuredPeaks) {
+  for (const char* config : {"configs/default.toml", "configs/llama_tiny.toml"}) {
+    for (const char* sets : {" --set memory.activations=stream",
+                             " --set memory.activations=stream_swap_host --set memory.stream_swap_fraction=0.5",
+                             " --set memory.activations=stream_swap_ssd,keep,stream_swap_host,recompute,stream"}) {
+      SCOPED_TRACE(std::string(config) + sets);
+      expect_plan_matches_training(config, std::string(" --set model.n_layer=5 --set memory.stream_chunk=16") + sets +
+                                               " --set offload.ssd_path=" + ::testing::TempDir());
+    }
+  }
+}
+
 // AdamW's moments on disk: three groups of them in memory, plus the swap file's staging buffers.
 TEST(PlanOptimizerOffload, PredictionMatchesTheMeasuredPeaks) {
   for (int stage : {0, 2}) {

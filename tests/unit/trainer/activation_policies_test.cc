@@ -31,6 +31,7 @@ struct Result {
   int64_t left = 0, peak = 0;              // activation bytes after forward, and the high-water mark
   int64_t predicted = 0, predicted_peak = 0;
   int64_t eval_peak = 0, predicted_eval_peak = 0;  // a forward that keeps nothing (evaluation)
+  int64_t host_swapped = 0, predicted_host_swapped = 0;  // the host tier's bytes after forward
 };
 
 // One forward + backward from the same parameters and batch under `policy`.
@@ -61,8 +62,11 @@ Result run(const ModelConfig& cfg, const ActivationPolicy& policy, bool defer = 
   r.predicted_eval_peak = model->predicted_forward_only_peak_bytes(B, T);
   mt.reset_peaks();
   ActivationStore store;
+  const int64_t swap_before = mt.current(MemCategory::kSwap);
   r.loss = *model->forward(tokens, targets, 1.0f / (B * T), store);
   r.left = mt.current(MemCategory::kActivations) - before;
+  r.host_swapped = mt.current(MemCategory::kSwap) - swap_before;
+  r.predicted_host_swapped = model->predicted_swapped_bytes(B, T, LayerPolicy::kSwapHost);
   store.defer_weight_grads(defer);
   MEMTRAIN_CHECK_OK(model->backward(store));
   MEMTRAIN_CHECK_OK(store.run_weight_grads());
@@ -206,6 +210,45 @@ TEST_P(ActivationPolicies, StreamGivesTheUnchunkedGradients) {
       EXPECT_LT(peaks[1], peaks[4]);
       EXPECT_LT(peaks[4], peaks[7]);
       EXPECT_LT(peaks[7], peaks[12]);
+    }
+  }
+}
+
+// stream_swap_host / stream_swap_ssd (token-wise swap): the last chunks' saved tensors come back from the tier
+// instead of being computed again, so the loss and every gradient are stream's bit for bit, for every fraction of
+// swapped chunks and chunk sizes that do and do not divide T. What forward leaves and the host tier's bytes as
+// predicted; the high-water mark at most the prediction (an upper bound: it counts the two swapped chunks a forward
+// holds at most on top of stream's peak, and a prefetched chunk on top of a whole chunk's backward) and within 25%.
+TEST_P(ActivationPolicies, StreamSwapGivesStreamsBits) {
+  const ModelConfig cfg = five_layers(GetParam());
+  const std::vector<std::pair<Names, Names>> layouts = {
+      {{"stream_swap_host"}, {"stream"}},
+      {{"stream_swap_ssd", "keep", "stream_swap_host", "recompute", "stream"},
+       {"stream", "keep", "stream", "recompute", "stream"}}};
+  for (const auto& [swapping, streaming] : layouts) {
+    for (int64_t chunk : {13, 5, 4, 1}) {
+      ActivationPolicy reference = *ActivationPolicy::parse(streaming, 2, cfg.n_layer);
+      reference.stream_chunk = chunk;
+      const Result stream = run(cfg, reference);
+      for (double fraction : {1.0, 0.5, 0.2, 0.0}) {
+        ActivationPolicy policy = *ActivationPolicy::parse(swapping, 2, cfg.n_layer);
+        policy.stream_chunk = chunk;
+        policy.stream_swap_fraction = fraction;
+        SCOPED_TRACE(policy.describe() + ", chunk " + std::to_string(chunk));
+        const Result r = run(cfg, policy);
+        EXPECT_EQ(r.loss, stream.loss);
+        ASSERT_EQ(r.grads.size(), stream.grads.size());
+        for (size_t i = 0; i < r.grads.size(); ++i) EXPECT_EQ(r.grads[i], stream.grads[i]) << "parameter " << i;
+        EXPECT_EQ(r.left, r.predicted);
+        EXPECT_EQ(r.host_swapped, r.predicted_host_swapped);
+        EXPECT_LE(r.peak, r.predicted_peak);
+        EXPECT_LE(r.predicted_peak, 1.25 * r.peak);
+        std::printf("%s %s chunk %lld: peak %lld, predicted %lld, stream's %lld, host tier %lld\n",
+                    GetParam().c_str(), policy.describe().c_str(), static_cast<long long>(chunk),
+                    static_cast<long long>(r.peak), static_cast<long long>(r.predicted_peak),
+                    static_cast<long long>(stream.peak), static_cast<long long>(r.host_swapped));
+        if (fraction > 0) EXPECT_GT(r.host_swapped, 0);
+      }
     }
   }
 }
