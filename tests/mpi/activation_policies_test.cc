@@ -6,7 +6,7 @@
 // masks are drawn again). AdamW's moments streamed from the SSD file (offload.optimizer = "ssd") and ZeRO-3's
 // parameter shard kept in a tier (offload.parameters: read back for each gather and each update, brought in for
 // checkpoints and a pipeline's tied values, with qwZ gathers and accumulated micro-batches) likewise give keep's
-// run bit for bit; so does stream with one chunk per sequence.
+// run bit for bit; so does stream with one chunk per sequence, its chunks swapped or not.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -129,6 +129,9 @@ TEST_P(MpiActivationPolicies, StreamFollowsKeepWithinRounding) {
 const std::vector<std::string> kAll = {"memory.activations=recompute"};
 const std::vector<std::string> kStreamWhole = {"memory.activations=stream,keep,stream,recompute",
                                                "memory.stream_chunk=32"};
+// Token-wise swap: every chunk (one per sequence here) of the first two blocks goes to a tier and comes back.
+const std::vector<std::string> kStreamSwapWhole = {"memory.activations=stream_swap_host,stream_swap_ssd,stream,keep",
+                                                   "memory.stream_chunk=32"};
 const std::vector<std::string> kSegments = {"memory.activations=recompute", "memory.recompute_segment=2"};
 const std::vector<std::string> kMixed = {"memory.activations=keep,recompute,recompute,recompute",
                                          "memory.recompute_segment=0"};
@@ -193,6 +196,10 @@ INSTANTIATE_TEST_SUITE_P(
                       PolicyCase{"llama_tp4_stream", "llama", 4, {"parallel.tp=4", "zero.stage=1"}, kStreamWhole},
                       PolicyCase{"gpt2_pp2_1f1b_stream", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
                                                                      "train.grad_accum=4"}, kStreamWhole},
+                      PolicyCase{"llama_tp2_zero3_stream_swap", "llama", 2, {"parallel.tp=2", "zero.stage=3"},
+                                 kStreamSwapWhole},
+                      PolicyCase{"gpt2_pp2_1f1b_stream_swap", "gpt2", 2, {"parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                                          "train.grad_accum=4"}, kStreamSwapWhole},
                       PolicyCase{"llama_stream_cp2_zero3", "llama", 2, {"parallel.cp=2", "zero.stage=3"}, {}},
                       PolicyCase{"gpt2_stream_cp4_zero2", "gpt2", 4, {"parallel.cp=4", "zero.stage=2"}, {}},
                       PolicyCase{"llama_stream_cp2_tp2", "llama", 4, {"parallel.cp=2", "parallel.tp=2"}, {}},
